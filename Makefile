@@ -1,0 +1,53 @@
+# Every target installs what it needs: the virtual environment and the cluster binaries are
+# built on first use and cached under $(MEDUSA_CACHE), outside the clone.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+MEDUSA_CACHE ?= $(HOME)/.cache/medusa-operator
+export MEDUSA_CACHE
+PYTEST_ARGS ?=
+
+VENV = $(shell hack/venv.sh)
+PY = $(VENV)/bin/python
+
+.PHONY: help deps venv binaries test unit cluster-up cluster-down cluster-status demo crds crds-check lint clean-cache
+
+help:
+	@echo "make demo         run the operator on an embedded local cluster"
+	@echo "make test         run the whole test suite (what CI runs)"
+	@echo "make unit         fast tests that need no cluster, server or model"
+	@echo "make cluster-up   start the local control plane (kubeconfig: $(MEDUSA_CACHE)/cluster/kubeconfig)"
+	@echo "make cluster-down stop it"
+	@echo "make crds         regenerate crds/ from the API types"
+
+deps:
+	@hack/system-deps.sh
+
+venv: deps
+	@hack/venv.sh >/dev/null
+
+binaries:
+	@hack/build-binaries.sh >/dev/null
+
+test: venv binaries
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -m "not cluster and not triton and not s3 and not model and not slow" $(PYTEST_ARGS)
+
+cluster-up: venv binaries
+	$(PY) hack/localcluster.py up
+
+cluster-down: venv
+	$(PY) hack/localcluster.py down
+
+cluster-status: venv
+	$(PY) hack/localcluster.py status
+
+crds: venv
+	$(PY) -m medusa_operator.api.crdgen --write crds/
+
+demo: venv binaries
+	$(PY) hack/demo.py
+
+clean-cache:
+	rm -rf $(MEDUSA_CACHE)

@@ -1,0 +1,1 @@
+"""The builder steps, one module each (see medusa_builder.cli)."""
