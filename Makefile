@@ -44,7 +44,7 @@ cluster-status: venv
 	$(PY) hack/localcluster.py status
 
 crds: venv
-	$(PY) -m medusa_operator.api.crdgen --write crds/
+	$(PY) -m medusa_operator.api.crdgen --write crds/ charts/medusa-operator/files/
 
 demo: venv binaries
 	$(PY) hack/demo.py

@@ -1,7 +1,10 @@
 """Generates the MedusaModel CRD from the pydantic API types.
 
-    python -m medusa_operator.api.crdgen --write crds/     # regenerate the committed file
-    python -m medusa_operator.api.crdgen --check crds/     # exit 1 when it has drifted
+    python -m medusa_operator.api.crdgen --write crds/ charts/medusa-operator/files/
+    python -m medusa_operator.api.crdgen --check crds/ charts/medusa-operator/files/
+
+The CRD is written into every folder given: the repository's crds/ (for kubectl and GitOps)
+and the Helm chart's files/ (the chart installs and upgrades it from there).
 
 pydantic's JSON Schema is turned into a Kubernetes structural schema: references are inlined,
 ``Optional`` unions collapse to their non-null member, titles and defaults are dropped (see
@@ -141,18 +144,20 @@ def render_crd_yaml() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Generate the MedusaModel CRD from the API types.")
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", metavar="DIR", type=Path, help="write the CRD into DIR")
-    mode.add_argument("--check", metavar="DIR", type=Path, help="exit 1 when DIR's CRD differs from the types")
+    mode.add_argument("--write", metavar="DIR", type=Path, nargs="+", help="write the CRD into each DIR")
+    mode.add_argument("--check", metavar="DIR", type=Path, nargs="+",
+                      help="exit 1 when a DIR's CRD differs from the types")
     args = parser.parse_args(argv)
     text = render_crd_yaml()
-    if args.write:
-        args.write.mkdir(parents=True, exist_ok=True)
-        (args.write / CRD_FILENAME).write_text(text)
-        print(f"wrote {args.write / CRD_FILENAME}")
-        return
-    path = args.check / CRD_FILENAME
-    if not path.exists() or path.read_text() != text:
+    for folder in args.write or []:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CRD_FILENAME).write_text(text)
+        print(f"wrote {folder / CRD_FILENAME}")
+    stale = [folder / CRD_FILENAME for folder in args.check or []
+             if not (folder / CRD_FILENAME).exists() or (folder / CRD_FILENAME).read_text() != text]
+    for path in stale:
         print(f"{path} is out of date: run `make crds`", file=sys.stderr)
+    if stale:
         sys.exit(1)
 
 

@@ -1,0 +1,191 @@
+"""The local control plane is a real one: API server with etcd, scheduler, controller-manager
+(Deployments, Jobs, garbage collection) and kwok playing GPU nodes and pod lifecycles."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from lightkube import Client
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import ConfigMap, Node, Pod
+from lightkube.codecs import from_dict
+
+from fixtures.cluster import wait_for
+
+pytestmark = pytest.mark.cluster
+
+GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+
+
+def _job(name: str, annotations: dict[str, str] | None = None) -> Job:
+    return from_dict({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": annotations or {}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "step", "image": "example.invalid/builder:1", "args": ["run"]}],
+                },
+            },
+        },
+    })
+
+
+def _job_condition(kube: Client, name: str, namespace: str) -> str | None:
+    job = kube.get(Job, name, namespace=namespace)
+    for cond in (job.status.conditions or []) if job.status else []:
+        if cond.type in ("Complete", "Failed") and cond.status == "True":
+            return cond.type
+    return None
+
+
+def test_gpu_nodes_are_ready_with_capacity(kube: Client) -> None:
+    gpu_nodes = [n for n in kube.list(Node) if n.metadata.labels.get("nvidia.com/gpu.product") == GPU_PRODUCT]
+    assert len(gpu_nodes) >= 2
+    for node in gpu_nodes:
+        assert node.status.allocatable["nvidia.com/gpu"] == "8"
+        ready = {c.type: c.status for c in node.status.conditions}["Ready"]
+        assert ready == "True"
+
+
+def test_deployment_pods_become_ready_on_a_gpu_node(kube: Client, namespace: str) -> None:
+    kube.create(from_dict({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "triton"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "triton"}},
+            "template": {
+                "metadata": {"labels": {"app": "triton"}},
+                "spec": {
+                    "nodeSelector": {"nvidia.com/gpu.product": GPU_PRODUCT},
+                    "containers": [{
+                        "name": "triton", "image": "example.invalid/triton:1",
+                        "resources": {"limits": {"nvidia.com/gpu": "4"}},
+                    }],
+                },
+            },
+        },
+    }), namespace=namespace)
+
+    wait_for(lambda: (kube.get(Deployment, "triton", namespace=namespace).status.readyReplicas or 0) == 2,
+             what="2 ready replicas")
+    pods = list(kube.list(Pod, namespace=namespace, labels={"app": "triton"}))
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod.spec.nodeName.startswith("gpu-node-")
+        assert pod.status.phase == "Running"
+
+
+def test_gpu_requests_beyond_capacity_stay_pending(kube: Client, namespace: str) -> None:
+    kube.create(from_dict({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "too-big"},
+        "spec": {"containers": [{"name": "c", "image": "example.invalid/x:1",
+                                 "resources": {"limits": {"nvidia.com/gpu": "9"}}}]},
+    }), namespace=namespace)
+
+    def unschedulable() -> bool:
+        pod = kube.get(Pod, "too-big", namespace=namespace)
+        conds = {c.type: c for c in (pod.status.conditions or [])}
+        return "PodScheduled" in conds and conds["PodScheduled"].reason == "Unschedulable"
+
+    wait_for(unschedulable, what="the scheduler to report the pod unschedulable")
+    assert kube.get(Pod, "too-big", namespace=namespace).status.phase == "Pending"
+
+
+def test_job_completes(kube: Client, namespace: str) -> None:
+    kube.create(_job("ok"), namespace=namespace)
+    assert wait_for(lambda: _job_condition(kube, "ok", namespace), what="the Job to finish") == "Complete"
+
+
+def test_job_scripted_to_fail_keeps_its_termination_message(kube: Client, namespace: str) -> None:
+    message = json.dumps({"schemaVersion": 1, "step": "build", "ok": False,
+                          "error": {"kind": "user", "message": "heads have hidden size 5120, base model has 4096"}})
+    kube.create(_job("bad", {
+        "kwok.medusa.dev/exit-code": "2",
+        "kwok.medusa.dev/termination-message": message,
+    }), namespace=namespace)
+
+    assert wait_for(lambda: _job_condition(kube, "bad", namespace), what="the Job to finish") == "Failed"
+    pod = next(iter(kube.list(Pod, namespace=namespace, labels={"job-name": "bad"})))
+    assert pod.status.phase == "Failed"
+    terminated = pod.status.containerStatuses[0].state.terminated
+    assert terminated.exitCode == 2
+    assert json.loads(terminated.message) == json.loads(message)
+
+
+def test_job_scripted_to_succeed_with_a_result(kube: Client, namespace: str) -> None:
+    message = '{"schemaVersion":1,"step":"package","ok":true,"result":{"repositoryUri":"s3://x/y"}}'
+    kube.create(_job("good", {"kwok.medusa.dev/exit-code": "0",
+                              "kwok.medusa.dev/termination-message": message}), namespace=namespace)
+    assert wait_for(lambda: _job_condition(kube, "good", namespace), what="the Job to finish") == "Complete"
+    pod = next(iter(kube.list(Pod, namespace=namespace, labels={"job-name": "good"})))
+    assert pod.status.containerStatuses[0].state.terminated.message == message
+
+
+def test_garbage_collector_deletes_owned_objects(kube: Client, namespace: str) -> None:
+    owner = kube.create(ConfigMap(metadata={"name": "owner"}, data={"a": "1"}), namespace=namespace)
+    kube.create(ConfigMap(metadata={
+        "name": "child",
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}],
+    }, data={"b": "2"}), namespace=namespace)
+
+    kube.delete(ConfigMap, "owner", namespace=namespace)
+
+    def child_gone() -> bool:
+        try:
+            kube.get(ConfigMap, "child", namespace=namespace)
+            return False
+        except ApiError as exc:
+            return exc.status.code == 404
+
+    wait_for(child_gone, what="the garbage collector to delete the owned ConfigMap")
+
+
+def test_crd_with_cel_rule_rejects_invalid_objects(kube: Client, namespace: str) -> None:
+    crd = from_dict({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.test.medusa.dev"},
+        "spec": {
+            "group": "test.medusa.dev",
+            "scope": "Namespaced",
+            "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget", "listKind": "GadgetList"},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {"spec": {
+                        "type": "object",
+                        "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+                        "x-kubernetes-validations": [
+                            {"rule": "self.min <= self.max", "message": "min must not exceed max"}],
+                    }},
+                }},
+            }],
+        },
+    })
+    kube.apply(crd, force=True)
+    wait_for(lambda: any(c.type == "Established" and c.status == "True"
+                         for c in (kube.get(CustomResourceDefinition, "gadgets.test.medusa.dev").status.conditions or [])),
+             what="the CRD to be established")
+    gadget = create_namespaced_resource("test.medusa.dev", "v1", "Gadget", "gadgets")
+
+    def create(lo: int, hi: int):
+        return kube.create(gadget(metadata={"name": f"g-{lo}-{hi}"}, spec={"min": lo, "max": hi}), namespace=namespace)
+
+    assert create(1, 2).metadata.name == "g-1-2"
+    with pytest.raises(ApiError) as refused:
+        create(3, 2)
+    assert refused.value.status.code == 422
+    assert "min must not exceed max" in refused.value.status.message
