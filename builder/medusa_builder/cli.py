@@ -27,6 +27,7 @@ STEP_MODULES = (
     "inspect",
     "tree",
     "build_engine",
+    "build",
     "package",
     "convert_gguf",
     "train_heads",

@@ -1,0 +1,66 @@
+"""`medusa-builder build`: the operator's Building Job, from sources to a cached engine.
+
+Looks the cache key up first (a hit downloads nothing), then fetches the base model and heads,
+inspects them, resolves the tree (a preset, explicit choices, or ``auto`` calibration) and builds:
+a TensorRT-LLM engine for ``--backend tensorrt-llm``, or for ``--backend reference`` the checked
+base + heads + tree bundle that the PyTorch reference runtime serves. The entry is stored at
+``{artifacts}/engines/{cacheKey}/`` with ``manifest.json`` written last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from .. import checkpoint, engine, storage
+from ..cli import add_result_argument
+from ..errors import UserError
+from .build_engine import (add_engine_arguments, build_and_publish, check_cache_key, resolve_build_tree,
+                           spec_from_args, tree_spec)
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("build", help="fetch, inspect and build (or reuse) an engine",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("--base-uri", required=True, metavar="URI", help="base model location")
+    parser.add_argument("--base-revision", metavar="REV", help="pinned base revision")
+    parser.add_argument("--heads-uri", required=True, metavar="URI", help="Medusa heads location")
+    parser.add_argument("--heads-revision", metavar="REV", help="pinned heads revision")
+    parser.add_argument("--backend", choices=engine.BACKENDS, default="tensorrt-llm")
+    add_engine_arguments(parser)
+    add_result_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    storage.apply_storage_arguments(args)
+    spec = spec_from_args(args, backend=args.backend)
+    for uri in (args.base_uri, args.heads_uri) + ((args.artifacts_uri,) if args.artifacts_uri else ()):
+        storage.parse_uri(uri)
+    if args.artifacts_uri and storage.parse_uri(args.artifacts_uri).scheme == "hf":
+        raise UserError("the artifact store cannot be a Hugging Face location; use s3://, gs://, pvc:// or a path")
+    key = check_cache_key(args.cache_key or engine.compute_cache_key(engine.cache_inputs(
+        spec, base_uri=args.base_uri, base_revision=args.base_revision, heads_uri=args.heads_uri,
+        heads_revision=args.heads_revision, tree_spec=tree_spec(args))))
+    if args.artifacts_uri:
+        manifest = engine.lookup(args.artifacts_uri, key)
+        if manifest is not None:
+            uri = engine.entry_uri(args.artifacts_uri, key)
+            log.info("cache hit: %s; nothing to build", uri)
+            return engine.result_from_manifest(manifest, uri, cache_hit=True)
+    elif not args.dry_run:
+        raise UserError("--artifacts-uri is required to store the engine (or pass --dry-run)")
+    work = Path(args.work_dir)
+    base_dir, heads_dir = work / "sources" / "base", work / "sources" / "heads"
+    base = storage.download(args.base_uri, base_dir, revision=args.base_revision)
+    heads = storage.download(args.heads_uri, heads_dir, revision=args.heads_revision)
+    report = checkpoint.inspect(base_dir, heads_dir, expected_heads=args.num_heads)
+    tree, extra = resolve_build_tree(args, base_dir, heads_dir, report["numHeads"])
+    sources = {"base": {"uri": args.base_uri, "revision": base["revision"], "bytes": base["bytes"]},
+               "heads": {"uri": args.heads_uri, "revision": heads["revision"], "bytes": heads["bytes"]}}
+    return build_and_publish(args, spec, key=key, base_dir=base_dir, heads_dir=heads_dir, report=report,
+                             tree=tree, extra=extra, sources=sources)
