@@ -14,6 +14,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ConfigMap, Node, Pod
 from lightkube.codecs import from_dict
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 
 from fixtures.cluster import wait_for
 
@@ -134,11 +135,11 @@ def test_job_scripted_to_succeed_with_a_result(kube: Client, namespace: str) -> 
 
 
 def test_garbage_collector_deletes_owned_objects(kube: Client, namespace: str) -> None:
-    owner = kube.create(ConfigMap(metadata={"name": "owner"}, data={"a": "1"}), namespace=namespace)
-    kube.create(ConfigMap(metadata={
-        "name": "child",
-        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}],
-    }, data={"b": "2"}), namespace=namespace)
+    owner = kube.create(ConfigMap(metadata=ObjectMeta(name="owner"), data={"a": "1"}), namespace=namespace)
+    kube.create(ConfigMap(metadata=ObjectMeta(
+        name="child",
+        ownerReferences=[OwnerReference(apiVersion="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)],
+    ), data={"b": "2"}), namespace=namespace)
 
     kube.delete(ConfigMap, "owner", namespace=namespace)
 

@@ -110,7 +110,7 @@ class TreeSpec(ApiModel):
         ),
     )
     choices: Annotated[list[Annotated[list[int], Field(max_length=MAX_TREE_DEPTH)]] | None, Field(
-        default=None, max_length=4 * MAX_TREE_NODES,
+        default=None, max_length=2 * MAX_TREE_NODES,
         description=(
             "An explicit tree: a list of paths, each a list of top-k ranks, one per head depth. "
             "[0] is head 1's best token, [0, 1] head 1's best then head 2's second best. The tree "
@@ -118,9 +118,7 @@ class TreeSpec(ApiModel):
         ),
         json_schema_extra={"x-kubernetes-validations": [
             cel(f"size(self) <= {MAX_TREE_NODES}",
-                message_expression=(
-                    f"'tree.choices has ' + string(size(self)) + ' nodes; at most {MAX_TREE_NODES} are "
-                    "allowed: prune the tree or use a preset'")),
+                f"tree.choices has more than {MAX_TREE_NODES} nodes: prune the tree or use a preset"),
             cel("self.all(p, size(p) > 0)",
                 "every tree path needs at least one index: remove empty paths such as []"),
             cel("self.all(p, p.all(i, i >= 0))",
@@ -134,9 +132,8 @@ class MedusaHeadsSource(ApiModel):
         json_schema_extra={"x-kubernetes-validations": [
             cel("!has(self.numHeads) || !has(self.tree) || !has(self.tree.choices) || "
                 "self.tree.choices.all(p, size(p) <= self.numHeads)",
-                message_expression=(
-                    "'tree.choices has a path deeper than numHeads (' + string(self.numHeads) + '): each "
-                    "path may hold at most one index per head; shorten the paths or raise numHeads'"),
+                "a tree.choices path is deeper than numHeads: each path holds at most one index per "
+                "head; shorten the paths or raise numHeads",
                 field_path=".tree.choices"),
         ]},
     )
@@ -272,9 +269,7 @@ class AutoscalingSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={"x-kubernetes-validations": [
             cel("!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
-                message_expression=(
-                    "'autoscaling.minReplicas (' + string(self.minReplicas) + ') must not exceed maxReplicas (' "
-                    "+ string(self.maxReplicas) + ')'")),
+                "autoscaling.minReplicas must not exceed autoscaling.maxReplicas"),
             cel("!has(self.minReplicas) || self.minReplicas > 0 || (has(self.provider) && self.provider == 'keda')",
                 "minReplicas 0 (scale to zero) needs provider: keda"),
         ]},

@@ -1,0 +1,169 @@
+"""The real API server refuses bad MedusaModel specs with a message that says what to change."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from localcluster import LocalCluster
+
+pytestmark = pytest.mark.cluster
+
+VALID: dict[str, Any] = {
+    "apiVersion": "inference.medusa.dev/v1alpha1",
+    "kind": "MedusaModel",
+    "metadata": {"name": "m"},
+    "spec": {
+        "baseModel": {"uri": "hf://meta-llama/Meta-Llama-3-8B-Instruct", "revision": "5f0b02c7"},
+        "medusa": {"uri": "s3://heads/llama3-8b-medusa/", "numHeads": 3,
+                   "tree": {"choices": [[0], [0, 0], [1], [0, 1], [0, 0, 0]]}},
+        "engine": {"backend": "tensorrt-llm", "dtype": "float16", "quantization": "none",
+                   "tensorParallelSize": 1, "gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+        "artifacts": {"uri": "s3://engines/"},
+        "validation": {"accuracy": {"shots": 5, "maxDropVsBase": 0.01},
+                       "throughput": {"minSpeedup": 1.5}},
+        "serving": {"autoscaling": {"minReplicas": 1, "maxReplicas": 4, "provider": "hpa",
+                                    "targetTokensPerSecondPerReplica": 1500}},
+    },
+}
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    """A copy of VALID with the dotted spec path set to value."""
+    obj = copy.deepcopy(VALID)
+    node = obj["spec"]
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return obj
+
+
+def _apply(cluster: LocalCluster, namespace: str, obj: dict[str, Any]):
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj), check=False)
+
+
+def _refused(cluster: LocalCluster, namespace: str, obj: dict[str, Any]) -> str:
+    proc = _apply(cluster, namespace, obj)
+    assert proc.returncode != 0, "the API server accepted an invalid MedusaModel"
+    return proc.stderr
+
+
+@pytest.fixture
+def ns(medusa_crd: str, namespace: str) -> str:
+    return namespace
+
+
+def test_valid_spec_is_accepted_and_stored_as_written(local_cluster: LocalCluster, ns: str) -> None:
+    proc = _apply(local_cluster, ns, VALID)
+    assert proc.returncode == 0, proc.stderr
+    stored = json.loads(local_cluster.kubectl("get", "medusamodel", "m", "-n", ns, "-o", "json").stdout)
+    assert stored["spec"] == VALID["spec"], "the API server added or changed fields (GitOps drift)"
+    assert local_cluster.kubectl("get", "mm", "m", "-n", ns).returncode == 0
+
+
+def test_unknown_uri_scheme(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("baseModel.uri", "ftp://models/llama"))
+    assert 'unsupported URI "ftp://models/llama": use one of the schemes hf://, s3://, gs://, pvc://' in err
+
+
+def test_artifacts_on_the_hub_are_refused(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("artifacts.uri", "hf://org/engines"))
+    assert "use one of the schemes s3://, gs://, pvc://" in err
+
+
+def test_preset_and_choices_together(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("medusa.tree", {"preset": "mc_sim_7b_63", "choices": [[0]]}))
+    assert "set either tree.preset or tree.choices, not both" in err
+
+
+def test_tree_deeper_than_num_heads(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("medusa.tree", {"choices": [[0], [0, 0], [0, 0, 0], [0, 0, 0, 0]]}))
+    assert "a tree.choices path is deeper than numHeads" in err
+
+
+def test_empty_tree_path(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("medusa.tree", {"choices": [[0], []]}))
+    assert "every tree path needs at least one index" in err
+
+
+def test_negative_tree_index(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("medusa.tree", {"choices": [[0], [-1]]}))
+    assert "tree indices are top-k ranks and must be 0 or greater" in err
+
+
+def test_more_than_256_tree_nodes(local_cluster: LocalCluster, ns: str) -> None:
+    choices = [[i] for i in range(64)] + [[i, j] for i in range(8) for j in range(25)]
+    obj = _with("medusa.tree", {"choices": choices})
+    obj["spec"]["medusa"].pop("numHeads")
+    err = _refused(local_cluster, ns, obj)
+    assert "tree.choices has more than 256 nodes: prune the tree or use a preset" in err
+
+
+def test_min_replicas_above_max_replicas(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("serving.autoscaling", {"minReplicas": 5, "maxReplicas": 2}))
+    assert "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" in err
+
+
+def test_scale_to_zero_needs_keda(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("serving.autoscaling", {"minReplicas": 0, "maxReplicas": 2}))
+    assert "minReplicas 0 (scale to zero) needs provider: keda" in err
+
+
+def test_tensor_parallel_size_not_a_power_of_two(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("engine.tensorParallelSize", 3))
+    assert "spec.engine.tensorParallelSize: Unsupported value: 3" in err
+    assert '"1", "2", "4", "8"' in err
+
+
+@pytest.mark.parametrize("field,value", [
+    ("engine.dtype", "float8"),
+    ("engine.quantization", "int4"),
+    ("engine.backend", "vllm"),
+    ("serving.autoscaling.provider", "vpa"),
+], ids=["dtype", "quantization", "backend", "provider"])
+def test_unknown_enum_values(local_cluster: LocalCluster, ns: str, field: str, value: str) -> None:
+    err = _refused(local_cluster, ns, _with(field, value))
+    assert f'spec.{field}: Unsupported value: "{value}"' in err
+    assert "supported values" in err
+
+
+def test_min_speedup_below_one(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("validation.throughput.minSpeedup", 0.9))
+    assert "spec.validation.throughput.minSpeedup: Invalid value: 0.9: spec.validation.throughput.minSpeedup in body should be greater than or equal to 1" in err
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_max_drop_vs_base_outside_0_1(local_cluster: LocalCluster, ns: str, value: float) -> None:
+    err = _refused(local_cluster, ns, _with("validation.accuracy.maxDropVsBase", value))
+    bound = "greater than or equal to 0" if value < 0 else "less than or equal to 1"
+    assert f"spec.validation.accuracy.maxDropVsBase in body should be {bound}" in err
+
+
+@pytest.mark.parametrize("value", [-1, 11])
+def test_shots_outside_0_10(local_cluster: LocalCluster, ns: str, value: int) -> None:
+    err = _refused(local_cluster, ns, _with("validation.accuracy.shots", value))
+    bound = "greater than or equal to 0" if value < 0 else "less than or equal to 10"
+    assert f"spec.validation.accuracy.shots in body should be {bound}" in err
+
+
+def test_fp8_on_the_reference_backend(local_cluster: LocalCluster, ns: str) -> None:
+    obj = _with("engine.backend", "reference")
+    obj["spec"]["engine"]["quantization"] = "fp8"
+    assert "quantization fp8 needs backend tensorrt-llm" in _refused(local_cluster, ns, obj)
+
+
+def test_fewer_gpus_than_tensor_parallel_ranks(local_cluster: LocalCluster, ns: str) -> None:
+    obj = _with("engine.tensorParallelSize", 4)
+    assert "engine.gpu.count must be at least engine.tensorParallelSize" in _refused(local_cluster, ns, obj)
+
+
+def test_kubectl_explain_describes_the_tree(local_cluster: LocalCluster, medusa_crd: str) -> None:
+    out = local_cluster.kubectl("explain", "medusamodel.spec.medusa.tree").stdout
+    assert "The token tree verified in each decoding step." in out
+    assert "preset" in out and "choices" in out
+    out = local_cluster.kubectl("explain", "medusamodel.spec.medusa.tree.choices").stdout
+    assert "prefix-closed" in out
