@@ -1,0 +1,102 @@
+"""Medusa trees: presets, validation and the brace form Triton reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medusa_builder import cli
+from medusa_builder.tree import (MAX_TREE_NODES, PRESETS, TreeError, greedy_tree, normalise_tree, resolve_tree,
+                                 to_brace_form, tree_depth)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_a_valid_normalised_tree(name):
+    tree = PRESETS[name]
+    assert normalise_tree(tree, tree_depth(tree)) == tree
+    assert len(tree) <= MAX_TREE_NODES
+
+
+def test_presets_cover_two_to_five_heads_and_the_common_default():
+    assert len(PRESETS["mc_sim_7b_63"]) == 63 and tree_depth(PRESETS["mc_sim_7b_63"]) == 4
+    assert sorted(tree_depth(PRESETS[n]) for n in ("medusa2_16", "medusa3_32", "medusa4_48", "medusa5_64")) == [2, 3, 4, 5]
+    assert [len(PRESETS[n]) for n in ("medusa2_16", "medusa3_32", "medusa4_48", "medusa5_64")] == [16, 32, 48, 64]
+
+
+def test_normalise_sorts_and_deduplicates():
+    assert normalise_tree([[1], [0, 0], [0], [1], [0, 1]], 2) == [[0], [1], [0, 0], [0, 1]]
+
+
+@pytest.mark.parametrize("choices, message", [
+    ([], "non-empty list"),
+    ("[[0]]", "non-empty list"),
+    ([[0], []], "non-empty list of top-k indices"),
+    ([[0], [-1]], "non-negative integer"),
+    ([[0], [0.5]], "non-negative integer"),
+    ([[0], [True]], "non-negative integer"),
+    ([[0], [1, 0]], "not prefix-closed: path [1, 0] needs its parent [1]"),
+    ([[0], [0, 0], [0, 0, 0], [0, 0, 0, 0]], "4 levels deep but the model has 3 head(s)"),
+])
+def test_invalid_trees_are_refused_with_a_message(choices, message):
+    with pytest.raises(TreeError) as caught:
+        normalise_tree(choices, 3)
+    assert message in str(caught.value)
+
+
+def test_size_limit():
+    wide = [[i] for i in range(MAX_TREE_NODES + 1)]
+    with pytest.raises(TreeError, match=f"{MAX_TREE_NODES + 1} nodes but at most {MAX_TREE_NODES}"):
+        normalise_tree(wide, 1)
+    assert len(normalise_tree(wide[:MAX_TREE_NODES], 1)) == MAX_TREE_NODES
+
+
+def test_resolve_tree_preset_choices_and_defaults():
+    assert resolve_tree("mc_sim_7b_63", None, 4) == PRESETS["mc_sim_7b_63"]
+    assert resolve_tree(None, "[[0], [0, 0]]", 2) == [[0], [0, 0]]
+    assert resolve_tree(None, None, 3) == PRESETS["medusa3_32"]
+    assert resolve_tree(None, None, 8) == PRESETS["medusa5_64"]
+    with pytest.raises(TreeError, match="either a tree preset or tree choices"):
+        resolve_tree("mc_sim_7b_63", [[0]], 4)
+    with pytest.raises(TreeError, match="unknown tree preset 'nope'"):
+        resolve_tree("nope", None, 4)
+    with pytest.raises(TreeError, match="4 levels deep"):
+        resolve_tree("mc_sim_7b_63", None, 3)
+
+
+def test_greedy_tree_follows_expected_contribution():
+    accuracy = [[0.9, 0.05], [0.8, 0.1]]
+    # [0] 0.9, [0, 0] 0.72, [0, 1] 0.09, [1] 0.05: the three best form the tree.
+    assert greedy_tree(accuracy, 3) == [[0], [0, 0], [0, 1]]
+
+
+def test_brace_form():
+    assert to_brace_form([[0], [0, 0], [1]]) == "{0}, {0, 0}, {1}"
+
+
+def run_cli(argv, tmp_path, capsys):
+    result_file = tmp_path / "result.json"
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*argv, "--result", str(result_file)])
+    return stop.value.code, json.loads(result_file.read_text()), capsys.readouterr().out
+
+
+def test_tree_command_prints_brace_form_and_json(tmp_path, capsys):
+    code, doc, out = run_cli(["tree", "--heads", "2", "--choices", "[[1], [0], [0, 0], [0]]"], tmp_path, capsys)
+    assert code == 0
+    assert out.strip() == "{0}, {1}, {0, 0}"
+    assert doc["result"]["tree"] == [[0], [1], [0, 0]] and doc["result"]["braceForm"] == "{0}, {1}, {0, 0}"
+    code, doc, out = run_cli(["tree", "--heads", "4", "--preset", "mc_sim_7b_63", "--json"], tmp_path, capsys)
+    assert code == 0 and json.loads(out)["size"] == 63
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--heads", "3", "--preset", "mc_sim_7b_63"], "4 levels deep but the model has 3 head(s)"),
+    (["--heads", "3", "--choices", "[[0], [0, 1"], "not valid JSON"),
+    (["--heads", "3", "--choices", "[[0, 1]]"], "not prefix-closed"),
+    (["--heads", "3", "--preset", "bogus"], "unknown tree preset"),
+])
+def test_tree_command_refuses_with_exit_code_2(tmp_path, capsys, argv, message):
+    code, doc, _ = run_cli(["tree", *argv], tmp_path, capsys)
+    assert code == 2
+    assert doc["ok"] is False and message in doc["error"]["message"]
