@@ -165,7 +165,10 @@ def _disk_full(exc: OSError, dest: Path) -> UserError:
 
 
 def object_client(loc: Location, endpoint_url: str | None = None):
-    """A boto3 S3 client for ``loc``: the endpoint and keys come from the environment."""
+    """A boto3 S3 client for ``loc``: the endpoint and keys come from the environment.
+
+    A fresh session each time, so credentials exported after the first client are honoured.
+    """
     import boto3
     from botocore.config import Config
 
@@ -177,12 +180,12 @@ def object_client(loc: Location, endpoint_url: str | None = None):
         if not access or not secret:
             raise UserError(f"no credentials for {loc.uri}: set GOOGLE_HMAC_ACCESS_ID and GOOGLE_HMAC_SECRET "
                             "(HMAC keys) in the credentials Secret")
-        return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("GCS_ENDPOINT_URL", GCS_ENDPOINT),
-                            aws_access_key_id=access, aws_secret_access_key=secret, region_name="auto",
-                            config=config)
+        return boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url or os.environ.get("GCS_ENDPOINT_URL", GCS_ENDPOINT),
+            aws_access_key_id=access, aws_secret_access_key=secret, region_name="auto", config=config)
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
-                        region_name=region, config=config)
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
+                                          region_name=region, config=config)
 
 
 def translate_error(exc: Exception, uri: str) -> Exception:
