@@ -124,6 +124,8 @@ def write_trtllm_repository(out_dir: str | Path, entry_dir: str | Path, options:
         (out / name / "config.pbtxt").write_text(text, encoding="utf-8")
     for name in ("preprocessing", "postprocessing"):
         shutil.copyfile(TEMPLATES / f"{name}_model.py.tmpl", out / name / "1" / "model.py")
+    # Object stores keep no empty folders, but Triton needs the ensemble's version folder.
+    (out / "ensemble" / "1" / ".keep").write_text("version 1 of the ensemble has no files of its own\n")
     shutil.copytree(entry / "tokenizer", out / "preprocessing" / TOKENIZER_SUBDIR, dirs_exist_ok=True)
     shutil.copytree(engine_files, out / "tensorrt_llm" / "1", dirs_exist_ok=True)
     return sorted(configs)
