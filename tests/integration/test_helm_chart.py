@@ -176,7 +176,8 @@ def test_install_upgrade_and_uninstall(local_cluster: LocalCluster, release_name
     helm(local_cluster, "uninstall", RELEASE, "--namespace", ns, "--wait", "--timeout", "120s")
     created = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")): o
                for o in first_manifest + second_manifest}
-    left = [key for key, o in created.items() if o["kind"] != "CustomResourceDefinition" and still_there(local_cluster, o)]
+    left = [key for key, o in created.items()
+            if o["kind"] != "CustomResourceDefinition" and still_there(local_cluster, o)]
     assert left == []
     wait_for(lambda: not kubectl_json(local_cluster, "-n", ns, "get", "pods", "-l",
                                       f"app.kubernetes.io/instance={RELEASE}")["items"],

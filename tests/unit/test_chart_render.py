@@ -114,7 +114,8 @@ def test_cluster_mode_grants_exactly_the_operator_rules_cluster_wide(helm: str) 
 def test_namespaced_mode_grants_a_role_per_watched_namespace_only(helm: str) -> None:
     docs = render(helm, "watchMode=namespaced", "watchNamespaces={models,staging}")
     assert rule_map(one(docs, "ClusterRole")["rules"]) == CLUSTER_ONLY_RULES
-    watched = {r["metadata"]["namespace"]: r for r in objects(docs, "Role") if r["metadata"]["name"] == "mo-medusa-operator"}
+    watched = {r["metadata"]["namespace"]: r for r in objects(docs, "Role")
+               if r["metadata"]["name"] == "mo-medusa-operator"}
     assert set(watched) == {"models", "staging"}
     for role in watched.values():
         assert rule_map(role["rules"]) == NAMESPACED_RULES
