@@ -254,6 +254,43 @@ def test_operator_down_alerts_fire_only_when_no_replica_is_up(promtool: str, tmp
              ]},
         ],
     }
+    run_promtool_tests(promtool, tmp_path, tests)
+
+
+def test_leader_alerts_fire_on_no_leader_and_on_two_leaders(promtool: str, tmp_path: Path) -> None:
+    leader = 'medusa_operator_leader{job="medusa-operator",namespace="%s",pod="%s"}'
+    tests = {
+        "rule_files": [str(RULES_FILE)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": leader % ("healthy", "a"), "values": "1x20"},
+                {"series": leader % ("healthy", "b"), "values": "0x20"},
+                {"series": leader % ("leaderless", "a"), "values": "0x20"},
+                {"series": leader % ("leaderless", "b"), "values": "0x20"},
+                {"series": leader % ("split", "a"), "values": "1x20"},
+                {"series": leader % ("split", "b"), "values": "1x20"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "10m", "alertname": "MedusaOperatorNoLeader", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "namespace": "leaderless"},
+                    "exp_annotations": expected_annotations("MedusaOperatorNoLeader", "leaderless")}]},
+                {"eval_time": "10m", "alertname": "MedusaOperatorSplitBrain", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "namespace": "split"},
+                    "exp_annotations": expected_annotations("MedusaOperatorSplitBrain", "split")}]},
+            ],
+        }],
+    }
+    run_promtool_tests(promtool, tmp_path, tests)
+
+
+def expected_annotations(alert: str, namespace: str) -> dict[str, str]:
+    rules = {r["alert"]: r for g in yaml.safe_load(RULES_FILE.read_text())["groups"] for r in g["rules"]}
+    return {k: v.replace("{{ $labels.namespace }}", namespace) for k, v in rules[alert]["annotations"].items()}
+
+
+def run_promtool_tests(promtool: str, tmp_path: Path, tests: dict) -> None:
     test_file = tmp_path / "rules_test.yaml"
     test_file.write_text(yaml.safe_dump(tests))
     proc = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True)
