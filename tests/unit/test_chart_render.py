@@ -186,6 +186,9 @@ def test_crd_is_a_kept_template_identical_to_the_generated_file(helm: str) -> No
     generated = yaml.safe_load((CHART / "files" / "medusamodels.inference.medusa.dev.yaml").read_text())
     assert crd["spec"] == generated["spec"]
     assert not objects(render(helm, "crds.install=false"), "CustomResourceDefinition")
+    annotated = one(render(helm, "crds.annotations.team=ml", "crds.annotations.helm\\.sh/resource-policy=delete"),
+                    "CustomResourceDefinition")
+    assert annotated["metadata"]["annotations"] == {"team": "ml", "helm.sh/resource-policy": "keep"}
 
 
 def test_monitoring_objects_are_off_by_default_and_select_the_metrics_service(helm: str) -> None:
