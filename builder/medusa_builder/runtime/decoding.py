@@ -1,0 +1,275 @@
+"""Greedy Medusa tree decoding over the static-cache Llama model.
+
+One decoding step, all on the device with fixed shapes:
+
+1. The heads read the hidden state of the last accepted token and propose their top-k tokens.
+2. The tree's candidates (the root is the base model's own next token) are verified in one
+   forward pass: node ``i`` sits at position ``n + depth(i)`` and attends to the cache
+   ``[0, n)`` plus its ancestors in the tree.
+3. The longest path whose every token equals the base model's greedy prediction at its parent
+   is accepted; the root always is, so a step emits 1 to depth+1 tokens.
+4. The accepted path's keys and values are moved to slots ``n, n+1, ...`` (KV compaction) and the
+   prediction after the last accepted token becomes the next root.
+
+Plain greedy decoding is the same step with an empty tree (one token per forward pass), so
+base and Medusa timings come from the same code. On CUDA each step is captured once as a CUDA
+graph, and the host reads a step's tokens while the next step already runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from ..errors import UserError
+from ..tree import sort_tree
+from .heads import MedusaHeads
+from .model import LlamaModel
+
+CACHE_BUCKET = 256
+
+
+@dataclass
+class TreeBuffers:
+    """Index tensors describing a tree of ``size - 1`` candidate nodes plus the root (index 0)."""
+
+    size: int
+    depth: int
+    topk: int
+    candidate_index: torch.Tensor  # [size-1] flat index into the heads' [heads, topk] proposals
+    depths: torch.Tensor  # [size]
+    attend: torch.Tensor  # [size, size] node i may attend to node j (ancestor or self)
+    paths: torch.Tensor  # [leaves, depth+1] node indices from the root to each leaf, padded
+    path_valid: torch.Tensor  # [leaves, depth+1]
+
+
+def build_tree_buffers(tree: Sequence[Sequence[int]], device: torch.device) -> TreeBuffers:
+    nodes = [tuple(p) for p in sort_tree(tree)]
+    index = {(): 0, **{p: i + 1 for i, p in enumerate(nodes)}}
+    size = len(nodes) + 1
+    depth = max((len(p) for p in nodes), default=0)
+    topk = max((p[-1] for p in nodes), default=0) + 1
+    attend = torch.zeros(size, size, dtype=torch.bool)
+    for p, i in index.items():
+        for d in range(len(p) + 1):
+            attend[i, index[p[:d]]] = True
+    parents = {p[:-1] for p in nodes}
+    leaves = [p for p in nodes if p not in parents] or [()]
+    paths = torch.zeros(len(leaves), depth + 1, dtype=torch.long)
+    valid = torch.zeros(len(leaves), depth + 1, dtype=torch.bool)
+    for row, leaf in enumerate(leaves):
+        for d in range(len(leaf) + 1):
+            paths[row, d] = index[leaf[:d]]
+            valid[row, d] = True
+    return TreeBuffers(
+        size=size,
+        depth=depth,
+        topk=topk,
+        candidate_index=torch.tensor([(len(p) - 1) * topk + p[-1] for p in nodes], dtype=torch.long).to(device),
+        depths=torch.tensor([0] + [len(p) for p in nodes], dtype=torch.long).to(device),
+        attend=attend.to(device),
+        paths=paths.to(device),
+        path_valid=valid.to(device),
+    )
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    prompt_tokens: int
+    steps: int
+    accepted_per_step: list[int] = field(default_factory=list)  # draft tokens accepted each step
+    draft_tokens_per_step: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Mean tokens emitted per forward pass (accepted draft tokens + the base token)."""
+        return len(self.tokens) / self.steps if self.steps else 0.0
+
+    @property
+    def accepted_draft_tokens(self) -> int:
+        return sum(self.accepted_per_step)
+
+    @property
+    def draft_tokens(self) -> int:
+        return self.draft_tokens_per_step * self.steps
+
+
+class _Session:
+    """Static state for one cache size: the cache, step inputs/outputs and, on CUDA, the graph."""
+
+    def __init__(self, decoder: "MedusaDecoder", max_len: int):
+        model, device = decoder.model, decoder.model.device
+        tb = decoder.tree
+        self.max_len = max_len
+        self.cache = model.new_cache(max_len)
+        self.n = torch.zeros((), dtype=torch.long, device=device)
+        self.root = torch.zeros((), dtype=torch.long, device=device)
+        self.hidden = torch.zeros(model.cfg.hidden_size, dtype=model.dtype, device=device)
+        self.out = torch.zeros(tb.depth + 2, dtype=torch.long, device=device)
+        self.positions_all = torch.arange(max_len, device=device)
+        self.tree_slots = torch.arange(tb.size, device=device)
+        self.path_slots = torch.arange(tb.depth + 1, device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.host_out: list[torch.Tensor] = []
+        self.events: list[torch.cuda.Event] = []
+
+
+class MedusaDecoder:
+    """Batch-1 greedy decoder; ``heads=None`` (or an empty tree) is plain greedy decoding."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        heads: MedusaHeads | None = None,
+        tree: Sequence[Sequence[int]] | None = None,
+        *,
+        use_cuda_graphs: bool | None = None,
+    ):
+        self.model = model
+        tree = list(tree or []) if heads is not None else []
+        if heads is not None and not tree:
+            raise UserError("Medusa decoding needs a tree; give a preset, explicit choices or a calibrated tree")
+        if heads is not None:
+            depth = max(len(p) for p in tree)
+            if depth > heads.num_heads:
+                raise UserError(f"the tree is {depth} levels deep but the heads number {heads.num_heads}; use a shallower tree")
+            heads = heads.to(device=model.device, dtype=model.dtype).eval()
+            for p in heads.parameters():
+                p.requires_grad_(False)
+        self.heads = heads
+        self.tree = build_tree_buffers(tree, model.device)
+        self.use_cuda_graphs = model.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
+        self._sessions: dict[int, _Session] = {}
+
+    # -- one step, pure tensor work on static buffers (graph-capturable) -----------------------
+    def _step(self, s: _Session) -> None:
+        tb, model = self.tree, self.model
+        if tb.size > 1:
+            proposals = self.heads(s.hidden.unsqueeze(0), model.lm_head)[:, 0]  # [heads, vocab]
+            topk = proposals[: tb.depth].topk(tb.topk, dim=-1).indices.flatten()
+            candidates = torch.cat([s.root.view(1), topk.index_select(0, tb.candidate_index)])
+        else:
+            candidates = s.root.view(1)
+        relative = s.positions_all - s.n
+        in_tree = (relative >= 0) & (relative < tb.size)
+        mask = (relative < 0).unsqueeze(0) | (tb.attend.index_select(1, relative.clamp(0, tb.size - 1)) & in_tree)
+        hidden = model.forward(
+            candidates.unsqueeze(0), (s.n + tb.depths).unsqueeze(0), mask.unsqueeze(0), s.cache, s.n + s.tree_slots
+        )[0]
+        predictions = model.logits(hidden).argmax(dim=-1)
+        if tb.size > 1:
+            matches = (candidates[tb.paths[:, 1:]] == predictions[tb.paths[:, :-1]]) & tb.path_valid[:, 1:]
+            accepted = matches.long().cumprod(dim=1).sum(dim=1)
+            best = accepted.argmax().view(1)
+            length = accepted.index_select(0, best)
+            path = tb.paths.index_select(0, best)[0]
+            last = path.index_select(0, length)
+            s.cache.move_slots(s.n + path, s.n + s.path_slots)
+        else:
+            length = torch.zeros(1, dtype=torch.long, device=model.device)
+            path = s.path_slots
+            last = path
+        s.out[0].copy_(length[0])
+        s.out[1:].copy_(candidates.index_select(0, path))
+        s.root.copy_(predictions.index_select(0, last)[0])
+        s.hidden.copy_(hidden.index_select(0, last)[0])
+        s.n.add_(length[0] + 1)
+
+    def _session(self, needed: int) -> _Session:
+        max_len = -(-needed // CACHE_BUCKET) * CACHE_BUCKET
+        if max_len not in self._sessions:
+            session = _Session(self, max_len)
+            if self.use_cuda_graphs:
+                self._capture(session)
+            self._sessions[max_len] = session
+        return self._sessions[max_len]
+
+    def _capture(self, s: _Session) -> None:
+        stream = torch.cuda.Stream(device=self.model.device)
+        stream.wait_stream(torch.cuda.current_stream(self.model.device))
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(2):
+                s.n.zero_()
+                self._step(s)
+        torch.cuda.current_stream(self.model.device).wait_stream(stream)
+        s.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(s.graph), torch.inference_mode():
+            self._step(s)
+        s.host_out = [torch.zeros_like(s.out, device="cpu").pin_memory() for _ in range(2)]
+        s.events = [torch.cuda.Event() for _ in range(2)]
+
+    @torch.inference_mode()
+    def _prefill(self, s: _Session, prompt: list[int]) -> None:
+        device = self.model.device
+        tokens = torch.tensor(prompt, dtype=torch.long, device=device)
+        positions = torch.arange(len(prompt), device=device)
+        mask = s.positions_all.unsqueeze(0) <= positions.unsqueeze(1)
+        hidden = self.model.forward(tokens.unsqueeze(0), positions.unsqueeze(0), mask.unsqueeze(0), s.cache, positions)
+        last = hidden[0, -1]
+        s.root.copy_(self.model.logits(last).argmax())
+        s.hidden.copy_(last)
+        s.n.fill_(len(prompt))
+
+    def generate(self, prompt: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int] = ()) -> Generation:
+        prompt = list(prompt)
+        if not prompt:
+            raise UserError("the prompt is empty; send at least one token of text")
+        if max_new_tokens < 1:
+            raise UserError(f"max_tokens must be at least 1, got {max_new_tokens}")
+        tb = self.tree
+        # Room for the prompt, the output, one overshooting step and one step run ahead.
+        needed = len(prompt) + max_new_tokens + 2 * (tb.depth + 1) + tb.size + 1
+        if needed > self.model.cfg.max_positions:
+            raise UserError(
+                f"prompt ({len(prompt)} tokens) plus max_tokens ({max_new_tokens}) exceed the model's "
+                f"{self.model.cfg.max_positions} positions; shorten the prompt or ask for fewer tokens"
+            )
+        s = self._session(needed)
+        eos = set(eos_ids)
+        start = time.perf_counter()
+        self._prefill(s, prompt)
+        result = Generation(tokens=[], prompt_tokens=len(prompt), steps=0, draft_tokens_per_step=tb.size - 1)
+        for length, tokens in self._steps(s):
+            result.steps += 1
+            result.accepted_per_step.append(length)
+            done = False
+            for token in tokens[: length + 1]:
+                if token in eos:
+                    done = True
+                    break
+                result.tokens.append(token)
+                if len(result.tokens) >= max_new_tokens:
+                    done = True
+                    break
+            if done:
+                break
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def _steps(self, s: _Session):
+        """Yield (accepted draft tokens, emitted tokens) per step until the caller stops."""
+        if s.graph is None:
+            while True:
+                with torch.inference_mode():
+                    self._step(s)
+                out = s.out.tolist()
+                yield out[0], out[1:]
+        else:
+            def launch(i: int) -> None:
+                s.graph.replay()
+                s.host_out[i % 2].copy_(s.out, non_blocking=True)
+                s.events[i % 2].record()
+
+            launch(0)
+            i = 0
+            while True:
+                launch(i + 1)  # the next step runs while this one's tokens are read
+                s.events[i % 2].synchronize()
+                out = s.host_out[i % 2].tolist()
+                yield out[0], out[1:]
+                i += 1

@@ -1,0 +1,244 @@
+"""A compact Llama-family decoder for the reference runtime, with a static KV cache.
+
+The runtime owns its forward pass (instead of calling a transformers model) so that every step
+has fixed shapes: tree verification writes into preallocated cache slots, attention takes an
+explicit mask, and on CUDA a whole decoding step can be captured once as a graph. Weights are
+read from a Hugging Face folder (config.json + safetensors); llama, mistral and qwen2 layouts
+are supported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_positions: int
+    tie_word_embeddings: bool
+    attention_bias: bool
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> "LlamaConfig":
+        model_type = cfg.get("model_type")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise UserError(
+                f"the reference runtime supports model types {', '.join(SUPPORTED_MODEL_TYPES)}, "
+                f"not {model_type!r}; use the tensorrt-llm backend for this model"
+            )
+        # transformers 5 keeps RoPE settings under rope_parameters; 4.x used rope_theta/rope_scaling.
+        rope = cfg.get("rope_parameters") or {}
+        scaling = cfg.get("rope_scaling") or rope
+        if scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default"):
+            raise UserError(
+                f"the reference runtime does not implement rope_scaling {scaling!r}; "
+                "use a model without RoPE scaling or the tensorrt-llm backend"
+            )
+        heads = cfg["num_attention_heads"]
+        return cls(
+            vocab_size=cfg["vocab_size"],
+            hidden_size=cfg["hidden_size"],
+            intermediate_size=cfg["intermediate_size"],
+            num_layers=cfg["num_hidden_layers"],
+            num_heads=heads,
+            num_kv_heads=cfg.get("num_key_value_heads") or heads,
+            head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
+            rms_norm_eps=cfg.get("rms_norm_eps", 1e-6),
+            rope_theta=rope.get("rope_theta", cfg.get("rope_theta", 10000.0)),
+            max_positions=cfg.get("max_position_embeddings", 4096),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            attention_bias=bool(cfg.get("attention_bias", model_type == "qwen2")),
+        )
+
+
+def read_config(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{model_dir} has no config.json; point the base model at a Hugging Face model folder")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def read_safetensors_folder(model_dir: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a folder's *.safetensors files (sharded or not), on the CPU."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise UserError(f"{model_dir} has no *.safetensors weights; convert the model to safetensors first")
+    tensors: dict[str, torch.Tensor] = {}
+    for file in files:
+        tensors.update(load_file(str(file)))
+    return tensors
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    x32 = x.float()
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class KVCache:
+    """Preallocated keys and values: [layers, batch, kv_heads, max_len, head_dim] each."""
+
+    def __init__(self, cfg: LlamaConfig, batch: int, max_len: int, dtype: torch.dtype, device: torch.device):
+        shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+
+    def move_slots(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Copy cache slots ``src`` to ``dst`` (same length) in every layer: KV compaction."""
+        self.k.index_copy_(3, dst, self.k.index_select(3, src))
+        self.v.index_copy_(3, dst, self.v.index_select(3, src))
+
+
+class LlamaModel:
+    """Inference-only Llama forward pass over fused weights (no autograd)."""
+
+    def __init__(self, cfg: LlamaConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device):
+        self.cfg = cfg
+        self.dtype = dtype
+        self.device = torch.device(device)
+
+        def take(name: str) -> torch.Tensor:
+            if name not in tensors:
+                raise UserError(f"the base model's weights lack tensor {name!r}; is this a {cfg} checkpoint?")
+            return tensors[name].to(device=self.device, dtype=dtype)
+
+        self.embed = take("model.embed_tokens.weight")
+        self.lm_head = self.embed if cfg.tie_word_embeddings or "lm_head.weight" not in tensors else take("lm_head.weight")
+        self.final_norm = take("model.norm.weight")
+        self.layers = []
+        for i in range(cfg.num_layers):
+            p = f"model.layers.{i}."
+            qkv = torch.cat([take(p + f"self_attn.{n}_proj.weight") for n in "qkv"])
+            qkv_bias = (
+                torch.cat([take(p + f"self_attn.{n}_proj.bias") for n in "qkv"]) if cfg.attention_bias else None
+            )
+            self.layers.append({
+                "attn_norm": take(p + "input_layernorm.weight"),
+                "qkv": qkv,
+                "qkv_bias": qkv_bias,
+                "o": take(p + "self_attn.o_proj.weight"),
+                "mlp_norm": take(p + "post_attention_layernorm.weight"),
+                "gate_up": torch.cat([take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]),
+                "down": take(p + "mlp.down_proj.weight"),
+            })
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
+        angles = torch.outer(torch.arange(cfg.max_positions, dtype=torch.float64), inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)
+        self.cos = angles.cos().to(device=self.device, dtype=dtype)
+        self.sin = angles.sin().to(device=self.device, dtype=dtype)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, *, dtype: str = "float32", device: str | torch.device = "cpu") -> "LlamaModel":
+        if dtype not in DTYPES:
+            raise UserError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        cfg = LlamaConfig.from_hf(read_config(model_dir))
+        return cls(cfg, read_safetensors_folder(model_dir), DTYPES[dtype], torch.device(device))
+
+    def new_cache(self, max_len: int, batch: int = 1) -> KVCache:
+        if max_len > self.cfg.max_positions:
+            raise UserError(f"prompt plus output needs {max_len} positions; the model supports {self.cfg.max_positions}")
+        return KVCache(self.cfg, batch, max_len, self.dtype, self.device)
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        cache: KVCache | None = None,
+        slots: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final-norm hidden states [B, T, hidden] for ``tokens`` [B, T].
+
+        ``mask`` [B, T, S] (True = may attend) covers the S keys attended to: the cache's
+        ``max_len`` slots when a cache is given (the new keys are first written at ``slots``),
+        else the T new tokens themselves.
+        """
+        cfg = self.cfg
+        bsz, seq = tokens.shape
+        group = cfg.num_heads // cfg.num_kv_heads
+        q_size = cfg.num_heads * cfg.head_dim
+        kv_size = cfg.num_kv_heads * cfg.head_dim
+        cos = self.cos[positions].unsqueeze(1)
+        sin = self.sin[positions].unsqueeze(1)
+        # Query heads h*group..h*group+group-1 share kv head h: fold the group into the rows.
+        attn_mask = mask.unsqueeze(1).unsqueeze(2).expand(bsz, 1, group, seq, mask.shape[-1])
+        attn_mask = attn_mask.reshape(bsz, 1, group * seq, mask.shape[-1])
+        x = self.embed[tokens]
+        for index, layer in enumerate(self.layers):
+            h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
+            qkv = F.linear(h, layer["qkv"], layer["qkv_bias"])
+            q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
+            q = q.view(bsz, seq, cfg.num_heads, cfg.head_dim).transpose(1, 2)
+            k = k.view(bsz, seq, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+            v = v.view(bsz, seq, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            if cache is not None:
+                cache.k[index].index_copy_(2, slots, k)
+                cache.v[index].index_copy_(2, slots, v)
+                k, v = cache.k[index], cache.v[index]
+            q = q.reshape(bsz, cfg.num_kv_heads, group * seq, cfg.head_dim)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            out = out.view(bsz, cfg.num_heads, seq, cfg.head_dim).transpose(1, 2).reshape(bsz, seq, q_size)
+            x = x + F.linear(out, layer["o"])
+            h = rms_norm(x, layer["mlp_norm"], cfg.rms_norm_eps)
+            gate, up = F.linear(h, layer["gate_up"]).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer["down"])
+        return rms_norm(x, self.final_norm, cfg.rms_norm_eps)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.lm_head)
+
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Causal forward over whole sequences [B, T] without a cache (training, calibration)."""
+        seq = tokens.shape[1]
+        positions = torch.arange(seq, device=self.device).unsqueeze(0).expand_as(tokens)
+        causal = torch.ones(seq, seq, dtype=torch.bool, device=self.device).tril()
+        return self.forward(tokens, positions, causal.unsqueeze(0).expand(tokens.shape[0], seq, seq))
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when present; anything else must be a device torch knows."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for but this machine has no CUDA GPU; use --device cpu or auto")
+    return resolved

@@ -1,0 +1,38 @@
+"""The packaged prompt set for self-distillation and calibration.
+
+Every tenth prompt is held out for calibration, so a tree is never tuned on the very prompts
+the heads were trained on.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from ..errors import UserError
+
+CALIBRATION_EVERY = 10
+
+
+def packaged_prompts() -> list[str]:
+    text = resources.files("medusa_builder.runtime").joinpath("data/prompts.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def training_prompts() -> list[str]:
+    return [p for i, p in enumerate(packaged_prompts()) if i % CALIBRATION_EVERY != 0]
+
+
+def calibration_prompts() -> list[str]:
+    return [p for i, p in enumerate(packaged_prompts()) if i % CALIBRATION_EVERY == 0]
+
+
+def read_prompt_file(path: str | Path) -> list[str]:
+    """One prompt per line; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"prompt file {path} does not exist")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise UserError(f"prompt file {path} holds no prompts (one per line)")
+    return prompts

@@ -1,0 +1,68 @@
+"""Text in, text out: the reference runtime as the serving model uses it (no Triton types here)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import UserError
+from ..tree import normalise_tree
+from .decoding import Generation, MedusaDecoder
+from .heads import load_heads
+from .model import LlamaModel, resolve_device
+from .text import TextCodec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Completion:
+    text: str
+    generation: Generation
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.generation.tokens)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted draft tokens over draft tokens verified (0 without heads)."""
+        drafts = self.generation.draft_tokens
+        return self.generation.accepted_draft_tokens / drafts if drafts else 0.0
+
+
+class ReferenceService:
+    def __init__(
+        self,
+        base_dir: str | Path,
+        heads_dir: str | Path | None = None,
+        tree: Sequence[Sequence[int]] | None = None,
+        *,
+        device: str = "auto",
+        dtype: str = "float32",
+    ):
+        dev = resolve_device(device)
+        self.model = LlamaModel.load(base_dir, dtype=dtype, device=dev)
+        self.codec = TextCodec(base_dir)
+        heads = None
+        if heads_dir is not None:
+            heads = load_heads(heads_dir, self.model.cfg.vocab_size)
+            tree = normalise_tree(tree, heads.num_heads)
+        self.tree = list(tree or []) if heads is not None else []
+        self.num_heads = heads.num_heads if heads is not None else 0
+        self.decoder = MedusaDecoder(self.model, heads, self.tree)
+        log.info("reference runtime ready on %s (%d heads, %d tree nodes)", dev, self.num_heads, len(self.tree))
+
+    @property
+    def tree_depth(self) -> int:
+        return max((len(p) for p in self.tree), default=0)
+
+    def complete(self, text: str, max_tokens: int, end_id: int | None = None) -> Completion:
+        if not text:
+            raise UserError("text_input is empty; send the prompt text")
+        prompt = self.codec.encode_chat(text)
+        eos = [end_id] if end_id is not None and end_id >= 0 else sorted(self.codec.eos_ids)
+        generation = self.decoder.generate(prompt, max_tokens, eos)
+        return Completion(self.codec.decode(generation.tokens), generation)
