@@ -1,2 +1,154 @@
-def main() -> None:
-    pass
+"""`medusa-operator`: run the MedusaModel controller.
+
+    medusa-operator run --all-namespaces
+    medusa-operator run --namespace models --namespace staging --no-leader-elect
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from .config import DEFAULT_BUILDER_IMAGE, DEFAULT_SERVING_IMAGE, OperatorConfig
+
+log = logging.getLogger("medusa_operator")
+
+_STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        doc.update({k: v for k, v in vars(record).items() if k not in _STANDARD_RECORD_FIELDS})
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medusa-operator", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the controller")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", action="append", default=[], metavar="NS",
+                       help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace (the default)")
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port")
+    run.add_argument("--health-port", type=int, default=8081, help="liveness /healthz port")
+    run.add_argument("--bind-address", default="0.0.0.0", help="address the metrics and health servers bind")
+    run.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                     help="elect one active replica through a Lease")
+    run.add_argument("--lease-name", default="medusa-operator")
+    run.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    run.add_argument("--identity", default=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+                     help="this replica's name in the Lease")
+    run.add_argument("--builder-image", default=DEFAULT_BUILDER_IMAGE, help="image of the build/package/validate Jobs")
+    run.add_argument("--serving-image", default=DEFAULT_SERVING_IMAGE, help="Triton image of serving pods")
+    run.add_argument("--prometheus-url", default=OperatorConfig.prometheus_url,
+                     help="Prometheus the KEDA trigger queries")
+    run.add_argument("--reconcile-interval", type=float, default=5.0, help="seconds between passes per model")
+    run.add_argument("--infra-retry-seconds", type=float, default=60.0,
+                     help="wait before re-running a step that failed for infrastructure reasons")
+    run.add_argument("--log-format", choices=["json", "text"], default="json")
+    run.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    return OperatorConfig(
+        builder_image=args.builder_image, serving_image=args.serving_image,
+        namespaces=tuple(args.namespace), all_namespaces=not args.namespace,
+        metrics_port=args.metrics_port, health_port=args.health_port, leader_elect=args.leader_elect,
+        lease_name=args.lease_name, lease_namespace=args.lease_namespace, identity=args.identity,
+        reconcile_interval=args.reconcile_interval, infra_retry_seconds=args.infra_retry_seconds,
+        prometheus_url=args.prometheus_url,
+    )
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def run_operator(config: OperatorConfig, bind_address: str) -> int:
+    import kopf
+    from lightkube import AsyncClient
+    from prometheus_client import start_http_server
+
+    from . import metrics
+    from .controller import handlers  # noqa: F401 - registers the kopf handlers
+    from .leader import LeaderElector
+
+    start_http_server(config.metrics_port, addr=bind_address)
+    health = await metrics.start_health_server(bind_address, config.health_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    elector = None
+    if config.leader_elect:
+        elector = LeaderElector(AsyncClient(), config.lease_namespace, config.lease_name, config.identity)
+        acquire = asyncio.create_task(elector.acquire())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            acquire.cancel()
+            await health.cleanup()
+            return 0
+        stopping.cancel()
+    lost = asyncio.Event()
+    holder = asyncio.create_task(elector.hold(lost)) if elector else None
+    kopf_stop = asyncio.Event()
+
+    async def relay() -> None:
+        await asyncio.wait([asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        kopf_stop.set()
+
+    relay_task = asyncio.create_task(relay())
+    log.info("starting controller", extra={"namespaces": list(config.namespaces) or "all",
+                                           "identity": config.identity})
+    await kopf.operator(
+        standalone=True,
+        clusterwide=config.all_namespaces,
+        namespaces=list(config.namespaces),
+        memo=kopf.Memo(config=config),
+        stop_flag=kopf_stop,
+    )
+    relay_task.cancel()
+    if holder:
+        holder.cancel()
+    if lost.is_set():
+        log.error("stopping: leadership lost; exiting so that this replica restarts as a follower")
+        return 1
+    if elector:
+        await elector.release()
+    await health.cleanup()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
+    sys.exit(asyncio.run(run_operator(config_from_args(args), args.bind_address)))

@@ -349,6 +349,16 @@ class RevisionsStatus(ApiModel):
     current: str | None = Field(default=None, description="The revision the stable Service serves.")
     candidate: str | None = Field(default=None, description="The revision being built or validated.")
     previous: str | None = Field(default=None, description="The revision served before the current one.")
+    failed: str | None = Field(
+        default=None, description="The latest revision that failed; it is not retried until the spec changes.",
+    )
+    current_repository_uri: str | None = Field(default=None, description="Model repository of the current revision.")
+    current_image: str | None = Field(default=None, description="Triton image of the current revision.")
+    candidate_repository_uri: str | None = Field(default=None, description="Model repository of the candidate.")
+    candidate_base_repository_uri: str | None = Field(
+        default=None, description="Model repository of the base model the candidate is compared with.",
+    )
+    candidate_since: str | None = Field(default=None, description="When the candidate started (RFC 3339).")
 
 
 class EngineStatus(ApiModel):

@@ -1,0 +1,133 @@
+"""Simulated Job outcomes for the local cluster, where no builder container really runs.
+
+kwok plays pod lifecycles (hack/kwok-stages.yaml): a pod annotated with
+``kwok.medusa.dev/exit-code`` and ``kwok.medusa.dev/termination-message`` ends with them. The
+``JobScripter`` watches the operator's Job pods in one namespace and annotates each with the
+outcome scripted for its step (build, build-base, package, package-base, validate). Default
+outcomes are plausible successful results derived from the pod's own arguments; tests replace
+them to script failures. The e2e tests and the demo use it; both say the results are simulated.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from lightkube import Client
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.core_v1 import Pod
+
+STEP_LABEL = "medusa.dev/step"
+EXIT_CODE = "kwok.medusa.dev/exit-code"
+MESSAGE = "kwok.medusa.dev/termination-message"
+DELAY = "kwok.medusa.dev/delay"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int = 0
+    result: dict[str, Any] | None = None
+    error: tuple[str, str] | None = None  # (kind, message)
+    raw_message: str | None = None  # sent as is (to test malformed results)
+    delay_ms: int = 300
+    hold: bool = False  # keep the pod running for an hour (a step that takes long)
+
+    def message(self, step: str) -> str:
+        if self.raw_message is not None:
+            return self.raw_message
+        doc: dict[str, Any] = {"schemaVersion": 1, "step": step, "ok": self.error is None}
+        if self.result is not None:
+            doc["result"] = self.result
+        if self.error is not None:
+            doc["error"] = {"kind": self.error[0], "message": self.error[1]}
+        return json.dumps(doc, separators=(",", ":"))
+
+
+def arg(pod: Pod, flag: str, default: str = "") -> str:
+    args = pod.spec.containers[0].args or []
+    return args[args.index(flag) + 1] if flag in args else default
+
+
+def default_outcome(step: str, pod: Pod) -> Outcome:
+    """A successful, plausible result for the step, read from the pod's arguments."""
+    if step in ("build", "build-base"):
+        key = arg(pod, "--cache-key", "0" * 24)
+        artifacts = arg(pod, "--artifacts-uri", "s3://engines").rstrip("/")
+        result = {"cacheKey": key, "cacheHit": False, "engineUri": f"{artifacts}/engines/{key}",
+                  "buildSeconds": 1834.0}
+        if step == "build":
+            result.update(numHeads=3, numLayers=1, tree=[[0], [0, 0], [1], [0, 1], [0, 0, 0]])
+        return Outcome(result=result)
+    if step in ("package", "package-base"):
+        return Outcome(result={"repositoryUri": arg(pod, "--output-uri", "s3://engines/repositories/x")})
+    if step == "validate":
+        return Outcome(result={
+            "passed": True, "accuracy": 0.662, "baseAccuracy": 0.665, "tokensPerSecond": 191.0,
+            "baseTokensPerSecond": 92.4, "speedup": 2.07, "meanAcceptedTokens": 2.6,
+            "perTopic": [{"topic": "coding", "tokensPerSecond": 205.1, "baseTokensPerSecond": 92.0, "speedup": 2.23},
+                         {"topic": "writing", "tokensPerSecond": 177.0, "baseTokensPerSecond": 92.8, "speedup": 1.91}],
+            "failures": [], "reportUri": arg(pod, "--report-uri", "s3://engines/reports/x.json"),
+        })
+    raise ValueError(f"unknown step {step}")
+
+
+Script = Outcome | Callable[[Pod], Outcome]
+
+
+class JobScripter:
+    def __init__(self, client: Client, namespace: str, outcomes: dict[str, Script] | None = None,
+                 interval: float = 0.2) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.outcomes: dict[str, Script] = dict(outcomes or {})
+        self.interval = interval
+        self.pods_seen: Counter[str] = Counter()  # step -> pods scripted
+        self._done: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="job-scripter", daemon=True)
+
+    def script(self, step: str, outcome: Script) -> None:
+        self.outcomes[step] = outcome
+
+    def start(self) -> "JobScripter":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "JobScripter":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except ApiError:
+                pass
+            self._stop.wait(self.interval)
+
+    def _tick(self) -> None:
+        for pod in self.client.list(Pod, namespace=self.namespace, labels={STEP_LABEL: None}):
+            uid = pod.metadata.uid
+            annotations = pod.metadata.annotations or {}
+            if uid in self._done or EXIT_CODE in annotations or pod.metadata.deletionTimestamp:
+                continue
+            if not pod.spec.nodeName:
+                continue  # not scheduled yet (or unschedulable): nothing runs
+            step = pod.metadata.labels[STEP_LABEL]
+            chosen = self.outcomes.get(step)
+            outcome = chosen(pod) if callable(chosen) else chosen or default_outcome(step, pod)
+            self._done.add(uid)
+            self.pods_seen[step] += 1
+            delay = 3_600_000 if outcome.hold else outcome.delay_ms
+            self.client.patch(Pod, pod.metadata.name, {"metadata": {"annotations": {
+                EXIT_CODE: str(outcome.exit_code), MESSAGE: outcome.message(step.removesuffix("-base")),
+                DELAY: str(delay)}}}, namespace=self.namespace)

@@ -1,0 +1,29 @@
+"""Operator-wide settings, from the command line (see cli.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_BUILDER_IMAGE = "ghcr.io/medusa-operator/builder:0.1.0-trtllm-0.20.0"
+DEFAULT_SERVING_IMAGE = "nvcr.io/nvidia/tritonserver:25.05-trtllm-python-py3"
+FIELD_MANAGER = "medusa-operator"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    builder_image: str = DEFAULT_BUILDER_IMAGE
+    serving_image: str = DEFAULT_SERVING_IMAGE
+    namespaces: tuple[str, ...] = ()
+    all_namespaces: bool = True
+    metrics_port: int = 8080
+    health_port: int = 8081
+    leader_elect: bool = True
+    lease_name: str = "medusa-operator"
+    lease_namespace: str = "default"
+    identity: str = "medusa-operator"
+    reconcile_interval: float = 5.0
+    # A step that failed for infrastructure reasons (exit code 3) is run again after this long.
+    infra_retry_seconds: float = 60.0
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    tokens_metric: str = "medusa_tokens_per_second"
+    extra_labels: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""The controller: kopf wiring (handlers), the reconcile loop, the pure revision plan, status."""

@@ -1,0 +1,128 @@
+"""The operator's only contact with the Kubernetes API: read children, apply, delete, write status.
+
+Children are applied with server-side apply under one field manager; deletions propagate in the
+background so a Job's pods go with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets as random
+from datetime import datetime
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.codecs import from_dict
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import Event, Pod, Secret, Service
+from lightkube.types import CascadeType, PatchType
+
+from ..api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
+from ..config import FIELD_MANAGER
+from ..render import names
+from .observed import Observed, observe_deployment, observe_job
+from .plan import Deletion
+from .status import Event as StatusEvent
+
+log = logging.getLogger(__name__)
+
+MedusaModelResource = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
+ScaledObject = create_namespaced_resource("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects")
+
+_KINDS = {
+    ("batch/v1", "Job"): Job,
+    ("apps/v1", "Deployment"): Deployment,
+    ("v1", "Service"): Service,
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): HorizontalPodAutoscaler,
+    ("keda.sh/v1alpha1", "ScaledObject"): ScaledObject,
+}
+
+
+def _not_found(exc: Exception) -> bool:
+    """A 404, from the API (ApiError) or for an API group the cluster does not serve (plain HTTP)."""
+    if isinstance(exc, ApiError):
+        return exc.status.code == 404
+    return getattr(getattr(exc, "response", None), "status_code", None) == 404
+
+
+class Kube:
+    def __init__(self, client: AsyncClient | None = None) -> None:
+        self.client = client or AsyncClient(field_manager=FIELD_MANAGER)
+
+    async def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.client.get(MedusaModelResource, name, namespace=namespace)
+        except ApiError as exc:
+            if _not_found(exc):
+                return None
+            raise
+        return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+
+    async def _list(self, resource: type, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        return [obj.to_dict() async for obj in self.client.list(resource, namespace=namespace, labels=labels)]
+
+    async def observe(self, namespace: str, model: str, secret_names: list[str], now: datetime) -> Observed:
+        labels = {names.LABEL_MODEL: names.fit(model, 63), names.LABEL_MANAGED_BY: names.MANAGED_BY}
+        pods = await self._list(Pod, namespace, labels)
+        jobs = await self._list(Job, namespace, labels)
+        deployments = await self._list(Deployment, namespace, labels)
+        services = await self._list(Service, namespace, labels)
+        observed = Observed(now=now)
+        for job in jobs:
+            seen = observe_job(job, pods)
+            observed.jobs[seen.name] = seen
+        for dep in deployments:
+            seen = observe_deployment(dep, pods)
+            observed.deployments[seen.name] = seen
+        for svc in services:
+            observed.services[svc["metadata"]["name"]] = svc["metadata"].get("labels", {}).get(names.LABEL_REVISION, "")
+        for hpa in await self._list(HorizontalPodAutoscaler, namespace, labels):
+            observed.autoscalers["HorizontalPodAutoscaler"] = hpa["metadata"]["name"]
+        try:
+            for scaled in await self._list(ScaledObject, namespace, labels):
+                observed.autoscalers["ScaledObject"] = scaled["metadata"]["name"]
+        except Exception as exc:  # noqa: BLE001 - only "KEDA is not installed" is expected here
+            if not _not_found(exc):
+                raise
+            observed.keda_available = False
+        for name in secret_names:
+            try:
+                await self.client.get(Secret, name, namespace=namespace)
+            except ApiError as exc:
+                if not _not_found(exc):
+                    raise
+                observed.missing_secrets.append(name)
+        return observed
+
+    async def apply(self, manifest: dict[str, Any]) -> None:
+        await self.client.apply(from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
+
+    async def delete(self, namespace: str, deletion: Deletion) -> None:
+        resource = _KINDS[(deletion.api_version, deletion.kind)]
+        try:
+            await self.client.delete(resource, deletion.name, namespace=namespace,
+                                     cascade=CascadeType.BACKGROUND)
+        except Exception as exc:  # noqa: BLE001 - already gone (or its API not served) is fine
+            if not _not_found(exc):
+                raise
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self.client.patch(MedusaModelResource.Status, name, {"status": status}, namespace=namespace,
+                                patch_type=PatchType.MERGE)
+
+    async def emit(self, namespace: str, model: dict[str, Any], event: StatusEvent, now: str) -> None:
+        meta = model["metadata"]
+        await self.client.create(Event(
+            metadata=ObjectMeta(name=f"{names.fit(meta['name'], 200)}.{random.token_hex(8)}", namespace=namespace),
+            involvedObject=ObjectReference(apiVersion=f"{GROUP}/{VERSION}", kind=KIND, name=meta["name"],
+                                           namespace=namespace, uid=meta.get("uid")),
+            type=event.type, reason=event.reason, message=event.message[:1024],
+            source=EventSource(component=FIELD_MANAGER), reportingComponent=FIELD_MANAGER,
+            firstTimestamp=now, lastTimestamp=now, count=1,
+        ))

@@ -1,0 +1,139 @@
+"""What the operator sees in the cluster, reduced to the facts the plan needs.
+
+The functions here turn Kubernetes objects (plain dicts) into small records. They are pure, so
+the plan can be tested with hand-made observations, and they read Job results defensively: a
+missing or malformed termination message becomes a readable failure, never an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from medusa_builder.result import ResultParseError, StepResult, parse_message
+
+from ..render import names
+
+JobState = Literal["running", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class Unschedulable:
+    since: datetime
+    message: str
+
+
+@dataclass(frozen=True)
+class JobObs:
+    name: str
+    revision: str
+    state: JobState
+    result: StepResult | None = None
+    problem: str | None = None  # why no usable result: a readable sentence
+    unschedulable: Unschedulable | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentObs:
+    name: str
+    revision: str
+    variant: str
+    ready_replicas: int
+    unschedulable: Unschedulable | None = None
+
+
+@dataclass
+class Observed:
+    now: datetime
+    jobs: dict[str, JobObs] = field(default_factory=dict)
+    deployments: dict[str, DeploymentObs] = field(default_factory=dict)
+    services: dict[str, str] = field(default_factory=dict)  # name -> revision label ("" if none)
+    autoscalers: dict[str, str] = field(default_factory=dict)  # kind -> name
+    missing_secrets: list[str] = field(default_factory=list)
+    keda_available: bool = True
+    known_engines: dict[str, str] = field(default_factory=dict)  # cache key -> engine URI built before
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def pod_unschedulable(pod: dict[str, Any]) -> Unschedulable | None:
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
+                and cond.get("reason") == "Unschedulable":
+            since = _parse_time(cond.get("lastTransitionTime")) or _parse_time(pod["metadata"].get("creationTimestamp"))
+            return Unschedulable(since=since, message=cond.get("message") or "no node fits the pod")
+    return None
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        term = (status.get("state") or {}).get("terminated")
+        if term is not None:
+            return term
+    return None
+
+
+def pod_result(pod: dict[str, Any]) -> tuple[StepResult | None, str | None]:
+    """The step result a finished pod left, or a sentence saying why there is none."""
+    term = _terminated(pod)
+    if term is None:
+        return None, None
+    try:
+        return parse_message(term.get("message")), None
+    except ResultParseError as exc:
+        code = term.get("exitCode")
+        reason = term.get("reason") or "unknown reason"
+        return None, f"{exc} (exit code {code}, {reason})"
+
+
+def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
+    """Decide a Job's state from its conditions and its pods' results.
+
+    A pod that ended with a definitive result (success, or a user or validation error that a
+    retry cannot change) settles the Job at once, without waiting for the Job controller's retries.
+    """
+    name = job["metadata"]["name"]
+    revision = job["metadata"].get("labels", {}).get(names.LABEL_REVISION, "")
+    own = sorted((p for p in pods if p["metadata"].get("labels", {}).get("job-name") == name),
+                 key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+    results = [(pod_result(p), p) for p in own]
+    for (result, _problem), _pod in results:
+        if result is not None and result.ok:
+            return JobObs(name, revision, "succeeded", result=result)
+    latest_result, latest_problem = results[0][0] if results else (None, None)
+    if latest_result is not None and latest_result.error_kind in ("user", "validation"):
+        return JobObs(name, revision, "failed", result=latest_result)
+    conditions = {c.get("type"): c for c in job.get("status", {}).get("conditions") or []
+                  if c.get("status") == "True"}
+    if "Failed" in conditions or "FailureTarget" in conditions:
+        cond = conditions.get("Failed") or conditions["FailureTarget"]
+        finished = _parse_time(cond.get("lastTransitionTime"))
+        if latest_result is not None:
+            return JobObs(name, revision, "failed", result=latest_result, finished_at=finished)
+        why = latest_problem or f"the Job failed ({cond.get('reason')}: {cond.get('message', '').strip()})"
+        return JobObs(name, revision, "failed", problem=why, finished_at=finished)
+    if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+        return JobObs(name, revision, "failed",
+                      problem=f"the Job succeeded but left no usable result: {latest_problem or 'no pod found'}")
+    unschedulable = next((u for u in (pod_unschedulable(p) for p in own) if u is not None), None)
+    return JobObs(name, revision, "running", unschedulable=unschedulable)
+
+
+def observe_deployment(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> DeploymentObs:
+    labels = deployment["metadata"].get("labels", {})
+    selector = deployment.get("spec", {}).get("selector", {}).get("matchLabels", {})
+    own = [p for p in pods if all(p["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())]
+    unschedulable = next((u for u in (pod_unschedulable(p) for p in own) if u is not None), None)
+    return DeploymentObs(
+        name=deployment["metadata"]["name"],
+        revision=labels.get(names.LABEL_REVISION, ""),
+        variant=labels.get(names.LABEL_VARIANT, "medusa"),
+        ready_replicas=int(deployment.get("status", {}).get("readyReplicas") or 0),
+        unschedulable=unschedulable,
+    )

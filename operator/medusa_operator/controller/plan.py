@@ -1,0 +1,429 @@
+"""The revision state machine, as a pure function.
+
+``plan(ctx, generation, status, observed)`` compares the desired revision with what exists and
+returns the next actions: manifests to apply, objects to delete, and the new status. It is
+level-triggered: it never relies on having seen an event, so a restart, a missed event or a child
+deleted by hand converges on the next pass. The handlers (handlers.py) only read, call this,
+apply and write.
+
+Flow of a candidate revision: build (GPU Job; a cache hit ends it at once) and, when the spec
+asks for a baseline, the base model's own build -> package -> candidate (and baseline) Deployment
+and Service -> validate Job -> promote (stable Service and autoscaler move to it) -> Serving.
+A failed step marks the revision failed; the previous revision keeps serving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.v1alpha1 import (EngineStatus, FailedThreshold, MedusaModelStatus, RevisionsStatus, TopicStatus,
+                            ValidationStatus)
+from ..render import autoscaling, jobs, names, serving
+from ..render.context import RenderContext, engine_uri
+from ..revision import base_engine_cache_key, engine_cache_key, revision_of
+from . import status as st
+from .observed import JobObs, Observed
+
+
+@dataclass(frozen=True)
+class Deletion:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass
+class Plan:
+    status: MedusaModelStatus
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[Deletion] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)  # facts for the operator's metrics
+
+
+class _Planner:
+    def __init__(self, ctx: RenderContext, generation: int, old: MedusaModelStatus, observed: Observed) -> None:
+        self.ctx = ctx
+        self.generation = generation
+        self.obs = observed
+        self.now = observed.now
+        self.status = old.model_copy(deep=True)
+        self.plan = Plan(status=self.status)
+        self.model = ctx.model.name
+        self.revision = revision_of(ctx.spec, ctx.builder_image, ctx.serving_image)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def cond(self, type_: str, value: bool | None, reason: str, message: str) -> None:
+        st.set_condition(self.status, type_, value, reason, message, generation=self.generation, now=self.now)
+
+    def job(self, manifest: dict[str, Any]) -> JobObs | None:
+        """The observed Job for a manifest; applies the manifest when the Job does not exist yet."""
+        name = manifest["metadata"]["name"]
+        seen = self.obs.jobs.get(name)
+        if seen is None:
+            self.plan.apply.append(manifest)
+        return seen
+
+    def delete_revision_objects(self, revision: str, *, keep_jobs: bool = False,
+                                variants: tuple[str, ...] = names.VARIANTS) -> None:
+        for dep in self.obs.deployments.values():
+            if dep.revision == revision and dep.variant in variants:
+                self.plan.delete.append(Deletion("apps/v1", "Deployment", dep.name))
+        for svc, svc_revision in self.obs.services.items():
+            if svc_revision == revision and any(svc == names.revision_service_name(self.model, revision, v)
+                                                for v in variants):
+                self.plan.delete.append(Deletion("v1", "Service", svc))
+        if not keep_jobs:
+            for job in self.obs.jobs.values():
+                if job.revision == revision:
+                    self.plan.delete.append(Deletion("batch/v1", "Job", job.name))
+
+    def fail(self, condition: str, reason: str, message: str) -> None:
+        """Mark the candidate revision failed; whatever serves today keeps serving."""
+        rev = self.revision
+        self.cond(condition, False, reason, message)
+        self.status.revisions.failed = rev
+        self.status.revisions.candidate = None
+        self.delete_revision_objects(rev, keep_jobs=True)
+        serving_now = self.status.revisions.current is not None
+        self.status.phase = "Degraded" if serving_now else "Failed"
+        what = "the previous revision keeps serving" if serving_now else "nothing is serving"
+        self.status.message = f"revision {rev} failed: {message}; {what}"
+
+    # -- the pass --------------------------------------------------------------------------
+
+    def run(self) -> Plan:
+        self.status.observed_generation = self.generation
+        if not self.check_secrets():
+            self.maintain_serving()
+            self.finish_status()
+            return self.plan
+        current = self.status.revisions.current
+        self.maintain_serving()
+        if self.revision == current:
+            self.status.revisions.candidate = None
+            self.clean_other_revisions(keep={current})
+            self.status.message = f"serving revision {current}"
+        elif self.revision == self.status.revisions.failed:
+            self.clean_other_revisions(keep={current, self.revision}, keep_jobs_of={self.revision})
+        else:
+            self.advance_candidate()
+        self.finish_status()
+        return self.plan
+
+    def check_secrets(self) -> bool:
+        missing = self.obs.missing_secrets
+        if missing:
+            listed = ", ".join(f"'{m}'" for m in missing)
+            self.cond(st.CREDENTIALS_FOUND, False, "SecretNotFound",
+                      f"credentials Secret {listed} not found in namespace '{self.ctx.model.namespace}': create it "
+                      "(keys: HF_TOKEN for hf://, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://); "
+                      "the operator retries and continues on its own")
+            if self.status.revisions.current is None:
+                self.status.phase = "Pending"
+            self.status.message = f"waiting for credentials Secret {listed}"
+            return False
+        if jobs.secret_names(self.ctx):
+            self.cond(st.CREDENTIALS_FOUND, True, "SecretsFound", "every referenced credentials Secret exists")
+        else:
+            st.remove_condition(self.status, st.CREDENTIALS_FOUND)
+        return True
+
+    def maintain_serving(self) -> None:
+        """Keep the served revision's objects as the spec says (replicas, resources, autoscaler)."""
+        rev = self.status.revisions.current
+        if rev is None:
+            return
+        repo = self.status.revisions.current_repository_uri or ""
+        auto = autoscaling.autoscaler(self.ctx, rev)
+        replicas = None if auto is not None else max(self.ctx.spec.serving.autoscaling.min_replicas, 1)
+        self.plan.apply.append(serving.deployment(self.ctx, rev, repo, image=self.status.revisions.current_image,
+                                                  replicas=replicas))
+        self.plan.apply.append(serving.revision_service(self.ctx, rev))
+        self.plan.apply.append(serving.stable_service(self.ctx, rev))
+        self.apply_autoscaler(auto)
+
+    def apply_autoscaler(self, auto: dict[str, Any] | None) -> None:
+        name = names.autoscaler_name(self.model)
+        wanted_kind = auto["kind"] if auto else None
+        for kind, seen_name in self.obs.autoscalers.items():
+            if kind != wanted_kind:
+                api = "autoscaling/v2" if kind == "HorizontalPodAutoscaler" else "keda.sh/v1alpha1"
+                self.plan.delete.append(Deletion(api, kind, seen_name))
+        if auto is None:
+            return
+        if auto["kind"] == "ScaledObject" and not self.obs.keda_available:
+            self.cond("AutoscalerReady", False, "KedaNotInstalled",
+                      "serving.autoscaling.provider is keda but the cluster has no keda.sh ScaledObject API: "
+                      "install KEDA or use provider: hpa")
+            return
+        self.plan.apply.append(auto)
+        self.cond("AutoscalerReady", True, "Applied", f"{auto['kind']} {name} scales on tokens per second")
+
+    def clean_other_revisions(self, keep: set[str | None], keep_jobs_of: set[str] = frozenset()) -> None:
+        """Delete what belongs to revisions that are neither kept nor in flight.
+
+        Jobs of a failed revision stay for inspection (``keep_jobs_of``); the served revision
+        needs neither its finished Jobs nor its baseline any more.
+        """
+        kept = {r for r in keep if r}
+        previous = self.status.revisions.previous
+        if self.ctx.spec.rollout.keep_previous_revision and previous:
+            kept.add(previous)
+        seen = ({d.revision for d in self.obs.deployments.values()} | set(self.obs.services.values())
+                | {j.revision for j in self.obs.jobs.values()})
+        for rev in seen - kept - {""}:
+            self.delete_revision_objects(rev)
+        current = self.status.revisions.current
+        if current is not None and current not in keep_jobs_of:
+            self.plan.delete += [Deletion("batch/v1", "Job", j.name) for j in self.obs.jobs.values()
+                                 if j.revision == current]
+            self.delete_revision_objects(current, keep_jobs=True, variants=("base",))
+
+    # -- the candidate ---------------------------------------------------------------------
+
+    def advance_candidate(self) -> None:
+        rev, revs = self.revision, self.status.revisions
+        if revs.candidate != rev:
+            if revs.candidate is not None:
+                self.plan.metrics["superseded"] = revs.candidate
+            self.status.revisions = RevisionsStatus(
+                current=revs.current, previous=revs.previous, current_repository_uri=revs.current_repository_uri,
+                current_image=revs.current_image, candidate=rev, candidate_since=st.rfc3339(self.now))
+            self.status.engine = EngineStatus()
+            for type_ in st.STEP_CONDITIONS + (st.CANDIDATE_SCHEDULABLE,):
+                st.remove_condition(self.status, type_)
+        self.clean_other_revisions(keep={revs.current, rev}, keep_jobs_of={rev})
+        baseline = self.ctx.spec.validation.baseline == "base-engine"
+
+        engine = self.step_build()
+        base_engine = self.step_build_base() if baseline else None
+        if engine is None or (baseline and base_engine is None):
+            return
+        repo = self.step_package(engine, "medusa")
+        base_repo = self.step_package(base_engine, "base") if baseline else None
+        if repo is None or (baseline and base_repo is None):
+            return
+        self.status.revisions.candidate_repository_uri = repo
+        self.status.revisions.candidate_base_repository_uri = base_repo
+        if not self.step_deploy(repo, base_repo):
+            return
+        self.step_validate(baseline)
+
+    def job_outcome(self, job: JobObs | None, condition: str, running_reason: str, phase: str,
+                    what: str) -> dict[str, Any] | None:
+        """The result of a finished step, or None while it runs (the phase says so) or failed."""
+        if job is None or job.state == "running":
+            self.status.phase = phase
+            self.cond(condition, False, running_reason, f"{what} is running")
+            if job is not None and job.unschedulable is not None:
+                self.cond(condition, False, "Waiting", f"{what} waits for a node: {job.unschedulable.message}")
+            self.status.message = f"revision {self.revision}: {what} is running"
+            return None
+        if job.state == "failed" and job.result is not None and job.result.error_kind == "infrastructure":
+            self.retry_later(job, condition, what)
+            return None
+        if job.state == "failed":
+            if job.result is not None:
+                message = job.result.error_message or "the step failed without a message"
+            else:
+                message = job.problem or "the step failed"
+            self.fail(condition, f"{running_reason}Failed", f"{what} failed: {message}")
+            return None
+        return job.result.result
+
+    def retry_later(self, job: JobObs, condition: str, what: str) -> None:
+        """Infrastructure failures (store or network down) are retried: the Job is run again later."""
+        delay = self.ctx.config.infra_retry_seconds
+        waited = (self.now - job.finished_at).total_seconds() if job.finished_at else delay
+        self.cond(condition, False, "RetryingAfterInfrastructureError",
+                  f"{what} failed for a reason outside the spec and is retried "
+                  f"(in {max(delay - waited, 0):.0f}s): {job.result.error_message}")
+        self.status.message = f"revision {self.revision}: {what} will be retried: {job.result.error_message}"
+        if waited >= delay:
+            self.plan.delete.append(Deletion("batch/v1", "Job", job.name))
+
+    def step_build(self) -> str | None:
+        key = engine_cache_key(self.ctx.spec, self.ctx.builder_image)
+        manifest = jobs.build_job(self.ctx, self.revision, key)
+        known = self.obs.known_engines.get(key)
+        if known is not None and manifest["metadata"]["name"] not in self.obs.jobs:
+            # Built before by this or another model: no GPU Job at all.
+            result = {"cacheKey": key, "cacheHit": True, "engineUri": known}
+            if self.status.engine.cache_key == key:
+                result.update(numHeads=self.status.engine.num_heads, treeSize=self.status.engine.tree_size)
+        else:
+            job = self.job(manifest)
+            result = self.job_outcome(job, st.ENGINE_BUILT, "Building", "Building", "the engine build")
+        if result is None:
+            return None
+        uri = result.get("engineUri") or engine_uri(self.ctx, key)
+        reused = bool(result.get("cacheHit"))
+        tree = result.get("tree")
+        self.status.engine = EngineStatus(
+            cache_key=result.get("cacheKey") or key, uri=uri, reused=reused,
+            build_seconds=result.get("buildSeconds"), num_heads=result.get("numHeads"),
+            tree_size=len(tree) if isinstance(tree, list) else result.get("treeSize"))
+        self.cond(st.ENGINE_BUILT, True, "CacheHit" if reused else "Built",
+                  f"engine {'reused from' if reused else 'built into'} {uri}")
+        self.plan.metrics["engine"] = {"reused": reused, "seconds": result.get("buildSeconds")}
+        return uri
+
+    def step_build_base(self) -> str | None:
+        key = base_engine_cache_key(self.ctx.spec, self.ctx.builder_image)
+        job = self.job(jobs.base_build_job(self.ctx, self.revision, key))
+        result = self.job_outcome(job, st.ENGINE_BUILT, "Building", "Building", "the base model's engine build")
+        if result is None:
+            return None
+        return result.get("engineUri") or engine_uri(self.ctx, key)
+
+    def step_package(self, engine: str, variant: str) -> str | None:
+        job = self.job(jobs.package_job(self.ctx, self.revision, engine, variant))
+        what = "packaging" if variant == "medusa" else "packaging the base model"
+        result = self.job_outcome(job, st.PACKAGED, "Packaging", "Packaging", what)
+        if result is None:
+            return None
+        repo = result.get("repositoryUri")
+        if not repo:
+            self.fail(st.PACKAGED, "PackagingFailed", f"{what} finished without a repositoryUri in its result")
+            return None
+        if variant == "medusa":
+            self.cond(st.PACKAGED, True, "Packaged", f"Triton model repository at {repo}")
+        return repo
+
+    def step_deploy(self, repo: str, base_repo: str | None) -> bool:
+        wanted = [("medusa", repo)] + ([("base", base_repo)] if base_repo else [])
+        ready = True
+        for variant, repository in wanted:
+            self.plan.apply.append(serving.deployment(self.ctx, self.revision, repository, variant=variant))
+            self.plan.apply.append(serving.revision_service(self.ctx, self.revision, variant))
+            dep = self.obs.deployments.get(names.deployment_name(self.model, self.revision, variant))
+            if dep is None or dep.ready_replicas < 1:
+                ready = False
+                self.check_schedulable(dep.unschedulable if dep is not None else None)
+        if not ready:
+            self.status.phase = "Deploying"
+            self.status.message = f"revision {self.revision}: waiting for candidate pods to become ready"
+            return False
+        self.cond(st.CANDIDATE_SCHEDULABLE, True, "Scheduled", "candidate pods are running")
+        return True
+
+    def check_schedulable(self, unschedulable) -> None:
+        if unschedulable is None:
+            return
+        waited = (self.now - unschedulable.since).total_seconds()
+        limit = self.ctx.spec.rollout.unschedulable_timeout_seconds
+        if waited < limit:
+            self.cond(st.CANDIDATE_SCHEDULABLE, None, "CandidatePending",
+                      f"candidate pods wait for a node ({waited:.0f}s of {limit}s): {unschedulable.message}")
+            return
+        serving_note = ("; the serving revision is not touched to make room"
+                        if self.status.revisions.current else "")
+        self.cond(st.CANDIDATE_SCHEDULABLE, False, "Unschedulable",
+                  f"candidate pods could not be scheduled for {waited:.0f}s: {unschedulable.message}. Free GPUs "
+                  f"({self.ctx.spec.engine.gpu.count} x {self.ctx.spec.engine.gpu.product or 'any product'}) "
+                  f"or add nodes{serving_note}")
+
+    def step_validate(self, baseline: bool) -> None:
+        job = self.job(jobs.validate_job(self.ctx, self.revision, baseline))
+        if job is not None and job.state == "failed" and job.result is not None and job.result.result:
+            self.record_validation(job.result.result)
+        result = self.job_outcome(job, st.VALIDATED, "Validating", "Validating", "validation")
+        if result is None:
+            if job is not None and job.state == "failed" and self.status.validation.failures:
+                failed = "; ".join(f.message for f in self.status.validation.failures)
+                self.status.message = f"revision {self.revision} failed validation: {failed}"
+            return
+        self.record_validation(result)
+        if not result.get("passed"):
+            failed = "; ".join(f.message for f in self.status.validation.failures) or "the verdict was fail"
+            self.fail(st.VALIDATED, "ValidationFailed", f"validation failed: {failed}")
+            return
+        self.cond(st.VALIDATED, True, "Passed", "every threshold held")
+        self.promote()
+
+    def record_validation(self, result: dict[str, Any]) -> None:
+        def num(key: str) -> float | None:
+            value = result.get(key)
+            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+        topics = [TopicStatus(topic=str(t.get("topic", "")), tokens_per_second=t.get("tokensPerSecond"),
+                              base_tokens_per_second=t.get("baseTokensPerSecond"), speedup=t.get("speedup"))
+                  for t in result.get("perTopic") or [] if isinstance(t, dict)]
+        failures = [FailedThreshold(threshold=str(f.get("threshold", "")), measured=f.get("measured"),
+                                    required=f.get("required"), message=str(f.get("message", "")))
+                    for f in result.get("failures") or [] if isinstance(f, dict)]
+        self.status.validation = ValidationStatus(
+            revision=self.revision, passed=bool(result.get("passed")), accuracy=num("accuracy"),
+            base_accuracy=num("baseAccuracy"), tokens_per_second=num("tokensPerSecond"),
+            base_tokens_per_second=num("baseTokensPerSecond"), speedup=num("speedup"),
+            mean_accepted_tokens=num("meanAcceptedTokens"), per_topic=topics, failures=failures,
+            report_uri=result.get("reportUri"))
+
+    def promote(self) -> None:
+        revs = self.status.revisions
+        old = revs.current
+        self.status.revisions = RevisionsStatus(
+            current=self.revision, previous=old, current_repository_uri=revs.candidate_repository_uri,
+            current_image=self.ctx.serving_image)
+        self.status.phase = "Promoting"
+        self.plan.metrics["promoted"] = self.revision
+        self.maintain_serving()
+        self.delete_revision_objects(self.revision, keep_jobs=True, variants=("base",))
+        if old is not None:
+            if self.ctx.spec.rollout.keep_previous_revision:
+                self.plan.apply.append(serving.deployment(
+                    self.ctx, old, revs.current_repository_uri or "", image=revs.current_image, replicas=0))
+            else:
+                self.delete_revision_objects(old, keep_jobs=True)
+        self.status.message = f"revision {self.revision} passed validation and takes the stable Service"
+
+    # -- summary ---------------------------------------------------------------------------
+
+    def finish_status(self) -> None:
+        s, rev = self.status, self.status.revisions.current
+        if rev is None:
+            s.endpoint, s.replicas = None, None
+            self.cond(st.AVAILABLE, False, "NotServing", "no revision has passed validation yet")
+            self.cond(st.READY, False, "NotServing", "no validated revision serves yet")
+            if s.phase is None:
+                s.phase = "Pending"
+            return
+        s.endpoint = names.endpoint(self.model, self.ctx.model.namespace)
+        dep = self.obs.deployments.get(names.deployment_name(self.model, rev))
+        ready = dep.ready_replicas if dep is not None else 0
+        s.replicas = ready
+        if ready > 0:
+            self.cond(st.AVAILABLE, True, "PodsReady", f"{ready} ready replica(s) of revision {rev}")
+            self.cond(st.READY, True, "Serving", f"{s.endpoint} serves validated revision {rev}")
+        else:
+            self.cond(st.AVAILABLE, False, "NoReadyPods", f"revision {rev} has no ready pods")
+            self.cond(st.READY, False, "NoReadyPods", f"revision {rev} has no ready pods behind {s.endpoint}")
+        candidate_busy = s.revisions.candidate is not None
+        failed_now = s.revisions.failed is not None and s.revisions.failed == self.revision
+        if not candidate_busy and not failed_now:
+            s.phase = "Serving" if ready > 0 else ("Promoting" if s.phase == "Promoting" else "Degraded")
+            if s.phase == "Degraded":
+                s.message = f"revision {rev} has no ready pods"
+        elif failed_now:
+            s.phase = "Degraded"
+
+
+def plan(ctx: RenderContext, generation: int, old_status: MedusaModelStatus, observed: Observed) -> Plan:
+    result = _Planner(ctx, generation, old_status, observed).run()
+    result.apply, result.delete = _settle(result.apply, result.delete)
+    return result
+
+
+def _settle(apply: list[dict[str, Any]], delete: list[Deletion]) -> tuple[list[dict[str, Any]], list[Deletion]]:
+    """The last manifest per object wins; nothing is both applied and deleted; no duplicates."""
+    deleted = {(d.kind, d.name) for d in delete}
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for manifest in apply:
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        if key not in deleted:
+            latest.pop(key, None)
+            latest[key] = manifest
+    unique: dict[tuple[str, str], Deletion] = {(d.kind, d.name): d for d in delete}
+    return list(latest.values()), list(unique.values())

@@ -1,0 +1,86 @@
+"""Conditions, phases and events: the one place that decides how state is reported.
+
+Condition types:
+- ``EngineBuilt``, ``Packaged``, ``Validated``: the steps of the candidate revision.
+- ``Available``: the served revision has ready pods behind the stable Service.
+- ``Ready``: the stable Service points at a validated revision whose pods are ready.
+- ``CredentialsFound``: every referenced credentials Secret exists.
+- ``CandidateSchedulable``: the candidate's pods found room (False when they waited too long).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..api.v1alpha1 import Condition, MedusaModelStatus
+
+ENGINE_BUILT = "EngineBuilt"
+PACKAGED = "Packaged"
+VALIDATED = "Validated"
+AVAILABLE = "Available"
+READY = "Ready"
+CREDENTIALS_FOUND = "CredentialsFound"
+CANDIDATE_SCHEDULABLE = "CandidateSchedulable"
+STEP_CONDITIONS = (ENGINE_BUILT, PACKAGED, VALIDATED)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def rfc3339(now: datetime) -> str:
+    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def get_condition(status: MedusaModelStatus, type_: str) -> Condition | None:
+    return next((c for c in status.conditions if c.type == type_), None)
+
+
+def set_condition(status: MedusaModelStatus, type_: str, value: bool | None, reason: str, message: str,
+                  *, generation: int | None, now: datetime) -> bool:
+    """Set a condition; keep lastTransitionTime unless the status flips. Returns True on a flip."""
+    text = {True: "True", False: "False", None: "Unknown"}[value]
+    old = get_condition(status, type_)
+    flipped = old is None or old.status != text
+    new = Condition(
+        type=type_, status=text, reason=reason, message=message, observed_generation=generation,
+        last_transition_time=rfc3339(now) if flipped else old.last_transition_time,
+    )
+    status.conditions = [c for c in status.conditions if c.type != type_] + [new]
+    status.conditions.sort(key=lambda c: c.type)
+    return flipped
+
+
+def remove_condition(status: MedusaModelStatus, type_: str) -> None:
+    status.conditions = [c for c in status.conditions if c.type != type_]
+
+
+def is_true(status: MedusaModelStatus, type_: str) -> bool:
+    cond = get_condition(status, type_)
+    return cond is not None and cond.status == "True"
+
+
+def transition_events(old: MedusaModelStatus, new: MedusaModelStatus) -> list[Event]:
+    """One event per phase change and per condition that flipped, warnings for failures."""
+    events: list[Event] = []
+    if old.phase != new.phase and new.phase is not None:
+        kind = "Warning" if new.phase in ("Failed", "Degraded") else "Normal"
+        events.append(Event(kind, f"Phase{new.phase}", new.message or f"phase is now {new.phase}"))
+    for cond in new.conditions:
+        before = get_condition(old, cond.type)
+        if before is not None and before.status == cond.status and before.reason == cond.reason:
+            continue
+        if before is None and cond.status == "Unknown":
+            continue
+        kind = "Warning" if cond.status == "False" and cond.reason not in _QUIET_REASONS else "Normal"
+        events.append(Event(kind, cond.reason, f"{cond.type}={cond.status}: {cond.message}"))
+    return events
+
+
+# Reasons for a False condition that describe progress rather than trouble.
+_QUIET_REASONS = {"Building", "Packaging", "Waiting", "Validating", "Deploying", "NotServing", "Superseded",
+                  "CandidatePending"}

@@ -1,0 +1,181 @@
+"""The Jobs of a revision: build (GPU), package (CPU) and validate (CPU).
+
+Each Job runs one ``medusa-builder`` step. Inputs are arguments and mounted Secrets; the result is
+the container's termination message (see medusa_builder.result). A user error (exit code 2)
+fails the Job at once; other failures are retried twice by the Job controller.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import names
+from .context import RenderContext, report_uri, repository_uri
+
+CREDENTIALS_DIR = "/var/run/secrets/medusa/credentials"
+WORK_DIR = "/work"
+PVC_ROOT = "/mnt/pvc"
+BUILD_DEADLINE_SECONDS = 6 * 3600
+PACKAGE_DEADLINE_SECONDS = 3600
+EXIT_USER_ERROR = 2
+
+
+def secret_names(ctx: RenderContext) -> list[str]:
+    """Distinct credential Secrets the spec refers to, in a stable order."""
+    spec = ctx.spec
+    refs = (spec.base_model.credentials_secret_ref, spec.medusa.credentials_secret_ref,
+            spec.artifacts.credentials_secret_ref)
+    return sorted({ref.name for ref in refs if ref is not None})
+
+
+def pvc_claims(ctx: RenderContext) -> list[str]:
+    uris = (ctx.spec.base_model.uri, ctx.spec.medusa.uri, ctx.spec.artifacts.uri)
+    return sorted({uri.removeprefix("pvc://").split("/", 1)[0] for uri in uris if uri.startswith("pvc://")})
+
+
+def storage_volumes(ctx: RenderContext) -> tuple[list[dict], list[dict], list[str]]:
+    """Volumes, mounts and builder arguments for credentials and PVC-backed locations."""
+    volumes: list[dict] = [{"name": "work", "emptyDir": {}}]
+    mounts: list[dict] = [{"name": "work", "mountPath": WORK_DIR}]
+    args: list[str] = []
+    secrets = secret_names(ctx)
+    if secrets:
+        volumes.append({"name": "credentials", "projected": {
+            "defaultMode": 0o400, "sources": [{"secret": {"name": s}} for s in secrets]}})
+        mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
+        args += ["--credentials-dir", CREDENTIALS_DIR]
+    for claim in pvc_claims(ctx):
+        volume = f"pvc-{names.fit(claim, 50)}"
+        volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}"})
+    return volumes, mounts, args
+
+
+def _gpu_scheduling(ctx: RenderContext) -> dict[str, Any]:
+    gpu = ctx.spec.engine.gpu
+    spec: dict[str, Any] = {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
+    if gpu.product:
+        spec["nodeSelector"] = {"nvidia.com/gpu.product": gpu.product}
+    return spec
+
+
+def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, gpus: int = 0,
+             deadline_seconds: int = BUILD_DEADLINE_SECONDS) -> dict[str, Any]:
+    volumes, mounts, storage_args = storage_volumes(ctx)
+    name = names.job_name(ctx.model.name, revision, step)
+    labels = {names.LABEL_REVISION: revision, names.LABEL_STEP: step}
+    resources: dict[str, Any] = {"requests": {"cpu": "1", "memory": "4Gi"}}
+    if gpus:
+        resources["limits"] = {"nvidia.com/gpu": str(gpus)}
+    container = {
+        "name": "builder",
+        "image": ctx.builder_image,
+        "command": ["medusa-builder"],
+        "args": [step.removesuffix("-base"), *args, *storage_args],
+        "resources": resources,
+        "volumeMounts": mounts,
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes,
+        **(_gpu_scheduling(ctx) if gpus else {}),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": ctx.metadata(name, labels),
+        "spec": {
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": deadline_seconds,
+            "podFailurePolicy": {"rules": [
+                {"action": "FailJob", "onExitCodes": {"containerName": "builder", "operator": "In",
+                                                      "values": [EXIT_USER_ERROR]}},
+            ]},
+            "template": {
+                "metadata": {"labels": {**names.model_labels(ctx.model.name), **labels}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def _engine_args(ctx: RenderContext) -> list[str]:
+    e = ctx.spec.engine
+    args = [
+        "--backend", e.backend, "--dtype", e.dtype, "--quantization", e.quantization,
+        "--tp-size", str(e.tensor_parallel_size), "--max-batch-size", str(e.max_batch_size),
+        "--max-input-len", str(e.max_input_len), "--max-output-len", str(e.max_output_len),
+        "--artifacts-uri", ctx.spec.artifacts.uri, "--work-dir", WORK_DIR,
+    ]
+    if e.gpu.product:
+        args += ["--gpu-product", e.gpu.product]
+    return args
+
+
+def build_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
+    spec = ctx.spec
+    args = ["--base-uri", spec.base_model.uri, "--heads-uri", spec.medusa.uri, "--cache-key", cache_key]
+    if spec.base_model.revision:
+        args += ["--base-revision", spec.base_model.revision]
+    if spec.medusa.revision:
+        args += ["--heads-revision", spec.medusa.revision]
+    if spec.medusa.num_heads:
+        args += ["--num-heads", str(spec.medusa.num_heads)]
+    tree = spec.medusa.tree
+    if tree is not None and tree.choices is not None:
+        args += ["--tree-choices", json.dumps(tree.choices, separators=(",", ":"))]
+    else:
+        args += ["--tree-preset", (tree.preset if tree is not None and tree.preset else "auto")]
+    return step_job(ctx, revision, "build", args + _engine_args(ctx), gpus=spec.engine.gpu.count)
+
+
+def base_build_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
+    """The base model's own engine, the baseline a candidate is measured against."""
+    spec = ctx.spec
+    args = ["--base-uri", spec.base_model.uri, "--base-only", "--cache-key", cache_key]
+    if spec.base_model.revision:
+        args += ["--base-revision", spec.base_model.revision]
+    return step_job(ctx, revision, "build-base", args + _engine_args(ctx), gpus=spec.engine.gpu.count)
+
+
+def package_job(ctx: RenderContext, revision: str, engine: str, variant: str = "medusa") -> dict[str, Any]:
+    step = "package" if variant == "medusa" else "package-base"
+    args = [
+        "--engine-uri", engine, "--backend", ctx.spec.engine.backend,
+        "--output-uri", repository_uri(ctx, revision, variant),
+        "--max-batch-size", str(ctx.spec.engine.max_batch_size), "--work-dir", WORK_DIR,
+    ]
+    return step_job(ctx, revision, step, args, deadline_seconds=PACKAGE_DEADLINE_SECONDS)
+
+
+def validate_job(ctx: RenderContext, revision: str, baseline: bool) -> dict[str, Any]:
+    v = ctx.spec.validation
+    ns, model = ctx.model.namespace, ctx.model.name
+    args = [
+        "--candidate", names.revision_endpoint(model, ns, revision, "medusa"),
+        "--tokenizer-uri", repository_uri(ctx, revision, "medusa"),
+        "--report-uri", report_uri(ctx, revision),
+        "--max-tokens", str(v.throughput.max_tokens),
+        "--concurrency", ",".join(str(c) for c in v.throughput.concurrency),
+        "--shots", str(v.accuracy.shots),
+        "--max-examples-per-subject", str(v.accuracy.max_examples_per_subject),
+        "--timeout-seconds", str(v.timeout_seconds),
+    ]
+    if baseline:
+        args += ["--baseline", names.revision_endpoint(model, ns, revision, "base")]
+    if v.accuracy.dataset_uri:
+        args += ["--dataset-uri", v.accuracy.dataset_uri]
+    if v.accuracy.subjects:
+        args += ["--subjects", ",".join(v.accuracy.subjects)]
+    if v.throughput.prompts_uri:
+        args += ["--prompts-uri", v.throughput.prompts_uri]
+    for flag, value in (("--min-score", v.accuracy.min_score), ("--max-drop-vs-base", v.accuracy.max_drop_vs_base),
+                        ("--min-speedup", v.throughput.min_speedup)):
+        if value is not None:
+            args += [flag, str(value)]
+    return step_job(ctx, revision, "validate", args, deadline_seconds=v.timeout_seconds)

@@ -1,0 +1,132 @@
+"""Triton Deployments and Services for a revision, and the stable Service users call.
+
+A serving pod copies its model repository from the artifact store into an emptyDir with an init
+container (the builder image's ``fetch``), then Triton serves it from local disk. That works the
+same for every store (S3-compatible endpoints, GCS, PVCs) and for engines that must be local.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import names
+from .context import RenderContext
+from .jobs import storage_volumes
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
+MODEL_DIR = "/models"
+
+
+def _resources(ctx: RenderContext) -> dict[str, Any]:
+    user = ctx.spec.serving.resources
+    limits = {k: str(v) for k, v in (user.limits or {}).items()}
+    requests = {k: str(v) for k, v in (user.requests or {}).items()}
+    gpus = ctx.spec.engine.gpu.count
+    if ctx.spec.engine.backend == "tensorrt-llm" or ctx.spec.engine.gpu.product:
+        limits["nvidia.com/gpu"] = str(gpus)
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+    if requests:
+        out["requests"] = requests
+    return out
+
+
+def _scheduling(ctx: RenderContext) -> dict[str, Any]:
+    serving, gpu = ctx.spec.serving, ctx.spec.engine.gpu
+    node_selector = dict(serving.node_selector)
+    if gpu.product:
+        node_selector["nvidia.com/gpu.product"] = gpu.product
+    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    tolerations += [t.model_dump(by_alias=True, exclude_none=True) for t in serving.tolerations]
+    out: dict[str, Any] = {"tolerations": tolerations}
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    return out
+
+
+def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: str = "medusa",
+               image: str | None = None, replicas: int | None = 1) -> dict[str, Any]:
+    """A Triton Deployment serving ``repository``; ``replicas=None`` leaves them to an autoscaler."""
+    name = names.deployment_name(ctx.model.name, revision, variant)
+    selector = names.revision_selector(ctx.model.name, revision, variant)
+    volumes, mounts, storage_args = storage_volumes(ctx)
+    volumes = [v for v in volumes if v["name"] != "work"] + [
+        {"name": "models", "emptyDir": {}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+    ]
+    fetch_mounts = [m for m in mounts if m["name"] != "work"] + [{"name": "models", "mountPath": MODEL_DIR}]
+    fetch = {
+        "name": "fetch-model-repository",
+        "image": ctx.builder_image,
+        "command": ["medusa-builder"],
+        "args": ["fetch", repository, "--dest", MODEL_DIR, *storage_args],
+        "volumeMounts": fetch_mounts,
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    triton = {
+        "name": "triton",
+        "image": image or ctx.serving_image,
+        "command": ["tritonserver"],
+        "args": [f"--model-repository={MODEL_DIR}", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
+                 f"--metrics-port={METRICS_PORT}", "--allow-metrics=true", "--allow-gpu-metrics=true"],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT}, {"name": "grpc", "containerPort": GRPC_PORT},
+                  {"name": "metrics", "containerPort": METRICS_PORT}],
+        "resources": _resources(ctx),
+        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
+                         {"name": "shm", "mountPath": "/dev/shm"}],
+        "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
+                         "periodSeconds": 10, "failureThreshold": 180},
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
+                          "failureThreshold": 6},
+    }
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {
+            "metadata": {
+                "labels": {**names.model_labels(ctx.model.name), **selector},
+                "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
+                                "prometheus.io/path": "/metrics"},
+            },
+            "spec": {"initContainers": [fetch], "containers": [triton], "volumes": volumes,
+                     "terminationGracePeriodSeconds": 60, **_scheduling(ctx)},
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": ctx.metadata(name, {names.LABEL_REVISION: revision, names.LABEL_VARIANT: variant}),
+        "spec": spec,
+    }
+
+
+def _service(ctx: RenderContext, name: str, selector: dict[str, str], labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": ctx.metadata(name, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http"},
+                      {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
+                      {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"}],
+        },
+    }
+
+
+def revision_service(ctx: RenderContext, revision: str, variant: str = "medusa") -> dict[str, Any]:
+    """Addresses one revision's pods directly (the validation Job measures through it)."""
+    return _service(ctx, names.revision_service_name(ctx.model.name, revision, variant),
+                    names.revision_selector(ctx.model.name, revision, variant),
+                    {names.LABEL_REVISION: revision, names.LABEL_VARIANT: variant})
+
+
+def stable_service(ctx: RenderContext, revision: str) -> dict[str, Any]:
+    """The Service users call; promotion moves its selector to the validated revision."""
+    return _service(ctx, names.stable_service_name(ctx.model.name),
+                    names.revision_selector(ctx.model.name, revision, "medusa"), {"medusa.dev/role": "stable"})

@@ -1,0 +1,67 @@
+"""Content keys: which spec changes make a new engine, and which a new revision.
+
+The engine cache key covers everything that changes the engine's bytes: sources and their
+revisions, the tree, engine settings, backend, the builder image (which pins the TensorRT-LLM
+version) and the GPU product (engines are not portable across GPUs). The revision adds what
+changes how the engine is served or judged: the serving image and the validation gates. Replicas,
+autoscaling, resources, node selection and tolerations are in neither: they apply in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .api.v1alpha1 import MedusaModelSpec
+
+ENGINE_KEY_LENGTH = 24
+REVISION_LENGTH = 10
+
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def effective_tree(spec: MedusaModelSpec) -> dict[str, Any]:
+    tree = spec.medusa.tree
+    if tree is not None and tree.choices is not None:
+        return {"choices": tree.choices}
+    return {"preset": (tree.preset if tree is not None and tree.preset else "auto")}
+
+
+def engine_inputs(spec: MedusaModelSpec, builder_image: str) -> dict[str, Any]:
+    engine = spec.engine
+    return {
+        "base": [spec.base_model.uri, spec.base_model.revision],
+        "heads": [spec.medusa.uri, spec.medusa.revision],
+        "tree": effective_tree(spec),
+        "backend": engine.backend,
+        "dtype": engine.dtype,
+        "quantization": engine.quantization,
+        "tensorParallelSize": engine.tensor_parallel_size,
+        "limits": [engine.max_batch_size, engine.max_input_len, engine.max_output_len],
+        "gpuProduct": engine.gpu.product,
+        "builderImage": builder_image,
+    }
+
+
+def engine_cache_key(spec: MedusaModelSpec, builder_image: str) -> str:
+    return _digest(engine_inputs(spec, builder_image))[:ENGINE_KEY_LENGTH]
+
+
+def revision_of(spec: MedusaModelSpec, builder_image: str, serving_image: str) -> str:
+    payload = {
+        "engine": engine_cache_key(spec, builder_image),
+        "servingImage": serving_image,
+        "validation": spec.validation.model_dump(mode="json", by_alias=True),
+        "gpuCount": spec.engine.gpu.count,
+    }
+    return _digest(payload)[:REVISION_LENGTH]
+
+
+def base_engine_cache_key(spec: MedusaModelSpec, builder_image: str) -> str:
+    """Key of the base model's own engine (the baseline): the engine inputs without heads or tree."""
+    inputs = engine_inputs(spec, builder_image)
+    del inputs["heads"], inputs["tree"]
+    return _digest({"baseline": inputs})[:ENGINE_KEY_LENGTH]
