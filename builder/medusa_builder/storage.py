@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -34,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FETCH_MANIFEST = ".medusa-fetch.json"
 PARTIAL_DIR = ".medusa-partial"
+HF_METADATA_DIR = ".cache/huggingface"  # huggingface_hub's own download state in a local_dir
 CHUNK_BYTES = 8 * 1024 * 1024
 PVC_ROOT_ENV = "MEDUSA_PVC_ROOT"
 DEFAULT_PVC_ROOT = "/mnt/pvc"
@@ -144,7 +144,7 @@ def local_files(folder: str | os.PathLike) -> list[str]:
     out = []
     for path in root.rglob("*"):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and not rel.startswith((PARTIAL_DIR, FETCH_MANIFEST)):
+        if path.is_file() and not rel.startswith((PARTIAL_DIR, FETCH_MANIFEST, HF_METADATA_DIR)):
             out.append(rel)
     return sorted(out)
 
@@ -394,8 +394,8 @@ def _fetch_hf(loc: Location, dest: Path, revision: str | None) -> dict:
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise _disk_full(exc, dest) from None
-        raise InfraError(f"downloading {loc.uri} failed ({exc}); retry later") from None
-    shutil.rmtree(dest / ".cache", ignore_errors=True)
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InfraError(f"downloading {loc.uri} failed ({reason}); retry later") from None
     files = [{"path": rel, "size": (dest / rel).stat().st_size, "sha256": sha256_file(dest / rel)}
              for rel in local_files(dest)]
     return _finish(loc, dest, revision or "main", files, _Transfer(downloaded=sum(f["size"] for f in files)))
@@ -541,14 +541,6 @@ def read_json(uri: str, *, endpoint_url: str | None = None) -> dict | None:
         return json.loads(body)
     except ValueError:
         raise UserError(f"{uri} is not a JSON document; remove or repair it") from None
-
-
-def write_json(uri: str, doc: dict, *, endpoint_url: str | None = None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        name = os.path.basename(parse_uri(uri).key or parse_uri(uri).path)
-        Path(tmp, name).write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
-        parent = uri.rstrip("/").rsplit("/", 1)[0]
-        upload_dir(tmp, parent, endpoint_url=endpoint_url)
 
 
 def iter_manifest_files(folder: str | os.PathLike) -> Iterator[dict]:
