@@ -191,7 +191,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     storage.apply_storage_arguments(args)
     deadline = Deadline(args.timeout_seconds)
     candidate_ep = parse_endpoint(args.candidate, protocol=args.protocol, model=args.model_name)
-    baseline_ep = parse_endpoint(args.baseline, protocol=args.protocol, model=args.model_name) if args.baseline else None
+    baseline_ep = None
+    if args.baseline:
+        baseline_ep = parse_endpoint(args.baseline, protocol=args.protocol, model=args.model_name)
 
     with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
         work = Path(tmp)

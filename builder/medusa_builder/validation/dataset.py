@@ -273,7 +273,10 @@ def load_topic_prompts(location: str | Path, topics: list[str] | None = None) ->
     path = Path(location)
     if not path.exists():
         raise UserError(f"the prompts location {path} does not exist")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
     merged: dict[str, list[str]] = {}
     for file in files:
         try:

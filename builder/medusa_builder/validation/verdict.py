@@ -32,8 +32,9 @@ def evaluate(thresholds: Thresholds, *, accuracy: float | None, base_accuracy: f
             failures.append(failure("minScore", None, thresholds.min_score,
                                     "accuracy was not measured; give --dataset-uri"))
         elif accuracy + _TOLERANCE < thresholds.min_score:
-            failures.append(failure("minScore", accuracy, thresholds.min_score,
-                                    f"accuracy {accuracy:.3f} is below the required minimum {thresholds.min_score:.3f}"))
+            failures.append(failure(
+                "minScore", accuracy, thresholds.min_score,
+                f"accuracy {accuracy:.3f} is below the required minimum {thresholds.min_score:.3f}"))
     if thresholds.max_drop_vs_base is not None:
         if accuracy is None or base_accuracy is None:
             failures.append(failure("maxDropVsBase", None, thresholds.max_drop_vs_base,

@@ -1,0 +1,169 @@
+"""Does `medusa-builder validate` measure tokens/s like an established tool? A side-by-side run.
+
+Both tools drive the same Triton server with the same prompts, output length, concurrency,
+request count, warm-up and tokenizer, in alternating rounds (ours, aiperf, ours, aiperf, ...), so
+slow drift of a shared machine affects both alike. Compared: aggregate output tokens/s (output
+tokens of the measured requests / wall time of the measured window) and the output tokens per
+request each tool counted. The two should agree within 5%.
+
+The peer is aiperf (PyPI ``aiperf``, the successor of genai-perf), driving Triton's
+``/v2/models/<model>/generate`` endpoint through its template endpoint. Its dependencies are
+pinned tightly, so it lives in its own virtual environment under
+``~/.cache/medusa-operator/aiperf-<version>/``, created on first use (or give ``--aiperf``).
+
+Without ``--url`` the script starts the real ``tritonserver`` (from the nvidia-pytriton wheel)
+serving the reference runtime with SmolLM2-135M-Instruct (the base model, as the baseline of a
+validation), on the CPU.
+
+    python benchmarks/validate_fidelity.py [--url http://HOST:PORT --tokenizer DIR] \
+        [--concurrency 1] [--max-tokens 48] [--requests 12] [--rounds 2] [--output result.json]
+
+Measured on the development machine (2 shared CPU cores, no GPU), reference runtime, SmolLM2-135M,
+concurrency 1, 48 output tokens, 12 requests, 2 rounds: see docs/validation.md ("Fidelity").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ROOT / "tests" / "data" / "prompts.json"
+AIPERF_VERSION = "0.13.0"
+AGREEMENT = 0.05
+
+
+def aiperf_binary(explicit: str | None) -> Path:
+    """The aiperf executable, installing it into its own environment when missing."""
+    if explicit:
+        return Path(explicit)
+    cache = Path(os.environ.get("MEDUSA_CACHE", Path.home() / ".cache" / "medusa-operator"))
+    venv = cache / f"aiperf-{AIPERF_VERSION}"
+    binary = venv / "bin" / "aiperf"
+    if not binary.is_file():
+        print(f"installing aiperf {AIPERF_VERSION} into {venv}", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"aiperf=={AIPERF_VERSION}"], check=True)
+    return binary
+
+
+def load_prompts() -> list[str]:
+    return [p for prompts in json.loads(PROMPTS.read_text()).values() for p in prompts]
+
+
+def run_ours(url: str, model: str, tokenizer: str, prompts: list[str], args, work: Path) -> dict:
+    """One `medusa-builder validate` throughput run; numbers come from its JSON report."""
+    prompts_file = work / "prompts-ours.json"
+    prompts_file.write_text(json.dumps({"all": prompts}))
+    report = work / "report-ours.json"
+    command = [sys.executable, "-c", "from medusa_builder.cli import main; main()", "--log-level", "WARNING",
+               "validate", "--candidate", url, "--model-name", model, "--prompts-uri", str(prompts_file),
+               "--tokenizer", tokenizer, "--concurrency", str(args.concurrency),
+               "--max-tokens", str(args.max_tokens), "--requests-per-topic", str(args.requests),
+               "--warmup-requests", str(args.warmup), "--report-uri", str(report)]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"validate failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    level = json.loads(report.read_text())["throughput"]["levels"][0]
+    return {"tokensPerSecond": level["candidate"]["tokensPerSecond"], "requests": level["candidate"]["requests"],
+            "outputTokens": level["candidate"]["outputTokens"], "seconds": level["candidate"]["durationSeconds"]}
+
+
+def run_aiperf(binary: Path, url: str, model: str, tokenizer: str, prompts: list[str], args, work: Path,
+               round_index: int) -> dict:
+    """One aiperf run with the same load; numbers come from its JSON export."""
+    dataset = work / "prompts-aiperf.jsonl"
+    dataset.write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts))
+    artifacts = work / f"aiperf-{round_index}"
+    template = '{"text_input": {{ text|tojson }}, "max_tokens": %d}' % args.max_tokens
+    command = [str(binary), "profile", "--model", model, "--url", url, "--endpoint-type", "template",
+               "--custom-endpoint", f"/v2/models/{model}/generate",
+               "--extra-inputs", f"payload_template:{template}", "--extra-inputs", "response_field:text_output",
+               "--input-file", str(dataset), "--custom-dataset-type", "single_turn",
+               "--dataset-sampling-strategy", "sequential", "--tokenizer", tokenizer,
+               "--concurrency", str(args.concurrency), "--request-count", str(args.requests),
+               "--warmup-request-count", str(args.warmup), "--random-seed", "0",
+               "--output-artifact-dir", str(artifacts), "--ui-type", "none"]
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=work)
+    exports = sorted(artifacts.rglob("profile_export_aiperf.json"))
+    if proc.returncode != 0 or not exports:
+        raise SystemExit(f"aiperf failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    doc = json.loads(exports[0].read_text())
+    osl = doc["output_sequence_length"]["avg"]
+    requests = int(doc["request_count"]["avg"])
+    return {"tokensPerSecond": doc["output_token_throughput"]["avg"], "requests": requests,
+            "outputTokens": round(osl * requests), "seconds": doc.get("benchmark_duration", {}).get("avg")}
+
+
+def compare(ours: list[dict], peer: list[dict]) -> dict:
+    ours_tps = statistics.fmean(r["tokensPerSecond"] for r in ours)
+    peer_tps = statistics.fmean(r["tokensPerSecond"] for r in peer)
+    difference = (ours_tps - peer_tps) / peer_tps
+    return {"oursTokensPerSecond": ours_tps, "aiperfTokensPerSecond": peer_tps, "relativeDifference": difference,
+            "withinTolerance": abs(difference) <= AGREEMENT,
+            "oursOutputTokens": [r["outputTokens"] for r in ours],
+            "aiperfOutputTokens": [r["outputTokens"] for r in peer],
+            "oursRounds": ours, "aiperfRounds": peer}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="a running Triton server (default: start the reference one with SmolLM2)")
+    parser.add_argument("--model", default="ensemble")
+    parser.add_argument("--tokenizer", help="tokenizer folder (default: the SmolLM2 test model)")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--requests", type=int, default=12, help="measured requests per run")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up requests per run (not measured)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs per tool")
+    parser.add_argument("--aiperf", help="path to an aiperf executable (default: its own cached venv)")
+    parser.add_argument("--output", help="also write the comparison as JSON here")
+    args = parser.parse_args()
+
+    binary = aiperf_binary(args.aiperf)
+    prompts = load_prompts()
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        url, tokenizer = args.url, args.tokenizer
+        if not url or not tokenizer:
+            from medusa_builder.runtime.smollm2 import cached_model_dir
+
+            model_dir = cached_model_dir()
+            tokenizer = tokenizer or str(model_dir)
+        if not url:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from fixtures.triton import start_tritonserver
+            from medusa_builder.runtime.triton_repo import write_reference_repository
+
+            repository = work / "repository"
+            write_reference_repository(repository, base_dir=model_dir, device="cpu")
+            server = stack.enter_context(start_tritonserver(repository))
+            url = server.http_url
+        ours, peer = [], []
+        for index in range(args.rounds):
+            ours.append(run_ours(url, args.model, tokenizer, prompts, args, work))
+            print(f"round {index + 1}: ours {ours[-1]['tokensPerSecond']:.2f} tokens/s", file=sys.stderr)
+            peer.append(run_aiperf(binary, url, args.model, tokenizer, prompts, args, work, index))
+            print(f"round {index + 1}: aiperf {peer[-1]['tokensPerSecond']:.2f} tokens/s", file=sys.stderr)
+    result = {"settings": {"concurrency": args.concurrency, "maxTokens": args.max_tokens, "requests": args.requests,
+                           "warmup": args.warmup, "rounds": args.rounds, "prompts": len(prompts),
+                           "aiperf": AIPERF_VERSION},
+              **compare(ours, peer)}
+    text = json.dumps(result, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    print(f"ours {result['oursTokensPerSecond']:.2f} vs aiperf {result['aiperfTokensPerSecond']:.2f} tokens/s: "
+          f"{result['relativeDifference']:+.1%} ({'within' if result['withinTolerance'] else 'outside'} "
+          f"{AGREEMENT:.0%})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
