@@ -218,3 +218,29 @@ def test_mock_trtllm_failed_build_uploads_nothing(tmp_path, s3_server, s3_bucket
     assert "build failed with exit code 1" in doc["error"]["message"]
     assert "Invalid max_draft_len" in doc["error"]["message"]
     assert keys(s3_server, s3_bucket, "artifacts/engines/trt-k2/") == {}
+
+
+def test_mock_trtllm_engine_packaged_into_the_store(tmp_path, s3_server, s3_bucket, sources, mock_trtllm):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    base_uri, heads_uri = sources
+    artifacts = f"s3://{s3_bucket}/artifacts"
+    code, built = build(tmp_path, "--backend", "tensorrt-llm", "--base-uri", base_uri, "--heads-uri", heads_uri,
+                        "--tree-choices", TREE, "--artifacts-uri", artifacts, "--cache-key", "trt-k3")
+    assert code == 0, built
+    result_file = tmp_path / "package.json"
+    output = f"{artifacts}/repositories/trt-k3"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["package", "--engine-uri", built["result"]["engineUri"], "--backend", "tensorrt-llm",
+                  "--output-uri", output, "--work-dir", str(tmp_path / "pkg"), "--result", str(result_file)])
+    doc = json.loads(result_file.read_text())
+    assert stop.value.code == 0, doc
+    assert doc["result"]["repositoryUri"] == output
+    stored = keys(s3_server, s3_bucket, "artifacts/repositories/trt-k3/")
+    assert {"repository.json", "ensemble/config.pbtxt", "ensemble/1/.keep", "tensorrt_llm/1/rank0.engine",
+            "preprocessing/1/model.py", "preprocessing/1/tokenizer/tokenizer_config.json"} <= set(stored)
+    assert stored["repository.json"]["LastModified"] >= max(i["LastModified"] for i in stored.values())
+    text = s3_server.client().get_object(Bucket=s3_bucket, Key="artifacts/repositories/trt-k3/tensorrt_llm/config.pbtxt")
+    config = text_format.Parse(text["Body"].read().decode(), model_config_pb2.ModelConfig())
+    assert config.parameters["medusa_choices"].string_value == "{0}, {1}, {0, 0}"
