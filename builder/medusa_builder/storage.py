@@ -543,6 +543,18 @@ def read_json(uri: str, *, endpoint_url: str | None = None) -> dict | None:
         raise UserError(f"{uri} is not a JSON document; remove or repair it") from None
 
 
+def folder_fingerprint(folder: str | os.PathLike) -> str:
+    """A cheap content revision of a local folder: the fetch manifest's checksums when present,
+    else every file's size and modification time."""
+    root = Path(folder)
+    fetched = _read_json(root / FETCH_MANIFEST).get("files")
+    if fetched:
+        rows = [f"{f['path']}\t{f['size']}\t{f['sha256']}" for f in fetched]
+    else:
+        rows = [f"{rel}\t{(root / rel).stat().st_size}\t{(root / rel).stat().st_mtime_ns}" for rel in local_files(root)]
+    return "sha256:" + hashlib.sha256("\n".join(rows).encode()).hexdigest()[:32]
+
+
 def iter_manifest_files(folder: str | os.PathLike) -> Iterator[dict]:
     """Sizes and sha256 of every file in a local folder (for engine manifests)."""
     root = Path(folder)

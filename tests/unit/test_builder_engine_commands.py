@@ -166,3 +166,12 @@ def test_run_command_failures_are_classified():
         engine.run_command(bad_input)
     with pytest.raises(InfraError, match="not installed in this image"):
         engine.run_command(engine.Command("build", ("trtllm-build-that-does-not-exist",)))
+
+
+def test_default_key_of_local_folders_follows_their_content(tmp_path, capsys, sources):
+    base, heads = sources
+    _, first, _ = dry_run(tmp_path, capsys, base, heads, "--json")
+    _, same, _ = dry_run(tmp_path, capsys, base, heads, "--json")
+    (base / "generation_config.json").write_text("{}")
+    _, changed, _ = dry_run(tmp_path, capsys, base, heads, "--json")
+    assert first["result"]["cacheKey"] == same["result"]["cacheKey"] != changed["result"]["cacheKey"]

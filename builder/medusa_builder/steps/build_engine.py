@@ -104,11 +104,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     storage.apply_storage_arguments(args)
     spec = spec_from_args(args)
     report = checkpoint.inspect(args.base_dir, args.heads_dir, expected_heads=args.num_heads)
-    num_heads, num_layers = report["numHeads"], report["numLayers"]
-    tree, calibration = resolve_build_tree(args, args.base_dir, args.heads_dir, num_heads)
+    tree, calibration = resolve_build_tree(args, args.base_dir, args.heads_dir, report["numHeads"])
     key = check_cache_key(args.cache_key or engine.compute_cache_key(engine.cache_inputs(
-        spec, base_uri=str(Path(args.base_dir).resolve()), base_revision=None,
-        heads_uri=str(Path(args.heads_dir).resolve()), heads_revision=None, tree_spec=tree)))
+        spec, base_uri=str(Path(args.base_dir).resolve()), base_revision=storage.folder_fingerprint(args.base_dir),
+        heads_uri=str(Path(args.heads_dir).resolve()), heads_revision=storage.folder_fingerprint(args.heads_dir),
+        tree_spec=tree)))
     return build_and_publish(args, spec, key=key, base_dir=args.base_dir, heads_dir=args.heads_dir,
                              report=report, tree=tree, extra=calibration, sources={})
 
