@@ -408,6 +408,16 @@ def inspect(base_dir: str | Path, heads_dir: str | Path, expected_heads: int | N
     return report
 
 
+def inspect_base(base_dir: str | Path) -> dict[str, Any]:
+    """Report on a base model alone (for the baseline engine); refuses unsupported families."""
+    base = read_base_config(base_dir)
+    if base.family not in SUPPORTED_FAMILIES:
+        raise UserError(f"the base model family {base.family!r} is not supported; supported families are "
+                        f"{', '.join(SUPPORTED_FAMILIES)}")
+    return {"base": base.to_json(), "heads": None, "numHeads": 0, "numLayers": 0, "compatible": True,
+            "problems": [], "warnings": []}
+
+
 # --- tensors (torch) -------------------------------------------------------------------------
 
 

@@ -123,11 +123,23 @@ def _builder_version() -> str:
         return "source"
 
 
+# Base-model converters inside TensorRT-LLM's examples, by converter model type (base-only engines).
+BASE_CONVERTERS = {
+    "llama": "models/core/llama/convert_checkpoint.py",
+    "mixtral": "models/core/llama/convert_checkpoint.py",
+    "qwen2": "models/core/qwen/convert_checkpoint.py",
+}
+
+
 def plan_commands(spec: EngineSpec, paths: BuildPaths, *, num_heads: int, num_layers: int, tree_size: int,
                   model_type: str, python: str = "python3") -> list[Command]:
-    """The checkpoint conversion (or FP8 quantisation) and ``trtllm-build`` commands, in order."""
+    """The checkpoint conversion (or FP8 quantisation) and ``trtllm-build`` commands, in order.
+
+    ``num_heads == 0`` plans the base model's own engine (the baseline), without Medusa.
+    """
     spec.validate()
     examples = paths.examples_dir.rstrip("/")
+    medusa = num_heads > 0
     if spec.quantization == "fp8":
         convert = [
             python, f"{examples}/quantization/quantize.py",
@@ -138,15 +150,14 @@ def plan_commands(spec: EngineSpec, paths: BuildPaths, *, num_heads: int, num_la
             "--output_dir", paths.checkpoint_dir,
             "--calib_size", "512",
             "--tp_size", str(spec.tp_size),
-            "--medusa_model_dir", paths.heads_dir,
-            "--num_medusa_heads", str(num_heads),
-            "--num_medusa_layers", str(num_layers),
-            "--max_draft_len", str(tree_size),
         ]
+        if medusa:
+            convert += ["--medusa_model_dir", paths.heads_dir, "--num_medusa_heads", str(num_heads),
+                        "--num_medusa_layers", str(num_layers), "--max_draft_len", str(tree_size)]
         if paths.calib_dataset:
             convert += ["--calib_dataset", paths.calib_dataset]
         convert_name = "quantize"
-    else:
+    elif medusa:
         convert = [
             python, f"{examples}/medusa/convert_checkpoint.py",
             "--model_dir", paths.base_dir,
@@ -161,13 +172,28 @@ def plan_commands(spec: EngineSpec, paths: BuildPaths, *, num_heads: int, num_la
             "--max_medusa_token_len", str(tree_size),
         ]
         convert_name = "convert"
+    else:
+        if model_type not in BASE_CONVERTERS:
+            raise UserError(f"no TensorRT-LLM converter for base model type {model_type!r}; "
+                            f"supported: {', '.join(sorted(BASE_CONVERTERS))}")
+        convert = [
+            python, f"{examples}/{BASE_CONVERTERS[model_type]}",
+            "--model_dir", paths.base_dir,
+            "--output_dir", paths.checkpoint_dir,
+            "--dtype", spec.dtype,
+            "--tp_size", str(spec.tp_size),
+            "--workers", str(spec.tp_size),
+        ]
+        convert_name = "convert"
     build = [
         "trtllm-build",
         "--checkpoint_dir", paths.checkpoint_dir,
         "--output_dir", paths.engine_dir,
         "--gemm_plugin", "auto" if spec.quantization == "fp8" else spec.dtype,
-        "--speculative_decoding_mode", "medusa",
-        "--max_draft_len", str(tree_size),
+    ]
+    if medusa:
+        build += ["--speculative_decoding_mode", "medusa", "--max_draft_len", str(tree_size)]
+    build += [
         "--max_batch_size", str(spec.max_batch_size),
         "--max_input_len", str(spec.max_input_len),
         "--max_seq_len", str(spec.max_seq_len),
@@ -311,13 +337,15 @@ def write_tree(entry_dir: str | Path, tree: Sequence[Sequence[int]]) -> None:
     Path(entry_dir, "tree.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
 
 
-def build_trtllm_entry(*, base_dir: str | Path, heads_dir: str | Path, work_dir: str | Path, spec: EngineSpec,
+def build_trtllm_entry(*, base_dir: str | Path, heads_dir: str | Path | None, work_dir: str | Path,
+                       spec: EngineSpec,
                        tree: Sequence[Sequence[int]], num_heads: int, num_layers: int, model_type: str,
                        dry_run: bool = False, examples_dir: str | None = None,
                        calib_dataset: str | None = None) -> tuple[Path, list[Command], float]:
     """Prepare converter-ready heads, convert, build; returns the entry folder, commands and seconds.
 
-    With ``dry_run`` nothing is written or run: the commands are only planned.
+    ``heads_dir=None`` builds the base model alone. With ``dry_run`` nothing is written or run:
+    the commands are only planned.
     """
     from .checkpoint import write_converter_heads
 
@@ -335,8 +363,9 @@ def build_trtllm_entry(*, base_dir: str | Path, heads_dir: str | Path, work_dir:
     started = time.monotonic()
     shutil.rmtree(entry, ignore_errors=True)
     shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
-    log.info("writing converter-ready heads to %s", paths.heads_dir)
-    write_converter_heads(heads_dir, base_dir, paths.heads_dir, dtype=spec.dtype)
+    if heads_dir is not None:
+        log.info("writing converter-ready heads to %s", paths.heads_dir)
+        write_converter_heads(heads_dir, base_dir, paths.heads_dir, dtype=spec.dtype)
     for command in commands:
         run_command(command)
     if not any(Path(paths.engine_dir).glob("*.engine")):
@@ -347,15 +376,18 @@ def build_trtllm_entry(*, base_dir: str | Path, heads_dir: str | Path, work_dir:
     return entry, commands, time.monotonic() - started
 
 
-def build_reference_entry(*, base_dir: str | Path, heads_dir: str | Path, work_dir: str | Path,
+def build_reference_entry(*, base_dir: str | Path, heads_dir: str | Path | None, work_dir: str | Path,
                           tree: Sequence[Sequence[int]], dry_run: bool = False) -> tuple[Path, float]:
-    """The reference backend's "engine": the checked base model, heads and tree, side by side."""
+    """The reference backend's "engine": the checked base model, heads and tree, side by side
+    (the base model alone when ``heads_dir`` is None)."""
     entry = Path(work_dir) / "entry"
     if dry_run:
         return entry, 0.0
     started = time.monotonic()
     shutil.rmtree(entry, ignore_errors=True)
     for name, source in (("base", base_dir), ("heads", heads_dir)):
+        if source is None:
+            continue
         for rel in storage.local_files(source):
             target = entry / name / rel
             target.parent.mkdir(parents=True, exist_ok=True)

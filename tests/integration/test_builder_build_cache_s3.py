@@ -244,3 +244,17 @@ def test_mock_trtllm_engine_packaged_into_the_store(tmp_path, s3_server, s3_buck
     text = s3_server.client().get_object(Bucket=s3_bucket, Key="artifacts/repositories/trt-k3/tensorrt_llm/config.pbtxt")
     config = text_format.Parse(text["Body"].read().decode(), model_config_pb2.ModelConfig())
     assert config.parameters["medusa_choices"].string_value == "{0}, {1}, {0, 0}"
+
+
+def test_reference_base_only_build(tmp_path, s3_server, s3_bucket, sources):
+    base_uri, _ = sources
+    args = ["--backend", "reference", "--base-only", "--base-uri", base_uri,
+            "--artifacts-uri", f"s3://{s3_bucket}/artifacts", "--cache-key", "base-k1"]
+    code, doc = build(tmp_path, *args)
+    assert code == 0, doc
+    assert doc["result"]["numHeads"] == 0 and doc["result"]["tree"] == [] and doc["result"]["baseOnly"] is True
+    stored = keys(s3_server, s3_bucket, "artifacts/engines/base-k1/")
+    assert "manifest.json" in stored and "base/model.safetensors" in stored
+    assert not any(k.startswith("heads/") for k in stored)
+    code, doc = build(tmp_path, *args, work="again")
+    assert code == 0 and doc["result"]["cacheHit"] is True

@@ -175,3 +175,43 @@ def test_default_key_of_local_folders_follows_their_content(tmp_path, capsys, so
     (base / "generation_config.json").write_text("{}")
     _, changed, _ = dry_run(tmp_path, capsys, base, heads, "--json")
     assert first["result"]["cacheKey"] == same["result"]["cacheKey"] != changed["result"]["cacheKey"]
+
+
+@pytest.mark.parametrize("model_type, script", [("llama", "models/core/llama/convert_checkpoint.py"),
+                                                ("mixtral", "models/core/llama/convert_checkpoint.py"),
+                                                ("qwen2", "models/core/qwen/convert_checkpoint.py")])
+def test_base_only_engine_has_no_medusa_flags(model_type, script):
+    paths = engine.BuildPaths(base_dir="/b", heads_dir="/h", checkpoint_dir="/c", engine_dir="/e", examples_dir="/x")
+    convert, build = engine.plan_commands(engine.EngineSpec(dtype="bfloat16", tp_size=2), paths, num_heads=0,
+                                          num_layers=0, tree_size=0, model_type=model_type)
+    assert convert.shell() == (f"python3 /x/{script} --model_dir /b --output_dir /c --dtype bfloat16 "
+                               "--tp_size 2 --workers 2")
+    assert "medusa" not in build.shell() and "--max_draft_len" not in build.shell()
+    fp8, _ = engine.plan_commands(engine.EngineSpec(quantization="fp8"), paths, num_heads=0, num_layers=0,
+                                  tree_size=0, model_type=model_type)
+    assert "quantize.py" in fp8.shell() and "medusa" not in fp8.shell()
+
+
+def test_build_base_only_dry_run(tmp_path, capsys):
+    base = write_base(tmp_path / "base")
+    result_file = tmp_path / "r.json"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["build", "--base-only", "--base-uri", str(base), "--dry-run", "--json", "--work-dir",
+                  str(tmp_path / "work"), "--examples-dir", "/x", "--result", str(result_file)])
+    result = json.loads(result_file.read_text())["result"]
+    assert stop.value.code == 0, result
+    assert result["baseOnly"] is True and result["numHeads"] == 0 and result["tree"] == []
+    assert result["commands"][0].startswith("python3 /x/models/core/llama/convert_checkpoint.py")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--base-only", "--heads-uri", "/h"], "drop --heads-uri"),
+    (["--base-only", "--tree-preset", "auto"], "drop --tree-preset"),
+    ([], "--heads-uri is required"),
+])
+def test_build_source_flags_are_checked(tmp_path, extra, message):
+    result_file = tmp_path / "r.json"
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["build", "--base-uri", str(tmp_path), "--dry-run", "--result", str(result_file), *extra])
+    assert stop.value.code == 2
+    assert message in json.loads(result_file.read_text())["error"]["message"]

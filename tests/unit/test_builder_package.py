@@ -172,3 +172,26 @@ def test_package_reference_repository(tmp_path):
     assert config.backend == "python" and config.max_batch_size == 4
     assert config.parameters["medusa_choices"].string_value == "{0}, {1}, {0, 0}"
     assert json.loads((out / "repository.json").read_text())["backend"] == "reference"
+
+
+def test_base_only_engine_config_has_no_medusa_parameters():
+    configs = render_trtllm_configs(options(tree=()))
+    trtllm = parse(configs["tensorrt_llm"])
+    assert "decoding_mode" not in trtllm.parameters and "medusa_choices" not in trtllm.parameters
+    assert trtllm.parameters["gpt_model_path"].string_value == "/models/tensorrt_llm/1"
+
+
+def test_package_reference_base_only(tmp_path):
+    base = write_tiny_base_with_weights(tmp_path / "base")
+    entry, _ = engine.build_reference_entry(base_dir=base, heads_dir=None, work_dir=tmp_path / "build", tree=[])
+    assert not (entry / "heads").exists()
+    manifest = engine.make_manifest(cache_key="b1", spec=engine.EngineSpec(backend="reference"), entry_dir=entry,
+                                    num_heads=0, num_layers=0, tree=[], sources={}, commands=[], build_seconds=0.0)
+    (entry / engine.MANIFEST).write_text(json.dumps(manifest))
+    out = tmp_path / "repo"
+    code, doc = package(tmp_path, "--engine-uri", str(entry), "--backend", "reference", "--output-uri", str(out),
+                        "--device", "cpu")
+    assert code == 0, doc
+    config = parse((out / "ensemble" / "config.pbtxt").read_text())
+    assert "medusa_choices" not in config.parameters
+    assert json.loads((out / "repository.json").read_text())["medusa"] is False

@@ -4,7 +4,8 @@ Looks the cache key up first (a hit downloads nothing), then fetches the base mo
 inspects them, resolves the tree (a preset, explicit choices, or ``auto`` calibration) and builds:
 a TensorRT-LLM engine for ``--backend tensorrt-llm``, or for ``--backend reference`` the checked
 base + heads + tree bundle that the PyTorch reference runtime serves. The entry is stored at
-``{artifacts}/engines/{cacheKey}/`` with ``manifest.json`` written last.
+``{artifacts}/engines/{cacheKey}/`` with ``manifest.json`` written last. ``--base-only`` builds
+the base model alone (the baseline the operator measures a candidate against).
 """
 
 from __future__ import annotations
@@ -28,24 +29,39 @@ def register(subparsers) -> None:
                                    description=__doc__.splitlines()[0])
     parser.add_argument("--base-uri", required=True, metavar="URI", help="base model location")
     parser.add_argument("--base-revision", metavar="REV", help="pinned base revision")
-    parser.add_argument("--heads-uri", required=True, metavar="URI", help="Medusa heads location")
+    parser.add_argument("--heads-uri", metavar="URI", help="Medusa heads location (required unless --base-only)")
     parser.add_argument("--heads-revision", metavar="REV", help="pinned heads revision")
+    parser.add_argument("--base-only", action="store_true",
+                        help="build the base model alone, without heads (the baseline engine)")
     parser.add_argument("--backend", choices=engine.BACKENDS, default="tensorrt-llm")
     add_engine_arguments(parser)
     add_result_argument(parser)
     parser.set_defaults(func=run)
 
 
+def check_sources(args: argparse.Namespace) -> None:
+    if args.base_only:
+        given = [flag for flag, value in (("--heads-uri", args.heads_uri), ("--num-heads", args.num_heads),
+                                          ("--tree-preset", args.tree_preset), ("--tree-choices", args.tree_choices))
+                 if value is not None]
+        if given:
+            raise UserError(f"--base-only builds the base model alone; drop {', '.join(given)}")
+    elif not args.heads_uri:
+        raise UserError("--heads-uri is required (or pass --base-only to build the base model alone)")
+    for uri in (args.base_uri, args.heads_uri, args.artifacts_uri):
+        if uri:
+            storage.parse_uri(uri)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     storage.apply_storage_arguments(args)
     spec = spec_from_args(args, backend=args.backend)
-    for uri in (args.base_uri, args.heads_uri) + ((args.artifacts_uri,) if args.artifacts_uri else ()):
-        storage.parse_uri(uri)
+    check_sources(args)
     if args.artifacts_uri and storage.parse_uri(args.artifacts_uri).scheme == "hf":
         raise UserError("the artifact store cannot be a Hugging Face location; use s3://, gs://, pvc:// or a path")
     key = check_cache_key(args.cache_key or engine.compute_cache_key(engine.cache_inputs(
         spec, base_uri=args.base_uri, base_revision=args.base_revision, heads_uri=args.heads_uri,
-        heads_revision=args.heads_revision, tree_spec=tree_spec(args))))
+        heads_revision=args.heads_revision, tree_spec=None if args.base_only else tree_spec(args))))
     if args.artifacts_uri:
         manifest = engine.lookup(args.artifacts_uri, key)
         if manifest is not None:
@@ -55,12 +71,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     elif not args.dry_run:
         raise UserError("--artifacts-uri is required to store the engine (or pass --dry-run)")
     work = Path(args.work_dir)
-    base_dir, heads_dir = work / "sources" / "base", work / "sources" / "heads"
+    base_dir = work / "sources" / "base"
     base = storage.download(args.base_uri, base_dir, revision=args.base_revision)
+    sources = {"base": {"uri": args.base_uri, "revision": base["revision"], "bytes": base["bytes"]}}
+    if args.base_only:
+        report = checkpoint.inspect_base(base_dir)
+        return build_and_publish(args, spec, key=key, base_dir=base_dir, heads_dir=None, report=report, tree=[],
+                                 extra={"baseOnly": True}, sources=sources)
+    heads_dir = work / "sources" / "heads"
     heads = storage.download(args.heads_uri, heads_dir, revision=args.heads_revision)
+    sources["heads"] = {"uri": args.heads_uri, "revision": heads["revision"], "bytes": heads["bytes"]}
     report = checkpoint.inspect(base_dir, heads_dir, expected_heads=args.num_heads)
     tree, extra = resolve_build_tree(args, base_dir, heads_dir, report["numHeads"])
-    sources = {"base": {"uri": args.base_uri, "revision": base["revision"], "bytes": base["bytes"]},
-               "heads": {"uri": args.heads_uri, "revision": heads["revision"], "bytes": heads["bytes"]}}
     return build_and_publish(args, spec, key=key, base_dir=base_dir, heads_dir=heads_dir, report=report,
                              tree=tree, extra=extra, sources=sources)

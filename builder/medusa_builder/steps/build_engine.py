@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_and_publish(args: argparse.Namespace, spec: engine.EngineSpec, *, key: str, base_dir: str | Path,
-                      heads_dir: str | Path, report: dict[str, Any], tree: list[list[int]],
+                      heads_dir: str | Path | None, report: dict[str, Any], tree: list[list[int]],
                       extra: dict[str, Any], sources: dict[str, Any]) -> dict[str, Any]:
     """Cache lookup, build (or plan, with --dry-run) and upload; returns the step result."""
     if args.artifacts_uri:
@@ -153,7 +153,7 @@ def build_and_publish(args: argparse.Namespace, spec: engine.EngineSpec, *, key:
 
 
 def _short_report(report: dict[str, Any]) -> dict[str, Any]:
-    heads, base = report["heads"], report["base"]
-    return {"layout": heads["layout"], "fileFormat": heads["fileFormat"], "headsDtype": heads["dtype"],
+    heads, base = report.get("heads") or {}, report["base"]
+    return {"layout": heads.get("layout"), "fileFormat": heads.get("fileFormat"), "headsDtype": heads.get("dtype"),
             "family": base["family"], "hiddenSize": base["hiddenSize"], "vocabSize": base["vocabSize"],
             "warnings": report["warnings"]}

@@ -2,7 +2,7 @@
 
 ``--backend tensorrt-llm``: ``ensemble`` (entry model), ``preprocessing`` and ``postprocessing``
 (Python backend, tokenizer) and ``tensorrt_llm`` (the engine, ``decoding_mode: medusa`` and
-``medusa_choices``), rendered from this package's jinja2 templates. Every ``config.pbtxt`` is
+``medusa_choices`` unless the entry is the base model's own engine), rendered from this package's jinja2 templates. Every ``config.pbtxt`` is
 parsed against Triton's model configuration schema before anything is uploaded.
 
 ``--backend reference``: the PyTorch reference runtime's repository, written by
@@ -131,16 +131,18 @@ def write_trtllm_repository(out_dir: str | Path, entry_dir: str | Path, options:
     return sorted(configs)
 
 
-def write_reference(out_dir: str | Path, entry_dir: str | Path, *, tree: list[list[int]], max_batch_size: int,
-                    device: str) -> list[str]:
-    """The reference runtime's repository for an entry holding base/, heads/ and tree.json."""
+def write_reference(out_dir: str | Path, entry_dir: str | Path, *, tree: list[list[int]] | None,
+                    max_batch_size: int, device: str) -> list[str]:
+    """The reference runtime's repository for an entry holding base/, heads/ and tree.json
+    (base/ alone, and no tree, for the base model's own entry)."""
     try:
         from ..runtime.triton_repo import write_reference_repository
     except ImportError as exc:
         raise InfraError(f"the reference runtime is not installed in this image ({exc}); "
                          "run package in the builder image") from None
     entry = Path(entry_dir)
-    write_reference_repository(str(out_dir), base_dir=str(entry / "base"), heads_dir=str(entry / "heads"),
+    heads = entry / "heads"
+    write_reference_repository(str(out_dir), base_dir=str(entry / "base"), heads_dir=str(heads) if tree else None,
                                tree=tree, max_batch_size=max_batch_size, model_name="ensemble", device=device)
     for config in sorted(Path(out_dir).glob("*/config.pbtxt")):
         parse_model_config(config.read_text(encoding="utf-8"), str(config.relative_to(out_dir)))
@@ -180,7 +182,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if built_for != args.backend:
         raise UserError(f"the engine at {args.engine_uri} was built for the {built_for} backend; package it with "
                         f"--backend {built_for} or rebuild it for {args.backend}")
-    tree = normalise_tree(manifest.get("tree"), manifest.get("numHeads"))
+    base_only = not manifest.get("numHeads")
+    tree = [] if base_only else normalise_tree(manifest.get("tree"), manifest.get("numHeads"))
     arguments = manifest.get("arguments") or {}
     max_batch_size = args.max_batch_size or int(arguments.get("max_batch_size", 8))
     work = Path(args.work_dir)
@@ -197,9 +200,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             instance_count=args.instance_count)
         models = write_trtllm_repository(out, entry, options)
     else:
-        models = write_reference(out, entry, tree=tree, max_batch_size=max_batch_size, device=args.device)
+        models = write_reference(out, entry, tree=None if base_only else tree, max_batch_size=max_batch_size,
+                                 device=args.device)
     description = {"cacheKey": manifest.get("cacheKey"), "backend": args.backend, "engineUri": args.engine_uri,
-                   "models": models, "tree": tree, "maxBatchSize": max_batch_size}
+                   "models": models, "tree": tree, "medusa": not base_only, "maxBatchSize": max_batch_size}
     (out / REPOSITORY_MANIFEST).write_text(json.dumps(description, indent=2), encoding="utf-8")
     uploaded = storage.upload_dir(out, args.output_uri, last=(REPOSITORY_MANIFEST,))
     log.info("packaged %s as %s (%s)", args.engine_uri, args.output_uri, ", ".join(models))
