@@ -46,8 +46,14 @@ def test_auto_tree_feeds_the_engine_commands(tmp_path, tiny_llama, monkeypatch):
 
     base, heads = tiny_llama
     real = calibrate.calibrate_tree  # the real calibration, with a budget that suits a CPU test
-    monkeypatch.setattr(calibrate, "calibrate_tree", lambda b, h: real(
-        b, h, num_nodes=12, prompts=["The capital of France is", "1, 2, 3, 4,"], device="cpu", max_new_tokens=8))
+    calls = []
+
+    def small_budget(base_dir, heads_dir, **options):
+        calls.append(options)
+        return real(base_dir, heads_dir, num_nodes=12, prompts=["The capital of France is", "1, 2, 3, 4,"],
+                    device="cpu", max_new_tokens=8)
+
+    monkeypatch.setattr(calibrate, "calibrate_tree", small_budget)
     result_file = tmp_path / "result.json"
     with pytest.raises(SystemExit) as stop:
         cli.main(["build", "--backend", "tensorrt-llm", "--base-uri", str(base), "--heads-uri", str(heads),
@@ -60,3 +66,4 @@ def test_auto_tree_feeds_the_engine_commands(tmp_path, tiny_llama, monkeypatch):
     assert result["expectedAcceptedTokens"] >= 1.0
     build = shlex.split(result["commands"][1])
     assert build[build.index("--max_draft_len") + 1] == "12"
+    assert calls == [{"dtype": "float16"}], "calibration runs in the engine's dtype"

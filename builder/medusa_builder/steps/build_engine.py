@@ -82,7 +82,7 @@ def resolve_build_tree(args: argparse.Namespace, base_dir: str | Path, heads_dir
         from ..runtime.calibrate import calibrate_tree
 
         log.info("calibrating the tree from the heads' measured top-k accuracy")
-        calibration = calibrate_tree(str(base_dir), str(heads_dir))
+        calibration = calibrate_tree(str(base_dir), str(heads_dir), dtype=args.dtype)
         tree = normalise_tree(calibration["tree"], num_heads)
         return tree, {"expectedAcceptedTokens": calibration.get("expectedAcceptedTokens")}
     choices = parse_choices(args.tree_choices) if args.tree_choices is not None else None
