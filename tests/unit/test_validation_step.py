@@ -74,3 +74,14 @@ def test_bad_concurrency_is_refused_by_the_parser(tmp_path, capsys):
         cli.main(["validate", "--candidate", "h:1", "--dataset-uri", "x", "--concurrency", "0,2"])
     assert stop.value.code == 2
     assert "expected positive integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("uri, fragment", [
+    ("hf://org/name/report.json", "read-only"),
+    ("s3://bucket", "must name a file"),
+    ("s3://bucket/reports/", "must name a file"),
+])
+def test_report_locations_are_checked_up_front(tmp_path, uri, fragment):
+    code, doc = run_validate(tmp_path, "--candidate", _dead_url(), "--dataset-uri", str(DATA / "mmlu"),
+                             "--report-uri", uri)
+    assert code == 2 and fragment in doc["error"]["message"]

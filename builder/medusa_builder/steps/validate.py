@@ -9,6 +9,7 @@ server errors after the bounded retries, time budget spent). See docs/validation
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 
 from .. import storage
 from ..cli import add_result_argument
-from ..errors import StepError, UserError
+from ..errors import InfraError, StepError, UserError
 from ..validation import accuracy as accuracy_mod
 from ..validation import throughput as throughput_mod
 from ..validation.client import Deadline, TritonGenerator, map_bounded, parse_endpoint
@@ -138,6 +139,14 @@ def check_arguments(args: argparse.Namespace) -> Thresholds:
         raise UserError("--max-drop-vs-base needs --baseline")
     if args.min_speedup is not None and not (args.baseline and args.prompts_uri):
         raise UserError("--min-speedup needs --baseline and --prompts-uri")
+    for flag, uri in (("--report-uri", args.report_uri), ("--chart", args.chart)):
+        if uri:
+            loc = storage.parse_uri(uri)
+            if loc.scheme == "hf":
+                raise UserError(f"{flag} {uri}: Hugging Face locations are read-only; use a path, s3://, gs:// "
+                                "or pvc://")
+            if not os.path.basename((loc.key if loc.is_object_store else loc.path).rstrip("/")) or uri.endswith("/"):
+                raise UserError(f"{flag} {uri} must name a file, e.g. s3://bucket/validation/report.json")
     if args.prompts_uri and not args.tokenizer:
         raise UserError("throughput needs --tokenizer (the model folder with tokenizer.json) to count output tokens")
     return thresholds
@@ -158,8 +167,11 @@ def _local(uri: str, work_dir: Path, name: str) -> Path:
 def _store_file(local_file: Path, uri: str) -> None:
     loc = storage.parse_uri(uri)
     if loc.scheme == "local":
-        Path(loc.path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local_file, loc.path)
+        try:
+            Path(loc.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local_file, loc.path)
+        except OSError as exc:
+            raise InfraError(f"writing {loc.path} failed ({exc.strerror}); check the volume") from None
         return
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copyfile(local_file, Path(tmp, os.path.basename(loc.key)))
@@ -249,7 +261,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             chart_uri = None
         if args.report_uri:
-            storage.write_json(args.report_uri, report)
+            report_file = work / "report.json"
+            report_file.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            _store_file(report_file, args.report_uri)
             log.info("report written to %s", args.report_uri)
 
     print(render_table(report), flush=True)
