@@ -20,7 +20,8 @@ from .config import DEFAULT_BUILDER_IMAGE, DEFAULT_SERVING_IMAGE, OperatorConfig
 
 log = logging.getLogger("medusa_operator")
 
-_STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Record attributes that are not ``extra`` fields (kopf adds its settings and object references).
+_STANDARD_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "settings", "k8s_skip"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,7 +87,7 @@ def setup_logging(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "aiohttp.access"):
+    for noisy in ("httpx", "httpx2", "httpcore", "aiohttp.access", "kopf.objects"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

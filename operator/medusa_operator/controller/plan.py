@@ -327,21 +327,18 @@ class _Planner:
 
     def step_validate(self, baseline: bool) -> None:
         job = self.job(jobs.validate_job(self.ctx, self.revision, baseline))
-        if job is not None and job.state == "failed" and job.result is not None and job.result.result:
-            self.record_validation(job.result.result)
-        result = self.job_outcome(job, st.VALIDATED, "Validating", "Validating", "validation")
-        if result is None:
-            if job is not None and job.state == "failed" and self.status.validation.failures:
-                failed = "; ".join(f.message for f in self.status.validation.failures)
-                self.status.message = f"revision {self.revision} failed validation: {failed}"
+        verdict = job.result.result if job is not None and job.result is not None else {}
+        if job is not None and job.state != "running" and isinstance(verdict.get("passed"), bool):
+            self.record_validation(verdict)
+            if verdict["passed"] and job.state == "succeeded":
+                self.cond(st.VALIDATED, True, "Passed", "every threshold held")
+                self.promote()
+            else:
+                failed = "; ".join(f.message for f in self.status.validation.failures) or "the verdict was fail"
+                self.fail(st.VALIDATED, "ValidationFailed", f"validation failed: {failed}")
             return
-        self.record_validation(result)
-        if not result.get("passed"):
-            failed = "; ".join(f.message for f in self.status.validation.failures) or "the verdict was fail"
-            self.fail(st.VALIDATED, "ValidationFailed", f"validation failed: {failed}")
-            return
-        self.cond(st.VALIDATED, True, "Passed", "every threshold held")
-        self.promote()
+        if self.job_outcome(job, st.VALIDATED, "Validating", "Validating", "validation") is not None:
+            self.fail(st.VALIDATED, "ValidationFailed", "validation finished without a verdict ('passed' is missing)")
 
     def record_validation(self, result: dict[str, Any]) -> None:
         def num(key: str) -> float | None:

@@ -2,7 +2,8 @@
 
 Each Job runs one ``medusa-builder`` step. Inputs are arguments and mounted Secrets; the result is
 the container's termination message (see medusa_builder.result). A user error (exit code 2)
-fails the Job at once; other failures are retried twice by the Job controller.
+or a failed validation (4) fails the Job at once; other failures are retried twice by the Job
+controller.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ WORK_DIR = "/work"
 PVC_ROOT = "/mnt/pvc"
 BUILD_DEADLINE_SECONDS = 6 * 3600
 PACKAGE_DEADLINE_SECONDS = 3600
-EXIT_USER_ERROR = 2
+# Exit codes that a retry cannot change: bad input (2) and a measured, failed validation (4).
+FINAL_EXIT_CODES = [2, 4]
 
 
 def secret_names(ctx: RenderContext) -> list[str]:
@@ -94,7 +96,7 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, g
             "activeDeadlineSeconds": deadline_seconds,
             "podFailurePolicy": {"rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": "builder", "operator": "In",
-                                                      "values": [EXIT_USER_ERROR]}},
+                                                      "values": FINAL_EXIT_CODES}},
             ]},
             "template": {
                 "metadata": {"labels": {**names.model_labels(ctx.model.name), **labels}},
@@ -153,12 +155,20 @@ def package_job(ctx: RenderContext, revision: str, engine: str, variant: str = "
     return step_job(ctx, revision, step, args, deadline_seconds=PACKAGE_DEADLINE_SECONDS)
 
 
+def tokenizer_uri(ctx: RenderContext, revision: str) -> str:
+    """Where the packaged repository keeps the tokenizer the validation counts tokens with."""
+    repo = repository_uri(ctx, revision, "medusa")
+    if ctx.spec.engine.backend == "reference":
+        return f"{repo}/ensemble/1/base"
+    return f"{repo}/preprocessing/1/tokenizer"
+
+
 def validate_job(ctx: RenderContext, revision: str, baseline: bool) -> dict[str, Any]:
     v = ctx.spec.validation
     ns, model = ctx.model.namespace, ctx.model.name
     args = [
         "--candidate", names.revision_endpoint(model, ns, revision, "medusa"),
-        "--tokenizer-uri", repository_uri(ctx, revision, "medusa"),
+        "--tokenizer", tokenizer_uri(ctx, revision),
         "--report-uri", report_uri(ctx, revision),
         "--max-tokens", str(v.throughput.max_tokens),
         "--concurrency", ",".join(str(c) for c in v.throughput.concurrency),

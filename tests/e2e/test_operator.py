@@ -1,0 +1,382 @@
+"""The operator end to end on the local control plane.
+
+Real: the operator process, kube-apiserver, etcd, controller-manager (Jobs, Deployments, HPA,
+garbage collector), scheduler and kwok's nodes. Simulated: what each Job's container reports
+(hack/jobscript.py annotates the pods, kwok ends them with that exit code and termination
+message), because no builder image can run on this machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+from lightkube import Client
+from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Event, Pod, Secret, Service
+
+from fixtures.cluster import wait_for
+from jobscript import Outcome
+from localcluster import LocalCluster
+from medusa_operator.controller.kube import MedusaModelResource
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+GPU = "NVIDIA-H100-80GB-HBM3"
+
+
+def model_manifest(name: str = "smol", **spec_overrides: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "baseModel": {"uri": "s3://models/smollm2-135m-instruct/"},
+        "medusa": {"uri": "s3://models/smollm2-heads/", "tree": {"preset": "auto"}},
+        "engine": {"backend": "reference", "gpu": {"count": 1, "product": GPU}},
+        "artifacts": {"uri": "s3://engines/"},
+        "validation": {"throughput": {"minSpeedup": 1.5}, "accuracy": {"maxDropVsBase": 0.02}},
+        "serving": {"autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetTokensPerSecondPerReplica": 150}},
+    }
+    for path, value in spec_overrides.items():
+        node = spec
+        *parents, last = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return {"apiVersion": "inference.medusa.dev/v1alpha1", "kind": "MedusaModel",
+            "metadata": {"name": name}, "spec": spec}
+
+
+def apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "--server-side", "--field-manager=user", "-n", namespace, "-f", "-",
+                    input=json.dumps(manifest))
+
+
+def model(kube: Client, namespace: str, name: str = "smol") -> dict[str, Any]:
+    return kube.get(MedusaModelResource, name, namespace=namespace).to_dict()
+
+
+def status(kube: Client, namespace: str, name: str = "smol") -> dict[str, Any]:
+    return model(kube, namespace, name).get("status") or {}
+
+
+def wait_phase(kube: Client, namespace: str, phase: str, name: str = "smol", timeout: float = 90) -> dict:
+    return wait_for(lambda: (s := status(kube, namespace, name)).get("phase") == phase and s, timeout=timeout,
+                    what=lambda: f"{name} to reach phase {phase}; status now: {status(kube, namespace, name)}")
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in st.get("conditions", []) if c["type"] == type_)
+
+
+def job_names(kube: Client, namespace: str) -> list[str]:
+    return sorted(j.metadata.name for j in kube.list(Job, namespace=namespace))
+
+
+def exists(kube: Client, resource: type, name: str, namespace: str) -> bool:
+    try:
+        kube.get(resource, name, namespace=namespace)
+        return True
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return False
+        raise
+
+
+def test_happy_path_to_serving_fills_every_status_field(local_cluster, kube, namespace, operator, scripter):
+    apply(local_cluster, namespace, model_manifest())
+    st = wait_phase(kube, namespace, "Serving")
+    obj = model(kube, namespace)
+    rev = st["revisions"]["current"]
+
+    assert re.fullmatch(r"[0-9a-f]{10}", rev)
+    assert st["observedGeneration"] == obj["metadata"]["generation"]
+    assert st["revisions"].get("candidate") is None
+    for type_ in ("Ready", "EngineBuilt", "Packaged", "Validated", "Available"):
+        cond = condition(st, type_)
+        assert cond["status"] == "True", cond
+        assert cond["reason"] and cond["message"] and cond["lastTransitionTime"]
+        assert cond["observedGeneration"] == obj["metadata"]["generation"]
+    engine = st["engine"]
+    assert re.fullmatch(r"[0-9a-f]{24}", engine["cacheKey"])
+    assert engine["uri"] == f"s3://engines/engines/{engine['cacheKey']}"
+    assert engine["reused"] is False and engine["buildSeconds"] == 1834.0 and engine["numHeads"] == 3
+    assert engine["treeSize"] == 5
+    val = st["validation"]
+    assert val["passed"] is True and val["revision"] == rev
+    assert (val["accuracy"], val["baseAccuracy"], val["speedup"]) == (0.662, 0.665, 2.07)
+    assert val["tokensPerSecond"] == 191.0 and val["baseTokensPerSecond"] == 92.4
+    assert val["meanAcceptedTokens"] == 2.6
+    assert [t["topic"] for t in val["perTopic"]] == ["coding", "writing"]
+    assert val["reportUri"] == f"s3://engines/reports/{namespace}/smol/{rev}/validation.json"
+    assert st["endpoint"] == f"http://smol.{namespace}.svc:8000"
+    assert st["replicas"] == 1
+
+    # The stable Service selects the validated revision; the HPA scales its Deployment.
+    stable = kube.get(Service, "smol", namespace=namespace)
+    assert stable.spec.selector == {"medusa.dev/model": "smol", "medusa.dev/revision": rev,
+                                    "medusa.dev/variant": "medusa"}
+    hpa = kube.get(HorizontalPodAutoscaler, "smol", namespace=namespace)
+    assert hpa.spec.scaleTargetRef.name == f"smol-{rev[:8]}"
+    assert hpa.spec.metrics[0].pods.target.averageValue == "150"
+    assert (hpa.spec.minReplicas, hpa.spec.maxReplicas) == (1, 3)
+    dep = kube.get(Deployment, f"smol-{rev[:8]}", namespace=namespace)
+    assert dep.metadata.ownerReferences[0].name == "smol" and dep.metadata.ownerReferences[0].controller
+    limits = dep.spec.template.spec.containers[0].resources.limits
+    assert limits == {"nvidia.com/gpu": "1"}
+    assert dep.spec.template.spec.nodeSelector == {"nvidia.com/gpu.product": GPU}
+    # The baseline and the finished Jobs are gone after promotion.
+    assert not exists(kube, Deployment, f"smol-{rev[:8]}-base", namespace)
+    wait_for(lambda: job_names(kube, namespace) == [], what="finished Jobs to be cleaned up")
+    assert scripter.pods_seen == {"build": 1, "build-base": 1, "package": 1, "package-base": 1, "validate": 1}
+
+    # Nothing was written to the user's object except status: no finalizers, no annotations.
+    assert not obj["metadata"].get("finalizers")
+    assert not any(k.startswith("kopf") for k in (obj["metadata"].get("annotations") or {}))
+    printed = local_cluster.kubectl("get", "mm", "smol", "-n", namespace).stdout
+    assert re.search(rf"smol\s+Serving\s+{rev}\s+2\.07\s+0\.662\s+1\s+", printed), printed
+    reasons = {e.reason for e in kube.list(Event, namespace=namespace)
+               if e.involvedObject.kind == "MedusaModel"}
+    assert {"PhaseBuilding", "PhaseValidating", "PhaseServing", "Built", "Passed"} <= reasons
+    metrics = operator.metrics()
+    assert f'medusa_model_phase{{name="smol",namespace="{namespace}",phase="Serving"}} 1.0' in metrics
+    assert 'medusa_engine_cache_lookups_total{result="miss"} 1.0' in metrics
+    assert operator.healthy()
+
+
+def test_same_engine_inputs_reuse_the_engine_without_a_gpu_job(local_cluster, kube, namespace, operator,
+                                                              scripter):
+    apply(local_cluster, namespace, model_manifest("first"))
+    first = wait_phase(kube, namespace, "Serving", "first")
+    apply(local_cluster, namespace, model_manifest("second"))
+    second = wait_phase(kube, namespace, "Serving", "second")
+
+    assert second["engine"]["cacheKey"] == first["engine"]["cacheKey"]
+    assert second["engine"]["reused"] is True
+    assert condition(second, "EngineBuilt")["reason"] == "CacheHit"
+    assert scripter.pods_seen["build"] == 1, "a second GPU build Job ran for the same engine inputs"
+    assert scripter.pods_seen["validate"] == 2
+    assert 'medusa_engine_cache_lookups_total{result="hit"} 1.0' in operator.metrics()
+
+
+def test_build_failure_names_the_reason_and_deploys_nothing(local_cluster, kube, namespace, operator, scripter):
+    scripter.script("build", Outcome(exit_code=2, error=("user", "heads have hidden size 5120, base model has 4096")))
+    apply(local_cluster, namespace, model_manifest())
+    st = wait_phase(kube, namespace, "Failed")
+
+    built = condition(st, "EngineBuilt")
+    assert built["status"] == "False" and built["reason"] == "BuildingFailed"
+    assert "heads have hidden size 5120, base model has 4096" in built["message"]
+    assert "heads have hidden size 5120, base model has 4096" in st["message"]
+    assert st["revisions"]["failed"] and not st["revisions"].get("current")
+    assert list(kube.list(Deployment, namespace=namespace)) == []
+    assert condition(st, "Ready")["status"] == "False"
+    warnings = [e for e in kube.list(Event, namespace=namespace) if e.type == "Warning"]
+    assert any("5120" in e.message for e in warnings)
+
+
+def test_missing_termination_message_is_a_clear_failure(local_cluster, kube, namespace, operator, scripter):
+    scripter.script("package", Outcome(exit_code=0, raw_message=""))
+    apply(local_cluster, namespace, model_manifest())
+    st = wait_phase(kube, namespace, "Failed")
+    assert "left no result (empty termination message)" in condition(st, "Packaged")["message"]
+
+
+def test_validation_failure_keeps_the_previous_revision_serving(local_cluster, kube, namespace, operator,
+                                                                scripter):
+    apply(local_cluster, namespace, model_manifest())
+    old = wait_phase(kube, namespace, "Serving")["revisions"]["current"]
+    scripter.script("validate", Outcome(exit_code=4, error=("validation", "2 thresholds failed"), result={
+        "passed": False, "accuracy": 0.61, "baseAccuracy": 0.665, "speedup": 1.2,
+        "failures": [
+            {"threshold": "minSpeedup", "measured": 1.2, "required": 1.5,
+             "message": "speedup 1.20x is below the required 1.50x"},
+            {"threshold": "maxDropVsBase", "measured": 0.055, "required": 0.02,
+             "message": "accuracy dropped 0.055 against the base model, more than 0.020"},
+        ]}))
+    apply(local_cluster, namespace, model_manifest(medusa__tree={"choices": [[0], [0, 0], [1]]}))
+    st = wait_phase(kube, namespace, "Degraded")
+
+    new = st["revisions"]["failed"]
+    assert new != old and st["revisions"]["current"] == old
+    failures = {f["threshold"]: f for f in st["validation"]["failures"]}
+    assert failures["minSpeedup"]["measured"] == 1.2 and failures["minSpeedup"]["required"] == 1.5
+    assert failures["maxDropVsBase"]["required"] == 0.02
+    assert "speedup 1.20x is below the required 1.50x" in condition(st, "Validated")["message"]
+    assert kube.get(Service, "smol", namespace=namespace).spec.selector["medusa.dev/revision"] == old
+    wait_for(lambda: not exists(kube, Deployment, f"smol-{new[:8]}", namespace), what="the candidate torn down")
+    assert not exists(kube, Deployment, f"smol-{new[:8]}-base", namespace)
+    assert exists(kube, Deployment, f"smol-{old[:8]}", namespace)
+    assert condition(st, "Ready")["status"] == "True"
+
+
+def test_spec_change_during_build_supersedes_the_revision(local_cluster, kube, namespace, operator, scripter):
+    scripter.script("build", Outcome(hold=True))
+    apply(local_cluster, namespace, model_manifest())
+    first = wait_for(lambda: status(kube, namespace).get("revisions", {}).get("candidate"), what="a candidate")
+    wait_for(lambda: any(n.endswith("-build") for n in job_names(kube, namespace)), what="the build Job")
+
+    scripter.script("build", lambda pod: Outcome(result={"cacheKey": "k", "engineUri": "s3://engines/engines/k"}))
+    apply(local_cluster, namespace, model_manifest(engine__maxBatchSize=16))
+    st = wait_phase(kube, namespace, "Serving")
+
+    assert st["revisions"]["current"] != first
+    assert not exists(kube, Job, f"smol-{first[:8]}-build", namespace)
+    assert not any(first[:8] in d.metadata.name for d in kube.list(Deployment, namespace=namespace))
+
+
+def test_serving_only_change_applies_in_place(local_cluster, kube, namespace, operator, scripter):
+    apply(local_cluster, namespace, model_manifest())
+    rev = wait_phase(kube, namespace, "Serving")["revisions"]["current"]
+    jobs_before = dict(scripter.pods_seen)
+
+    apply(local_cluster, namespace, model_manifest(
+        serving__autoscaling={"minReplicas": 2, "maxReplicas": 6, "targetTokensPerSecondPerReplica": 300},
+        serving__resources={"requests": {"cpu": "4", "memory": "32Gi"}},
+        serving__tolerations=[{"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}]))
+
+    def hpa_updated() -> bool:
+        hpa = kube.get(HorizontalPodAutoscaler, "smol", namespace=namespace)
+        return hpa.spec.maxReplicas == 6 and hpa.spec.metrics[0].pods.target.averageValue == "300"
+
+    wait_for(hpa_updated, what="the HPA to follow the new autoscaling settings")
+    dep = kube.get(Deployment, f"smol-{rev[:8]}", namespace=namespace)
+    container = dep.spec.template.spec.containers[0]
+    wait_for(lambda: kube.get(Deployment, f"smol-{rev[:8]}", namespace=namespace)
+             .spec.template.spec.containers[0].resources.requests == {"cpu": "4", "memory": "32Gi"},
+             what="the resources to be applied")
+    dep = kube.get(Deployment, f"smol-{rev[:8]}", namespace=namespace)
+    assert any(t.key == "dedicated" for t in dep.spec.template.spec.tolerations)
+    assert container.image == "example.invalid/tritonserver:test"
+    st = status(kube, namespace)
+    assert st["revisions"]["current"] == rev and st["phase"] == "Serving"
+    assert dict(scripter.pods_seen) == jobs_before, "a serving-only change ran Jobs"
+
+
+def test_deleting_during_validation_removes_everything(local_cluster, kube, namespace, operator, scripter):
+    scripter.script("validate", Outcome(hold=True))
+    apply(local_cluster, namespace, model_manifest())
+    wait_phase(kube, namespace, "Validating")
+    assert list(kube.list(Deployment, namespace=namespace))
+
+    local_cluster.kubectl("delete", "medusamodel", "smol", "-n", namespace, "--wait=true", "--timeout=30s")
+
+    def nothing_left() -> bool:
+        return not any([list(kube.list(Deployment, namespace=namespace)), list(kube.list(Job, namespace=namespace)),
+                        [s for s in kube.list(Service, namespace=namespace)],
+                        list(kube.list(HorizontalPodAutoscaler, namespace=namespace)),
+                        [p for p in kube.list(Pod, namespace=namespace) if not p.metadata.deletionTimestamp]])
+
+    wait_for(nothing_left, timeout=30, what="every owned object to be garbage-collected")
+
+
+def test_operator_restarted_mid_phase_creates_no_duplicate_jobs(local_cluster, kube, namespace, operator_factory,
+                                                                scripter):
+    scripter.script("build", Outcome(result={"cacheKey": "k", "engineUri": "s3://engines/engines/k"},
+                                     delay_ms=6000))
+    first = operator_factory("--no-leader-elect", name="first")
+    apply(local_cluster, namespace, model_manifest())
+    wait_phase(kube, namespace, "Building")
+    wait_for(lambda: scripter.pods_seen["build"] == 1, what="the build pod to run")
+    first.kill()
+    operator_factory("--no-leader-elect", name="second")
+    wait_phase(kube, namespace, "Serving")
+    assert scripter.pods_seen["build"] == 1 and scripter.pods_seen["package"] == 1
+    assert scripter.pods_seen["validate"] == 1
+
+
+def test_leader_failover_within_15_seconds_and_never_two_leaders(local_cluster, kube, namespace,
+                                                                 operator_factory, scripter):
+    lease_args = ("--leader-elect", "--lease-namespace", namespace, "--lease-name", "medusa-operator")
+    a = operator_factory(*lease_args, "--identity", "replica-a", name="replica-a")
+    wait_for(lambda: exists(kube, Lease, "medusa-operator", namespace), what="the Lease")
+    b = operator_factory(*lease_args, "--identity", "replica-b", name="replica-b")
+    replicas = {"replica-a": a, "replica-b": b}
+
+    def leaders() -> list[str]:
+        out = []
+        for name, proc in replicas.items():
+            try:
+                if "medusa_operator_leader 1.0" in proc.metrics():
+                    out.append(name)
+            except OSError:
+                pass
+        return out
+
+    assert wait_for(lambda: leaders() == ["replica-a"], what="replica-a to lead")
+    apply(local_cluster, namespace, model_manifest())
+    wait_phase(kube, namespace, "Serving")
+    assert len(leaders()) == 1
+
+    a.kill()
+    killed = time.monotonic()
+    while True:
+        current = leaders()
+        assert len(current) <= 1, "two replicas acted as leader at once"
+        if current == ["replica-b"]:
+            break
+        assert time.monotonic() - killed < 15, "no takeover within 15 s"
+        time.sleep(0.2)
+    assert kube.get(Lease, "medusa-operator", namespace=namespace).spec.holderIdentity == "replica-b"
+    # The new leader acts: a spec change is carried through.
+    apply(local_cluster, namespace, model_manifest(engine__maxBatchSize=4))
+    wait_for(lambda: (s := status(kube, namespace)).get("phase") == "Serving" and s["observedGeneration"] == 2,
+             what="replica-b to reconcile generation 2")
+    assert scripter.pods_seen["build"] == 2
+
+
+def test_missing_secret_is_a_condition_and_recovers_when_created(local_cluster, kube, namespace, operator,
+                                                                 scripter):
+    apply(local_cluster, namespace, model_manifest(baseModel={"uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct",
+                                                              "credentialsSecretRef": {"name": "hf-token"}}))
+    st = wait_for(lambda: (s := status(kube, namespace)).get("conditions") and s, what="a status")
+    cond = wait_for(lambda: next((c for c in status(kube, namespace).get("conditions", [])
+                                  if c["type"] == "CredentialsFound"), None), what="the CredentialsFound condition")
+    assert cond["status"] == "False" and cond["reason"] == "SecretNotFound"
+    assert "credentials Secret 'hf-token' not found" in cond["message"] and "HF_TOKEN" in cond["message"]
+    assert st["phase"] == "Pending"
+    time.sleep(2)
+    assert job_names(kube, namespace) == []
+
+    kube.create(Secret(metadata=ObjectMeta(name="hf-token"), stringData={"HF_TOKEN": "hf_test_token"}),
+                namespace=namespace)
+    st = wait_phase(kube, namespace, "Serving")
+    assert condition(st, "CredentialsFound")["status"] == "True"
+
+
+def test_infrastructure_failure_is_retried_until_it_passes(local_cluster, kube, namespace, operator, scripter):
+    attempts = []
+
+    def flaky(pod) -> Outcome:
+        attempts.append(pod.metadata.name)
+        if len(attempts) <= 3:  # the Job's own retries, then the operator's
+            return Outcome(exit_code=3, error=("infrastructure", "cannot reach the artifact store s3://engines/"))
+        return Outcome(result={"cacheKey": "k", "engineUri": "s3://engines/engines/k"})
+
+    scripter.script("build", flaky)
+    apply(local_cluster, namespace, model_manifest())
+    cond = wait_for(lambda: next((c for c in status(kube, namespace).get("conditions", [])
+                                  if c["type"] == "EngineBuilt" and c["reason"] == "RetryingAfterInfrastructureError"),
+                                 None), what="the retrying condition")
+    assert "cannot reach the artifact store" in cond["message"]
+    wait_phase(kube, namespace, "Serving", timeout=120)
+    assert len(attempts) == 4
+
+
+def test_unschedulable_candidate_gets_a_condition(local_cluster, kube, namespace, operator, scripter):
+    manifest = model_manifest(rollout={"unschedulableTimeoutSeconds": 30})
+    manifest["spec"]["engine"]["gpu"]["product"] = "NVIDIA-H100-80GB-HBM3"
+    manifest["spec"]["serving"]["nodeSelector"] = {"medusa.dev/pool": "reserved-for-llms"}
+    apply(local_cluster, namespace, manifest)
+    cond = wait_for(lambda: next((c for c in status(kube, namespace).get("conditions", [])
+                                  if c["type"] == "CandidateSchedulable" and c["status"] == "False"), None),
+                    timeout=90, what="the CandidateSchedulable=False condition")
+    assert cond["reason"] == "Unschedulable"
+    assert "could not be scheduled" in cond["message"] and "node affinity/selector" in cond["message"]
+    assert status(kube, namespace)["phase"] == "Deploying"
