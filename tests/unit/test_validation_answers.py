@@ -22,6 +22,9 @@ CHOICES = ("4", "a force", "Paris", "blue sky")
     (" Paris", "C"),
     (" a force that pulls", "B"),
     (" 4", "A"),
+    ("A is the answer to the", "A"),
+    ("C is the only answer to", "C"),
+    ("(D) is correct.", "D"),
     ("\n\n  A\nAnswer: D", "A"),
 ])
 def test_letters_are_found_in_many_shapes(generated, expected):
@@ -34,6 +37,7 @@ def test_letters_are_found_in_many_shapes(generated, expected):
     " E",
     " A cat sat on the mat",
     " an answer is a thing",
+    " A is a letter",
     " I do not know\nAnswer: B",
 ])
 def test_no_letter_means_no_answer(generated):

@@ -223,6 +223,7 @@ class _Planner:
             return None
         if job.state == "failed" and job.result is not None and job.result.error_kind == "infrastructure":
             self.retry_later(job, condition, what)
+            self.status.phase = phase
             return None
         if job.state == "failed":
             if job.result is not None:

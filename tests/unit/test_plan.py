@@ -1,0 +1,239 @@
+"""The revision state machine as a pure function: observed facts in, actions and status out."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from medusa_builder.result import StepResult
+from medusa_operator.api.v1alpha1 import MedusaModelSpec, MedusaModelStatus
+from medusa_operator.config import OperatorConfig
+from medusa_operator.controller.observed import (DeploymentObs, JobObs, Observed, Unschedulable, observe_job,
+                                                 pod_result)
+from medusa_operator.controller.plan import plan
+from medusa_operator.controller.reconciler import merge_patch
+from medusa_operator.render import names
+from medusa_operator.render.context import ModelRef, RenderContext
+from medusa_operator.revision import engine_cache_key, revision_of
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+CONFIG = OperatorConfig(builder_image="b:1", serving_image="t:1", infra_retry_seconds=60)
+SPEC = {
+    "baseModel": {"uri": "s3://models/base/"},
+    "medusa": {"uri": "s3://models/heads/", "tree": {"choices": [[0], [0, 0], [1]]}},
+    "engine": {"backend": "reference", "gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
+    "artifacts": {"uri": "s3://engines/"},
+    "validation": {"baseline": "none"},
+}
+
+
+def ctx(**changes) -> RenderContext:
+    spec = json.loads(json.dumps(SPEC))
+    for path, value in changes.items():
+        node = spec
+        *parents, last = path.split("__")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return RenderContext(ModelRef("m", "ns", "uid-1"), MedusaModelSpec.model_validate(spec), CONFIG)
+
+
+def rev(c: RenderContext) -> str:
+    return revision_of(c.spec, c.builder_image, c.serving_image)
+
+
+def ok(step: str, **result) -> StepResult:
+    return StepResult(step=step, ok=True, result=result)
+
+
+def kinds(p) -> list[tuple[str, str]]:
+    return [(m["kind"], m["metadata"]["name"]) for m in p.apply]
+
+
+def cond(status: MedusaModelStatus, type_: str):
+    return next(c for c in status.conditions if c.type == type_)
+
+
+def test_new_model_starts_a_build_job() -> None:
+    c = ctx()
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW))
+    assert kinds(p) == [("Job", names.job_name("m", rev(c), "build"))]
+    assert p.status.phase == "Building" and p.status.revisions.candidate == rev(c)
+    assert cond(p.status, "Ready").status == "False"
+    assert p.status.observed_generation == 1
+
+
+def test_finished_build_leads_to_packaging_with_the_engine_uri() -> None:
+    c = ctx()
+    r = rev(c)
+    built = JobObs(names.job_name("m", r, "build"), r, "succeeded",
+                   result=ok("build", cacheKey="k", cacheHit=False, engineUri="s3://engines/engines/k",
+                             buildSeconds=12.0, numHeads=2, tree=[[0], [1]]))
+    status = MedusaModelStatus.model_validate({"revisions": {"candidate": r}})
+    p = plan(c, 1, status, Observed(now=NOW, jobs={built.name: built}))
+    (package,) = p.apply
+    assert package["metadata"]["name"] == names.job_name("m", r, "package")
+    args = package["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--engine-uri") + 1] == "s3://engines/engines/k"
+    assert p.status.phase == "Packaging"
+    assert p.status.engine.reused is False and p.status.engine.tree_size == 2
+    assert cond(p.status, "EngineBuilt").reason == "Built"
+
+
+def test_an_engine_built_before_needs_no_build_job() -> None:
+    c = ctx()
+    key = engine_cache_key(c.spec, c.builder_image)
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, known_engines={key: "s3://engines/engines/" + key}))
+    assert [k for k, _ in kinds(p)] == ["Job"] and kinds(p)[0][1].endswith("-package")
+    assert p.status.engine.reused is True and cond(p.status, "EngineBuilt").reason == "CacheHit"
+
+
+def test_missing_secret_blocks_jobs_with_an_actionable_condition() -> None:
+    c = ctx(baseModel__credentialsSecretRef={"name": "hf-token"})
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, missing_secrets=["hf-token"]))
+    assert p.apply == [] and p.status.phase == "Pending"
+    found = cond(p.status, "CredentialsFound")
+    assert found.status == "False" and "'hf-token' not found in namespace 'ns'" in found.message
+
+
+def test_user_error_fails_the_revision_and_keeps_failed_jobs_for_inspection() -> None:
+    c = ctx()
+    r = rev(c)
+    failed = JobObs(names.job_name("m", r, "build"), r, "failed",
+                    result=StepResult("build", False, error_kind="user", error_message="vocab 32000 vs 49152"))
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs={failed.name: failed}))
+    assert p.status.phase == "Failed" and p.status.revisions.failed == r
+    assert "vocab 32000 vs 49152" in cond(p.status, "EngineBuilt").message
+    assert p.delete == []
+    again = plan(c, 1, p.status, Observed(now=NOW, jobs={failed.name: failed}))
+    assert again.apply == [] and again.status.phase == "Failed"
+
+
+def test_infrastructure_failure_reruns_the_job_after_the_retry_delay() -> None:
+    c = ctx()
+    r = rev(c)
+    name = names.job_name("m", r, "build")
+    res = StepResult("build", False, error_kind="infrastructure", error_message="store unreachable")
+    early = JobObs(name, r, "failed", result=res, finished_at=NOW - timedelta(seconds=10))
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs={name: early}))
+    assert p.delete == [] and p.status.phase == "Building"
+    assert cond(p.status, "EngineBuilt").reason == "RetryingAfterInfrastructureError"
+    late = JobObs(name, r, "failed", result=res, finished_at=NOW - timedelta(seconds=61))
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs={name: late}))
+    assert [(d.kind, d.name) for d in p.delete] == [("Job", name)]
+
+
+def _serving_status(r: str) -> MedusaModelStatus:
+    return MedusaModelStatus.model_validate({
+        "phase": "Serving", "revisions": {"current": r, "currentRepositoryUri": "s3://r", "currentImage": "t:1"}})
+
+
+def test_serving_only_change_keeps_the_revision_and_updates_in_place() -> None:
+    c = ctx()
+    changed = ctx(serving__autoscaling={"minReplicas": 2, "maxReplicas": 5},
+                  serving__tolerations=[{"key": "x", "operator": "Exists"}])
+    assert rev(changed) == rev(c)
+    r = rev(c)
+    dep = DeploymentObs(names.deployment_name("m", r), r, "medusa", ready_replicas=2)
+    p = plan(changed, 2, _serving_status(r), Observed(now=NOW, deployments={dep.name: dep}))
+    assert ("Job" not in [k for k, _ in kinds(p)]) and p.status.phase == "Serving"
+    deployment = next(m for m in p.apply if m["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert {"key": "x", "operator": "Exists"} in deployment["spec"]["template"]["spec"]["tolerations"]
+    assert cond(p.status, "Ready").status == "True" and p.status.replicas == 2
+
+
+def test_engine_change_makes_a_new_revision_while_the_current_one_serves() -> None:
+    c = ctx()
+    r = rev(c)
+    newer = ctx(engine__maxBatchSize=32)
+    assert rev(newer) != r and engine_cache_key(newer.spec, "b:1") != engine_cache_key(c.spec, "b:1")
+    dep = DeploymentObs(names.deployment_name("m", r), r, "medusa", ready_replicas=1)
+    p = plan(newer, 2, _serving_status(r), Observed(now=NOW, deployments={dep.name: dep}))
+    assert p.status.revisions.current == r and p.status.revisions.candidate == rev(newer)
+    assert p.status.phase == "Building"
+    stable = next(m for m in p.apply if m["metadata"]["name"] == "m" and m["kind"] == "Service")
+    assert stable["spec"]["selector"][names.LABEL_REVISION] == r
+
+
+def test_validation_verdict_promotes_and_retires_the_previous_revision() -> None:
+    old, c = "0ld0ld0ld0", ctx()
+    r = rev(c)
+    status = _serving_status(old)
+    status.revisions.candidate = r
+    jobs = {
+        names.job_name("m", r, "build"): JobObs(names.job_name("m", r, "build"), r, "succeeded",
+                                                result=ok("build", engineUri="s3://e/k")),
+        names.job_name("m", r, "package"): JobObs(names.job_name("m", r, "package"), r, "succeeded",
+                                                  result=ok("package", repositoryUri="s3://e/repo")),
+        names.job_name("m", r, "validate"): JobObs(names.job_name("m", r, "validate"), r, "succeeded",
+                                                   result=ok("validate", passed=True, speedup=2.1)),
+    }
+    deps = {names.deployment_name("m", x): DeploymentObs(names.deployment_name("m", x), x, "medusa", 1)
+            for x in (old, r)}
+    p = plan(c, 3, status, Observed(now=NOW, jobs=jobs, deployments=deps))
+    assert p.status.revisions.current == r and p.status.revisions.previous == old
+    assert p.status.validation.speedup == 2.1 and p.status.phase == "Serving"
+    stable = next(m for m in p.apply if m["metadata"]["name"] == "m" and m["kind"] == "Service")
+    assert stable["spec"]["selector"][names.LABEL_REVISION] == r
+    assert ("Deployment", names.deployment_name("m", old)) in [(d.kind, d.name) for d in p.delete]
+    assert ("Deployment", names.deployment_name("m", old)) not in kinds(p)
+
+
+def test_candidate_waiting_too_long_for_gpus_gets_a_condition() -> None:
+    c = ctx(rollout={"unschedulableTimeoutSeconds": 60})
+    r = rev(c)
+    jobs = {
+        names.job_name("m", r, "build"): JobObs(names.job_name("m", r, "build"), r, "succeeded",
+                                                result=ok("build", engineUri="s3://e/k")),
+        names.job_name("m", r, "package"): JobObs(names.job_name("m", r, "package"), r, "succeeded",
+                                                  result=ok("package", repositoryUri="s3://e/repo")),
+    }
+    waiting = Unschedulable(since=NOW - timedelta(seconds=90), message="0/3 nodes: Insufficient nvidia.com/gpu")
+    dep = DeploymentObs(names.deployment_name("m", r), r, "medusa", 0, unschedulable=waiting)
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs=jobs, deployments={dep.name: dep}))
+    found = cond(p.status, "CandidateSchedulable")
+    assert found.status == "False" and "Insufficient nvidia.com/gpu" in found.message
+    assert p.status.phase == "Deploying"
+
+
+def _pod(message: str | None, exit_code: int = 0, job: str = "j") -> dict:
+    term = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error"}
+    if message is not None:
+        term["message"] = message
+    return {"metadata": {"labels": {"job-name": job}, "creationTimestamp": "2026-11-27T12:00:00Z"},
+            "status": {"containerStatuses": [{"state": {"terminated": term}}]}}
+
+
+@pytest.mark.parametrize("message,expected", [
+    (None, "the step left no result (empty termination message)"),
+    ("Traceback (most recent call last):", "the step's result is not JSON"),
+    ('{"schemaVersion": 9, "step": "x", "ok": true}', "schemaVersion 9"),
+    ('["not", "an", "object"]', "not a JSON object"),
+])
+def test_malformed_termination_messages_become_readable_problems(message, expected) -> None:
+    result, problem = pod_result(_pod(message, exit_code=1))
+    assert result is None and expected in problem and "exit code 1" in problem
+
+
+def test_a_completed_job_without_a_result_is_a_failure_not_a_crash() -> None:
+    job = {"metadata": {"name": "j", "labels": {names.LABEL_REVISION: "r"}},
+           "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    seen = observe_job(job, [_pod("")])
+    assert seen.state == "failed" and "no usable result" in seen.problem
+
+
+def test_a_user_error_settles_the_job_before_its_retries() -> None:
+    job = {"metadata": {"name": "j", "labels": {}}, "status": {}}
+    message = json.dumps({"schemaVersion": 1, "step": "build", "ok": False,
+                          "error": {"kind": "user", "message": "bad heads"}})
+    seen = observe_job(job, [_pod(message, exit_code=2)])
+    assert seen.state == "failed" and seen.result.error_message == "bad heads"
+
+
+def test_merge_patch_removes_dropped_keys_and_keeps_unchanged_ones_out() -> None:
+    old = {"phase": "Building", "engine": {"cacheKey": "a", "uri": "u"}, "message": "x"}
+    new = {"phase": "Serving", "engine": {"cacheKey": "a"}}
+    assert merge_patch(old, new) == {"phase": "Serving", "engine": {"uri": None}, "message": None}
