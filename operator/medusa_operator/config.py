@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-DEFAULT_BUILDER_IMAGE = "ghcr.io/medusa-operator/builder:0.1.0-trtllm-0.20.0"
-DEFAULT_SERVING_IMAGE = "nvcr.io/nvidia/tritonserver:25.05-trtllm-python-py3"
+# The builder image pins TensorRT-LLM 1.1.0; the serving image must carry the same version.
+DEFAULT_BUILDER_IMAGE = "ghcr.io/medusa-operator/medusa-builder:0.1.0"
+DEFAULT_SERVING_IMAGE = "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
 FIELD_MANAGER = "medusa-operator"
 
 
