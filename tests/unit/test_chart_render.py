@@ -229,7 +229,8 @@ def test_rules_file_passes_promtool_check(promtool: str) -> None:
 
 
 def test_operator_down_alerts_fire_only_when_no_replica_is_up(promtool: str, tmp_path: Path) -> None:
-    alerts = {r["alert"]: r for g in yaml.safe_load(RULES_FILE.read_text())["groups"] for r in g["rules"]}
+    alerts = {r["alert"]: r for g in yaml.safe_load(RULES_FILE.read_text())["groups"] for r in g["rules"]
+              if "alert" in r}
     up = 'up{job="medusa-operator",namespace="medusa-system",pod="%s"}'
     tests = {
         "rule_files": [str(RULES_FILE)],
@@ -289,7 +290,8 @@ def test_leader_alerts_fire_on_no_leader_and_on_two_leaders(promtool: str, tmp_p
 
 
 def expected_annotations(alert: str, namespace: str) -> dict[str, str]:
-    rules = {r["alert"]: r for g in yaml.safe_load(RULES_FILE.read_text())["groups"] for r in g["rules"]}
+    rules = {r["alert"]: r for g in yaml.safe_load(RULES_FILE.read_text())["groups"] for r in g["rules"]
+             if "alert" in r}
     return {k: v.replace("{{ $labels.namespace }}", namespace) for k, v in rules[alert]["annotations"].items()}
 
 
