@@ -19,10 +19,11 @@ pytestmark = [pytest.mark.triton, pytest.mark.model, pytest.mark.slow]
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 COMMAND = [sys.executable, "-c", "from medusa_builder.cli import main; main()", "validate"]
-# The heads are trained for a minute on the CPU and decoding is greedy, so the candidate's answers
-# match the baseline's; tokens/s on two shared cores say nothing about GPUs, so the passing run
-# only asks for a speedup any working candidate reaches.
-PASSING = ["--min-score", "0.25", "--max-drop-vs-base", "0.1", "--min-speedup", "0.2"]
+# SmolLM2-135M answers most questions with "A" (a third of the test answers here); decoding is
+# greedy, so the candidate's answers match the baseline's. Tokens/s on two shared CPU cores, next
+# to other work, say nothing about GPUs (the reference runtime's tree verification costs more than
+# a plain step there), so the passing run only asks for a speedup any working candidate reaches.
+PASSING = ["--min-score", "0.25", "--max-drop-vs-base", "0.1", "--min-speedup", "0.05"]
 
 
 def validate(tmp_path: Path, *argv: str, timeout: float = 900) -> tuple[int, dict, str]:
@@ -52,7 +53,7 @@ def passing_run(tmp_path_factory, triton_base, triton_medusa, smollm2_dir, s3_se
         (credentials / key).write_text(value)
     code, doc, output = validate(
         tmp, "--candidate", triton_medusa.http_url, "--baseline", triton_base.http_url,
-        "--dataset-uri", str(DATA / "mmlu"), "--shots", "1", "--max-examples-per-subject", "2",
+        "--dataset-uri", str(DATA / "mmlu"), "--shots", "3", "--max-examples-per-subject", "2",
         "--prompts-uri", str(DATA / "prompts.json"), "--topics", "coding,math", "--tokenizer", str(smollm2_dir),
         "--concurrency", "1,2", "--max-tokens", "12", "--warmup-requests", "1",
         "--report-uri", f"s3://{bucket}/runs/report.json", "--credentials-dir", str(credentials),
@@ -102,7 +103,7 @@ def test_out_of_reach_thresholds_fail_with_named_reasons_over_grpc(tmp_path, tri
     report = tmp_path / "report.json"
     code, doc, output = validate(
         tmp_path, "--candidate", f"grpc://{triton_medusa.grpc_url}", "--baseline", f"grpc://{triton_base.grpc_url}",
-        "--dataset-uri", str(DATA / "mmlu"), "--subjects", "world_capitals", "--shots", "1",
+        "--dataset-uri", str(DATA / "mmlu"), "--subjects", "world_capitals", "--shots", "3",
         "--max-examples-per-subject", "2", "--prompts-uri", str(DATA / "prompts.json"), "--topics", "math",
         "--tokenizer", str(smollm2_dir), "--max-tokens", "8", "--report-uri", str(report),
         "--min-score", "1.0", "--max-drop-vs-base", "0.5", "--min-speedup", "50")
@@ -192,12 +193,14 @@ def test_streaming_over_grpc_measures_time_to_first_token_and_inter_token_latenc
     assert code == 0, output
     full = json.loads(report.read_text())
     assert full["settings"]["streaming"] is True
-    for level in full["throughput"]["levels"]:
-        stats = level["perTopic"][0]["candidate"]
+    single, double = (level["perTopic"][0]["candidate"] for level in full["throughput"]["levels"])
+    for stats in (single, double):
         assert stats["outputTokens"] == 10 * stats["requests"]
-        assert stats["ttftSeconds"]["mean"] == pytest.approx(STREAM_DELAY_S, abs=0.04)
         assert stats["itlSeconds"]["mean"] == pytest.approx(STREAM_DELAY_S, abs=0.02)
-    # One model instance serves one request at a time: a second lane adds queueing, not speed.
+    assert single["ttftSeconds"]["mean"] == pytest.approx(STREAM_DELAY_S, abs=0.04)
+    # One model instance serves one request at a time: a second lane waits for the first, which
+    # shows in its time to first token, not in tokens/s.
+    assert double["ttftSeconds"]["p90"] > single["ttftSeconds"]["p90"] + 5 * STREAM_DELAY_S
     assert doc["result"]["tokensPerSecond"] == pytest.approx(1 / STREAM_DELAY_S, rel=0.35)
 
 

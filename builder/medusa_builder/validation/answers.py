@@ -1,7 +1,7 @@
 """Finding the answer letter in what a model generated after ``Answer:``.
 
-Models answer in many shapes: ``" B"``, ``"(b)"``, ``"B. 42"``, ``"The answer is B."``, or the text
-of the choice itself. Only the first non-empty line is read, so an invented follow-up question
+Models answer in many shapes: ``" B"``, ``"(b)"``, ``"B. 42"``, ``"The answer is B."``,
+``"B is the correct answer"``, or the text of the choice itself. Only the first non-empty line is read, so an invented follow-up question
 with its own ``Answer: C`` is never taken for the answer. No letter found means a wrong answer.
 """
 
@@ -11,6 +11,8 @@ import re
 
 _LEADING = re.compile(r"^[*_\"'`]*[(\[]?(?P<letter>[A-Ja-j])(?P<rest>.*)$")
 _PHRASES = (
+    re.compile(r"^[(\[]?(?P<letter>[A-J])[)\]]?\s+(?i:is)\s+(?:(?i:the)\s+)?(?:\w+\s+)?"
+               r"(?i:correct|right|best|answer)\b"),
     re.compile(r"\b(?i:answer)(?:\s+(?i:is))?\s*[:\-]?\s*\(?(?P<letter>[A-J])\b"),
     re.compile(r"\b(?i:option|choice)\s*\(?(?P<letter>[A-J])\b"),
 )
