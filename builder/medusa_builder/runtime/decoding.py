@@ -129,6 +129,7 @@ class MedusaDecoder:
         tree: Sequence[Sequence[int]] | None = None,
         *,
         use_cuda_graphs: bool | None = None,
+        compile_step: bool = False,
     ):
         self.model = model
         tree = list(tree or []) if heads is not None else []
@@ -144,6 +145,9 @@ class MedusaDecoder:
         self.heads = heads
         self.tree = build_tree_buffers(tree, model.device)
         self.use_cuda_graphs = model.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
+        # torch.compile fuses the step's many small kernels; shapes are static per cache size.
+        self._run_step = torch.compile(self._step, dynamic=False) if compile_step else self._step
+        self.compiled = compile_step
         self._sessions: dict[int, _Session] = {}
 
     # -- one step, pure tensor work on static buffers (graph-capturable) -----------------------
@@ -192,18 +196,18 @@ class MedusaDecoder:
     def _capture(self, s: _Session) -> None:
         stream = torch.cuda.Stream(device=self.model.device)
         stream.wait_stream(torch.cuda.current_stream(self.model.device))
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(2):
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(3):
                 s.n.zero_()
-                self._step(s)
+                self._run_step(s)
         torch.cuda.current_stream(self.model.device).wait_stream(stream)
         s.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(s.graph), torch.inference_mode():
-            self._step(s)
+        with torch.cuda.graph(s.graph), torch.no_grad():
+            self._run_step(s)
         s.host_out = [torch.zeros_like(s.out, device="cpu").pin_memory() for _ in range(2)]
         s.events = [torch.cuda.Event() for _ in range(2)]
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _prefill(self, s: _Session, prompt: list[int]) -> None:
         device = self.model.device
         tokens = torch.tensor(prompt, dtype=torch.long, device=device)
@@ -255,8 +259,8 @@ class MedusaDecoder:
         """Yield (accepted draft tokens, emitted tokens) per step until the caller stops."""
         if s.graph is None:
             while True:
-                with torch.inference_mode():
-                    self._step(s)
+                with torch.no_grad():
+                    self._run_step(s)
                 out = s.out.tolist()
                 yield out[0], out[1:]
         else:

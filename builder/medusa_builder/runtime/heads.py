@@ -97,7 +97,8 @@ class MedusaHeads(nn.Module):
             for h in range(num_heads):
                 for layer in range(num_layers):
                     heads.res_weight[h, layer].copy_(_need(found, h, layer, "linear.weight"))
-                    heads.res_bias[h, layer].copy_(_need(found, h, layer, "linear.bias"))
+                    if (h, layer, "linear.bias") in found:  # some checkpoints have bias-free blocks
+                        heads.res_bias[h, layer].copy_(found[(h, layer, "linear.bias")])
                 if output_layer:
                     heads.out_weight[h].copy_(_need(found, h, num_layers, "weight"))
         return heads
@@ -131,24 +132,14 @@ def save_heads(heads: MedusaHeads, output_dir: str | Path, *, base_model: str, e
 
 
 def load_heads(heads_dir: str | Path, vocab_size: int) -> MedusaHeads:
-    """Load heads from a checkpoint folder in any published layout."""
+    """Load heads from a checkpoint folder in any published layout (.safetensors or .pt,
+    with or without output layers, ModelOpt prefix)."""
     return MedusaHeads.from_published(read_head_tensors(heads_dir), vocab_size=vocab_size)
 
 
 def read_head_tensors(heads_dir: str | Path) -> dict[str, torch.Tensor]:
-    heads_dir = Path(heads_dir)
-    if not heads_dir.is_dir():
-        raise UserError(f"Medusa head folder {heads_dir} does not exist")
-    files = sorted(heads_dir.glob("*.safetensors")) or sorted(heads_dir.glob("*.pt"))
-    if not files:
-        raise UserError(f"{heads_dir} holds no Medusa head weights (*.safetensors or *.pt)")
-    tensors: dict[str, torch.Tensor] = {}
-    for file in files:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    """Head tensors under canonical names, whatever the published layout (see ``checkpoint``)."""
+    from ..checkpoint import load_heads as load_checkpoint
 
-            tensors.update(load_file(str(file)))
-        else:
-            tensors.update(torch.load(str(file), map_location="cpu", weights_only=True))
-    prefix = "medusa_heads."
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in tensors.items()}
+    _, tensors = load_checkpoint(heads_dir)
+    return tensors

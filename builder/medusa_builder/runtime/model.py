@@ -97,14 +97,16 @@ def read_safetensors_folder(model_dir: str | Path) -> dict[str, torch.Tensor]:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    x32 = x.float()
-    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * normed.to(x.dtype)
+    """RMSNorm computed in float32 (one fused kernel where torch has it)."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, weight.shape, weight, eps)
+    return weight * F.rms_norm(x.float(), weight.shape, None, eps).to(x.dtype)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding, half-split layout: x*cos + rotate_half(x)*sin, where rotate_half is a
+    roll by half the head size and ``signed_sin`` carries the minus sign of its first half."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
 
 
 class KVCache:
@@ -156,9 +158,8 @@ class LlamaModel:
             })
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
         angles = torch.outer(torch.arange(cfg.max_positions, dtype=torch.float64), inv_freq)
-        angles = torch.cat([angles, angles], dim=-1)
-        self.cos = angles.cos().to(device=self.device, dtype=dtype)
-        self.sin = angles.sin().to(device=self.device, dtype=dtype)
+        self.cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(device=self.device, dtype=dtype)
+        self.signed_sin = torch.cat([-angles.sin(), angles.sin()], dim=-1).to(device=self.device, dtype=dtype)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, dtype: str = "float32", device: str | torch.device = "cpu") -> "LlamaModel":
@@ -172,7 +173,7 @@ class LlamaModel:
             raise UserError(f"prompt plus output needs {max_len} positions; the model supports {self.cfg.max_positions}")
         return KVCache(self.cfg, batch, max_len, self.dtype, self.device)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def forward(
         self,
         tokens: torch.Tensor,
@@ -183,41 +184,47 @@ class LlamaModel:
     ) -> torch.Tensor:
         """Final-norm hidden states [B, T, hidden] for ``tokens`` [B, T].
 
-        ``mask`` [B, T, S] (True = may attend) covers the S keys attended to: the cache's
+        ``mask`` [B, T, S] (True = may attend; every row needs one) covers the S keys: the cache's
         ``max_len`` slots when a cache is given (the new keys are first written at ``slots``),
         else the T new tokens themselves.
         """
         cfg = self.cfg
         bsz, seq = tokens.shape
-        group = cfg.num_heads // cfg.num_kv_heads
-        q_size = cfg.num_heads * cfg.head_dim
-        kv_size = cfg.num_kv_heads * cfg.head_dim
+        heads, kv_heads, head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        group = heads // kv_heads
+        q_size = heads * head_dim
         cos = self.cos[positions].unsqueeze(1)
-        sin = self.sin[positions].unsqueeze(1)
-        # Query heads h*group..h*group+group-1 share kv head h: fold the group into the rows.
-        attn_mask = mask.unsqueeze(1).unsqueeze(2).expand(bsz, 1, group, seq, mask.shape[-1])
-        attn_mask = attn_mask.reshape(bsz, 1, group * seq, mask.shape[-1])
-        x = self.embed[tokens]
+        sin = self.signed_sin[positions].unsqueeze(1)
+        keys = mask.shape[-1]
+        # Query heads h*group..h*group+group-1 share kv head h: fold the group into the rows, so
+        # attention is two batched matmuls per kv head. The mask becomes additive (0 / -inf) and
+        # is fused into the first matmul; masked keys get exactly zero weight.
+        bias = torch.zeros(mask.shape, dtype=self.dtype, device=self.device).masked_fill_(~mask, float("-inf"))
+        bias = bias.unsqueeze(1).unsqueeze(2).expand(bsz, kv_heads, group, seq, keys)
+        bias = bias.reshape(bsz * kv_heads, group * seq, keys)
+        scale = head_dim**-0.5
+        # Activations stay 2-D [tokens, hidden] so residual adds fuse into the matmuls (addmm).
+        x = self.embed[tokens.reshape(-1)]
         for index, layer in enumerate(self.layers):
             h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
             qkv = F.linear(h, layer["qkv"], layer["qkv_bias"])
-            q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
-            q = q.view(bsz, seq, cfg.num_heads, cfg.head_dim).transpose(1, 2)
-            k = k.view(bsz, seq, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-            v = v.view(bsz, seq, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
+            qkv = qkv.view(bsz, seq, heads + 2 * kv_heads, head_dim).transpose(1, 2)
+            qk = apply_rope(qkv[:, : heads + kv_heads], cos, sin)
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
             if cache is not None:
                 cache.k[index].index_copy_(2, slots, k)
                 cache.v[index].index_copy_(2, slots, v)
                 k, v = cache.k[index], cache.v[index]
-            q = q.reshape(bsz, cfg.num_kv_heads, group * seq, cfg.head_dim)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-            out = out.view(bsz, cfg.num_heads, seq, cfg.head_dim).transpose(1, 2).reshape(bsz, seq, q_size)
-            x = x + F.linear(out, layer["o"])
+            q = q.reshape(bsz * kv_heads, group * seq, head_dim)
+            scores = torch.baddbmm(bias, q, k.reshape(bsz * kv_heads, -1, head_dim).transpose(1, 2), alpha=scale)
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(self.dtype)
+            out = torch.bmm(weights, v.reshape(bsz * kv_heads, -1, head_dim))
+            out = out.view(bsz, heads, seq, head_dim).transpose(1, 2).reshape(bsz * seq, q_size)
+            x = torch.addmm(x, out, layer["o"].t())
             h = rms_norm(x, layer["mlp_norm"], cfg.rms_norm_eps)
             gate, up = F.linear(h, layer["gate_up"]).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer["down"])
+            x = torch.addmm(x, F.silu(gate).mul_(up), layer["down"].t())
+        x = x.view(bsz, seq, cfg.hidden_size)
         return rms_norm(x, self.final_norm, cfg.rms_norm_eps)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

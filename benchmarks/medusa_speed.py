@@ -1,0 +1,140 @@
+"""Base greedy vs Medusa decoding, side by side on the same runtime, prompts and device.
+
+Measures, at batch 1: tokens/s of plain greedy decoding and of Medusa tree decoding (trained
+heads, calibrated or given tree), the speedup, accepted tokens per step, the cost of one step
+of each, and checks that both produce identical tokens. Prints a table; ``--json-out`` keeps
+the numbers.
+
+    python benchmarks/medusa_speed.py --base MODEL_DIR --heads HEADS_DIR --calibrate 32 --calibrate 64
+    python benchmarks/medusa_speed.py --base MODEL_DIR --heads HEADS_DIR --tree '[[0], [0, 0], [1]]'
+
+Base greedy decoding runs once per prompt; each tree then runs over the same prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from medusa_builder.runtime.calibrate import calibrate_tree
+from medusa_builder.runtime.decoding import MedusaDecoder
+from medusa_builder.runtime.heads import load_heads
+from medusa_builder.runtime.model import LlamaModel, resolve_device
+from medusa_builder.runtime.prompts import calibration_prompts, packaged_prompts, read_prompt_file
+from medusa_builder.runtime.text import TextCodec
+from medusa_builder.tree import normalise_tree, parse_choices
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def measure(decoder: MedusaDecoder, prompts: list[list[int]], max_new_tokens: int, eos: list[int]) -> list:
+    return [decoder.generate(ids, max_new_tokens, eos) for ids in prompts]
+
+
+def summarise(base: list, medusa: list) -> dict:
+    """Totals over all prompts: tokens/s of each, speedup, tokens per step, step costs."""
+    base_tokens = sum(len(g.tokens) for g in base)
+    medusa_tokens = sum(len(g.tokens) for g in medusa)
+    base_seconds = sum(g.seconds for g in base)
+    medusa_seconds = sum(g.seconds for g in medusa)
+    base_rate, medusa_rate = base_tokens / base_seconds, medusa_tokens / medusa_seconds
+    return {
+        "prompts": len(base),
+        "identical": sum(b.tokens == m.tokens for b, m in zip(base, medusa)),
+        "outputTokens": base_tokens,
+        "baseTokensPerSecond": base_rate,
+        "medusaTokensPerSecond": medusa_rate,
+        "speedup": medusa_rate / base_rate,
+        "meanAcceptedTokens": medusa_tokens / sum(g.steps for g in medusa),
+        "baseStepMs": 1000 * base_seconds / sum(g.steps for g in base),
+        "medusaStepMs": 1000 * medusa_seconds / sum(g.steps for g in medusa),
+        "perPromptSpeedupMedian": statistics.median(
+            (len(m.tokens) / m.seconds) / (len(b.tokens) / b.seconds) for b, m in zip(base, medusa) if b.tokens
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="base model folder (Hugging Face layout)")
+    parser.add_argument("--heads", required=True, help="Medusa heads folder")
+    parser.add_argument("--tree", action="append", default=[], help="explicit tree as JSON (repeatable)")
+    parser.add_argument("--tree-file", action="append", default=[],
+                        help="JSON file with a 'tree' field, as calibrate --output writes (repeatable)")
+    parser.add_argument("--calibrate", action="append", type=int, default=[], metavar="NODES",
+                        help="calibrate a tree of this many nodes first (repeatable)")
+    parser.add_argument("--prompts", help="prompt file (default: held-out packaged prompts)")
+    parser.add_argument("--num-prompts", type=int, default=20)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each decoding step (both decoders)")
+    parser.add_argument("--json-out", help="write the numbers as JSON here")
+    args = parser.parse_args(argv)
+    if not (args.tree or args.tree_file or args.calibrate):
+        parser.error("give at least one --tree, --tree-file or --calibrate")
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    model = LlamaModel.load(args.base, dtype=args.dtype, device=device)
+    codec = TextCodec(args.base)
+    heads = load_heads(args.heads, model.cfg.vocab_size)
+    trees: list[tuple[list, float | None]] = [(parse_choices(t), None) for t in args.tree]
+    for path in args.tree_file:
+        calibration = json.loads(Path(path).read_text())
+        trees.append((calibration["tree"], calibration.get("expectedAcceptedTokens")))
+    for nodes in args.calibrate:
+        calibration = calibrate_tree(args.base, args.heads, num_nodes=nodes, device=str(device), dtype=args.dtype)
+        trees.append((calibration["tree"], calibration["expectedAcceptedTokens"]))
+    texts = read_prompt_file(args.prompts) if args.prompts else calibration_prompts() + packaged_prompts()[1::10]
+    prompts = [codec.encode_chat(t) for t in texts[: args.num_prompts]]
+    eos = sorted(codec.eos_ids)
+
+    base = MedusaDecoder(model, compile_step=args.compile)
+    base.generate(prompts[0], args.max_new_tokens, eos)  # warm-up: allocation, graph capture
+    base_runs = measure(base, prompts, args.max_new_tokens, eos)
+    rows = []
+    for choices, expected in trees:
+        choices = normalise_tree(choices, heads.num_heads)
+        medusa = MedusaDecoder(model, heads, choices, compile_step=args.compile)
+        medusa.generate(prompts[0], args.max_new_tokens, eos)
+        row = summarise(base_runs, measure(medusa, prompts, args.max_new_tokens, eos))
+        row.update({"treeNodes": len(choices), "treeDepth": max(len(p) for p in choices),
+                    "expectedAcceptedTokens": expected, "tree": choices})
+        rows.append(row)
+    result = {
+        "device": device_name(device), "dtype": args.dtype, "cudaGraphs": base.use_cuda_graphs, "compiled": args.compile,
+        "numHeads": heads.num_heads, "maxNewTokens": args.max_new_tokens, "torch": torch.__version__, "runs": rows,
+    }
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"device: {result['device']}, {args.dtype}, CUDA graphs: {result['cudaGraphs']}, "
+          f"torch.compile: {args.compile}, heads: {heads.num_heads}, "
+          f"{len(prompts)} prompts x {args.max_new_tokens} new tokens, batch 1")
+    header = ("tree", "base tok/s", "medusa tok/s", "speedup", "tok/step", "expected", "base ms/step",
+              "medusa ms/step", "identical")
+    print(" | ".join(header))
+    for row in rows:
+        expected = f"{row['expectedAcceptedTokens']:.2f}" if row["expectedAcceptedTokens"] else "-"
+        print(" | ".join((
+            f"{row['treeNodes']} nodes/d{row['treeDepth']}", f"{row['baseTokensPerSecond']:.1f}",
+            f"{row['medusaTokensPerSecond']:.1f}", f"{row['speedup']:.2f}x", f"{row['meanAcceptedTokens']:.2f}",
+            expected, f"{row['baseStepMs']:.2f}", f"{row['medusaStepMs']:.2f}", f"{row['identical']}/{row['prompts']}",
+        )))
+    return 0 if all(row["identical"] == row["prompts"] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""`medusa-builder calibrate`: measure the heads' top-k accuracy and build the best tree."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..cli import add_result_argument
+from ..tree import MAX_TREE_NODES, to_brace_form
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "calibrate", help="build the Medusa tree that maximises expected accepted tokens for these heads",
+        description="Measure each head's top-k accuracy on calibration prompts and grow, node by node, the "
+                    "tree with the most expected accepted tokens per step. Prints the tree (brace form) and "
+                    "the expected acceptance; the tree is what tree.preset: auto uses.")
+    parser.add_argument("--base", required=True, metavar="DIR", help="base model (Hugging Face folder)")
+    parser.add_argument("--heads", required=True, metavar="DIR", help="Medusa heads folder")
+    parser.add_argument("--num-nodes", type=int, default=64, metavar="N",
+                        help=f"tree size, 1 to {MAX_TREE_NODES} (default 64)")
+    parser.add_argument("--prompts", metavar="FILE", help="prompt file, one per line (default: the packaged "
+                                                          "held-out calibration prompts)")
+    parser.add_argument("--max-prompts", type=int, metavar="N", help="use only the first N prompts")
+    parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length (default 128)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--output", metavar="FILE", help="also write the calibration (tree, accuracy) as JSON")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of the brace form")
+    add_result_argument(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from ..runtime.calibrate import calibrate_tree
+    from ..runtime.prompts import read_prompt_file
+
+    prompts = read_prompt_file(args.prompts) if args.prompts else None
+    if prompts is not None and args.max_prompts is not None:
+        prompts = prompts[: max(1, args.max_prompts)]
+    elif args.max_prompts is not None:
+        from ..runtime.prompts import calibration_prompts
+
+        prompts = calibration_prompts()[: max(1, args.max_prompts)]
+    result = calibrate_tree(args.base, args.heads, num_nodes=args.num_nodes, prompts=prompts, device=args.device,
+                            max_new_tokens=args.max_new_tokens)
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    if not args.json:
+        print(to_brace_form(result["tree"]))
+        print(f"expected accepted tokens per step: {result['expectedAcceptedTokens']:.3f}")
+    return {**result, "numNodes": len(result["tree"]), "braceForm": to_brace_form(result["tree"])}
