@@ -365,3 +365,24 @@ def test_dashboard_config_map_carries_the_dashboard_and_the_sidecar_label() -> N
     assert config_map["metadata"]["namespace"] == "monitoring"
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(config_map["data"]["medusa-models.json"]) == json.loads(DASHBOARD.read_text())
+
+
+def test_plain_prometheus_config_is_valid_with_the_rules_it_loads(promtool: str, tmp_path: Path) -> None:
+    """deploy/prometheus/prometheus.yml, checked by promtool. Debian's Prometheus is built without
+    Kubernetes discovery, so each job's kubernetes_sd_configs becomes an empty static_configs;
+    the relabelling, the job options and the rule file are checked as written."""
+    source = REPO / "deploy" / "prometheus" / "prometheus.yml"
+    config = yaml.safe_load(source.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"medusa-serving", "medusa-operator"} and jobs["medusa-operator"]["honor_labels"] is True
+    serving_targets = {r.get("target_label") for r in jobs["medusa-serving"]["relabel_configs"]}
+    assert {"namespace", "pod", "medusa_dev_model", "medusa_dev_revision", "medusa_dev_variant"} <= serving_targets
+    for job in config["scrape_configs"]:
+        assert job.pop("kubernetes_sd_configs")
+        job["static_configs"] = [{"targets": []}]
+    config["rule_files"] = [str((source.parent / path).resolve()) for path in config["rule_files"]]
+    assert config["rule_files"] == [str(RULES_FILE)]
+    checked = tmp_path / "prometheus.yml"
+    checked.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([promtool, "check", "config", str(checked)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
