@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -119,13 +120,15 @@ def main() -> None:
     parser.add_argument("--model", default="ensemble")
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the SmolLM2 test model)")
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--requests", type=int, default=12, help="measured requests per run")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up requests per run (not measured)")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=6, help="measured requests per run")
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up requests per run (not measured)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per tool")
     parser.add_argument("--aiperf", help="path to an aiperf executable (default: its own cached venv)")
     parser.add_argument("--output", help="also write the comparison as JSON here")
     args = parser.parse_args()
+    # A terminated run still stops the server it started (the ExitStack below unwinds).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     binary = aiperf_binary(args.aiperf)
     prompts = load_prompts()

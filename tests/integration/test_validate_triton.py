@@ -189,10 +189,13 @@ def test_streaming_over_grpc_measures_time_to_first_token_and_inter_token_latenc
     code, doc, output = validate(
         tmp_path, "--candidate", f"grpc://{streaming_server.grpc_url}", "--prompts-uri", str(DATA / "prompts.json"),
         "--topics", "math", "--tokenizer", str(smollm2_dir), "--max-tokens", "10", "--concurrency", "1,2",
-        "--stream", "on", "--report-uri", str(report), timeout=300)
+        "--stream", "on", "--report-uri", str(report), "--dataset-uri", str(DATA / "mmlu"), "--shots", "0",
+        "--max-examples-per-subject", "1", "--answer-max-tokens", "2", timeout=300)
     assert code == 0, output
     full = json.loads(report.read_text())
     assert full["settings"]["streaming"] is True
+    # A decoupled model only answers over a stream, questions included (" word word" names no choice).
+    assert full["accuracy"]["candidate"]["total"] == 3 and full["accuracy"]["candidate"]["accuracy"] == 0.0
     single, double = (level["perTopic"][0]["candidate"] for level in full["throughput"]["levels"])
     for stats in (single, double):
         assert stats["outputTokens"] == 10 * stats["requests"]

@@ -12,6 +12,7 @@ failures, timeouts and server-side errors are retried a bounded number of times,
 
 from __future__ import annotations
 
+import importlib
 import logging
 import queue
 import random
@@ -324,7 +325,7 @@ class TritonGenerator:
     # --- generation -----------------------------------------------------------------------
 
     def _inputs(self, prompt: str, max_tokens: int, stream: bool):
-        module = __import__(f"tritonclient.{self.endpoint.protocol}", fromlist=["InferInput"])
+        module = importlib.import_module(f"tritonclient.{self.endpoint.protocol}")
         assert self.interface is not None, "connect() first"
         values = {TEXT_INPUT: prompt.encode("utf-8"), MAX_TOKENS: max_tokens}
         if "exclude_input_in_output" in self.interface.inputs:
@@ -358,8 +359,10 @@ class TritonGenerator:
                           end=end, accepted_draft_tokens=_first_int(result.as_numpy(ACCEPTANCE_OUTPUTS[0])),
                           draft_tokens=_first_int(result.as_numpy(ACCEPTANCE_OUTPUTS[1])))
 
-    def _stream_once(self, prompt: str, max_tokens: int) -> Generation:
-        inputs, outputs = self._inputs(prompt, max_tokens, stream=True)
+    def _stream_once(self, prompt: str, max_tokens: int, stream: bool) -> Generation:
+        """One request over a gRPC stream: the only way to call a decoupled model. With ``stream``
+        off the model answers in one response, so no first-token time is recorded."""
+        inputs, outputs = self._inputs(prompt, max_tokens, stream=stream)
         client = self._client()
         responses: queue.Queue = queue.Queue()
         timeout = self.deadline.cap(self.request_timeout)
@@ -384,22 +387,24 @@ class TritonGenerator:
                     text += piece
                     if first is None:
                         first = stamp
-                accepted = _first_int(result.as_numpy(ACCEPTANCE_OUTPUTS[0])) if result.as_numpy(
-                    ACCEPTANCE_OUTPUTS[0]) is not None else accepted
-                drafted = _first_int(result.as_numpy(ACCEPTANCE_OUTPUTS[1])) if result.as_numpy(
-                    ACCEPTANCE_OUTPUTS[1]) is not None else drafted
+                # Counters are cumulative; the last response that carries them wins.
+                counts = [_first_int(result.as_numpy(name)) for name in ACCEPTANCE_OUTPUTS]
+                accepted = counts[0] if counts[0] is not None else accepted
+                drafted = counts[1] if counts[1] is not None else drafted
                 final = result.get_response().parameters.get("triton_final_response")
                 if final is not None and final.bool_param:
                     finished = True
                     return Generation(text=_strip_prompt(text, prompt), start=start, end=stamp,
-                                      first_response=first, accepted_draft_tokens=accepted, draft_tokens=drafted,
-                                      chunks=max(chunks, 1))
+                                      first_response=first if stream else None, accepted_draft_tokens=accepted,
+                                      draft_tokens=drafted, chunks=max(chunks, 1))
         finally:
             client.stop_stream(cancel_requests=not finished)
 
     def generate(self, prompt: str, max_tokens: int, *, stream: bool = False) -> Generation:
-        if stream:
-            return self._with_retries("a streaming generate request", lambda: self._stream_once(prompt, max_tokens))
+        assert self.interface is not None, "connect() first"
+        if stream or self.interface.decoupled:
+            return self._with_retries("a streaming generate request",
+                                      lambda: self._stream_once(prompt, max_tokens, stream))
         return self._with_retries("a generate request", lambda: self._infer_once(prompt, max_tokens))
 
 
