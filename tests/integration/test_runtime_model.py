@@ -1,0 +1,113 @@
+"""The reference runtime on the real SmolLM2-135M-Instruct model (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medusa_builder import cli
+from medusa_builder.runtime.decoding import MedusaDecoder
+from medusa_builder.runtime.heads import load_heads
+from medusa_builder.runtime.model import LlamaModel
+from medusa_builder.runtime.prompts import calibration_prompts, packaged_prompts, training_prompts
+from medusa_builder.runtime.text import TextCodec
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def runtime(smollm2_dir):
+    return LlamaModel.load(smollm2_dir), TextCodec(smollm2_dir)
+
+
+def test_packaged_prompts_are_varied_and_split():
+    prompts = packaged_prompts()
+    assert len(prompts) >= 250 and len(set(prompts)) == len(prompts)
+    assert not set(training_prompts()) & set(calibration_prompts())
+
+
+def test_runtime_matches_transformers_greedy(smollm2_dir, runtime):
+    from transformers import AutoModelForCausalLM
+
+    model, codec = runtime
+    reference = AutoModelForCausalLM.from_pretrained(str(smollm2_dir), dtype=torch.float32)
+    decoder = MedusaDecoder(model)
+    for text in ("Write a haiku about programming.",):
+        ids = codec.encode_chat(text)
+        ours = decoder.generate(ids, 12, sorted(codec.eos_ids)).tokens
+        theirs = reference.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
+        assert ours == [t for t in theirs if t not in codec.eos_ids][: len(ours)]
+        assert len(ours) > 3
+
+
+def test_medusa_greedy_is_identical_to_base_greedy(runtime, medusa_heads_dir, medusa_tree):
+    model, codec = runtime
+    heads = load_heads(medusa_heads_dir, model.cfg.vocab_size)
+    base, medusa = MedusaDecoder(model), MedusaDecoder(model, heads, medusa_tree)
+    eos = sorted(codec.eos_ids)
+    accepted, steps = 0, 0
+    prompts = calibration_prompts()[:3] + training_prompts()[100:103]
+    for text in prompts:
+        ids = codec.encode_chat(text)
+        expected, got = base.generate(ids, 16, eos), medusa.generate(ids, 16, eos)
+        assert got.tokens == expected.tokens, text
+        accepted += got.accepted_draft_tokens
+        steps += got.steps
+    assert accepted > 0  # the trained heads do get tokens accepted
+    assert steps < len(prompts) * 16
+
+
+def run_cli(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    return exit_info.value.code, capsys.readouterr()
+
+
+def test_train_heads_and_calibrate_commands(tmp_path, smollm2_dir, capsys):
+    heads = tmp_path / "heads"
+    code, _ = run_cli(["train-heads", "--base", str(smollm2_dir), "--output", str(heads), "--num-heads", "2",
+                       "--max-prompts", "2", "--max-new-tokens", "8", "--epochs", "1", "--batch-size", "8",
+                       "--device", "cpu", "--result", str(tmp_path / "train.json")], capsys)
+    assert code == 0
+    result = json.loads((tmp_path / "train.json").read_text())["result"]
+    assert result["numHeads"] == 2 and result["trainingPositions"] > 0
+    config = json.loads((heads / "config.json").read_text())
+    assert config["medusa_num_heads"] == 2 and (heads / "medusa_lm_head.safetensors").is_file()
+
+    code, out = run_cli(["calibrate", "--base", str(smollm2_dir), "--heads", str(heads), "--num-nodes", "5",
+                         "--max-prompts", "2", "--max-new-tokens", "8", "--device", "cpu",
+                         "--output", str(tmp_path / "tree.json")], capsys)
+    assert code == 0
+    calibration = json.loads((tmp_path / "tree.json").read_text())
+    assert len(calibration["tree"]) == 5 and max(len(p) for p in calibration["tree"]) <= 2
+    assert calibration["expectedAcceptedTokens"] >= 1.0
+    assert len(calibration["topkAccuracy"]) == 2 and len(calibration["topkAccuracy"][0]) == 10
+    assert "expected accepted tokens per step" in out.out
+
+
+def error_of(result_file) -> str:
+    doc = json.loads(result_file.read_text())
+    assert doc["ok"] is False and doc["error"]["kind"] == "user"
+    return doc["error"]["message"]
+
+
+def test_commands_reject_bad_input(tmp_path, smollm2_dir, capsys):
+    result = tmp_path / "result.json"
+    code, _ = run_cli(["calibrate", "--base", str(smollm2_dir), "--heads", str(tmp_path / "none"),
+                       "--device", "cpu", "--result", str(result)], capsys)
+    assert code == 2 and "does not exist" in error_of(result)
+    code, _ = run_cli(["train-heads", "--base", str(tmp_path), "--output", str(tmp_path / "h"),
+                       "--device", "cpu", "--result", str(result)], capsys)
+    assert code == 2 and "config.json" in error_of(result)
+    code, _ = run_cli(["convert-gguf", "--gguf", str(tmp_path / "missing.gguf"), "--output", str(tmp_path / "m"),
+                       "--result", str(result)], capsys)
+    assert code == 2 and "does not exist" in error_of(result)
+
+
+def test_convert_gguf_reuses_the_cached_folder(smollm2_dir, capsys):
+    code, out = run_cli(["convert-gguf"], capsys)
+    assert code == 0 and out.out.strip() == str(smollm2_dir)
+    config = json.loads((smollm2_dir / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config

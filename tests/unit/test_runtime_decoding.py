@@ -1,0 +1,131 @@
+"""Tree decoding on a tiny random Llama (CPU): Medusa greedy must reproduce base greedy exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medusa_builder.errors import UserError
+from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
+from medusa_builder.runtime.heads import MedusaHeads
+from medusa_builder.runtime.model import LlamaConfig, LlamaModel
+from medusa_builder.tree import PRESETS
+
+HIDDEN, VOCAB = 64, 97
+
+
+def tiny_model(seed: int = 0, layers: int = 2) -> LlamaModel:
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=128, num_layers=layers, num_heads=4,
+                      num_kv_heads=2, head_dim=16, rms_norm_eps=1e-5, rope_theta=10000.0, max_positions=2048,
+                      tie_word_embeddings=True, attention_bias=False)
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {"model.embed_tokens.weight": torch.randn(VOCAB, HIDDEN, generator=gen),
+               "model.norm.weight": torch.ones(HIDDEN)}
+    shapes = {"self_attn.q_proj": (64, 64), "self_attn.k_proj": (32, 64), "self_attn.v_proj": (32, 64),
+              "self_attn.o_proj": (64, 64), "mlp.gate_proj": (128, 64), "mlp.up_proj": (128, 64),
+              "mlp.down_proj": (64, 128)}
+    for i in range(layers):
+        for name, shape in shapes.items():
+            tensors[f"model.layers.{i}.{name}.weight"] = torch.randn(*shape, generator=gen) * 0.15
+        tensors[f"model.layers.{i}.input_layernorm.weight"] = torch.ones(HIDDEN)
+        tensors[f"model.layers.{i}.post_attention_layernorm.weight"] = torch.ones(HIDDEN)
+    return LlamaModel(cfg, tensors, torch.float32, torch.device("cpu"))
+
+
+def random_heads(num_heads: int, seed: int = 1, scale: float = 0.3) -> MedusaHeads:
+    heads = MedusaHeads(num_heads, 1, HIDDEN, VOCAB, output_layer=False)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        heads.res_weight.copy_(torch.randn(heads.res_weight.shape, generator=gen) * scale)
+    return heads
+
+
+@pytest.fixture(scope="module")
+def model() -> LlamaModel:
+    return tiny_model()
+
+
+def test_tree_buffers_describe_ancestors_and_paths():
+    tb = build_tree_buffers([[1], [0], [0, 0], [0, 1]], torch.device("cpu"))
+    # Nodes sorted by depth then path: root, [0], [1], [0, 0], [0, 1].
+    assert tb.size == 5 and tb.depth == 2 and tb.topk == 2
+    assert tb.depths.tolist() == [0, 1, 1, 2, 2]
+    assert tb.attend[3].tolist() == [True, True, False, True, False]  # [0, 0] sees root, [0], itself
+    assert tb.attend[2].tolist() == [True, False, True, False, False]
+    paths = {tuple(p[v].tolist()) for p, v in zip(tb.paths, tb.path_valid)}
+    assert paths == {(0, 2), (0, 1, 3), (0, 1, 4)}
+    # Candidate k of node [0, 1] is head 2's rank-1 token: flat index 1 * topk + 1.
+    assert tb.candidate_index.tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("tree", [
+    [[0]],
+    [[0], [1], [0, 0], [0, 1], [0, 0, 0]],
+    [p for p in PRESETS["mc_sim_7b_63"] if len(p) <= 3],
+])
+def test_medusa_output_equals_base_greedy(model, tree):
+    base = MedusaDecoder(model)
+    medusa = MedusaDecoder(model, random_heads(3), tree)
+    for seed in range(6):
+        prompt = torch.randint(0, VOCAB, (5 + 3 * seed,), generator=torch.Generator().manual_seed(seed)).tolist()
+        expected = base.generate(prompt, 40)
+        got = medusa.generate(prompt, 40)
+        assert got.tokens == expected.tokens
+        depth = max(len(p) for p in tree)
+        assert all(0 <= a <= depth for a in got.accepted_per_step)
+        assert len(got.accepted_per_step) == got.steps
+        assert got.steps <= expected.steps
+
+
+def test_predictable_text_is_accepted_in_full():
+    """When the base always predicts the same token, zero-initialised heads (which predict what
+    the base predicts) are always right, so every step accepts the whole chain."""
+    model = tiny_model(seed=3, layers=1)
+    direction = torch.randn(HIDDEN, generator=torch.Generator().manual_seed(4))
+    model.embed[:] = direction  # every token embeds alike
+    for layer in model.layers:
+        layer["o"].zero_()
+        layer["down"].zero_()
+    model.lm_head = torch.randn(VOCAB, HIDDEN, generator=torch.Generator().manual_seed(5)) * 0.01
+    model.lm_head[5] = direction
+    heads = MedusaHeads(3, 1, HIDDEN, VOCAB, output_layer=False)
+    out = MedusaDecoder(model, heads, [[0], [0, 0], [0, 0, 0], [1]]).generate([1, 2, 3], 30)
+    assert out.tokens == MedusaDecoder(model).generate([1, 2, 3], 30).tokens == [5] * 30
+    assert out.accepted_per_step[:-1] == [3] * (len(out.accepted_per_step) - 1)
+    assert out.tokens_per_step > 3.5
+
+
+def test_kv_cache_is_compacted_to_the_accepted_path(model):
+    prompt = list(range(10, 22))
+    base, medusa = MedusaDecoder(model), MedusaDecoder(model, random_heads(3), [[0], [1], [0, 0], [1, 0], [0, 0, 0]])
+    out_base, out_medusa = base.generate(prompt, 30), medusa.generate(prompt, 30)
+    assert out_base.tokens == out_medusa.tokens
+    (session_base,), (session_medusa,) = base._sessions.values(), medusa._sessions.values()
+    fed = len(prompt) + len(out_base.tokens) - 1  # every emitted token but the last was fed back
+    torch.testing.assert_close(session_medusa.cache.k[..., :fed, :], session_base.cache.k[..., :fed, :],
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(session_medusa.cache.v[..., :fed, :], session_base.cache.v[..., :fed, :],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_stops_at_end_token_and_length(model):
+    base = MedusaDecoder(model)
+    free = base.generate([4, 5, 6], 25)
+    stop = free.tokens[7]
+    cut = MedusaDecoder(model, random_heads(2), [[0], [0, 0], [1]]).generate([4, 5, 6], 25, eos_ids=[stop])
+    assert cut.tokens == free.tokens[: free.tokens.index(stop)]
+    assert len(base.generate([4, 5, 6], 3).tokens) == 3
+
+
+def test_bad_requests_get_clear_errors(model):
+    decoder = MedusaDecoder(model)
+    with pytest.raises(UserError, match="prompt is empty"):
+        decoder.generate([], 5)
+    with pytest.raises(UserError, match="max_tokens must be at least 1"):
+        decoder.generate([1], 0)
+    with pytest.raises(UserError, match="exceed the model's 2048 positions"):
+        decoder.generate([1] * 2000, 100)
+    with pytest.raises(UserError, match="3 levels deep but the heads number 2"):
+        MedusaDecoder(model, random_heads(2), [[0], [0, 0], [0, 0, 0]])
+    with pytest.raises(UserError, match="needs a tree"):
+        MedusaDecoder(model, random_heads(2), [])

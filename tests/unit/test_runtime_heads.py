@@ -1,0 +1,79 @@
+"""Medusa heads: the published checkpoint layouts round-trip through save/load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from medusa_builder.errors import UserError
+from medusa_builder.runtime.calibrate import expected_accepted_tokens
+from medusa_builder.runtime.heads import MedusaHeads, load_heads, save_heads
+
+
+def filled_heads(output_layer: bool, num_heads: int = 3, layers: int = 2) -> MedusaHeads:
+    heads = MedusaHeads(num_heads, layers, 8, 11, output_layer)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.copy_(torch.randn(p.shape))
+    return heads
+
+
+@pytest.mark.parametrize("output_layer", [False, True])
+def test_save_and_load_round_trip(tmp_path, output_layer):
+    heads = filled_heads(output_layer)
+    save_heads(heads, tmp_path, base_model="base")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["medusa_num_heads"] == 3 and config["medusa_num_layers"] == 2
+    assert ("version" in config) is (not output_layer)
+    loaded = load_heads(tmp_path, vocab_size=11)
+    assert loaded.num_heads == 3 and loaded.num_layers == 2 and loaded.has_output_layer is output_layer
+    hidden, lm_head = torch.randn(4, 8), torch.randn(11, 8)
+    torch.testing.assert_close(loaded(hidden, lm_head), heads(hidden, lm_head))
+
+
+def test_published_tensor_names(tmp_path):
+    save_heads(filled_heads(True, num_heads=2, layers=1), tmp_path, base_model="base")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "medusa_lm_head.safetensors"), "pt") as fh:
+        names = set(fh.keys())
+    assert names == {"0.0.linear.weight", "0.0.linear.bias", "0.1.weight",
+                     "1.0.linear.weight", "1.0.linear.bias", "1.1.weight"}
+
+
+def test_modelopt_prefix_and_pt_files_load(tmp_path):
+    heads = filled_heads(False, num_heads=2, layers=1)
+    tensors = {f"medusa_heads.{k}": v for k, v in heads.state_dict_published().items()}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    loaded = load_heads(tmp_path, vocab_size=11)
+    assert loaded.num_heads == 2
+    torch.testing.assert_close(loaded.res_weight, heads.res_weight)
+    pt_dir = tmp_path / "pt"
+    pt_dir.mkdir()
+    torch.save(heads.state_dict_published(), pt_dir / "medusa_lm_head.pt")
+    torch.testing.assert_close(load_heads(pt_dir, vocab_size=11).res_bias, heads.res_bias)
+
+
+def test_residual_block_is_x_plus_silu(tmp_path):
+    heads = filled_heads(False, num_heads=1, layers=1)
+    x, lm_head = torch.randn(2, 8), torch.randn(11, 8)
+    w, b = heads.res_weight[0, 0], heads.res_bias[0, 0]
+    expected = (x + torch.nn.functional.silu(x @ w.T + b)) @ lm_head.T
+    torch.testing.assert_close(heads(x, lm_head)[0], expected)
+
+
+def test_missing_heads_folder_is_a_user_error(tmp_path):
+    with pytest.raises(UserError):
+        load_heads(tmp_path / "missing", vocab_size=11)
+    with pytest.raises(UserError):
+        MedusaHeads.from_published({"something.else": torch.zeros(1)})
+
+
+def test_expected_accepted_tokens_multiplies_accuracies_along_paths():
+    accuracy = [[0.5, 0.2], [0.4, 0.1]]
+    # 1 + P([0]) + P([1]) + P([0, 0]) + P([0, 1])
+    assert expected_accepted_tokens([[0], [1], [0, 0], [0, 1]], accuracy) == pytest.approx(
+        1 + 0.5 + 0.2 + 0.5 * 0.4 + 0.5 * 0.1)
