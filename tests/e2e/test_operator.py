@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from lightkube import Client
-from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
@@ -24,7 +23,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 
-from fixtures.cluster import wait_for
+from fixtures.cluster import exists, wait_for
 from jobscript import Outcome
 from localcluster import LocalCluster
 from medusa_operator.controller.kube import MedusaModelResource
@@ -77,16 +76,6 @@ def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def job_names(kube: Client, namespace: str) -> list[str]:
     return sorted(j.metadata.name for j in kube.list(Job, namespace=namespace))
-
-
-def exists(kube: Client, resource: type, name: str, namespace: str) -> bool:
-    try:
-        kube.get(resource, name, namespace=namespace)
-        return True
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return False
-        raise
 
 
 def test_happy_path_to_serving_fills_every_status_field(local_cluster, kube, namespace, operator, scripter):

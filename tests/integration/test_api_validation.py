@@ -167,3 +167,16 @@ def test_kubectl_explain_describes_the_tree(local_cluster: LocalCluster, medusa_
     assert "preset" in out and "choices" in out
     out = local_cluster.kubectl("explain", "medusamodel.spec.medusa.tree.choices").stdout
     assert "prefix-closed" in out
+
+
+def test_cpu_only_needs_the_reference_backend(local_cluster: LocalCluster, ns: str) -> None:
+    obj = _with("engine.gpu", {"count": 0})
+    assert "engine.gpu.count 0 (CPU only) needs backend: reference" in _refused(local_cluster, ns, obj)
+    obj["spec"]["engine"]["backend"] = "reference"
+    proc = _apply(local_cluster, ns, obj)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_unknown_dataset_uri_scheme(local_cluster: LocalCluster, ns: str) -> None:
+    err = _refused(local_cluster, ns, _with("validation.accuracy.datasetUri", "http://evals.example/mmlu"))
+    assert 'unsupported URI "http://evals.example/mmlu"' in err

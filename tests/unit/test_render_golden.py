@@ -109,3 +109,13 @@ def test_every_rendered_builder_command_parses(example: str) -> None:
     for container in builder_calls:
         args = parser.parse_args(container["args"])
         assert callable(args.func)
+
+
+def test_cpu_only_reference_model_requests_no_gpus() -> None:
+    ctx = _context("smollm2-reference.yaml")
+    cpu = RenderContext(ctx.model, ctx.spec.model_copy(update={"engine": ctx.spec.engine.model_copy(
+        update={"gpu": ctx.spec.engine.gpu.model_copy(update={"count": 0})})}), CONFIG)
+    rev = revision_of(cpu.spec, cpu.builder_image, cpu.serving_image)
+    for manifest in (jobs.build_job(cpu, rev, "k"), serving.deployment(cpu, rev, "s3://r")):
+        for container in manifest["spec"]["template"]["spec"]["containers"]:
+            assert "nvidia.com/gpu" not in container["resources"].get("limits", {})

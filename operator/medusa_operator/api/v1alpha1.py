@@ -161,7 +161,10 @@ class MedusaHeadsSource(ApiModel):
 
 
 class GpuSpec(ApiModel):
-    count: int = Field(default=1, ge=1, le=8, description="GPUs per serving pod and per build Job.")
+    count: int = Field(
+        default=1, ge=0, le=8,
+        description="GPUs per serving pod and per build Job; 0 runs the reference backend on CPUs only.",
+    )
     product: str | None = Field(
         default=None, max_length=128,
         description=(
@@ -175,8 +178,11 @@ class EngineSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={"x-kubernetes-validations": [
             cel("!has(self.gpu) || !has(self.gpu.count) || !has(self.tensorParallelSize) || "
-                "self.gpu.count >= self.tensorParallelSize",
+                "self.gpu.count == 0 || self.gpu.count >= self.tensorParallelSize",
                 "engine.gpu.count must be at least engine.tensorParallelSize: each rank needs its own GPU"),
+            cel("!has(self.gpu) || !has(self.gpu.count) || self.gpu.count > 0 || "
+                "(has(self.backend) && self.backend == 'reference')",
+                "engine.gpu.count 0 (CPU only) needs backend: reference; TensorRT-LLM engines need GPUs"),
             cel("!has(self.quantization) || self.quantization == 'none' || !has(self.backend) || "
                 "self.backend == 'tensorrt-llm'",
                 "quantization fp8 needs backend tensorrt-llm; the reference backend serves float16/bfloat16 only"),
@@ -219,13 +225,14 @@ class ArtifactsSpec(ApiModel):
 
 
 class AccuracySpec(ApiModel):
-    dataset_uri: str | None = Field(
-        default=None, max_length=2048,
+    dataset_uri: Annotated[str, Field(
+        max_length=2048,
+        json_schema_extra={"x-kubernetes-validations": [uri_rule(SOURCE_URI_SCHEMES, "s3://evals/mmlu/")]},
         description=(
             "Multiple-choice questions in the MMLU layout (dev/ and test/ CSVs per subject) or the Hugging "
             "Face parquet layout. Without it, accuracy is not gated."
         ),
-    )
+    )] | None = None
     subjects: list[Annotated[str, Field(max_length=128)]] = Field(
         default_factory=list, max_length=64, description="MMLU subjects to evaluate; empty means all in the dataset.",
     )
@@ -247,9 +254,10 @@ class ThroughputSpec(ApiModel):
         default_factory=lambda: [1], max_length=16, description="Concurrent requests levels to measure.",
     )
     max_tokens: int = Field(default=256, ge=1, le=65536, description="Tokens generated per throughput request.")
-    prompts_uri: str | None = Field(
-        default=None, max_length=2048, description="Prompts grouped by topic; defaults to the builder's own set.",
-    )
+    prompts_uri: Annotated[str, Field(
+        max_length=2048, description="Prompts grouped by topic; defaults to the builder's own set.",
+        json_schema_extra={"x-kubernetes-validations": [uri_rule(SOURCE_URI_SCHEMES, "s3://evals/prompts/")]},
+    )] | None = None
 
 
 class ValidationSpec(ApiModel):

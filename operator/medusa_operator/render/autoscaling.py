@@ -22,6 +22,10 @@ BEHAVIOR = {
 RECORDING_RULE = "medusa:tokens_per_second:rate1m"
 
 
+def _target(ctx: RenderContext, revision: str) -> dict[str, str]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": names.deployment_name(ctx.model.name, revision)}
+
+
 def autoscaling_enabled(ctx: RenderContext) -> bool:
     return ctx.spec.serving.autoscaling.target_tokens_per_second_per_replica is not None
 
@@ -33,8 +37,7 @@ def horizontal_pod_autoscaler(ctx: RenderContext, revision: str) -> dict[str, An
         "kind": "HorizontalPodAutoscaler",
         "metadata": ctx.metadata(names.autoscaler_name(ctx.model.name), {names.LABEL_REVISION: revision}),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                               "name": names.deployment_name(ctx.model.name, revision)},
+            "scaleTargetRef": _target(ctx, revision),
             "minReplicas": max(auto.min_replicas, 1),
             "maxReplicas": auto.max_replicas,
             "metrics": [{"type": "Pods", "pods": {
@@ -56,8 +59,7 @@ def scaled_object(ctx: RenderContext, revision: str) -> dict[str, Any]:
         "kind": "ScaledObject",
         "metadata": ctx.metadata(names.autoscaler_name(ctx.model.name), {names.LABEL_REVISION: revision}),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                               "name": names.deployment_name(ctx.model.name, revision)},
+            "scaleTargetRef": _target(ctx, revision),
             "minReplicaCount": auto.min_replicas,
             "maxReplicaCount": auto.max_replicas,
             "pollingInterval": 15,

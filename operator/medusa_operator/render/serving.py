@@ -22,7 +22,7 @@ def _resources(ctx: RenderContext) -> dict[str, Any]:
     limits = {k: str(v) for k, v in (user.limits or {}).items()}
     requests = {k: str(v) for k, v in (user.requests or {}).items()}
     gpus = ctx.spec.engine.gpu.count
-    if ctx.spec.engine.backend == "tensorrt-llm" or ctx.spec.engine.gpu.product:
+    if gpus:
         limits["nvidia.com/gpu"] = str(gpus)
     out: dict[str, Any] = {}
     if limits:
