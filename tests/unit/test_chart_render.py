@@ -300,3 +300,14 @@ def run_promtool_tests(promtool: str, tmp_path: Path, tests: dict) -> None:
     test_file.write_text(yaml.safe_dump(tests))
     proc = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("sets", [(), ("watchMode=namespaced", "watchNamespaces={models,staging}"),
+                                  ("replicaCount=1", "leaderElection.enabled=false")])
+def test_the_operator_accepts_the_arguments_the_chart_gives_it(helm: str, sets: tuple[str, ...]) -> None:
+    from medusa_operator.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(operator_container(render(helm, *sets))["args"])
+    config = config_from_args(args)
+    assert config.leader_elect == ("leaderElection.enabled=false" not in sets)
+    assert config.all_namespaces == ("watchMode=namespaced" not in sets)
