@@ -8,7 +8,7 @@ the numbers.
     python benchmarks/medusa_speed.py --base MODEL_DIR --heads HEADS_DIR --calibrate 32 --calibrate 64
     python benchmarks/medusa_speed.py --base MODEL_DIR --heads HEADS_DIR --tree '[[0], [0, 0], [1]]'
 
-Base greedy decoding runs once per prompt; each tree then runs over the same prompts.
+For each tree, base and Medusa decoding alternate prompt by prompt.
 """
 
 from __future__ import annotations
@@ -37,8 +37,14 @@ def device_name(device: torch.device) -> str:
     return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def measure(decoder: MedusaDecoder, prompts: list[list[int]], max_new_tokens: int, eos: list[int]) -> list:
-    return [decoder.generate(ids, max_new_tokens, eos) for ids in prompts]
+def measure_pairs(base: MedusaDecoder, medusa: MedusaDecoder, prompts: list[list[int]], max_new_tokens: int,
+                  eos: list[int]) -> tuple[list, list]:
+    """Base then Medusa on each prompt in turn, so a change in machine load hits both alike."""
+    base_runs, medusa_runs = [], []
+    for ids in prompts:
+        base_runs.append(base.generate(ids, max_new_tokens, eos))
+        medusa_runs.append(medusa.generate(ids, max_new_tokens, eos))
+    return base_runs, medusa_runs
 
 
 def summarise(base: list, medusa: list) -> dict:
@@ -104,13 +110,12 @@ def main(argv: list[str] | None = None) -> int:
 
     base = MedusaDecoder(model, compile_step=args.compile)
     base.generate(prompts[0], args.max_new_tokens, eos)  # warm-up: allocation, graph capture
-    base_runs = measure(base, prompts, args.max_new_tokens, eos)
     rows = []
     for choices, expected in trees:
         choices = normalise_tree(choices, heads.num_heads)
         medusa = MedusaDecoder(model, heads, choices, compile_step=args.compile)
         medusa.generate(prompts[0], args.max_new_tokens, eos)
-        row = summarise(base_runs, measure(medusa, prompts, args.max_new_tokens, eos))
+        row = summarise(*measure_pairs(base, medusa, prompts, args.max_new_tokens, eos))
         row.update({"treeNodes": len(choices), "treeDepth": max(len(p) for p in choices),
                     "expectedAcceptedTokens": expected, "tree": choices})
         rows.append(row)

@@ -129,3 +129,24 @@ def test_bad_requests_get_clear_errors(model):
         MedusaDecoder(model, random_heads(2), [[0], [0, 0], [0, 0, 0]])
     with pytest.raises(UserError, match="needs a tree"):
         MedusaDecoder(model, random_heads(2), [])
+
+
+def test_batched_distillation_answers_match_single_decoding(model):
+    from medusa_builder.runtime.train import batched_greedy
+
+    prompts = [[3, 4, 5], [7, 8, 9, 10, 11, 12], [1]]
+    single = MedusaDecoder(model)
+    stop = single.generate(prompts[1], 20).tokens[4]
+    answers = batched_greedy(model, prompts, 20, {stop})
+    for prompt, answer in zip(prompts, answers):
+        assert answer == single.generate(prompt, 20, [stop]).tokens
+
+
+def test_answer_styles_multiply_the_prompt_set():
+    from medusa_builder.runtime.prompts import with_answer_styles
+
+    styled = with_answer_styles(["Why is the sky blue?", "Name a colour."], 3)
+    assert len(styled) == 6 and styled[:2] == ["Why is the sky blue?", "Name a colour."]
+    assert len(set(styled)) == 6
+    with pytest.raises(UserError, match="between 1 and 4"):
+        with_answer_styles(["x"], 9)

@@ -12,6 +12,10 @@ from pathlib import Path
 from ..errors import UserError
 
 CALIBRATION_EVERY = 10
+# Instructions put in front of every prompt to get differently shaped answers from the same set:
+# more varied distillation text without more prompts.
+ANSWER_STYLES = ("", "Answer in one or two sentences. ", "Answer in detail, with an example. ",
+                 "Answer as a short numbered list. ")
 
 
 def packaged_prompts() -> list[str]:
@@ -36,3 +40,10 @@ def read_prompt_file(path: str | Path) -> list[str]:
     if not prompts:
         raise UserError(f"prompt file {path} holds no prompts (one per line)")
     return prompts
+
+
+def with_answer_styles(prompts: list[str], styles: int) -> list[str]:
+    """Each prompt once per answer style (the first style is the prompt itself)."""
+    if not 1 <= styles <= len(ANSWER_STYLES):
+        raise UserError(f"answer styles must be between 1 and {len(ANSWER_STYLES)}, got {styles}")
+    return [style + prompt for style in ANSWER_STYLES[:styles] for prompt in prompts]
