@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -59,6 +60,43 @@ def load_prompts() -> list[str]:
     return [p for prompts in json.loads(PROMPTS.read_text()).values() for p in prompts]
 
 
+def server_counters(metrics_url: str | None, model: str) -> dict[str, float]:
+    """Triton's cumulative request counters for ``model`` (empty without a metrics URL)."""
+    if not metrics_url:
+        return {}
+    import urllib.request
+
+    wanted = ("nv_inference_request_success", "nv_inference_request_duration_us",
+              "nv_inference_compute_infer_duration_us")
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    counters = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in wanted and f'model="{model}"' in rest:
+            counters[name] = float(line.rsplit(" ", 1)[1])
+    return counters
+
+
+def measured(run, metrics_url: str | None, model: str) -> dict:
+    """Run one tool; add its CPU seconds (client side) and the server's own view of the requests."""
+    before_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = server_counters(metrics_url, model)
+    result = run()
+    after = server_counters(metrics_url, model)
+    after_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["clientCpuSeconds"] = (after_cpu.ru_utime - before_cpu.ru_utime) + (after_cpu.ru_stime - before_cpu.ru_stime)
+    if before and after:
+        count = after["nv_inference_request_success"] - before["nv_inference_request_success"]
+        duration = after["nv_inference_request_duration_us"] - before["nv_inference_request_duration_us"]
+        compute = after["nv_inference_compute_infer_duration_us"] - before["nv_inference_compute_infer_duration_us"]
+        # Warm-up requests are in these deltas too.
+        result["serverRequests"] = int(count)
+        result["serverMeanLatencySeconds"] = duration / count / 1e6 if count else None
+        result["serverMeanComputeSeconds"] = compute / count / 1e6 if count else None
+    return result
+
+
 def run_ours(url: str, model: str, tokenizer: str, prompts: list[str], args, work: Path) -> dict:
     """One `medusa-builder validate` throughput run; numbers come from its JSON report."""
     prompts_file = work / "prompts-ours.json"
@@ -73,8 +111,10 @@ def run_ours(url: str, model: str, tokenizer: str, prompts: list[str], args, wor
     if proc.returncode != 0:
         raise SystemExit(f"validate failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     level = json.loads(report.read_text())["throughput"]["levels"][0]
-    return {"tokensPerSecond": level["candidate"]["tokensPerSecond"], "requests": level["candidate"]["requests"],
-            "outputTokens": level["candidate"]["outputTokens"], "seconds": level["candidate"]["durationSeconds"]}
+    topic = level["perTopic"][0]["candidate"]
+    return {"tokensPerSecond": topic["tokensPerSecond"], "requests": topic["requests"],
+            "outputTokens": topic["outputTokens"], "seconds": topic["durationSeconds"],
+            "meanLatencySeconds": topic["latencySeconds"]["mean"]}
 
 
 def run_aiperf(binary: Path, url: str, model: str, tokenizer: str, prompts: list[str], args, work: Path,
@@ -83,7 +123,9 @@ def run_aiperf(binary: Path, url: str, model: str, tokenizer: str, prompts: list
     dataset = work / "prompts-aiperf.jsonl"
     dataset.write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts))
     artifacts = work / f"aiperf-{round_index}"
-    template = '{"text_input": {{ text|tojson }}, "max_tokens": %d}' % args.max_tokens
+    # aiperf splits --extra-inputs values on commas, so the JSON template goes in a file.
+    template = work / "payload.json.j2"
+    template.write_text('{"text_input": {{ text|tojson }}, "max_tokens": %d}' % args.max_tokens)
     command = [str(binary), "profile", "--model", model, "--url", url, "--endpoint-type", "template",
                "--custom-endpoint", f"/v2/models/{model}/generate",
                "--extra-inputs", f"payload_template:{template}", "--extra-inputs", "response_field:text_output",
@@ -91,7 +133,9 @@ def run_aiperf(binary: Path, url: str, model: str, tokenizer: str, prompts: list
                "--dataset-sampling-strategy", "sequential", "--tokenizer", tokenizer,
                "--concurrency", str(args.concurrency), "--request-count", str(args.requests),
                "--warmup-request-count", str(args.warmup), "--random-seed", "0",
-               "--output-artifact-dir", str(artifacts), "--ui-type", "none"]
+               "--output-artifact-dir", str(artifacts), "--ui-type", "none",
+               # The fewest helper processes: on a small CPU host they compete with the server.
+               "--workers-max", "1", "--record-processors", "1"]
     proc = subprocess.run(command, capture_output=True, text=True, cwd=work)
     exports = sorted(artifacts.rglob("profile_export_aiperf.json"))
     if proc.returncode != 0 or not exports:
@@ -100,15 +144,30 @@ def run_aiperf(binary: Path, url: str, model: str, tokenizer: str, prompts: list
     osl = doc["output_sequence_length"]["avg"]
     requests = int(doc["request_count"]["avg"])
     return {"tokensPerSecond": doc["output_token_throughput"]["avg"], "requests": requests,
-            "outputTokens": round(osl * requests), "seconds": doc.get("benchmark_duration", {}).get("avg")}
+            "outputTokens": round(osl * requests), "seconds": doc["benchmark_duration"]["avg"],
+            "meanLatencySeconds": doc["request_latency"]["avg"] / 1000}
 
 
-def compare(ours: list[dict], peer: list[dict]) -> dict:
+def busy_share(run: dict, concurrency: int) -> float:
+    """How much of the measured window the tool kept ``concurrency`` requests in flight: requests x
+    mean latency / (concurrency x window). Near 1 means no client overhead between requests."""
+    return run["requests"] * run["meanLatencySeconds"] / (concurrency * run["seconds"])
+
+
+def compare(ours: list[dict], peer: list[dict], concurrency: int) -> dict:
+    """Tokens/s of both tools, and the same load's server speed (mean latency) to tell a measuring
+    difference (busy share, token counts) from the server being slower in one tool's turn."""
     ours_tps = statistics.fmean(r["tokensPerSecond"] for r in ours)
     peer_tps = statistics.fmean(r["tokensPerSecond"] for r in peer)
     difference = (ours_tps - peer_tps) / peer_tps
+    for run in ours + peer:
+        run["busyShare"] = busy_share(run, concurrency)
     return {"oursTokensPerSecond": ours_tps, "aiperfTokensPerSecond": peer_tps, "relativeDifference": difference,
             "withinTolerance": abs(difference) <= AGREEMENT,
+            "oursClientCpuSeconds": statistics.fmean(r["clientCpuSeconds"] for r in ours),
+            "aiperfClientCpuSeconds": statistics.fmean(r["clientCpuSeconds"] for r in peer),
+            "oursMeanLatencySeconds": statistics.fmean(r["meanLatencySeconds"] for r in ours),
+            "aiperfMeanLatencySeconds": statistics.fmean(r["meanLatencySeconds"] for r in peer),
             "oursOutputTokens": [r["outputTokens"] for r in ours],
             "aiperfOutputTokens": [r["outputTokens"] for r in peer],
             "oursRounds": ours, "aiperfRounds": peer}
@@ -117,6 +176,7 @@ def compare(ours: list[dict], peer: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running Triton server (default: start the reference one with SmolLM2)")
+    parser.add_argument("--metrics-url", help="the server's metrics URL, for its own view of the requests")
     parser.add_argument("--model", default="ensemble")
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the SmolLM2 test model)")
     parser.add_argument("--concurrency", type=int, default=1)
@@ -134,7 +194,7 @@ def main() -> None:
     prompts = load_prompts()
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        url, tokenizer = args.url, args.tokenizer
+        url, tokenizer, metrics_url = args.url, args.tokenizer, args.metrics_url
         if not url or not tokenizer:
             from medusa_builder.runtime.smollm2 import cached_model_dir
 
@@ -148,17 +208,19 @@ def main() -> None:
             repository = work / "repository"
             write_reference_repository(repository, base_dir=model_dir, device="cpu")
             server = stack.enter_context(start_tritonserver(repository))
-            url = server.http_url
+            url, metrics_url = server.http_url, server.metrics_url
         ours, peer = [], []
         for index in range(args.rounds):
-            ours.append(run_ours(url, args.model, tokenizer, prompts, args, work))
+            ours.append(measured(lambda: run_ours(url, args.model, tokenizer, prompts, args, work), metrics_url,
+                                 args.model))
             print(f"round {index + 1}: ours {ours[-1]['tokensPerSecond']:.2f} tokens/s", file=sys.stderr)
-            peer.append(run_aiperf(binary, url, args.model, tokenizer, prompts, args, work, index))
+            peer.append(measured(lambda: run_aiperf(binary, url, args.model, tokenizer, prompts, args, work, index),
+                                 metrics_url, args.model))
             print(f"round {index + 1}: aiperf {peer[-1]['tokensPerSecond']:.2f} tokens/s", file=sys.stderr)
     result = {"settings": {"concurrency": args.concurrency, "maxTokens": args.max_tokens, "requests": args.requests,
                            "warmup": args.warmup, "rounds": args.rounds, "prompts": len(prompts),
                            "aiperf": AIPERF_VERSION},
-              **compare(ours, peer)}
+              **compare(ours, peer, args.concurrency)}
     text = json.dumps(result, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n")
