@@ -128,6 +128,12 @@ def test_bad_prompt_files_are_user_errors(tmp_path, name, content, fragment):
         load_topic_prompts(tmp_path / name)
 
 
+def test_the_built_in_prompt_set_covers_several_topics():
+    topics = load_topic_prompts(None)
+    assert len(topics) >= 5 and all(len(prompts) >= 3 for prompts in topics.values())
+    assert load_topic_prompts(None, ["coding"]) == {"coding": topics["coding"]}
+
+
 def test_unknown_topic_is_a_user_error():
     with pytest.raises(UserError, match="cooking have no prompts"):
         load_topic_prompts(DATA / "prompts.json", ["cooking"])

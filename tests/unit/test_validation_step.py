@@ -26,10 +26,11 @@ def run_validate(tmp_path, *argv) -> tuple[int, dict]:
 
 @pytest.mark.parametrize("argv, fragment", [
     ([], "nothing to measure"),
+    (["--tokenizer", "nowhere/tokenizer"], "does not exist"),
     (["--dataset-uri", "DATA", "--min-score", "1.5"], "--min-score must be between 0 and 1"),
     (["--dataset-uri", "DATA", "--max-drop-vs-base", "0.01"], "--max-drop-vs-base needs --baseline"),
-    (["--dataset-uri", "DATA", "--min-speedup", "1.5"], "--min-speedup needs --baseline and --prompts-uri"),
-    (["--prompts-uri", "PROMPTS"], "needs --tokenizer"),
+    (["--dataset-uri", "DATA", "--min-speedup", "1.5"], "--min-speedup needs --baseline and --tokenizer"),
+    (["--dataset-uri", "DATA", "--prompts-uri", "PROMPTS"], "--prompts-uri needs --tokenizer"),
     (["--dataset-uri", "DATA", "--shots", "-1"], "--shots must be at least 0"),
     (["--dataset-uri", "DATA", "--subjects", "astronomy"], "astronomy not found"),
     (["--dataset-uri", "DATA", "--shots", "9"], "9 shots were asked"),

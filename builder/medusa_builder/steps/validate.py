@@ -91,9 +91,11 @@ def register(subparsers) -> None:
                      help="largest allowed baseline accuracy minus candidate accuracy (0-1)")
 
     thr = parser.add_argument_group("throughput")
-    thr.add_argument("--prompts-uri", metavar="URI", help="throughput prompts per topic (JSON, JSONL or *.txt)")
+    thr.add_argument("--prompts-uri", metavar="URI",
+                     help="throughput prompts per topic (JSON, JSONL or *.txt; default: a built-in set)")
     thr.add_argument("--topics", type=_name_list, default=[], metavar="A,B", help="default: every topic")
-    thr.add_argument("--tokenizer", metavar="DIR", help="the model's tokenizer folder (or URI), to count tokens")
+    thr.add_argument("--tokenizer", metavar="DIR",
+                     help="the model's tokenizer folder (or URI), to count tokens; throughput is measured with it")
     thr.add_argument("--concurrency", type=_int_list, default=[1], metavar="1,4",
                      help="requests in flight per level; the first level gives the headline numbers")
     thr.add_argument("--max-tokens", type=int, default=256, metavar="N", help="output tokens per request")
@@ -116,8 +118,8 @@ def register(subparsers) -> None:
 def check_arguments(args: argparse.Namespace) -> Thresholds:
     """Refuse contradictory or incomplete settings before anything is contacted."""
     thresholds = Thresholds(args.min_score, args.max_drop_vs_base, args.min_speedup)
-    if not args.dataset_uri and not args.prompts_uri:
-        raise UserError("nothing to measure: give --dataset-uri (accuracy), --prompts-uri (throughput) or both")
+    if not args.dataset_uri and not args.tokenizer:
+        raise UserError("nothing to measure: give --dataset-uri (accuracy), --tokenizer (throughput) or both")
     for name in ("min_score", "max_drop_vs_base"):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= 1:
@@ -137,8 +139,8 @@ def check_arguments(args: argparse.Namespace) -> Thresholds:
         raise UserError("--min-score and --max-drop-vs-base need --dataset-uri")
     if args.max_drop_vs_base is not None and not args.baseline:
         raise UserError("--max-drop-vs-base needs --baseline")
-    if args.min_speedup is not None and not (args.baseline and args.prompts_uri):
-        raise UserError("--min-speedup needs --baseline and --prompts-uri")
+    if args.min_speedup is not None and not (args.baseline and args.tokenizer):
+        raise UserError("--min-speedup needs --baseline and --tokenizer")
     for flag, uri in (("--report-uri", args.report_uri), ("--chart", args.chart)):
         if uri:
             loc = storage.parse_uri(uri)
@@ -148,7 +150,7 @@ def check_arguments(args: argparse.Namespace) -> Thresholds:
             if not os.path.basename((loc.key if loc.is_object_store else loc.path).rstrip("/")) or uri.endswith("/"):
                 raise UserError(f"{flag} {uri} must name a file, e.g. s3://bucket/validation/report.json")
     if args.prompts_uri and not args.tokenizer:
-        raise UserError("throughput needs --tokenizer (the model folder with tokenizer.json) to count output tokens")
+        raise UserError("--prompts-uri needs --tokenizer (the model folder with tokenizer.json) to count output tokens")
     return thresholds
 
 
@@ -215,8 +217,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                          max_examples=args.max_examples_per_subject or None)
             log.info("accuracy: %d subjects, %d questions, %d shots", len(subject_sets),
                      sum(len(s.test) for s in subject_sets), args.shots)
-        if args.prompts_uri:
-            topics = load_topic_prompts(_local(args.prompts_uri, work, "prompts"), args.topics or None)
+        if args.tokenizer:
+            prompts = _local(args.prompts_uri, work, "prompts") if args.prompts_uri else None
+            topics = load_topic_prompts(prompts, args.topics or None)
             count_tokens = load_token_counter(_local(args.tokenizer, work, "tokenizer"))
             log.info("throughput: %d topics, concurrency %s, %d max tokens", len(topics), args.concurrency,
                      args.max_tokens)

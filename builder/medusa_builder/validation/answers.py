@@ -1,8 +1,9 @@
 """Finding the answer letter in what a model generated after ``Answer:``.
 
 Models answer in many shapes: ``" B"``, ``"(b)"``, ``"B. 42"``, ``"The answer is B."``,
-``"B is the correct answer"``, or the text of the choice itself. Only the first non-empty line is read, so an invented follow-up question
-with its own ``Answer: C`` is never taken for the answer. No letter found means a wrong answer.
+``"B is the correct answer"``, or the text of the choice itself. Only the first non-empty line is
+read, so an invented follow-up question with its own ``Answer: C`` is never taken for the answer.
+No letter found means a wrong answer.
 """
 
 from __future__ import annotations

@@ -268,9 +268,13 @@ def _read_prompt_file(path: Path) -> dict[str, list[str]]:
     return {}
 
 
-def load_topic_prompts(location: str | Path, topics: list[str] | None = None) -> dict[str, list[str]]:
-    """Prompts grouped by topic from a .json/.jsonl file or a folder of such files or <topic>.txt files."""
-    path = Path(location)
+BUILTIN_PROMPTS = Path(__file__).with_name("topic_prompts.json")
+
+
+def load_topic_prompts(location: str | Path | None, topics: list[str] | None = None) -> dict[str, list[str]]:
+    """Prompts grouped by topic from a .json/.jsonl file or a folder of such files or <topic>.txt files;
+    without a location, the built-in set (six topics, three prompts each)."""
+    path = Path(location) if location else BUILTIN_PROMPTS
     if not path.exists():
         raise UserError(f"the prompts location {path} does not exist")
     if path.is_file():

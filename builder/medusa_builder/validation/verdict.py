@@ -49,7 +49,7 @@ def evaluate(thresholds: Thresholds, *, accuracy: float | None, base_accuracy: f
     if thresholds.min_speedup is not None:
         if speedup is None:
             failures.append(failure("minSpeedup", None, thresholds.min_speedup,
-                                    "the speedup was not measured; give --prompts-uri, --tokenizer and --baseline"))
+                                    "the speedup was not measured; give --tokenizer and --baseline"))
         elif speedup + _TOLERANCE < thresholds.min_speedup:
             failures.append(failure("minSpeedup", speedup, thresholds.min_speedup,
                                     f"speedup {speedup:.2f}x is below the required {thresholds.min_speedup:.2f}x"))
