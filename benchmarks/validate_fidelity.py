@@ -16,10 +16,10 @@ serving the reference runtime with SmolLM2-135M-Instruct (the base model, as the
 validation), on the CPU.
 
     python benchmarks/validate_fidelity.py [--url http://HOST:PORT --tokenizer DIR] \
-        [--concurrency 1] [--max-tokens 48] [--requests 12] [--rounds 2] [--output result.json]
+        [--concurrency 1] [--max-tokens 32] [--requests 6] [--rounds 2] [--output result.json]
 
-Measured on the development machine (2 shared CPU cores, no GPU), reference runtime, SmolLM2-135M,
-concurrency 1, 48 output tokens, 12 requests, 2 rounds: see docs/validation.md ("Fidelity").
+Results measured on the development machine, and why the two differ there (aiperf's own CPU use
+slows a CPU-bound server): docs/validation.md, "Fidelity".
 """
 
 from __future__ import annotations
@@ -76,6 +76,16 @@ def server_counters(metrics_url: str | None, model: str) -> dict[str, float]:
         if name in wanted and f'model="{model}"' in rest:
             counters[name] = float(line.rsplit(" ", 1)[1])
     return counters
+
+
+def pin_process_tree(pid: int, cpus: set[int]) -> None:
+    """Bind a process, its threads and its descendants (tritonserver and its Python-backend stub)
+    to ``cpus``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        for child in children:
+            pin_process_tree(int(child), cpus)
 
 
 def measured(run, metrics_url: str | None, model: str) -> dict:
@@ -186,6 +196,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per tool")
     parser.add_argument("--aiperf", help="path to an aiperf executable (default: its own cached venv)")
     parser.add_argument("--output", help="also write the comparison as JSON here")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not split CPUs between the started server and the clients")
     args = parser.parse_args()
     # A terminated run still stops the server it started (the ExitStack below unwinds).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -209,6 +221,13 @@ def main() -> None:
             write_reference_repository(repository, base_dir=model_dir, device="cpu")
             server = stack.enter_context(start_tritonserver(repository))
             url, metrics_url = server.http_url, server.metrics_url
+            cpus = sorted(os.sched_getaffinity(0))
+            if args.pin and len(cpus) >= 2:
+                # The server gets the first CPU, both clients (and this script) the others, so a
+                # client's own CPU use cannot slow the CPU-bound server it measures.
+                pin_process_tree(server.process.pid, {cpus[0]})
+                os.sched_setaffinity(0, set(cpus[1:]))
+                print(f"server pinned to CPU {cpus[0]}, clients to {cpus[1:]}", file=sys.stderr)
         ours, peer = [], []
         for index in range(args.rounds):
             ours.append(measured(lambda: run_ours(url, args.model, tokenizer, prompts, args, work), metrics_url,
@@ -219,7 +238,7 @@ def main() -> None:
             print(f"round {index + 1}: aiperf {peer[-1]['tokensPerSecond']:.2f} tokens/s", file=sys.stderr)
     result = {"settings": {"concurrency": args.concurrency, "maxTokens": args.max_tokens, "requests": args.requests,
                            "warmup": args.warmup, "rounds": args.rounds, "prompts": len(prompts),
-                           "aiperf": AIPERF_VERSION},
+                           "aiperf": AIPERF_VERSION, "pinned": bool(args.pin and not args.url)},
               **compare(ours, peer, args.concurrency)}
     text = json.dumps(result, indent=2)
     if args.output:
