@@ -48,15 +48,15 @@ def test_medusa_greedy_is_identical_to_base_greedy(runtime, medusa_heads_dir, me
     base, medusa = MedusaDecoder(model), MedusaDecoder(model, heads, medusa_tree)
     eos = sorted(codec.eos_ids)
     accepted, steps = 0, 0
-    prompts = calibration_prompts()[:3] + training_prompts()[100:103]
+    prompts = calibration_prompts()[:2] + training_prompts()[100:102]
     for text in prompts:
         ids = codec.encode_chat(text)
-        expected, got = base.generate(ids, 16, eos), medusa.generate(ids, 16, eos)
+        expected, got = base.generate(ids, 12, eos), medusa.generate(ids, 12, eos)
         assert got.tokens == expected.tokens, text
         accepted += got.accepted_draft_tokens
         steps += got.steps
     assert accepted > 0  # the trained heads do get tokens accepted
-    assert steps < len(prompts) * 16
+    assert steps < len(prompts) * 12
 
 
 def run_cli(argv, capsys):

@@ -9,8 +9,7 @@ import requests
 
 pytestmark = [pytest.mark.triton, pytest.mark.model]
 
-PROMPTS = ["What is the capital of France?", "List three board games for a family night.",
-           "Explain recursion in simple terms."]
+PROMPTS = ["What is the capital of France?", "Explain recursion in simple terms."]
 
 
 def metric_value(text: str, name: str, **labels) -> float | None:
@@ -22,8 +21,8 @@ def metric_value(text: str, name: str, **labels) -> float | None:
 
 def test_medusa_serving_matches_the_base_model(triton_base, triton_medusa):
     for text in PROMPTS:
-        base = triton_base.generate(text, 24, return_perf_metrics=True)
-        medusa = triton_medusa.generate(text, 24, return_perf_metrics=True)
+        base = triton_base.generate(text, 16, return_perf_metrics=True)
+        medusa = triton_medusa.generate(text, 16, return_perf_metrics=True)
         assert base["text_output"] and medusa["text_output"] == base["text_output"]
         assert base["total_draft_tokens"] == 0 and base["acceptance_rate"] == 0
         assert medusa["total_draft_tokens"] > 0
@@ -41,14 +40,14 @@ def test_metrics_port_exports_output_tokens_and_acceptance(triton_medusa):
     count_before = metric_value(before, "nv_llm_output_token_len_count", response_metric_type="total_output_tokens") or 0
     sum_before = metric_value(before, "nv_llm_output_token_len_sum", response_metric_type="total_output_tokens") or 0
     steps_before = metric_value(before, "medusa_tokens_per_step_count") or 0
-    triton_medusa.generate(PROMPTS[1], 16)
+    triton_medusa.generate(PROMPTS[1], 12)
     after = triton_medusa.metrics()
     assert re.search(r"^# TYPE nv_llm_output_token_len histogram$", after, re.M)
     assert re.search(r"^# TYPE medusa_tokens_per_step histogram$", after, re.M)
     assert metric_value(after, "nv_llm_output_token_len_count", response_metric_type="total_output_tokens",
                         model="ensemble", version="1") == count_before + 1
     produced = metric_value(after, "nv_llm_output_token_len_sum", response_metric_type="total_output_tokens") - sum_before
-    assert 1 <= produced <= 16
+    assert 1 <= produced <= 12
     steps = metric_value(after, "medusa_tokens_per_step_count") - steps_before
     tokens_via_steps = metric_value(after, "medusa_tokens_per_step_sum")
     assert 1 <= steps <= produced + 1 and tokens_via_steps >= steps

@@ -134,7 +134,8 @@ class LlamaModel:
 
         def take(name: str) -> torch.Tensor:
             if name not in tensors:
-                raise UserError(f"the base model's weights lack tensor {name!r}; is this a {cfg} checkpoint?")
+                raise UserError(f"the base model's weights lack tensor {name!r}; is this a complete Llama-family "
+                                "checkpoint in Hugging Face naming?")
             return tensors[name].to(device=self.device, dtype=dtype)
 
         self.embed = take("model.embed_tokens.weight")
