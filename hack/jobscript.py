@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from lightkube import Client
-from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Pod
 
 STEP_LABEL = "medusa.dev/step"
@@ -85,6 +84,7 @@ class JobScripter:
         self.outcomes: dict[str, Script] = dict(outcomes or {})
         self.interval = interval
         self.pods_seen: Counter[str] = Counter()  # step -> pods scripted
+        self.errors: list[str] = []  # transient API errors met while polling
         self._done: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="job-scripter", daemon=True)
@@ -110,8 +110,8 @@ class JobScripter:
         while not self._stop.is_set():
             try:
                 self._tick()
-            except ApiError:
-                pass
+            except Exception as exc:  # noqa: BLE001 - a slow API server must not end the scripting thread
+                self.errors.append(repr(exc))
             self._stop.wait(self.interval)
 
     def _tick(self) -> None:

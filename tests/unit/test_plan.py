@@ -237,3 +237,18 @@ def test_merge_patch_removes_dropped_keys_and_keeps_unchanged_ones_out() -> None
     old = {"phase": "Building", "engine": {"cacheKey": "a", "uri": "u"}, "message": "x"}
     new = {"phase": "Serving", "engine": {"cacheKey": "a"}}
     assert merge_patch(old, new) == {"phase": "Serving", "engine": {"uri": None}, "message": None}
+
+
+def test_a_failed_build_is_not_hidden_by_the_baseline_build_still_running() -> None:
+    c = ctx(validation={"baseline": "base-engine"})
+    r = rev(c)
+    failed = JobObs(names.job_name("m", r, "build"), r, "failed",
+                    result=StepResult("build", False, error_kind="user", error_message="hidden 5120 vs 4096"))
+    running = JobObs(names.job_name("m", r, "build-base"), r, "running")
+    observed = Observed(now=NOW, jobs={failed.name: failed, running.name: running})
+    p = plan(c, 1, MedusaModelStatus(), observed)
+    assert p.status.phase == "Failed"
+    assert "hidden 5120 vs 4096" in cond(p.status, "EngineBuilt").message
+    assert [(d.kind, d.name) for d in p.delete] == [("Job", running.name)]
+    again = plan(c, 1, p.status, observed)
+    assert again.status.phase == "Failed" and again.apply == []

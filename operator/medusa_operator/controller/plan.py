@@ -86,6 +86,9 @@ class _Planner:
         self.status.revisions.failed = rev
         self.status.revisions.candidate = None
         self.delete_revision_objects(rev, keep_jobs=True)
+        # Finished Jobs stay for inspection; ones still running (a GPU build) are stopped.
+        self.plan.delete += [Deletion("batch/v1", "Job", j.name) for j in self.obs.jobs.values()
+                             if j.revision == rev and j.state == "running"]
         serving_now = self.status.revisions.current is not None
         self.status.phase = "Degraded" if serving_now else "Failed"
         what = "the previous revision keeps serving" if serving_now else "nothing is serving"
@@ -107,6 +110,8 @@ class _Planner:
             self.status.message = f"serving revision {current}"
         elif self.revision == self.status.revisions.failed:
             self.clean_other_revisions(keep={current, self.revision}, keep_jobs_of={self.revision})
+            self.status.revisions.candidate = None
+            self.status.phase = "Degraded" if current else "Failed"
         else:
             self.advance_candidate()
         self.finish_status()
@@ -197,19 +202,24 @@ class _Planner:
         self.clean_other_revisions(keep={revs.current, rev}, keep_jobs_of={rev})
         baseline = self.ctx.spec.validation.baseline == "base-engine"
 
+        # The candidate's and the baseline's steps run side by side; once either fails, the
+        # revision has failed and nothing else may touch phase or conditions in this pass.
         engine = self.step_build()
-        base_engine = self.step_build_base() if baseline else None
-        if engine is None or (baseline and base_engine is None):
+        base_engine = self.step_build_base() if baseline and not self.failed() else None
+        if self.failed() or engine is None or (baseline and base_engine is None):
             return
         repo = self.step_package(engine, "medusa")
-        base_repo = self.step_package(base_engine, "base") if baseline else None
-        if repo is None or (baseline and base_repo is None):
+        base_repo = self.step_package(base_engine, "base") if baseline and not self.failed() else None
+        if self.failed() or repo is None or (baseline and base_repo is None):
             return
         self.status.revisions.candidate_repository_uri = repo
         self.status.revisions.candidate_base_repository_uri = base_repo
         if not self.step_deploy(repo, base_repo):
             return
         self.step_validate(baseline)
+
+    def failed(self) -> bool:
+        return self.status.revisions.failed == self.revision
 
     def job_outcome(self, job: JobObs | None, condition: str, running_reason: str, phase: str,
                     what: str) -> dict[str, Any] | None:
