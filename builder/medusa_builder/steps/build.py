@@ -18,8 +18,8 @@ from typing import Any
 from .. import checkpoint, engine, storage
 from ..cli import add_result_argument
 from ..errors import UserError
-from .build_engine import (add_engine_arguments, build_and_publish, check_cache_key, resolve_build_tree,
-                           spec_from_args, tree_spec)
+from .build_engine import (add_engine_arguments, build_and_publish, cached_result, check_cache_key,
+                           resolve_build_tree, spec_from_args, tree_spec)
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     key = check_cache_key(args.cache_key or engine.compute_cache_key(engine.cache_inputs(
         spec, base_uri=args.base_uri, base_revision=args.base_revision, heads_uri=args.heads_uri,
         heads_revision=args.heads_revision, tree_spec=None if args.base_only else tree_spec(args))))
-    if args.artifacts_uri:
-        manifest = engine.lookup(args.artifacts_uri, key)
-        if manifest is not None:
-            uri = engine.entry_uri(args.artifacts_uri, key)
-            log.info("cache hit: %s; nothing to build", uri)
-            return engine.result_from_manifest(manifest, uri, cache_hit=True)
-    elif not args.dry_run:
-        raise UserError("--artifacts-uri is required to store the engine (or pass --dry-run)")
+    cached = cached_result(args, key)
+    if cached is not None:
+        return cached
     work = Path(args.work_dir)
     base_dir = work / "sources" / "base"
     base = storage.download(args.base_uri, base_dir, revision=args.base_revision)

@@ -113,18 +113,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              report=report, tree=tree, extra=calibration, sources={})
 
 
-def build_and_publish(args: argparse.Namespace, spec: engine.EngineSpec, *, key: str, base_dir: str | Path,
-                      heads_dir: str | Path | None, report: dict[str, Any], tree: list[list[int]],
-                      extra: dict[str, Any], sources: dict[str, Any]) -> dict[str, Any]:
-    """Cache lookup, build (or plan, with --dry-run) and upload; returns the step result."""
+def cached_result(args: argparse.Namespace, key: str) -> dict[str, Any] | None:
+    """The step result for an engine already in the store, or None when it must be built."""
     if args.artifacts_uri:
         manifest = engine.lookup(args.artifacts_uri, key)
         if manifest is not None:
             uri = engine.entry_uri(args.artifacts_uri, key)
-            log.info("cache hit: %s", uri)
+            log.info("cache hit: %s; nothing to build", uri)
             return engine.result_from_manifest(manifest, uri, cache_hit=True)
     elif not args.dry_run:
         raise UserError("--artifacts-uri is required to store the engine (or pass --dry-run)")
+    return None
+
+
+def build_and_publish(args: argparse.Namespace, spec: engine.EngineSpec, *, key: str, base_dir: str | Path,
+                      heads_dir: str | Path | None, report: dict[str, Any], tree: list[list[int]],
+                      extra: dict[str, Any], sources: dict[str, Any]) -> dict[str, Any]:
+    """Cache lookup, build (or plan, with --dry-run) and upload; returns the step result."""
+    cached = cached_result(args, key)
+    if cached is not None:
+        return cached
     num_heads, num_layers = report["numHeads"], report["numLayers"]
     work = Path(args.work_dir)
     if spec.backend == "tensorrt-llm":
