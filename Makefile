@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 VENV = $(shell hack/venv.sh)
 PY = $(VENV)/bin/python
 
-.PHONY: help deps venv binaries test unit cluster-up cluster-down cluster-status demo crds crds-check lint clean-cache
+.PHONY: help deps venv binaries test unit cluster-up cluster-down cluster-status demo crds clean-cache
 
 help:
 	@echo "make demo         run the operator on an embedded local cluster"

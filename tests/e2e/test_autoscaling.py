@@ -42,6 +42,7 @@ from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Pod
 
 from fixtures.cluster import wait_for
+from fixtures.processes import free_port, stop_process
 from localcluster import LocalCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.triton, pytest.mark.model, pytest.mark.slow]
@@ -70,12 +71,6 @@ APIService = create_global_resource("apiregistration.k8s.io", "v1", "APIService"
 
 
 # -- plumbing ------------------------------------------------------------------------------------
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
 
 class TcpRelay:
     """Accepts on ``listen`` and pipes each connection to ``target`` (both host:port pairs)."""
@@ -160,12 +155,7 @@ def process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def prometheus_config(triton_metrics: str, namespace: str, pod: str, labels: dict[str, str], rules: Path) -> dict:

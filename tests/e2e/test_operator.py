@@ -8,7 +8,6 @@ message), because no builder image can run on this machine.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import time
