@@ -42,6 +42,20 @@ def test_runtime_matches_transformers_greedy(smollm2_dir, runtime):
         assert len(ours) > 3
 
 
+def test_base_model_writes_new_prompts_from_given_openings(smollm2_dir, runtime):
+    from medusa_builder.runtime.train import SEED_WORDS, model_written_prompts
+
+    model, codec = runtime
+    seeds = ["Explain how a rainbow forms.", "What is the capital of France?"]
+    assert codec.decode(codec.encode_user_turn_start("Explain how")).endswith("Explain how")
+    written = model_written_prompts(model, codec, smollm2_dir, seeds, 4, max_new_tokens=40)
+    assert written, "the model finished none of its prompts"
+    openings = {" ".join(s.split()[:SEED_WORDS]) for s in seeds}
+    for prompt in written:
+        assert " ".join(prompt.split()[:SEED_WORDS]) in openings and prompt not in seeds
+    assert len(set(written)) == len(written)
+
+
 def test_medusa_greedy_is_identical_to_base_greedy(runtime, medusa_heads_dir, medusa_tree):
     model, codec = runtime
     heads = load_heads(medusa_heads_dir, model.cfg.vocab_size)
@@ -68,11 +82,13 @@ def run_cli(argv, capsys):
 def test_train_heads_and_calibrate_commands(tmp_path, smollm2_dir, capsys):
     heads = tmp_path / "heads"
     code, _ = run_cli(["train-heads", "--base", str(smollm2_dir), "--output", str(heads), "--num-heads", "2",
-                       "--max-prompts", "2", "--max-new-tokens", "8", "--epochs", "1", "--batch-size", "8",
-                       "--device", "cpu", "--result", str(tmp_path / "train.json")], capsys)
+                       "--max-prompts", "2", "--model-written-prompts", "3", "--max-new-tokens", "8",
+                       "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+                       "--result", str(tmp_path / "train.json")], capsys)
     assert code == 0
     result = json.loads((tmp_path / "train.json").read_text())["result"]
     assert result["numHeads"] == 2 and result["trainingPositions"] > 0
+    assert 1 <= result["modelWrittenPrompts"] <= 3 and result["prompts"] == 2 + result["modelWrittenPrompts"]
     config = json.loads((heads / "config.json").read_text())
     assert config["medusa_num_heads"] == 2 and (heads / "medusa_lm_head.safetensors").is_file()
 

@@ -132,14 +132,47 @@ def test_bad_requests_get_clear_errors(model):
 
 
 def test_batched_distillation_answers_match_single_decoding(model):
-    from medusa_builder.runtime.train import batched_greedy
+    from medusa_builder.runtime.train import batched_generate
 
     prompts = [[3, 4, 5], [7, 8, 9, 10, 11, 12], [1]]
     single = MedusaDecoder(model)
     stop = single.generate(prompts[1], 20).tokens[4]
-    answers = batched_greedy(model, prompts, 20, {stop})
+    answers = batched_generate(model, prompts, 20, {stop})
     for prompt, answer in zip(prompts, answers):
         assert answer == single.generate(prompt, 20, [stop]).tokens
+
+
+def test_sampled_generation_is_seeded_and_drops_unfinished_text(model):
+    from medusa_builder.runtime.train import batched_generate
+
+    prompts = [[3, 4, 5]] * 6 + [[7, 8]] * 6
+
+    def sample(seed: int, **options):
+        generator = torch.Generator().manual_seed(seed)
+        return batched_generate(model, prompts, 12, set(), temperature=1.0, generator=generator, **options)
+
+    first, again = sample(0), sample(0)
+    assert first == again and all(len(a) == 12 for a in first)
+    assert len({tuple(a) for a in first}) > 2  # sampling, not one greedy answer repeated
+    assert first != sample(1)
+    # With no end token nothing finishes, so every continuation is dropped.
+    assert sample(0, keep_unfinished=False) == [None] * len(prompts)
+
+
+def test_batched_hidden_states_equal_one_sequence_at_a_time(model):
+    from medusa_builder.runtime.train import Sequences, hidden_and_targets
+
+    seqs = Sequences(ids=[[1, 2, 3, 4, 5, 6, 7], [9, 8, 7, 6], [5, 5], [4, 3, 2, 1, 0, 1, 2, 3, 4]],
+                     prompt_lengths=[2, 1, 1, 3])
+    single_hidden, single_targets = hidden_and_targets(model, seqs, num_heads=3, batch=1)
+    batched_hidden, batched_targets = hidden_and_targets(model, seqs, num_heads=3, batch=4)
+    # Rows come out grouped by sequence length, so compare them as sets of (target, hidden) rows.
+    def rows(hidden, targets):
+        return sorted((tuple(t.tolist()), tuple(round(v, 4) for v in h.tolist())) for h, t in zip(hidden, targets))
+
+    # Answer positions of sequences 1, 2 and 4; the third has a one-token answer and is skipped.
+    assert single_hidden.shape == (5 + 3 + 6, HIDDEN)
+    assert rows(single_hidden, single_targets) == rows(batched_hidden, batched_targets)
 
 
 def test_answer_styles_multiply_the_prompt_set():

@@ -42,8 +42,12 @@ def read_prompt_file(path: str | Path) -> list[str]:
     return prompts
 
 
-def with_answer_styles(prompts: list[str], styles: int) -> list[str]:
-    """Each prompt once per answer style (the first style is the prompt itself)."""
+def check_answer_styles(styles: int) -> None:
     if not 1 <= styles <= len(ANSWER_STYLES):
         raise UserError(f"answer styles must be between 1 and {len(ANSWER_STYLES)}, got {styles}")
+
+
+def with_answer_styles(prompts: list[str], styles: int) -> list[str]:
+    """Each prompt once per answer style (the first style is the prompt itself)."""
+    check_answer_styles(styles)
     return [style + prompt for style in ANSWER_STYLES[:styles] for prompt in prompts]

@@ -30,6 +30,15 @@ class TextCodec:
             return list(ids)
         return self.tokenizer.encode(prompt)
 
+    def encode_user_turn_start(self, text: str) -> list[int]:
+        """A chat whose user turn begins with ``text`` and is left open, so the model goes on
+        writing the user's message (plain text if the tokenizer has no chat template)."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.encode(text)
+        marker = "\x00"
+        rendered = self.tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False)
+        return self.tokenizer.encode(rendered.split(marker)[0] + text, add_special_tokens=False)
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 

@@ -30,7 +30,11 @@ from .text import TextCodec
 log = logging.getLogger(__name__)
 
 IGNORE = -100
-GENERATION_BATCH = 64
+GENERATION_BATCH = 256  # sequences decoded together on a GPU (the CPU decodes one at a time)
+HIDDEN_BATCH = 32  # sequences per forward pass when collecting hidden states on a GPU
+# A model-written prompt starts with this many words of a given prompt, so the new prompts stay
+# near the given subjects while the sampled rest makes them differ.
+SEED_WORDS = 3
 
 
 @dataclass
@@ -50,6 +54,20 @@ def model_fingerprint(model_dir: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _cached_json(kind: str, key_parts: list, compute) -> dict:
+    """``compute()``'s JSON result, kept under the cache folder by a digest of ``key_parts``."""
+    key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
+    path = cache_root() / "datasets" / f"{kind}-{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    data = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+    return data
+
+
 def greedy_sequences(
     model: LlamaModel,
     codec: TextCodec,
@@ -58,42 +76,89 @@ def greedy_sequences(
     max_new_tokens: int,
 ) -> Sequences:
     """The base model's greedy answers to ``prompts``, cached on disk by model, prompts and length."""
-    key = hashlib.sha256(
-        json.dumps([model_fingerprint(model_dir), list(prompts), max_new_tokens, str(model.dtype), model.device.type]).encode()
-    ).hexdigest()[:16]
-    path = cache_root() / "datasets" / f"self-distill-{key}.json"
-    if path.is_file():
-        data = json.loads(path.read_text())
-        return Sequences(data["ids"], data["prompt_lengths"])
-    eos = sorted(codec.eos_ids)
-    prompt_ids = [codec.encode_chat(p) for p in prompts]
-    batch = GENERATION_BATCH if model.device.type == "cuda" else 1
-    start = time.perf_counter()
-    ids, lengths = [], []
-    if batch == 1:
-        decoder = MedusaDecoder(model)
-        answers = [decoder.generate(p, max_new_tokens, eos).tokens for p in prompt_ids]
-    else:
-        answers = []
-        for first in range(0, len(prompt_ids), batch):
-            answers += batched_greedy(model, prompt_ids[first:first + batch], max_new_tokens, set(eos))
-    for prompt, answer in zip(prompt_ids, answers):
-        ids.append(prompt + answer + ([eos[0]] if eos and len(answer) < max_new_tokens else []))
-        lengths.append(len(prompt))
-    log.info("answered %d prompts in %.0f s", len(prompts), time.perf_counter() - start)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"ids": ids, "prompt_lengths": lengths}))
-    tmp.replace(path)
-    return Sequences(ids, lengths)
+
+    def answer() -> dict:
+        eos = sorted(codec.eos_ids)
+        prompt_ids = [codec.encode_chat(p) for p in prompts]
+        start = time.perf_counter()
+        if model.device.type == "cuda":
+            answers = []
+            for first in range(0, len(prompt_ids), GENERATION_BATCH):
+                answers += batched_generate(model, prompt_ids[first:first + GENERATION_BATCH], max_new_tokens, set(eos))
+        else:
+            decoder = MedusaDecoder(model)
+            answers = [decoder.generate(p, max_new_tokens, eos).tokens for p in prompt_ids]
+        log.info("answered %d prompts in %.0f s", len(prompts), time.perf_counter() - start)
+        return {
+            "ids": [p + a + ([eos[0]] if eos and len(a) < max_new_tokens else []) for p, a in zip(prompt_ids, answers)],
+            "prompt_lengths": [len(p) for p in prompt_ids],
+        }
+
+    key = [model_fingerprint(model_dir), list(prompts), max_new_tokens, str(model.dtype), model.device.type]
+    data = _cached_json("self-distill", key, answer)
+    return Sequences(data["ids"], data["prompt_lengths"])
+
+
+def model_written_prompts(
+    model: LlamaModel,
+    codec: TextCodec,
+    model_dir: str | Path,
+    seeds: Sequence[str],
+    count: int,
+    *,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+) -> list[str]:
+    """Up to ``count`` new user prompts written by the base model itself.
+
+    Each starts with the first words of a seed prompt inside a user turn, and the model samples
+    the rest (temperature 1) until it ends the turn. Unfinished and duplicate prompts are
+    dropped. Widens the distillation text far beyond a hand-written prompt set, which is what
+    lets heads generalise instead of memorising it.
+    """
+    if count < 1:
+        return []
+    if not seeds:
+        raise UserError("writing prompts needs at least one seed prompt")
+
+    def write() -> dict:
+        eos = set(codec.eos_ids)
+        starts = [" ".join(seeds[i % len(seeds)].split()[:SEED_WORDS]) for i in range(count)]
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+        batch = GENERATION_BATCH if model.device.type == "cuda" else 8
+        written: list[str] = []
+        for first in range(0, count, batch):
+            chunk = starts[first:first + batch]
+            endings = batched_generate(model, [codec.encode_user_turn_start(s) for s in chunk], max_new_tokens, eos,
+                                       temperature=1.0, generator=generator, keep_unfinished=False)
+            written += [f"{s}{codec.decode(e)}".strip() if e is not None else "" for s, e in zip(chunk, endings)]
+        return {"prompts": written}
+
+    key = [model_fingerprint(model_dir), list(seeds), count, max_new_tokens, seed, str(model.dtype), model.device.type]
+    written = _cached_json("model-written-prompts", key, write)["prompts"]
+    given = set(seeds)
+    unique = [p for p in dict.fromkeys(written) if len(p.split()) > SEED_WORDS and p not in given]
+    log.info("the base model wrote %d usable prompts out of %d", len(unique), count)
+    return unique
 
 
 @torch.no_grad()
-def batched_greedy(model: LlamaModel, prompts: list[list[int]], max_new_tokens: int, eos: set[int]) -> list[list[int]]:
-    """Greedy answers for several prompts at once (left-padded), for distillation data on a GPU.
+def batched_generate(
+    model: LlamaModel,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    eos: set[int],
+    *,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+    keep_unfinished: bool = True,
+) -> list[list[int] | None]:
+    """Continuations of several prompts at once (left-padded): greedy at temperature 0, else
+    sampled. A continuation that reaches ``max_new_tokens`` without an end token is kept, or
+    is None when ``keep_unfinished`` is off.
 
-    Batched matmuls round slightly differently from batch-1 decoding, so an answer can differ
-    from ``MedusaDecoder`` output after a near-tie; as training text that does not matter.
+    Batched matmuls round slightly differently from batch-1 decoding, so a greedy answer can
+    differ from ``MedusaDecoder`` output after a near-tie; as training text that does not matter.
     """
     device, size = model.device, len(prompts)
     width = max(len(p) for p in prompts)
@@ -106,8 +171,14 @@ def batched_greedy(model: LlamaModel, prompts: list[list[int]], max_new_tokens: 
     mask = (causal.unsqueeze(0) & key_valid.unsqueeze(1)) | torch.eye(width, total, dtype=torch.bool, device=device)
     positions = (slots[:width].unsqueeze(0) - pad.unsqueeze(1)).clamp(min=0)
     cache = model.new_cache(total, batch=size)
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        if temperature <= 0:
+            return logits.argmax(-1)
+        probabilities = torch.softmax(logits.float() / temperature, dim=-1)
+        return torch.multinomial(probabilities, 1, generator=generator)[:, 0]
+
     hidden = model.forward(tokens, positions, mask, cache, slots[:width])
-    following = model.logits(hidden[:, -1]).argmax(-1)
+    following = choose(model.logits(hidden[:, -1]))
     position = torch.tensor([len(p) for p in prompts], device=device)
     answers: list[list[int]] = [[] for _ in prompts]
     done = [False] * size
@@ -123,25 +194,34 @@ def batched_greedy(model: LlamaModel, prompts: list[list[int]], max_new_tokens: 
         slot = width + step
         step_mask = (key_valid & (slots <= slot)).unsqueeze(1)
         hidden = model.forward(following.unsqueeze(1), position.unsqueeze(1), step_mask, cache, slots[slot:slot + 1])
-        following = model.logits(hidden[:, 0]).argmax(-1)
+        following = choose(model.logits(hidden[:, 0]))
         position += 1
-    return answers
+    return [a if keep_unfinished or finished else None for a, finished in zip(answers, done)]
 
 
-def hidden_and_targets(model: LlamaModel, seqs: Sequences, num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+def hidden_and_targets(model: LlamaModel, seqs: Sequences, num_heads: int,
+                       batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states [N, hidden] at every position whose next token is part of an answer, and
-    targets [N, heads]: for head k the token k+2 positions ahead (IGNORE past the end)."""
+    targets [N, heads]: for head k the token k+2 positions ahead (IGNORE past the end).
+
+    Sequences go through the model ``batch`` at a time, right-padded: with causal attention the
+    padding never reaches a real position's hidden state."""
+    batch = batch or (HIDDEN_BATCH if model.device.type == "cuda" else 1)
+    usable = sorted((pair for pair in zip(seqs.ids, seqs.prompt_lengths) if len(pair[0]) - pair[1] >= 2),
+                    key=lambda pair: len(pair[0]))
     hiddens, targets = [], []
-    for ids, prompt_len in zip(seqs.ids, seqs.prompt_lengths):
-        if len(ids) - prompt_len < 2:
-            continue
-        tokens = torch.tensor(ids, dtype=torch.long, device=model.device)
-        hidden = model.hidden_states(tokens.unsqueeze(0))[0]
-        positions = torch.arange(prompt_len - 1, len(ids) - 1, device=model.device)
-        ahead = positions.unsqueeze(1) + torch.arange(2, num_heads + 2, device=model.device)
-        target = torch.where(ahead < len(ids), tokens[ahead.clamp(max=len(ids) - 1)], IGNORE)
-        hiddens.append(hidden[positions].float())
-        targets.append(target)
+    for first in range(0, len(usable), batch):
+        group = usable[first:first + batch]
+        width = len(group[-1][0])
+        padded = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in group], device=model.device)
+        hidden_rows = model.hidden_states(padded)
+        for row, (ids, prompt_len) in enumerate(group):
+            tokens = padded[row, : len(ids)]
+            positions = torch.arange(prompt_len - 1, len(ids) - 1, device=model.device)
+            ahead = positions.unsqueeze(1) + torch.arange(2, num_heads + 2, device=model.device)
+            target = torch.where(ahead < len(ids), tokens[ahead.clamp(max=len(ids) - 1)], IGNORE)
+            hiddens.append(hidden_rows[row, positions].float())
+            targets.append(target)
     if not hiddens:
         raise UserError("the base model gave no answers longer than one token; use more or longer prompts")
     return torch.cat(hiddens), torch.cat(targets)
@@ -171,6 +251,8 @@ def train_heads(
     num_layers: int = 1,
     output_layer: bool = False,
     prompts: Sequence[str] | None = None,
+    model_written: int = 0,
+    styles: int = 1,
     max_new_tokens: int = 256,
     epochs: int = 3,
     batch_size: int = 256,
@@ -180,17 +262,25 @@ def train_heads(
     dtype: str = "float32",
     seed: int = 0,
 ) -> dict:
-    """Train heads on the base model's own greedy answers and save them in the published layout."""
-    from .prompts import training_prompts
+    """Train heads on the base model's own greedy answers and save them in the published layout.
+
+    The prompt set is ``prompts`` (default: the packaged training prompts) plus ``model_written``
+    prompts the base model writes from them, each asked in ``styles`` answer styles."""
+    from .prompts import check_answer_styles, training_prompts, with_answer_styles
 
     if num_heads < 1 or num_layers < 1 or epochs < 1 or batch_size < 1:
         raise UserError("num-heads, num-layers, epochs and batch-size must all be at least 1")
+    if model_written < 0:
+        raise UserError(f"the number of model-written prompts cannot be negative, got {model_written}")
+    check_answer_styles(styles)
     start = time.perf_counter()
     torch.manual_seed(seed)
     dev = resolve_device(device)
     model = LlamaModel.load(base_dir, dtype=dtype, device=dev)
     codec = TextCodec(base_dir)
     prompts = list(prompts) if prompts is not None else training_prompts()
+    written = model_written_prompts(model, codec, base_dir, prompts, model_written, seed=seed)
+    prompts = with_answer_styles(prompts + written, styles)
     seqs = greedy_sequences(model, codec, base_dir, prompts, max_new_tokens)
     hidden, targets = hidden_and_targets(model, seqs, num_heads)
     log.info("training %d heads on %d positions from %d answers", num_heads, hidden.shape[0], len(seqs.ids))
@@ -229,7 +319,8 @@ def train_heads(
     accuracy = topk_accuracy(heads, lm_head, hidden, targets, k=1)
     save_heads(heads, output_dir, base_model=str(base_dir), extra={"training": {
         "method": "self-distillation (Medusa-1, frozen base)",
-        "prompts": len(prompts), "positions": int(hidden.shape[0]), "epochs": epochs,
+        "prompts": len(prompts), "modelWrittenPrompts": len(written), "positions": int(hidden.shape[0]),
+        "epochs": epochs,
         "maxNewTokens": max_new_tokens, "learningRate": learning_rate,
     }})
     return {
@@ -238,6 +329,7 @@ def train_heads(
         "numLayers": num_layers,
         "outputLayer": output_layer,
         "prompts": len(prompts),
+        "modelWrittenPrompts": len(written),
         "trainingPositions": int(hidden.shape[0]),
         "epochs": epochs,
         "finalLoss": round(loss_value, 4),

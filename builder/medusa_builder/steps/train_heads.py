@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     parser.add_argument("--max-prompts", type=int, metavar="N", help="use only the first N prompts")
     parser.add_argument("--styles", type=int, default=1, metavar="N",
                         help="ask each prompt in N answer styles (1-4; more varied training text, default 1)")
+    parser.add_argument("--model-written-prompts", type=int, default=0, metavar="N",
+                        help="add up to N prompts the base model writes itself, each begun with the first words "
+                             "of a given prompt (sampled; far more varied training text, default 0)")
     parser.add_argument("--max-new-tokens", type=int, default=256, metavar="N", help="answer length (default 256)")
     parser.add_argument("--epochs", type=int, default=3, metavar="N", help="passes over the data (default 3)")
     parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="positions per step (default 256)")
@@ -38,16 +41,16 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..runtime.prompts import read_prompt_file, training_prompts, with_answer_styles
+    from ..runtime.prompts import read_prompt_file, training_prompts
     from ..runtime.train import train_heads
 
     prompts = read_prompt_file(args.prompts) if args.prompts else training_prompts()
     if args.max_prompts is not None:
         prompts = prompts[: max(1, args.max_prompts)]
-    prompts = with_answer_styles(prompts, args.styles)
     return train_heads(
         args.base, args.output, num_heads=args.num_heads, num_layers=args.num_layers,
-        output_layer=args.output_layer, prompts=prompts, max_new_tokens=args.max_new_tokens, epochs=args.epochs,
+        output_layer=args.output_layer, prompts=prompts, model_written=args.model_written_prompts,
+        styles=args.styles, max_new_tokens=args.max_new_tokens, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, loss_decay=args.loss_decay,
         device=args.device, dtype=args.dtype, seed=args.seed,
     )

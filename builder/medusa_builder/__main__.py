@@ -1,0 +1,3 @@
+from medusa_builder.cli import main
+
+main()
