@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Prometheus the KEDA trigger queries")
     run.add_argument("--reconcile-interval", type=float, default=5.0, help="seconds between passes per model")
     run.add_argument("--infra-retry-seconds", type=float, default=60.0,
-                     help="wait before re-running a step that failed for infrastructure reasons")
+                     help="wait before re-running a step that failed for infrastructure reasons; doubles with "
+                          "each retry of the same revision, up to 32 times this")
     run.add_argument("--log-format", choices=["json", "text"], default="json")
     run.add_argument("--log-level", default="INFO")
     return parser

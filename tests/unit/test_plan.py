@@ -123,6 +123,30 @@ def test_infrastructure_failure_reruns_the_job_after_the_retry_delay() -> None:
     late = JobObs(name, r, "failed", result=res, finished_at=NOW - timedelta(seconds=61))
     p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs={name: late}))
     assert [(d.kind, d.name) for d in p.delete] == [("Job", name)]
+    assert p.status.revisions.infra_retries == 1
+
+
+def test_infrastructure_retries_back_off_exponentially_up_to_a_cap() -> None:
+    c = ctx()
+    r = rev(c)
+    name = names.job_name("m", r, "build")
+    res = StepResult("build", False, error_kind="infrastructure", error_message="store unreachable")
+
+    def after(retries: int, seconds: float):
+        status = MedusaModelStatus.model_validate({"revisions": {"candidate": r, "infraRetries": retries}})
+        job = JobObs(name, r, "failed", result=res, finished_at=NOW - timedelta(seconds=seconds))
+        return plan(c, 1, status, Observed(now=NOW, jobs={name: job}))
+
+    # Third retry: 60 s doubled twice.
+    assert after(2, 239).delete == [] and "in 1s" in cond(after(2, 239).status, "EngineBuilt").message
+    retried = after(2, 240)
+    assert [d.name for d in retried.delete] == [name] and retried.status.revisions.infra_retries == 3
+    # The wait stops growing at 32 x 60 s.
+    assert after(9, 32 * 60 - 1).delete == [] and [d.name for d in after(9, 32 * 60).delete] == [name]
+    # A new revision starts counting again.
+    changed = ctx(engine__maxBatchSize=16)
+    fresh = plan(changed, 2, after(9, 0).status, Observed(now=NOW))
+    assert fresh.status.revisions.candidate != r and fresh.status.revisions.infra_retries is None
 
 
 def _serving_status(r: str) -> MedusaModelStatus:

@@ -367,6 +367,10 @@ class RevisionsStatus(ApiModel):
         default=None, description="Model repository of the base model the candidate is compared with.",
     )
     candidate_since: str | None = Field(default=None, description="When the candidate started (RFC 3339).")
+    infra_retries: int | None = Field(
+        default=None, description="Steps of the candidate re-run after infrastructure failures so far; each retry "
+                                  "waits twice as long as the one before.",
+    )
 
 
 class EngineStatus(ApiModel):

@@ -25,6 +25,8 @@ from ..revision import base_engine_cache_key, engine_cache_key, revision_of
 from . import status as st
 from .observed import JobObs, Observed
 
+MAX_RETRY_DOUBLINGS = 5  # infrastructure retries wait at most 2**5 = 32 times --infra-retry-seconds
+
 
 @dataclass(frozen=True)
 class Deletion:
@@ -245,8 +247,10 @@ class _Planner:
         return job.result.result
 
     def retry_later(self, job: JobObs, condition: str, what: str) -> None:
-        """Infrastructure failures (store or network down) are retried: the Job is run again later."""
-        delay = self.ctx.config.infra_retry_seconds
+        """Infrastructure failures (store or network down) are retried: the Job is run again later,
+        with exponential backoff over the candidate's retries (capped at 32x the base delay)."""
+        retries = self.status.revisions.infra_retries or 0
+        delay = self.ctx.config.infra_retry_seconds * 2 ** min(retries, MAX_RETRY_DOUBLINGS)
         waited = (self.now - job.finished_at).total_seconds() if job.finished_at else delay
         self.cond(condition, False, "RetryingAfterInfrastructureError",
                   f"{what} failed for a reason outside the spec and is retried "
@@ -254,6 +258,7 @@ class _Planner:
         self.status.message = f"revision {self.revision}: {what} will be retried: {job.result.error_message}"
         if waited >= delay:
             self.plan.delete.append(Deletion("batch/v1", "Job", job.name))
+            self.status.revisions.infra_retries = retries + 1
 
     def step_build(self) -> str | None:
         key = engine_cache_key(self.ctx.spec, self.ctx.builder_image)
