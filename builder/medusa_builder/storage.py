@@ -18,6 +18,7 @@ never mistakes a partial upload for a complete one.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import hashlib
 import json
 import logging
@@ -335,7 +336,12 @@ def _download_object(client, loc: Location, obj: RemoteObject, dest: Path, stats
     raise InfraError(f"could not download {obj.rel} from {loc.uri} completely after {attempts} attempts; retry")
 
 
-def _fetch_object_store(loc: Location, dest: Path, revision: str | None, endpoint_url: str | None) -> dict:
+def _excluded(rel: str, exclude: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(rel, pattern) for pattern in exclude)
+
+
+def _fetch_object_store(loc: Location, dest: Path, revision: str | None, endpoint_url: str | None,
+                        exclude: Sequence[str]) -> dict:
     client = object_client(loc, endpoint_url)
     objects = list_objects(loc, client)
     if not objects:
@@ -344,6 +350,7 @@ def _fetch_object_store(loc: Location, dest: Path, revision: str | None, endpoin
     if revision and revision.startswith("sha256:") and revision != found_revision:
         raise UserError(f"{loc.uri} is at revision {found_revision} but {revision} was pinned; "
                         "pin the current revision or restore the pinned objects")
+    objects = [o for o in objects if not _excluded(o.rel, exclude)]
     previous = {f["path"]: f for f in _read_json(dest / FETCH_MANIFEST).get("files", [])}
     stats = _Transfer()
     todo, files = [], []
@@ -369,7 +376,7 @@ def _fetch_object_store(loc: Location, dest: Path, revision: str | None, endpoin
 # --- Hugging Face Hub ------------------------------------------------------------------------
 
 
-def _fetch_hf(loc: Location, dest: Path, revision: str | None) -> dict:
+def _fetch_hf(loc: Location, dest: Path, revision: str | None, exclude: Sequence[str]) -> dict:
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                        RevisionNotFoundError)
@@ -378,7 +385,7 @@ def _fetch_hf(loc: Location, dest: Path, revision: str | None) -> dict:
         log.warning("no revision pinned for %s; fetching 'main', which may change", loc.uri)
     try:
         snapshot_download(repo_id=loc.bucket, revision=revision or "main", local_dir=str(dest),
-                          allow_patterns=[f"{loc.key}/*"] if loc.key else None,
+                          allow_patterns=[f"{loc.key}/*"] if loc.key else None, ignore_patterns=list(exclude) or None,
                           token=os.environ.get("HF_TOKEN") or None)
     except GatedRepoError:
         raise UserError(f"{loc.uri} is gated; accept its licence on the Hub and give an HF_TOKEN that may read it") from None
@@ -404,7 +411,7 @@ def _fetch_hf(loc: Location, dest: Path, revision: str | None) -> dict:
 # --- local folders and PVCs ------------------------------------------------------------------
 
 
-def _fetch_local(loc: Location, dest: Path) -> dict:
+def _fetch_local(loc: Location, dest: Path, exclude: Sequence[str]) -> dict:
     source = Path(loc.path)
     if not source.exists():
         raise UserError(f"{loc.uri} does not exist ({source}); check the path or the PVC mount")
@@ -412,6 +419,7 @@ def _fetch_local(loc: Location, dest: Path) -> dict:
     root = source.parent if source.is_file() else source
     if not rels:
         raise UserError(f"{loc.uri} is an empty folder; check the path")
+    rels = [rel for rel in rels if not _excluded(rel, exclude)]
     stats = _Transfer()
     files = []
     if root.resolve() == dest.resolve():
@@ -456,16 +464,17 @@ def _finish(loc: Location, dest: Path, revision: str | None, files: list[dict], 
 
 
 def download(uri: str, dest: str | os.PathLike, *, revision: str | None = None,
-             endpoint_url: str | None = None) -> dict:
-    """Fetch ``uri`` (a folder or one file) into the folder ``dest``; returns a summary."""
+             endpoint_url: str | None = None, exclude: Sequence[str] = ()) -> dict:
+    """Fetch ``uri`` (a folder or one file) into the folder ``dest``; returns a summary.
+    Files whose path inside the folder matches a glob in ``exclude`` are left behind."""
     loc = parse_uri(uri)
     target = Path(dest)
     target.mkdir(parents=True, exist_ok=True)
     if loc.is_object_store:
-        return _fetch_object_store(loc, target, revision, endpoint_url)
+        return _fetch_object_store(loc, target, revision, endpoint_url, exclude)
     if loc.scheme == "hf":
-        return _fetch_hf(loc, target, revision)
-    return _fetch_local(loc, target)
+        return _fetch_hf(loc, target, revision, exclude)
+    return _fetch_local(loc, target, exclude)
 
 
 # --- uploads and small documents -------------------------------------------------------------

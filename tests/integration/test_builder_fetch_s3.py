@@ -54,6 +54,15 @@ def test_download_writes_files_and_manifest(tmp_path, s3_env, heads_prefix):
     assert result["revision"].startswith("sha256:")
 
 
+def test_excluded_files_are_left_behind(tmp_path, s3_env, heads_prefix):
+    dest = tmp_path / "heads"
+    result = storage.download(heads_prefix, dest, exclude=("*.safetensors",))
+    assert result["files"] == 2 and result["bytes"] == len(FILES["config.json"]) + len(FILES["nested/notes.txt"])
+    assert (dest / "nested" / "notes.txt").is_file() and not (dest / "medusa_lm_head.safetensors").exists()
+    local = storage.download(str(dest), tmp_path / "copy", exclude=("nested/*",))
+    assert local["files"] == 1 and (tmp_path / "copy" / "config.json").is_file()
+
+
 def test_second_fetch_skips_files_with_the_right_checksum(tmp_path, s3_env, heads_prefix):
     dest = tmp_path / "heads"
     fetch(heads_prefix, dest, tmp_path)

@@ -27,7 +27,7 @@ from ..validation import throughput as throughput_mod
 from ..validation.client import Deadline, TritonGenerator, map_bounded, parse_endpoint
 from ..validation.dataset import load_subjects, load_topic_prompts
 from ..validation.report import Measurements, build_report, headline, render_chart, render_table, summary
-from ..validation.tokens import load_token_counter
+from ..validation.tokens import NOT_TOKENIZER_FILES, load_token_counter
 from ..validation.verdict import Thresholds, evaluate
 
 log = logging.getLogger(__name__)
@@ -154,15 +154,15 @@ def check_arguments(args: argparse.Namespace) -> Thresholds:
     return thresholds
 
 
-def _local(uri: str, work_dir: Path, name: str) -> Path:
-    """A local path for an input location, downloading it when it is remote."""
+def _local(uri: str, work_dir: Path, name: str, exclude: tuple[str, ...] = ()) -> Path:
+    """A local path for an input location, downloading it (less ``exclude``) when it is remote."""
     loc = storage.parse_uri(uri)
     if loc.scheme == "local":
         if not os.path.exists(loc.path):
             raise UserError(f"{uri} does not exist; check the path or the volume mount")
         return Path(loc.path)
     dest = work_dir / name
-    storage.download(uri, dest)
+    storage.download(uri, dest, exclude=exclude)
     return dest
 
 
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.tokenizer:
             prompts = _local(args.prompts_uri, work, "prompts") if args.prompts_uri else None
             topics = load_topic_prompts(prompts, args.topics or None)
-            count_tokens = load_token_counter(_local(args.tokenizer, work, "tokenizer"))
+            count_tokens = load_token_counter(_local(args.tokenizer, work, "tokenizer", NOT_TOKENIZER_FILES))
             log.info("throughput: %d topics, concurrency %s, %d max tokens", len(topics), args.concurrency,
                      args.max_tokens)
 

@@ -14,6 +14,9 @@ from ..errors import UserError
 
 TokenCounter = Callable[[str], int]
 
+# Weights and engines in a model folder: a tokenizer needs none of them, so they are not fetched.
+NOT_TOKENIZER_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.engine", "*.onnx")
+
 
 def load_token_counter(folder: str | Path) -> TokenCounter:
     path = Path(folder)
