@@ -75,6 +75,17 @@ def test_artifacts_on_the_hub_are_refused(local_cluster: LocalCluster, ns: str) 
     assert "use one of the schemes s3://, gs://, pvc://" in err
 
 
+def test_two_secrets_for_the_same_kind_of_store(local_cluster: LocalCluster, ns: str) -> None:
+    obj = _with("medusa.credentialsSecretRef", {"name": "heads-s3"})  # medusa and artifacts are both on s3://
+    obj["spec"]["artifacts"]["credentialsSecretRef"] = {"name": "engines-s3"}
+    err = _refused(local_cluster, ns, obj)
+    assert "medusa.uri and artifacts.uri are in the same kind of store but name different credentialsSecretRefs" in err
+    obj["spec"]["artifacts"]["credentialsSecretRef"] = {"name": "heads-s3"}
+    obj["spec"]["baseModel"] = {"uri": "hf://org/base", "credentialsSecretRef": {"name": "hf-token"}}
+    proc = _apply(local_cluster, ns, obj)
+    assert proc.returncode == 0, f"one Secret per kind of store is valid: {proc.stderr}"
+
+
 def test_preset_and_choices_together(local_cluster: LocalCluster, ns: str) -> None:
     err = _refused(local_cluster, ns, _with("medusa.tree", {"preset": "mc_sim_7b_63", "choices": [[0]]}))
     assert "set either tree.preset or tree.choices, not both" in err

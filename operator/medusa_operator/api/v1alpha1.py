@@ -330,7 +330,27 @@ class RolloutSpec(ApiModel):
     )
 
 
+def one_secret_per_store_rule(first: str, second: str, schemes: tuple[str, ...]) -> dict[str, str]:
+    """Two locations in the same kind of store must not name different Secrets: a Job mounts
+    every referenced Secret into one folder and holds one set of credentials per kind of store."""
+    a, b = f"self.{first}", f"self.{second}"
+    same_store = " || ".join(f"({a}.uri.startsWith('{s}://') && {b}.uri.startsWith('{s}://'))" for s in schemes)
+    return cel(
+        f"!(has({a}.credentialsSecretRef) && has({b}.credentialsSecretRef) && ({same_store})) || "
+        f"{a}.credentialsSecretRef.name == {b}.credentialsSecretRef.name",
+        f"{first}.uri and {second}.uri are in the same kind of store but name different credentialsSecretRefs; "
+        "a Job holds one set of credentials per kind of store: put the keys in one Secret and name it in both",
+    )
+
+
 class MedusaModelSpec(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [
+            one_secret_per_store_rule("baseModel", "medusa", ("hf", "s3", "gs")),
+            one_secret_per_store_rule("baseModel", "artifacts", ("s3", "gs")),
+            one_secret_per_store_rule("medusa", "artifacts", ("s3", "gs")),
+        ]},
+    )
     base_model: BaseModelSource = Field(description="The base LLM the heads were trained for.")
     medusa: MedusaHeadsSource = Field(description="The Medusa head checkpoint and the token tree.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="How the engine is built.")

@@ -69,10 +69,13 @@ class Kube:
 
     async def observe(self, namespace: str, model: str, secret_names: list[str], now: datetime) -> Observed:
         labels = {names.LABEL_MODEL: names.fit(model, 63), names.LABEL_MANAGED_BY: names.MANAGED_BY}
-        pods = await self._list(Pod, namespace, labels)
         jobs = await self._list(Job, namespace, labels)
         deployments = await self._list(Deployment, namespace, labels)
         services = await self._list(Service, namespace, labels)
+        # Pods last: a Job seen complete then has its finished pod in the list. Listed first, a
+        # pod that finished between the two calls would be missing, and the Job would look like
+        # it succeeded without leaving a result.
+        pods = await self._list(Pod, namespace, labels)
         observed = Observed(now=now)
         for job in jobs:
             seen = observe_job(job, pods)
