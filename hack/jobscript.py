@@ -3,9 +3,9 @@
 kwok plays pod lifecycles (hack/kwok-stages.yaml): a pod annotated with
 ``kwok.medusa.dev/exit-code`` and ``kwok.medusa.dev/termination-message`` ends with them. The
 ``JobScripter`` watches the operator's Job pods in one namespace and annotates each with the
-outcome scripted for its step (build, build-base, package, package-base, validate). Default
-outcomes are plausible successful results derived from the pod's own arguments; tests replace
-them to script failures. The e2e tests and the demo use it; both say the results are simulated.
+outcome scripted for its step (lookup, lookup-base, build, build-base, package, package-base,
+validate). Default outcomes are plausible successful results derived from the pod's own
+arguments (a lookup finds nothing in the store); tests replace them to script failures. The e2e tests and the demo use it; both say the results are simulated.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def arg(pod: Pod, flag: str, default: str = "") -> str:
 
 def default_outcome(step: str, pod: Pod) -> Outcome:
     """A successful, plausible result for the step, read from the pod's arguments."""
+    if step in ("lookup", "lookup-base"):
+        return Outcome(result={"cacheKey": arg(pod, "--cache-key", "0" * 24), "cacheHit": False})
     if step in ("build", "build-base"):
         key = arg(pod, "--cache-key", "0" * 24)
         artifacts = arg(pod, "--artifacts-uri", "s3://engines").rstrip("/")
@@ -74,6 +76,11 @@ def default_outcome(step: str, pod: Pod) -> Outcome:
 
 
 Script = Outcome | Callable[[Pod], Outcome]
+
+
+def builder_command(step: str) -> str:
+    """The medusa-builder command a step's Job runs (a lookup is `build --lookup-only`)."""
+    return "build" if step.startswith("lookup") else step.removesuffix("-base")
 
 
 class JobScripter:
@@ -129,5 +136,5 @@ class JobScripter:
             self.pods_seen[step] += 1
             delay = 3_600_000 if outcome.hold else outcome.delay_ms
             self.client.patch(Pod, pod.metadata.name, {"metadata": {"annotations": {
-                EXIT_CODE: str(outcome.exit_code), MESSAGE: outcome.message(step.removesuffix("-base")),
+                EXIT_CODE: str(outcome.exit_code), MESSAGE: outcome.message(builder_command(step)),
                 DELAY: str(delay)}}}, namespace=self.namespace)

@@ -23,7 +23,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 
 from fixtures.cluster import exists, wait_for
-from jobscript import Outcome
+from jobscript import Outcome, arg
 from localcluster import LocalCluster
 from medusa_operator.controller.kube import MedusaModelResource
 
@@ -122,7 +122,8 @@ def test_happy_path_to_serving_fills_every_status_field(local_cluster, kube, nam
     # The baseline and the finished Jobs are gone after promotion.
     assert not exists(kube, Deployment, f"smol-{rev[:8]}-base", namespace)
     wait_for(lambda: job_names(kube, namespace) == [], what="finished Jobs to be cleaned up")
-    assert scripter.pods_seen == {"build": 1, "build-base": 1, "package": 1, "package-base": 1, "validate": 1}
+    assert scripter.pods_seen == {"lookup": 1, "lookup-base": 1, "build": 1, "build-base": 1, "package": 1,
+                                  "package-base": 1, "validate": 1}
 
     # Nothing was written to the user's object except status: no finalizers, no annotations.
     assert not obj["metadata"].get("finalizers")
@@ -151,6 +152,22 @@ def test_same_engine_inputs_reuse_the_engine_without_a_gpu_job(local_cluster, ku
     assert scripter.pods_seen["build"] == 1, "a second GPU build Job ran for the same engine inputs"
     assert scripter.pods_seen["validate"] == 2
     assert 'medusa_engine_cache_lookups_total{result="hit"} 1.0' in operator.metrics()
+
+
+def test_an_engine_already_in_the_store_is_reused_without_a_gpu_job(local_cluster, kube, namespace, operator,
+                                                                   scripter):
+    """The store holds the engine (built for a model since deleted), but no status knows it."""
+    def found(pod) -> Outcome:
+        key = arg(pod, "--cache-key")
+        return Outcome(result={"cacheKey": key, "cacheHit": True, "engineUri": f"s3://engines/engines/{key}",
+                               "numHeads": 3, "numLayers": 1, "tree": [[0], [0, 0], [1]]})
+
+    scripter.script("lookup", found)
+    apply(local_cluster, namespace, model_manifest())
+    st = wait_phase(kube, namespace, "Serving")
+    assert st["engine"]["reused"] is True and st["engine"]["treeSize"] == 3
+    assert condition(st, "EngineBuilt")["reason"] == "CacheHit"
+    assert scripter.pods_seen["lookup"] == 1 and scripter.pods_seen["build"] == 0
 
 
 def test_build_failure_names_the_reason_and_deploys_nothing(local_cluster, kube, namespace, operator, scripter):

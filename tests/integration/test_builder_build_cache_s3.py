@@ -85,6 +85,26 @@ def test_reference_build_uploads_then_reuses(tmp_path, s3_server, s3_bucket, sou
     assert not (tmp_path / "work2" / "sources").exists()
 
 
+def test_lookup_only_reports_hit_or_miss_and_builds_nothing(tmp_path, s3_server, s3_bucket, sources):
+    base_uri, heads_uri = sources
+    artifacts = f"s3://{s3_bucket}/artifacts"
+    args = ["--backend", "reference", "--base-uri", base_uri, "--heads-uri", heads_uri, "--tree-choices", TREE,
+            "--artifacts-uri", artifacts, "--cache-key", "ref-k3"]
+    code, doc = build(tmp_path, *args, "--lookup-only", work="lookup1")
+    assert code == 0, doc
+    assert doc["result"] == {"cacheKey": "ref-k3", "cacheHit": False}
+    assert not keys(s3_server, s3_bucket, "artifacts/") and not (tmp_path / "lookup1" / "sources").exists()
+
+    assert build(tmp_path, *args)[0] == 0
+    code, doc = build(tmp_path, *args, "--lookup-only", work="lookup2")
+    assert code == 0 and doc["result"]["cacheHit"] is True
+    assert doc["result"]["engineUri"] == f"{artifacts}/engines/ref-k3" and doc["result"]["tree"] == [[0], [1], [0, 0]]
+
+    code, doc = build(tmp_path, "--backend", "reference", "--base-uri", base_uri, "--heads-uri", heads_uri,
+                      "--cache-key", "ref-k3", "--lookup-only", work="lookup3")
+    assert code == 2 and "--lookup-only needs --artifacts-uri" in doc["error"]["message"]
+
+
 def test_partial_entry_without_manifest_is_not_a_hit(tmp_path, s3_server, s3_bucket, sources):
     base_uri, heads_uri = sources
     client = s3_server.client()

@@ -56,13 +56,44 @@ def cond(status: MedusaModelStatus, type_: str):
     return next(c for c in status.conditions if c.type == type_)
 
 
-def test_new_model_starts_a_build_job() -> None:
+def container(manifest: dict) -> dict:
+    return manifest["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_new_model_looks_its_engine_up_without_a_gpu_then_builds_on_a_miss() -> None:
     c = ctx()
+    r = rev(c)
     p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW))
-    assert kinds(p) == [("Job", names.job_name("m", rev(c), "build"))]
-    assert p.status.phase == "Building" and p.status.revisions.candidate == rev(c)
+    assert kinds(p) == [("Job", names.job_name("m", r, "lookup"))]
+    lookup = container(p.apply[0])
+    assert lookup["args"][0] == "build" and "--lookup-only" in lookup["args"]
+    assert "limits" not in lookup["resources"], "the lookup must not wait for a GPU"
+    assert "nodeSelector" not in p.apply[0]["spec"]["template"]["spec"]
+    assert p.status.phase == "Building" and p.status.revisions.candidate == r
     assert cond(p.status, "Ready").status == "False"
     assert p.status.observed_generation == 1
+
+    key = engine_cache_key(c.spec, c.builder_image)
+    missed = JobObs(names.job_name("m", r, "lookup"), r, "succeeded", result=ok("build", cacheKey=key, cacheHit=False))
+    p = plan(c, 1, p.status, Observed(now=NOW, jobs={missed.name: missed}))
+    assert kinds(p) == [("Job", names.job_name("m", r, "build"))]
+    build = container(p.apply[0])
+    assert build["resources"]["limits"] == {"nvidia.com/gpu": "1"} and "--lookup-only" not in build["args"]
+    assert p.status.phase == "Building"
+
+
+def test_an_engine_found_in_the_store_needs_no_gpu_job() -> None:
+    c = ctx()
+    r = rev(c)
+    key = engine_cache_key(c.spec, c.builder_image)
+    found = JobObs(names.job_name("m", r, "lookup"), r, "succeeded",
+                   result=ok("build", cacheKey=key, cacheHit=True, engineUri=f"s3://engines/engines/{key}",
+                             numHeads=2, tree=[[0], [1], [0, 0]]))
+    status = MedusaModelStatus.model_validate({"revisions": {"candidate": r}})
+    p = plan(c, 1, status, Observed(now=NOW, jobs={found.name: found}))
+    assert kinds(p) == [("Job", names.job_name("m", r, "package"))]
+    assert p.status.engine.reused is True and p.status.engine.tree_size == 3 and p.status.engine.num_heads == 2
+    assert cond(p.status, "EngineBuilt").reason == "CacheHit"
 
 
 def test_finished_build_leads_to_packaging_with_the_engine_uri() -> None:
@@ -276,3 +307,13 @@ def test_a_failed_build_is_not_hidden_by_the_baseline_build_still_running() -> N
     assert [(d.kind, d.name) for d in p.delete] == [("Job", running.name)]
     again = plan(c, 1, p.status, observed)
     assert again.status.phase == "Failed" and again.apply == []
+
+
+def test_the_baseline_engine_is_looked_up_beside_the_candidate() -> None:
+    c = ctx(validation={"baseline": "base-engine"})
+    r = rev(c)
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW))
+    assert sorted(kinds(p)) == [("Job", names.job_name("m", r, "lookup")),
+                                ("Job", names.job_name("m", r, "lookup-base"))]
+    base = next(container(m) for m in p.apply if m["metadata"]["name"].endswith("-lookup-base"))
+    assert base["args"][0] == "build" and {"--base-only", "--lookup-only"} <= set(base["args"])

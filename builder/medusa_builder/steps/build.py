@@ -6,6 +6,8 @@ a TensorRT-LLM engine for ``--backend tensorrt-llm``, or for ``--backend referen
 base + heads + tree bundle that the PyTorch reference runtime serves. The entry is stored at
 ``{artifacts}/engines/{cacheKey}/`` with ``manifest.json`` written last. ``--base-only`` builds
 the base model alone (the baseline the operator measures a candidate against).
+``--lookup-only`` stops after the cache lookup: the operator runs it as a CPU-only Job first, so
+an engine already in the store never waits for a GPU.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def register(subparsers) -> None:
     parser.add_argument("--base-only", action="store_true",
                         help="build the base model alone, without heads (the baseline engine)")
     parser.add_argument("--backend", choices=engine.BACKENDS, default="tensorrt-llm")
+    parser.add_argument("--lookup-only", action="store_true",
+                        help="only look the engine up in the store: the result says cacheHit true (with the "
+                             "engine's details) or false; downloads and builds nothing")
     add_engine_arguments(parser)
     add_result_argument(parser)
     parser.set_defaults(func=run)
@@ -62,9 +67,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     key = check_cache_key(args.cache_key or engine.compute_cache_key(engine.cache_inputs(
         spec, base_uri=args.base_uri, base_revision=args.base_revision, heads_uri=args.heads_uri,
         heads_revision=args.heads_revision, tree_spec=None if args.base_only else tree_spec(args))))
+    if args.lookup_only and not args.artifacts_uri:
+        raise UserError("--lookup-only needs --artifacts-uri, the store to look the engine up in")
     cached = cached_result(args, key)
     if cached is not None:
         return cached
+    if args.lookup_only:
+        log.info("cache miss: %s is not in %s", key, args.artifacts_uri)
+        return {"cacheKey": key, "cacheHit": False}
     work = Path(args.work_dir)
     base_dir = work / "sources" / "base"
     base = storage.download(args.base_uri, base_dir, revision=args.base_revision)

@@ -6,8 +6,9 @@ level-triggered: it never relies on having seen an event, so a restart, a missed
 deleted by hand converges on the next pass. The handlers (handlers.py) only read, call this,
 apply and write.
 
-Flow of a candidate revision: build (GPU Job; a cache hit ends it at once) and, when the spec
-asks for a baseline, the base model's own build -> package -> candidate (and baseline) Deployment
+Flow of a candidate revision: build (an engine another status knows is reused at once; else a
+CPU-only Job looks it up in the store, and only a miss starts the GPU build Job) and, when the
+spec asks for a baseline, the base model's own build the same way -> package -> candidate (and baseline) Deployment
 and Service -> validate Job -> promote (stable Service and autoscaler move to it) -> Serving.
 A failed step marks the revision failed; the previous revision keeps serving.
 """
@@ -260,20 +261,28 @@ class _Planner:
             self.plan.delete.append(Deletion("batch/v1", "Job", job.name))
             self.status.revisions.infra_retries = retries + 1
 
+    def engine_outcome(self, key: str, lookup: dict[str, Any], build: dict[str, Any], what: str) -> dict[str, Any] | None:
+        """The result for the engine ``key``: known from a status (no Job at all), found in the
+        store by a CPU-only lookup Job, or built by the GPU Job, created only when the lookup
+        misses. An engine already in the store so never waits for a GPU."""
+        if build["metadata"]["name"] not in self.obs.jobs:
+            known = self.obs.known_engines.get(key)
+            if known is not None:
+                return {"cacheKey": key, "cacheHit": True, "engineUri": known}
+            found = self.job_outcome(self.job(lookup), st.ENGINE_BUILT, "Building", "Building",
+                                     f"the store lookup for {what}")
+            if found is None or found.get("cacheHit"):
+                return found
+        return self.job_outcome(self.job(build), st.ENGINE_BUILT, "Building", "Building", what)
+
     def step_build(self) -> str | None:
         key = engine_cache_key(self.ctx.spec, self.ctx.builder_image)
-        manifest = jobs.build_job(self.ctx, self.revision, key)
-        known = self.obs.known_engines.get(key)
-        if known is not None and manifest["metadata"]["name"] not in self.obs.jobs:
-            # Built before by this or another model: no GPU Job at all.
-            result = {"cacheKey": key, "cacheHit": True, "engineUri": known}
-            if self.status.engine.cache_key == key:
-                result.update(numHeads=self.status.engine.num_heads, treeSize=self.status.engine.tree_size)
-        else:
-            job = self.job(manifest)
-            result = self.job_outcome(job, st.ENGINE_BUILT, "Building", "Building", "the engine build")
+        result = self.engine_outcome(key, jobs.lookup_job(self.ctx, self.revision, key),
+                                     jobs.build_job(self.ctx, self.revision, key), "the engine build")
         if result is None:
             return None
+        if result.get("cacheHit") and self.status.engine.cache_key == key and "numHeads" not in result:
+            result.update(numHeads=self.status.engine.num_heads, treeSize=self.status.engine.tree_size)
         uri = result.get("engineUri") or engine_uri(self.ctx, key)
         reused = bool(result.get("cacheHit"))
         tree = result.get("tree")
@@ -288,8 +297,9 @@ class _Planner:
 
     def step_build_base(self) -> str | None:
         key = base_engine_cache_key(self.ctx.spec, self.ctx.builder_image)
-        job = self.job(jobs.base_build_job(self.ctx, self.revision, key))
-        result = self.job_outcome(job, st.ENGINE_BUILT, "Building", "Building", "the base model's engine build")
+        result = self.engine_outcome(key, jobs.base_lookup_job(self.ctx, self.revision, key),
+                                     jobs.base_build_job(self.ctx, self.revision, key),
+                                     "the base model's engine build")
         if result is None:
             return None
         return result.get("engineUri") or engine_uri(self.ctx, key)

@@ -63,7 +63,8 @@ def _gpu_scheduling(ctx: RenderContext) -> dict[str, Any]:
 
 
 def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, gpus: int = 0,
-             deadline_seconds: int = BUILD_DEADLINE_SECONDS) -> dict[str, Any]:
+             deadline_seconds: int = BUILD_DEADLINE_SECONDS, command: str | None = None) -> dict[str, Any]:
+    """A Job running ``medusa-builder COMMAND ARGS`` (COMMAND defaults to the step's name)."""
     volumes, mounts, storage_args = storage_volumes(ctx)
     name = names.job_name(ctx.model.name, revision, step)
     labels = {names.LABEL_REVISION: revision, names.LABEL_STEP: step}
@@ -74,7 +75,7 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, g
         "name": "builder",
         "image": ctx.builder_image,
         "command": ["medusa-builder"],
-        "args": [step.removesuffix("-base"), *args, *storage_args],
+        "args": [command or step.removesuffix("-base"), *args, *storage_args],
         "resources": resources,
         "volumeMounts": mounts,
         "terminationMessagePath": "/dev/termination-log",
@@ -119,7 +120,7 @@ def _engine_args(ctx: RenderContext) -> list[str]:
     return args
 
 
-def build_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
+def _build_args(ctx: RenderContext, cache_key: str) -> list[str]:
     spec = ctx.spec
     args = ["--base-uri", spec.base_model.uri, "--heads-uri", spec.medusa.uri, "--cache-key", cache_key]
     if spec.base_model.revision:
@@ -133,16 +134,35 @@ def build_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, An
         args += ["--tree-choices", json.dumps(tree.choices, separators=(",", ":"))]
     else:
         args += ["--tree-preset", (tree.preset if tree is not None and tree.preset else "auto")]
-    return step_job(ctx, revision, "build", args + _engine_args(ctx), gpus=spec.engine.gpu.count)
+    return args + _engine_args(ctx)
+
+
+def _base_build_args(ctx: RenderContext, cache_key: str) -> list[str]:
+    args = ["--base-uri", ctx.spec.base_model.uri, "--base-only", "--cache-key", cache_key]
+    if ctx.spec.base_model.revision:
+        args += ["--base-revision", ctx.spec.base_model.revision]
+    return args + _engine_args(ctx)
+
+
+def build_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
+    return step_job(ctx, revision, "build", _build_args(ctx, cache_key), gpus=ctx.spec.engine.gpu.count)
 
 
 def base_build_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
     """The base model's own engine, the baseline a candidate is measured against."""
-    spec = ctx.spec
-    args = ["--base-uri", spec.base_model.uri, "--base-only", "--cache-key", cache_key]
-    if spec.base_model.revision:
-        args += ["--base-revision", spec.base_model.revision]
-    return step_job(ctx, revision, "build-base", args + _engine_args(ctx), gpus=spec.engine.gpu.count)
+    return step_job(ctx, revision, "build-base", _base_build_args(ctx, cache_key), gpus=ctx.spec.engine.gpu.count)
+
+
+def lookup_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
+    """CPU only: is the engine already in the store? Runs before the GPU build Job."""
+    return step_job(ctx, revision, "lookup", [*_build_args(ctx, cache_key), "--lookup-only"], command="build",
+                    deadline_seconds=PACKAGE_DEADLINE_SECONDS)
+
+
+def base_lookup_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
+    """CPU only: is the base model's engine already in the store?"""
+    return step_job(ctx, revision, "lookup-base", [*_base_build_args(ctx, cache_key), "--lookup-only"],
+                    command="build", deadline_seconds=PACKAGE_DEADLINE_SECONDS)
 
 
 def package_job(ctx: RenderContext, revision: str, engine: str, variant: str = "medusa") -> dict[str, Any]:

@@ -15,7 +15,7 @@ LABEL_VARIANT = "medusa.dev/variant"  # medusa (the candidate or served model) |
 LABEL_STEP = "medusa.dev/step"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 
-STEPS = ("build", "build-base", "package", "package-base", "validate")
+STEPS = ("lookup", "lookup-base", "build", "build-base", "package", "package-base", "validate")
 VARIANTS = ("medusa", "base")
 
 
