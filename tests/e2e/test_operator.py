@@ -374,6 +374,50 @@ def test_infrastructure_failure_is_retried_until_it_passes(local_cluster, kube, 
     assert len(attempts) == 4
 
 
+def test_make_room_hands_the_serving_gpus_to_the_candidate(local_cluster, kube, namespace, operator, scripter):
+    """A fake node of its own with 4 GPUs: two serving replicas of 2 GPUs fill it, so the next
+    candidate (and its baseline) can only run once the serving revision makes room."""
+    product = f"TEST-GPU-{namespace[-6:]}"
+    node = {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": f"gpu-{namespace[-6:]}", "annotations": {"kwok.x-k8s.io/node": "fake"},
+                         "labels": {"type": "kwok", "nvidia.com/gpu.product": product}},
+            "status": {"capacity": {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "4"},
+                       "allocatable": {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "4"}}}
+    local_cluster.kubectl("apply", "-f", "-", input=json.dumps(node))
+    try:
+        local_cluster.kubectl("wait", "--for=condition=Ready", f"node/{node['metadata']['name']}", "--timeout=60s")
+
+        def found(pod) -> Outcome:  # the base model's engine is in the store from the first revision
+            key = arg(pod, "--cache-key")
+            return Outcome(result={"cacheKey": key, "cacheHit": True, "engineUri": f"s3://engines/engines/{key}",
+                                   "numHeads": 0, "tree": [], "baseOnly": True})
+
+        spec = {"engine__gpu": {"count": 2, "product": product},
+                "serving__autoscaling": {"minReplicas": 2, "maxReplicas": 2},
+                "rollout": {"unschedulableTimeoutSeconds": 30, "makeRoom": True}}
+        apply(local_cluster, namespace, model_manifest(**spec))
+        first = wait_phase(kube, namespace, "Serving", timeout=120)
+        old = first["revisions"]["current"]
+        wait_for(lambda: status(kube, namespace).get("replicas") == 2, timeout=60, what="two serving replicas")
+
+        scripter.script("lookup-base", found)
+        apply(local_cluster, namespace, model_manifest(validation={"throughput": {"minSpeedup": 1.4},
+                                                                   "accuracy": {"maxDropVsBase": 0.02}}, **spec))
+        cond = wait_for(lambda: next((c for c in status(kube, namespace).get("conditions", [])
+                                      if c["type"] == "CandidateSchedulable" and c["status"] == "False"), None),
+                        timeout=90, what="the CandidateSchedulable=False condition")
+        assert f"serving revision {old} is scaled to zero to make room" in cond["message"]
+        wait_for(lambda: kube.get(Deployment, f"smol-{old[:8]}", namespace=namespace).spec.replicas == 0,
+                 timeout=30, what="the serving revision to be scaled to zero")
+        st = wait_for(lambda: (s := status(kube, namespace)).get("phase") == "Serving"
+                      and s["revisions"]["current"] != old and s,
+                      timeout=120, what=lambda: f"the candidate to be promoted; status now: {status(kube, namespace)}")
+        assert st["revisions"]["previous"] == old and not st["revisions"].get("servingScaledDown")
+        wait_for(lambda: status(kube, namespace).get("replicas") == 2, timeout=60, what="two serving replicas")
+    finally:
+        local_cluster.kubectl("delete", "node", node["metadata"]["name"], "--wait=false", check=False)
+
+
 def test_unschedulable_candidate_gets_a_condition(local_cluster, kube, namespace, operator, scripter):
     manifest = model_manifest(rollout={"unschedulableTimeoutSeconds": 30})
     manifest["spec"]["engine"]["gpu"]["product"] = "NVIDIA-H100-80GB-HBM3"

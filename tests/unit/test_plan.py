@@ -317,3 +317,66 @@ def test_the_baseline_engine_is_looked_up_beside_the_candidate() -> None:
                                 ("Job", names.job_name("m", r, "lookup-base"))]
     base = next(container(m) for m in p.apply if m["metadata"]["name"].endswith("-lookup-base"))
     assert base["args"][0] == "build" and {"--base-only", "--lookup-only"} <= set(base["args"])
+
+
+def _waiting_candidate(c: RenderContext, serving: str) -> tuple[MedusaModelStatus, Observed]:
+    """Revision ``serving`` serves (autoscaled); the candidate's pods wait for GPUs past the limit."""
+    r = rev(c)
+    status = MedusaModelStatus.model_validate({"phase": "Deploying", "revisions": {
+        "current": serving, "currentRepositoryUri": "s3://r", "currentImage": "t:1", "candidate": r}})
+    jobs = {
+        names.job_name("m", r, "build"): JobObs(names.job_name("m", r, "build"), r, "succeeded",
+                                                result=ok("build", engineUri="s3://e/k")),
+        names.job_name("m", r, "package"): JobObs(names.job_name("m", r, "package"), r, "succeeded",
+                                                  result=ok("package", repositoryUri="s3://e/repo")),
+    }
+    waiting = Unschedulable(since=NOW - timedelta(seconds=90), message="0/3 nodes: Insufficient nvidia.com/gpu")
+    deps = {names.deployment_name("m", r): DeploymentObs(names.deployment_name("m", r), r, "medusa", 0,
+                                                         unschedulable=waiting),
+            names.deployment_name("m", serving): DeploymentObs(names.deployment_name("m", serving), serving,
+                                                               "medusa", 2)}
+    return status, Observed(now=NOW, jobs=jobs, deployments=deps,
+                            autoscalers={"HorizontalPodAutoscaler": "m"})
+
+
+def _serving_deployment(p, serving: str) -> dict:
+    return next(m for m in p.apply if m["kind"] == "Deployment" and m["metadata"]["name"] == names.deployment_name("m", serving))
+
+
+AUTOSCALED = {"autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetTokensPerSecondPerReplica": 100}}
+
+
+def test_the_serving_revision_is_not_touched_to_make_room_unless_asked() -> None:
+    c = ctx(rollout={"unschedulableTimeoutSeconds": 60}, serving=AUTOSCALED)
+    status, observed = _waiting_candidate(c, "oldrev0001")
+    p = plan(c, 2, status, observed)
+    assert "replicas" not in _serving_deployment(p, "oldrev0001")["spec"], "the autoscaler owns the replicas"
+    assert p.delete == [] and p.status.revisions.serving_scaled_down is None
+    assert "not touched to make room unless rollout.makeRoom" in cond(p.status, "CandidateSchedulable").message
+
+
+def test_make_room_scales_the_serving_revision_to_zero_and_back_if_the_candidate_fails() -> None:
+    c = ctx(rollout={"unschedulableTimeoutSeconds": 60, "makeRoom": True}, serving=AUTOSCALED)
+    r = rev(c)
+    status, observed = _waiting_candidate(c, "oldrev0001")
+    first = plan(c, 2, status, observed)
+    assert first.status.revisions.serving_scaled_down is True
+    assert "scaled to zero to make room" in cond(first.status, "CandidateSchedulable").message
+
+    second = plan(c, 2, first.status, observed)
+    assert _serving_deployment(second, "oldrev0001")["spec"]["replicas"] == 0
+    assert ("HorizontalPodAutoscaler", "m") in [(d.kind, d.name) for d in second.delete]
+    assert not any(m["kind"] == "HorizontalPodAutoscaler" for m in second.apply)
+    assert cond(second.status, "AutoscalerReady").reason == "MakingRoom"
+
+    observed.jobs[names.job_name("m", r, "validate")] = JobObs(
+        names.job_name("m", r, "validate"), r, "failed",
+        result=StepResult("validate", False, error_kind="validation", error_message="speedup 1.1 < 1.5",
+                          result={"passed": False, "failures": []}))
+    observed.deployments[names.deployment_name("m", r)] = DeploymentObs(names.deployment_name("m", r), r, "medusa", 1)
+    failed = plan(c, 2, second.status, observed)
+    assert failed.status.revisions.failed == r and failed.status.revisions.serving_scaled_down is None
+    restored = plan(c, 2, failed.status, observed)
+    assert "replicas" not in _serving_deployment(restored, "oldrev0001")["spec"]
+    assert any(m["kind"] == "HorizontalPodAutoscaler" for m in restored.apply)
+    assert restored.status.phase == "Degraded"

@@ -328,6 +328,15 @@ class RolloutSpec(ApiModel):
         default=600, ge=30, le=86400,
         description="How long a candidate may wait for GPUs before the CandidateUnschedulable condition is set.",
     )
+    make_room: bool = Field(
+        default=False,
+        description=(
+            "When the candidate's pods have waited unschedulableTimeoutSeconds for GPUs, scale the serving "
+            "revision (and its autoscaler) to zero so the candidate can take its GPUs. Nothing serves until the "
+            "candidate is promoted; if it fails, the serving revision is scaled back up. Off: the serving "
+            "revision is never touched."
+        ),
+    )
 
 
 def one_secret_per_store_rule(first: str, second: str, schemes: tuple[str, ...]) -> dict[str, str]:
@@ -387,6 +396,10 @@ class RevisionsStatus(ApiModel):
         default=None, description="Model repository of the base model the candidate is compared with.",
     )
     candidate_since: str | None = Field(default=None, description="When the candidate started (RFC 3339).")
+    serving_scaled_down: bool | None = Field(
+        default=None, description="The serving revision is scaled to zero to make room for the candidate "
+                                  "(rollout.makeRoom).",
+    )
     infra_retries: int | None = Field(
         default=None, description="Steps of the candidate re-run after infrastructure failures so far; each retry "
                                   "waits twice as long as the one before.",

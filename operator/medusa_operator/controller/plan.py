@@ -88,6 +88,7 @@ class _Planner:
         self.cond(condition, False, reason, message)
         self.status.revisions.failed = rev
         self.status.revisions.candidate = None
+        self.status.revisions.serving_scaled_down = None  # the next pass scales the serving revision back
         self.delete_revision_objects(rev, keep_jobs=True)
         # Finished Jobs stay for inspection; ones still running (a GPU build) are stopped.
         self.plan.delete += [Deletion("batch/v1", "Job", j.name) for j in self.obs.jobs.values()
@@ -106,6 +107,8 @@ class _Planner:
             self.finish_status()
             return self.plan
         current = self.status.revisions.current
+        if self.revision in (current, self.status.revisions.failed):
+            self.status.revisions.serving_scaled_down = None  # no candidate in flight needs the room
         self.maintain_serving()
         if self.revision == current:
             self.status.revisions.candidate = None
@@ -139,18 +142,27 @@ class _Planner:
         return True
 
     def maintain_serving(self) -> None:
-        """Keep the served revision's objects as the spec says (replicas, resources, autoscaler)."""
+        """Keep the served revision's objects as the spec says (replicas, resources, autoscaler),
+        or at zero replicas while it makes room for the candidate."""
         rev = self.status.revisions.current
         if rev is None:
             return
         repo = self.status.revisions.current_repository_uri or ""
-        auto = autoscaling.autoscaler(self.ctx, rev)
-        replicas = None if auto is not None else max(self.ctx.spec.serving.autoscaling.min_replicas, 1)
+        making_room = bool(self.status.revisions.serving_scaled_down and self.ctx.spec.rollout.make_room)
+        self.status.revisions.serving_scaled_down = making_room or None
+        auto = None if making_room else autoscaling.autoscaler(self.ctx, rev)
+        if making_room:
+            replicas = 0
+        else:
+            replicas = None if auto is not None else max(self.ctx.spec.serving.autoscaling.min_replicas, 1)
         self.plan.apply.append(serving.deployment(self.ctx, rev, repo, image=self.status.revisions.current_image,
                                                   replicas=replicas))
         self.plan.apply.append(serving.revision_service(self.ctx, rev))
         self.plan.apply.append(serving.stable_service(self.ctx, rev))
         self.apply_autoscaler(auto)
+        if making_room and autoscaling.autoscaler(self.ctx, rev) is not None:
+            self.cond("AutoscalerReady", False, "MakingRoom",
+                      f"revision {rev} is scaled to zero while candidate {self.revision} takes its GPUs")
 
     def apply_autoscaler(self, auto: dict[str, Any] | None) -> None:
         name = names.autoscaler_name(self.model)
@@ -344,8 +356,13 @@ class _Planner:
             self.cond(st.CANDIDATE_SCHEDULABLE, None, "CandidatePending",
                       f"candidate pods wait for a node ({waited:.0f}s of {limit}s): {unschedulable.message}")
             return
-        serving_note = ("; the serving revision is not touched to make room"
-                        if self.status.revisions.current else "")
+        current = self.status.revisions.current
+        serving_note = ""
+        if current and self.ctx.spec.rollout.make_room:
+            self.status.revisions.serving_scaled_down = True
+            serving_note = f"; serving revision {current} is scaled to zero to make room (rollout.makeRoom)"
+        elif current:
+            serving_note = "; the serving revision is not touched to make room unless rollout.makeRoom is set"
         self.cond(st.CANDIDATE_SCHEDULABLE, False, "Unschedulable",
                   f"candidate pods could not be scheduled for {waited:.0f}s: {unschedulable.message}. Free GPUs "
                   f"({self.ctx.spec.engine.gpu.count} x {self.ctx.spec.engine.gpu.product or 'any product'}) "
@@ -420,6 +437,10 @@ class _Planner:
         if ready > 0:
             self.cond(st.AVAILABLE, True, "PodsReady", f"{ready} ready replica(s) of revision {rev}")
             self.cond(st.READY, True, "Serving", f"{s.endpoint} serves validated revision {rev}")
+        elif s.revisions.serving_scaled_down:
+            why = f"revision {rev} is scaled to zero to make room for candidate {s.revisions.candidate} (rollout.makeRoom)"
+            self.cond(st.AVAILABLE, False, "MakingRoom", why)
+            self.cond(st.READY, False, "MakingRoom", why)
         else:
             self.cond(st.AVAILABLE, False, "NoReadyPods", f"revision {rev} has no ready pods")
             self.cond(st.READY, False, "NoReadyPods", f"revision {rev} has no ready pods behind {s.endpoint}")
