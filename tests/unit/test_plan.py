@@ -68,6 +68,7 @@ def test_new_model_looks_its_engine_up_without_a_gpu_then_builds_on_a_miss() -> 
     lookup = container(p.apply[0])
     assert lookup["args"][0] == "build" and "--lookup-only" in lookup["args"]
     assert "limits" not in lookup["resources"], "the lookup must not wait for a GPU"
+    assert lookup["resources"]["requests"] == {"cpu": "100m", "memory": "512Mi"}
     assert "nodeSelector" not in p.apply[0]["spec"]["template"]["spec"]
     assert p.status.phase == "Building" and p.status.revisions.candidate == r
     assert cond(p.status, "Ready").status == "False"

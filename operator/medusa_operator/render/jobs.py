@@ -19,6 +19,8 @@ WORK_DIR = "/work"
 PVC_ROOT = "/mnt/pvc"
 BUILD_DEADLINE_SECONDS = 6 * 3600
 PACKAGE_DEADLINE_SECONDS = 3600
+STEP_REQUESTS = {"cpu": "1", "memory": "4Gi"}
+LOOKUP_REQUESTS = {"cpu": "100m", "memory": "512Mi"}  # reads one manifest from the store
 # Exit codes that a retry cannot change: bad input (2) and a measured, failed validation (4).
 FINAL_EXIT_CODES = [2, 4]
 
@@ -63,12 +65,13 @@ def _gpu_scheduling(ctx: RenderContext) -> dict[str, Any]:
 
 
 def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, gpus: int = 0,
-             deadline_seconds: int = BUILD_DEADLINE_SECONDS, command: str | None = None) -> dict[str, Any]:
+             deadline_seconds: int = BUILD_DEADLINE_SECONDS, command: str | None = None,
+             requests: dict[str, str] = STEP_REQUESTS) -> dict[str, Any]:
     """A Job running ``medusa-builder COMMAND ARGS`` (COMMAND defaults to the step's name)."""
     volumes, mounts, storage_args = storage_volumes(ctx)
     name = names.job_name(ctx.model.name, revision, step)
     labels = {names.LABEL_REVISION: revision, names.LABEL_STEP: step}
-    resources: dict[str, Any] = {"requests": {"cpu": "1", "memory": "4Gi"}}
+    resources: dict[str, Any] = {"requests": dict(requests)}
     if gpus:
         resources["limits"] = {"nvidia.com/gpu": str(gpus)}
     container = {
@@ -156,13 +159,13 @@ def base_build_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[st
 def lookup_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
     """CPU only: is the engine already in the store? Runs before the GPU build Job."""
     return step_job(ctx, revision, "lookup", [*_build_args(ctx, cache_key), "--lookup-only"], command="build",
-                    deadline_seconds=PACKAGE_DEADLINE_SECONDS)
+                    deadline_seconds=PACKAGE_DEADLINE_SECONDS, requests=LOOKUP_REQUESTS)
 
 
 def base_lookup_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
     """CPU only: is the base model's engine already in the store?"""
     return step_job(ctx, revision, "lookup-base", [*_base_build_args(ctx, cache_key), "--lookup-only"],
-                    command="build", deadline_seconds=PACKAGE_DEADLINE_SECONDS)
+                    command="build", deadline_seconds=PACKAGE_DEADLINE_SECONDS, requests=LOOKUP_REQUESTS)
 
 
 def package_job(ctx: RenderContext, revision: str, engine: str, variant: str = "medusa") -> dict[str, Any]:
