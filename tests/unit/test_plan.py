@@ -48,6 +48,13 @@ def ok(step: str, **result) -> StepResult:
     return StepResult(step=step, ok=True, result=result)
 
 
+def built_and_packaged(r: str) -> dict[str, JobObs]:
+    """Observed Jobs of revision ``r`` up to a packaged repository."""
+    build, package = names.job_name("m", r, "build"), names.job_name("m", r, "package")
+    return {build: JobObs(build, r, "succeeded", result=ok("build", engineUri="s3://e/k")),
+            package: JobObs(package, r, "succeeded", result=ok("package", repositoryUri="s3://e/repo"))}
+
+
 def kinds(p) -> list[tuple[str, str]]:
     return [(m["kind"], m["metadata"]["name"]) for m in p.apply]
 
@@ -241,12 +248,7 @@ def test_validation_verdict_promotes_and_retires_the_previous_revision() -> None
 def test_candidate_waiting_too_long_for_gpus_gets_a_condition() -> None:
     c = ctx(rollout={"unschedulableTimeoutSeconds": 60})
     r = rev(c)
-    jobs = {
-        names.job_name("m", r, "build"): JobObs(names.job_name("m", r, "build"), r, "succeeded",
-                                                result=ok("build", engineUri="s3://e/k")),
-        names.job_name("m", r, "package"): JobObs(names.job_name("m", r, "package"), r, "succeeded",
-                                                  result=ok("package", repositoryUri="s3://e/repo")),
-    }
+    jobs = built_and_packaged(r)
     waiting = Unschedulable(since=NOW - timedelta(seconds=90), message="0/3 nodes: Insufficient nvidia.com/gpu")
     dep = DeploymentObs(names.deployment_name("m", r), r, "medusa", 0, unschedulable=waiting)
     p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs=jobs, deployments={dep.name: dep}))
@@ -325,12 +327,7 @@ def _waiting_candidate(c: RenderContext, serving: str) -> tuple[MedusaModelStatu
     r = rev(c)
     status = MedusaModelStatus.model_validate({"phase": "Deploying", "revisions": {
         "current": serving, "currentRepositoryUri": "s3://r", "currentImage": "t:1", "candidate": r}})
-    jobs = {
-        names.job_name("m", r, "build"): JobObs(names.job_name("m", r, "build"), r, "succeeded",
-                                                result=ok("build", engineUri="s3://e/k")),
-        names.job_name("m", r, "package"): JobObs(names.job_name("m", r, "package"), r, "succeeded",
-                                                  result=ok("package", repositoryUri="s3://e/repo")),
-    }
+    jobs = built_and_packaged(r)
     waiting = Unschedulable(since=NOW - timedelta(seconds=90), message="0/3 nodes: Insufficient nvidia.com/gpu")
     deps = {names.deployment_name("m", r): DeploymentObs(names.deployment_name("m", r), r, "medusa", 0,
                                                          unschedulable=waiting),
