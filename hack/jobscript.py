@@ -5,7 +5,8 @@ kwok plays pod lifecycles (hack/kwok-stages.yaml): a pod annotated with
 ``JobScripter`` watches the operator's Job pods in one namespace and annotates each with the
 outcome scripted for its step (lookup, lookup-base, build, build-base, package, package-base,
 validate). Default outcomes are plausible successful results derived from the pod's own
-arguments (a lookup finds nothing in the store); tests replace them to script failures. The e2e tests and the demo use it; both say the results are simulated.
+arguments (a lookup finds nothing in the store); tests replace them to script failures. The
+e2e tests and the demo use it; both say the results are simulated.
 """
 
 from __future__ import annotations

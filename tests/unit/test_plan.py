@@ -338,7 +338,8 @@ def _waiting_candidate(c: RenderContext, serving: str) -> tuple[MedusaModelStatu
 
 
 def _serving_deployment(p, serving: str) -> dict:
-    return next(m for m in p.apply if m["kind"] == "Deployment" and m["metadata"]["name"] == names.deployment_name("m", serving))
+    name = names.deployment_name("m", serving)
+    return next(m for m in p.apply if m["kind"] == "Deployment" and m["metadata"]["name"] == name)
 
 
 AUTOSCALED = {"autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetTokensPerSecondPerReplica": 100}}

@@ -8,8 +8,8 @@ apply and write.
 
 Flow of a candidate revision: build (an engine another status knows is reused at once; else a
 CPU-only Job looks it up in the store, and only a miss starts the GPU build Job) and, when the
-spec asks for a baseline, the base model's own build the same way -> package -> candidate (and baseline) Deployment
-and Service -> validate Job -> promote (stable Service and autoscaler move to it) -> Serving.
+spec asks for a baseline, the base model's own build the same way -> package -> candidate (and
+baseline) Deployment and Service -> validate Job -> promote (stable Service and autoscaler move to it) -> Serving.
 A failed step marks the revision failed; the previous revision keeps serving.
 """
 
@@ -150,7 +150,7 @@ class _Planner:
         repo = self.status.revisions.current_repository_uri or ""
         making_room = bool(self.status.revisions.serving_scaled_down and self.ctx.spec.rollout.make_room)
         self.status.revisions.serving_scaled_down = making_room or None
-        auto = None if making_room else autoscaling.autoscaler(self.ctx, rev)
+        auto = autoscaling.autoscaler(self.ctx, rev)
         if making_room:
             replicas = 0
         else:
@@ -159,8 +159,8 @@ class _Planner:
                                                   replicas=replicas))
         self.plan.apply.append(serving.revision_service(self.ctx, rev))
         self.plan.apply.append(serving.stable_service(self.ctx, rev))
-        self.apply_autoscaler(auto)
-        if making_room and autoscaling.autoscaler(self.ctx, rev) is not None:
+        self.apply_autoscaler(None if making_room else auto)
+        if making_room and auto is not None:
             self.cond("AutoscalerReady", False, "MakingRoom",
                       f"revision {rev} is scaled to zero while candidate {self.revision} takes its GPUs")
 
@@ -273,10 +273,11 @@ class _Planner:
             self.plan.delete.append(Deletion("batch/v1", "Job", job.name))
             self.status.revisions.infra_retries = retries + 1
 
-    def engine_outcome(self, key: str, lookup: dict[str, Any], build: dict[str, Any], what: str) -> dict[str, Any] | None:
+    def engine_outcome(self, key: str, lookup: dict[str, Any], build: dict[str, Any],
+                       what: str) -> dict[str, Any] | None:
         """The result for the engine ``key``: known from a status (no Job at all), found in the
         store by a CPU-only lookup Job, or built by the GPU Job, created only when the lookup
-        misses. An engine already in the store so never waits for a GPU."""
+        misses, so an engine already in the store never waits for a GPU."""
         if build["metadata"]["name"] not in self.obs.jobs:
             known = self.obs.known_engines.get(key)
             if known is not None:
@@ -438,7 +439,8 @@ class _Planner:
             self.cond(st.AVAILABLE, True, "PodsReady", f"{ready} ready replica(s) of revision {rev}")
             self.cond(st.READY, True, "Serving", f"{s.endpoint} serves validated revision {rev}")
         elif s.revisions.serving_scaled_down:
-            why = f"revision {rev} is scaled to zero to make room for candidate {s.revisions.candidate} (rollout.makeRoom)"
+            why = (f"revision {rev} is scaled to zero to make room for candidate {s.revisions.candidate} "
+                   "(rollout.makeRoom)")
             self.cond(st.AVAILABLE, False, "MakingRoom", why)
             self.cond(st.READY, False, "MakingRoom", why)
         else:
