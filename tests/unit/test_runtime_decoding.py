@@ -8,37 +8,9 @@ import torch
 from medusa_builder.errors import UserError
 from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
 from medusa_builder.runtime.heads import MedusaHeads
-from medusa_builder.runtime.model import LlamaConfig, LlamaModel
+from medusa_builder.runtime.model import LlamaModel
 from medusa_builder.tree import PRESETS
-
-HIDDEN, VOCAB = 64, 97
-
-
-def tiny_model(seed: int = 0, layers: int = 2) -> LlamaModel:
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=128, num_layers=layers, num_heads=4,
-                      num_kv_heads=2, head_dim=16, rms_norm_eps=1e-5, rope_theta=10000.0, max_positions=2048,
-                      tie_word_embeddings=True, attention_bias=False)
-    gen = torch.Generator().manual_seed(seed)
-    tensors = {"model.embed_tokens.weight": torch.randn(VOCAB, HIDDEN, generator=gen),
-               "model.norm.weight": torch.ones(HIDDEN)}
-    shapes = {"self_attn.q_proj": (64, 64), "self_attn.k_proj": (32, 64), "self_attn.v_proj": (32, 64),
-              "self_attn.o_proj": (64, 64), "mlp.gate_proj": (128, 64), "mlp.up_proj": (128, 64),
-              "mlp.down_proj": (64, 128)}
-    for i in range(layers):
-        for name, shape in shapes.items():
-            tensors[f"model.layers.{i}.{name}.weight"] = torch.randn(*shape, generator=gen) * 0.15
-        tensors[f"model.layers.{i}.input_layernorm.weight"] = torch.ones(HIDDEN)
-        tensors[f"model.layers.{i}.post_attention_layernorm.weight"] = torch.ones(HIDDEN)
-    return LlamaModel(cfg, tensors, torch.float32, torch.device("cpu"))
-
-
-def random_heads(num_heads: int, seed: int = 1, scale: float = 0.3) -> MedusaHeads:
-    heads = MedusaHeads(num_heads, 1, HIDDEN, VOCAB, output_layer=False)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        heads.res_weight.copy_(torch.randn(heads.res_weight.shape, generator=gen) * scale)
-    return heads
-
+from tiny_llama import HIDDEN, VOCAB, random_heads, tiny_model
 
 @pytest.fixture(scope="module")
 def model() -> LlamaModel:
@@ -50,8 +22,8 @@ def test_tree_buffers_describe_ancestors_and_paths():
     # Nodes sorted by depth then path: root, [0], [1], [0, 0], [0, 1].
     assert tb.size == 5 and tb.depth == 2 and tb.topk == 2
     assert tb.depths.tolist() == [0, 1, 1, 2, 2]
-    assert tb.attend[3].tolist() == [True, True, False, True, False]  # [0, 0] sees root, [0], itself
-    assert tb.attend[2].tolist() == [True, False, True, False, False]
+    assert tb.ancestors[3].tolist() == [0, 1, 3]  # [0, 0]: root, [0], itself
+    assert tb.ancestors[2].tolist() == [0, 2, 2]  # [1]: root, itself, padding
     paths = {tuple(p[v].tolist()) for p, v in zip(tb.paths, tb.path_valid)}
     assert paths == {(0, 2), (0, 1, 3), (0, 1, 4)}
     # Candidate k of node [0, 1] is head 2's rank-1 token: flat index 1 * topk + 1.

@@ -41,7 +41,7 @@ class TreeBuffers:
     topk: int
     candidate_index: torch.Tensor  # [size-1] flat index into the heads' [heads, topk] proposals
     depths: torch.Tensor  # [size]
-    attend: torch.Tensor  # [size, size] node i may attend to node j (ancestor or self)
+    ancestors: torch.Tensor  # [size, depth+1] node i's ancestor at each depth, i itself last, then padding
     paths: torch.Tensor  # [leaves, depth+1] node indices from the root to each leaf, padded
     path_valid: torch.Tensor  # [leaves, depth+1]
 
@@ -52,10 +52,11 @@ def build_tree_buffers(tree: Sequence[Sequence[int]], device: torch.device) -> T
     size = len(nodes) + 1
     depth = max((len(p) for p in nodes), default=0)
     topk = max((p[-1] for p in nodes), default=0) + 1
-    attend = torch.zeros(size, size, dtype=torch.bool)
+    ancestors = torch.zeros(size, depth + 1, dtype=torch.long)
     for p, i in index.items():
-        for d in range(len(p) + 1):
-            attend[i, index[p[:d]]] = True
+        ancestors[i] = i
+        for d in range(len(p)):
+            ancestors[i, d] = index[p[:d]]
     parents = {p[:-1] for p in nodes}
     leaves = [p for p in nodes if p not in parents] or [()]
     paths = torch.zeros(len(leaves), depth + 1, dtype=torch.long)
@@ -70,7 +71,7 @@ def build_tree_buffers(tree: Sequence[Sequence[int]], device: torch.device) -> T
         topk=topk,
         candidate_index=torch.tensor([(len(p) - 1) * topk + p[-1] for p in nodes], dtype=torch.long).to(device),
         depths=torch.tensor([0] + [len(p) for p in nodes], dtype=torch.long).to(device),
-        attend=attend.to(device),
+        ancestors=ancestors.to(device),
         paths=paths.to(device),
         path_valid=valid.to(device),
     )
@@ -111,7 +112,7 @@ class _Session:
         self.root = torch.zeros((), dtype=torch.long, device=device)
         self.hidden = torch.zeros(model.cfg.hidden_size, dtype=model.dtype, device=device)
         self.out = torch.zeros(tb.depth + 2, dtype=torch.long, device=device)
-        self.positions_all = torch.arange(max_len, device=device)
+        self.last = torch.zeros(1, dtype=torch.long, device=device)  # tree index of the last accepted node
         self.tree_slots = torch.arange(tb.size, device=device)
         self.path_slots = torch.arange(tb.depth + 1, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -144,6 +145,7 @@ class MedusaDecoder:
                 p.requires_grad_(False)
         self.heads = heads
         self.tree = build_tree_buffers(tree, model.device)
+        self._path_valid = self.tree.path_valid.to(torch.int8)
         self.use_cuda_graphs = model.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
         # torch.compile fuses the step's many small kernels; shapes are static per cache size.
         self._run_step = torch.compile(self._step, dynamic=False) if compile_step else self._step
@@ -154,18 +156,25 @@ class MedusaDecoder:
     def _step(self, s: _Session) -> None:
         tb, model = self.tree, self.model
         if tb.size > 1:
-            proposals = self.heads(s.hidden.unsqueeze(0), model.lm_head)[:, 0]  # [heads, vocab]
-            topk = proposals[: tb.depth].topk(tb.topk, dim=-1).indices.flatten()
+            proposals = self.heads(s.hidden.unsqueeze(0), model.lm_head, count=tb.depth)[:, 0]  # [depth, vocab]
+            topk = proposals.topk(tb.topk, dim=-1).indices.flatten()
             candidates = torch.cat([s.root.view(1), topk.index_select(0, tb.candidate_index)])
         else:
             candidates = s.root.view(1)
-        relative = s.positions_all - s.n
-        in_tree = (relative >= 0) & (relative < tb.size)
-        mask = (relative < 0).unsqueeze(0) | (tb.attend.index_select(1, relative.clamp(0, tb.size - 1)) & in_tree)
-        hidden = model.forward(
-            candidates.unsqueeze(0), (s.n + tb.depths).unsqueeze(0), mask.unsqueeze(0), s.cache, s.n + s.tree_slots
-        )[0]
-        predictions = model.logits(hidden).argmax(dim=-1)
+        x = model.decode(candidates, s.n + tb.depths, s.n, tb.ancestors, s.cache, s.n + s.tree_slots)
+        predictions = model.next_tokens(x)
+        if model.kernels:
+            from . import kernels
+
+            kernels.accept(candidates, predictions, tb.paths, self._path_valid, s.n, s.out, s.root, s.last,
+                           s.cache.k, s.cache.v)
+        else:
+            self._accept(s, candidates, predictions)
+        s.hidden.copy_(model.final_hidden(x.index_select(0, s.last))[0])
+
+    def _accept(self, s: _Session, candidates: torch.Tensor, predictions: torch.Tensor) -> None:
+        """Steps 3 and 4 in torch operations (``kernels.accept`` does the same in two launches)."""
+        tb = self.tree
         if tb.size > 1:
             matches = (candidates[tb.paths[:, 1:]] == predictions[tb.paths[:, :-1]]) & tb.path_valid[:, 1:]
             accepted = matches.long().cumprod(dim=1).sum(dim=1)
@@ -175,13 +184,13 @@ class MedusaDecoder:
             last = path.index_select(0, length)
             s.cache.move_slots(s.n + path, s.n + s.path_slots)
         else:
-            length = torch.zeros(1, dtype=torch.long, device=model.device)
+            length = torch.zeros(1, dtype=torch.long, device=predictions.device)
             path = s.path_slots
             last = path
         s.out[0].copy_(length[0])
         s.out[1:].copy_(candidates.index_select(0, path))
         s.root.copy_(predictions.index_select(0, last)[0])
-        s.hidden.copy_(hidden.index_select(0, last)[0])
+        s.last.copy_(last)
         s.n.add_(length[0] + 1)
 
     def _session(self, needed: int) -> _Session:
@@ -212,11 +221,11 @@ class MedusaDecoder:
         device = self.model.device
         tokens = torch.tensor(prompt, dtype=torch.long, device=device)
         positions = torch.arange(len(prompt), device=device)
-        mask = s.positions_all.unsqueeze(0) <= positions.unsqueeze(1)
-        hidden = self.model.forward(tokens.unsqueeze(0), positions.unsqueeze(0), mask.unsqueeze(0), s.cache, positions)
-        last = hidden[0, -1]
-        s.root.copy_(self.model.logits(last).argmax())
-        s.hidden.copy_(last)
+        committed = torch.tensor(len(prompt), device=device)
+        ancestors = torch.zeros(len(prompt), 1, dtype=torch.long, device=device)
+        x = self.model.decode(tokens, positions, committed, ancestors, s.cache, positions)[-1:]
+        s.root.copy_(self.model.next_tokens(x)[0])
+        s.hidden.copy_(self.model.final_hidden(x)[0])
         s.n.fill_(len(prompt))
 
     def generate(self, prompt: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int] = ()) -> Generation:

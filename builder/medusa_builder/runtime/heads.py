@@ -41,21 +41,23 @@ class MedusaHeads(nn.Module):
     def has_output_layer(self) -> bool:
         return self.out_weight is not None
 
-    def features(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[N, hidden] -> [heads, N, hidden] after each head's residual blocks."""
-        x = hidden.unsqueeze(0).expand(self.num_heads, *hidden.shape)
+    def features(self, hidden: torch.Tensor, count: int | None = None) -> torch.Tensor:
+        """[N, hidden] -> [count, N, hidden] after the first ``count`` heads' residual blocks."""
+        count = count or self.num_heads
+        x = hidden.unsqueeze(0).expand(count, *hidden.shape)
         for layer in range(self.num_layers):
-            w = self.res_weight[:, layer]
-            b = self.res_bias[:, layer].unsqueeze(1)
+            w = self.res_weight[:count, layer]
+            b = self.res_bias[:count, layer].unsqueeze(1)
             x = x + F.silu(torch.baddbmm(b, x, w.transpose(1, 2)))
         return x
 
-    def forward(self, hidden: torch.Tensor, lm_head: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [heads, N, vocab] for hidden states [N, hidden]; ``lm_head`` is the base
-        model's output matrix, used when the heads have no output layer of their own."""
-        x = self.features(hidden)
+    def forward(self, hidden: torch.Tensor, lm_head: torch.Tensor | None = None, count: int | None = None) -> torch.Tensor:
+        """Logits [count, N, vocab] of the first ``count`` heads (default all) for hidden states
+        [N, hidden]; ``lm_head`` is the base model's output matrix, used when the heads have no
+        output layer of their own."""
+        x = self.features(hidden, count)
         if self.out_weight is not None:
-            return torch.bmm(x, self.out_weight.transpose(1, 2))
+            return torch.bmm(x, self.out_weight[: x.shape[0]].transpose(1, 2))
         if lm_head is None:
             raise ValueError("these heads reuse the base lm_head; pass it")
         return F.linear(x, lm_head)

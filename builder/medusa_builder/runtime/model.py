@@ -5,12 +5,18 @@ has fixed shapes: tree verification writes into preallocated cache slots, attent
 explicit mask, and on CUDA a whole decoding step can be captured once as a graph. Weights are
 read from a Hugging Face folder (config.json + safetensors); llama, mistral and qwen2 layouts
 are supported.
+
+Decoding (``decode``) has two implementations: plain torch operations with an explicit mask
+(CPU, training) and the batch-invariant Triton kernels of ``kernels`` (CUDA), which keep tree
+decoding token-identical to one-token decoding in any dtype.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +109,18 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * F.rms_norm(x.float(), weight.shape, None, eps).to(x.dtype)
 
 
+def decode_mask(positions: torch.Tensor, committed: torch.Tensor, ancestors: torch.Tensor, keys: int) -> torch.Tensor:
+    """[T, keys] attention mask of ``decode``: cache slots below ``committed`` up to each token's
+    position, then the slots ``committed + ancestors[t, d]`` of its tree ancestors (itself last)."""
+    slots = torch.arange(keys, device=positions.device)
+    mask = (slots < committed) & (slots <= positions.unsqueeze(1))
+    depths = torch.arange(ancestors.shape[1], device=positions.device)
+    valid = depths.unsqueeze(0) <= (positions - committed).unsqueeze(1)
+    tree_slots = (committed + ancestors).clamp(max=keys - 1)
+    hits = torch.zeros(mask.shape, dtype=torch.long, device=positions.device).scatter_add_(1, tree_slots, valid.long())
+    return mask | (hits > 0)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding, half-split layout: x*cos + rotate_half(x)*sin, where rotate_half is a
     roll by half the head size and ``signed_sin`` carries the minus sign of its first half."""
@@ -127,10 +145,13 @@ class KVCache:
 class LlamaModel:
     """Inference-only Llama forward pass over fused weights (no autograd)."""
 
-    def __init__(self, cfg: LlamaConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device):
+    def __init__(self, cfg: LlamaConfig, tensors: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device,
+                 *, kernels: bool = False):
         self.cfg = cfg
         self.dtype = dtype
         self.device = torch.device(device)
+        # With kernels, decode() keeps the residual stream in float32.
+        self.kernels = kernels
 
         def take(name: str) -> torch.Tensor:
             if name not in tensors:
@@ -161,13 +182,30 @@ class LlamaModel:
         angles = torch.outer(torch.arange(cfg.max_positions, dtype=torch.float64), inv_freq)
         self.cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(device=self.device, dtype=dtype)
         self.signed_sin = torch.cat([-angles.sin(), angles.sin()], dim=-1).to(device=self.device, dtype=dtype)
+        if kernels:
+            self.half_cos = angles.cos().to(device=self.device, dtype=torch.float32)
+            self.half_sin = angles.sin().to(device=self.device, dtype=torch.float32)
 
     @classmethod
-    def load(cls, model_dir: str | Path, *, dtype: str = "float32", device: str | torch.device = "cpu") -> "LlamaModel":
-        if dtype not in DTYPES:
-            raise UserError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    def load(cls, model_dir: str | Path, *, dtype: str = "float32", device: str | torch.device = "cpu",
+             kernels: str = "auto") -> "LlamaModel":
+        """``kernels``: ``auto`` decodes through the Triton kernels for 16-bit weights on CUDA
+        (in float32 cuBLAS is faster and its row differences almost never flip a greedy choice),
+        ``on`` insists on them, ``off`` uses plain torch operations. ``dtype`` ``auto`` is
+        bfloat16 where those kernels run on CUDA, else float32: the fastest exact choice."""
+        if dtype not in DTYPES and dtype != "auto":
+            raise UserError(f"unknown dtype {dtype!r}; use auto or one of {', '.join(DTYPES)}")
+        if kernels not in ("auto", "on", "off"):
+            raise UserError(f"unknown kernels setting {kernels!r}; use auto, on or off")
         cfg = LlamaConfig.from_hf(read_config(model_dir))
-        return cls(cfg, read_safetensors_folder(model_dir), DTYPES[dtype], torch.device(device))
+        device = torch.device(device)
+        unsupported = kernels_unsupported(cfg, device)
+        if kernels == "on" and unsupported:
+            raise UserError(f"the Triton decoding kernels cannot run here: {unsupported}; use kernels off")
+        if dtype == "auto":
+            dtype = "bfloat16" if device.type == "cuda" and kernels != "off" and not unsupported else "float32"
+        use_kernels = kernels == "on" or (kernels == "auto" and not unsupported and dtype != "float32")
+        return cls(cfg, read_safetensors_folder(model_dir), DTYPES[dtype], device, kernels=use_kernels)
 
     def new_cache(self, max_len: int, batch: int = 1) -> KVCache:
         if max_len > self.cfg.max_positions:
@@ -182,8 +220,11 @@ class LlamaModel:
         mask: torch.Tensor,
         cache: KVCache | None = None,
         slots: torch.Tensor | None = None,
+        *,
+        final_norm: bool = True,
     ) -> torch.Tensor:
-        """Final-norm hidden states [B, T, hidden] for ``tokens`` [B, T].
+        """Final-norm hidden states [B, T, hidden] for ``tokens`` [B, T] (the residual stream
+        before the final norm with ``final_norm=False``).
 
         ``mask`` [B, T, S] (True = may attend; every row needs one) covers the S keys: the cache's
         ``max_len`` slots when a cache is given (the new keys are first written at ``slots``),
@@ -226,10 +267,55 @@ class LlamaModel:
             gate, up = F.linear(h, layer["gate_up"]).chunk(2, dim=-1)
             x = torch.addmm(x, F.silu(gate).mul_(up), layer["down"].t())
         x = x.view(bsz, seq, cfg.hidden_size)
-        return rms_norm(x, self.final_norm, cfg.rms_norm_eps)
+        return rms_norm(x, self.final_norm, cfg.rms_norm_eps) if final_norm else x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.lm_head)
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor, committed: torch.Tensor,
+               ancestors: torch.Tensor, cache: KVCache, slots: torch.Tensor) -> torch.Tensor:
+        """Residual stream [T, hidden] (before the final norm) of one sequence's ``tokens`` [T].
+
+        Token ``t`` sits at ``positions[t]``, its keys and values go to cache ``slots[t]``; it
+        attends the cache below ``committed`` up to its position, then (a tree node) the slots
+        ``committed + ancestors[t, :depth + 1]`` of its ancestors and itself. Prefill passes
+        ``committed`` = prompt length; a one-token step ``ancestors`` = [[0]].
+        """
+        if not self.kernels:
+            mask = decode_mask(positions, committed, ancestors, cache.max_len)
+            return self.forward(tokens.unsqueeze(0), positions.unsqueeze(0), mask.unsqueeze(0), cache, slots,
+                                final_norm=False)[0]
+        from . import kernels
+
+        cfg = self.cfg
+        eps = cfg.rms_norm_eps
+        x = self.embed.index_select(0, tokens).float()
+        for index, layer in enumerate(self.layers):
+            k_cache, v_cache = cache.k[index, 0], cache.v[index, 0]
+            qkv = kernels.linear(x, layer["qkv"], bias=layer["qkv_bias"], norm=layer["attn_norm"], eps=eps)
+            q = kernels.rope_and_store(qkv, self.half_cos, self.half_sin, positions, slots, k_cache, v_cache,
+                                       cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
+            out = kernels.attention(q, k_cache, v_cache, positions, committed, ancestors, cfg.num_kv_heads)
+            kernels.linear(out, layer["o"], residual=x, out=x)
+            act = kernels.linear(x, layer["gate_up"], norm=layer["mlp_norm"], eps=eps, gated=True)
+            kernels.linear(act, layer["down"], residual=x, out=x)
+        return x
+
+    def next_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Greedy next token [T] after each row of ``decode``'s output."""
+        if self.kernels:
+            from . import kernels
+
+            return kernels.greedy_tokens(x, self.lm_head, norm=self.final_norm, eps=self.cfg.rms_norm_eps)
+        return self.logits(self.final_hidden(x)).argmax(dim=-1)
+
+    def final_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Final-norm hidden states, in the model's dtype, of ``decode``'s output (the heads' input)."""
+        if x.dtype == self.dtype:
+            return rms_norm(x, self.final_norm, self.cfg.rms_norm_eps)
+        normed = F.rms_norm(x.float(), (self.cfg.hidden_size,), None, self.cfg.rms_norm_eps)
+        return (normed * self.final_norm.float()).to(self.dtype)
 
     def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
         """Causal forward over whole sequences [B, T] without a cache (training, calibration)."""
@@ -237,6 +323,17 @@ class LlamaModel:
         positions = torch.arange(seq, device=self.device).unsqueeze(0).expand_as(tokens)
         causal = torch.ones(seq, seq, dtype=torch.bool, device=self.device).tril()
         return self.forward(tokens, positions, causal.unsqueeze(0).expand(tokens.shape[0], seq, seq))
+
+
+def kernels_unsupported(cfg: LlamaConfig, device: torch.device) -> str | None:
+    """Why the Triton decoding kernels cannot serve this model on this device (None: they can)."""
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return "they need a CUDA device"
+    if importlib.util.find_spec("triton") is None:
+        return "the triton package is not installed"
+    if cfg.head_dim & (cfg.head_dim - 1) or cfg.head_dim < 4:
+        return f"head size {cfg.head_dim} is not a power of two"
+    return None
 
 
 def resolve_device(device: str) -> torch.device:

@@ -41,7 +41,7 @@ class ReferenceService:
         tree: Sequence[Sequence[int]] | None = None,
         *,
         device: str = "auto",
-        dtype: str = "float32",
+        dtype: str = "auto",
     ):
         dev = resolve_device(device)
         self.model = LlamaModel.load(base_dir, dtype=dtype, device=dev)
@@ -53,7 +53,9 @@ class ReferenceService:
         self.tree = list(tree or []) if heads is not None else []
         self.num_heads = heads.num_heads if heads is not None else 0
         self.decoder = MedusaDecoder(self.model, heads, self.tree)
-        log.info("reference runtime ready on %s (%d heads, %d tree nodes)", dev, self.num_heads, len(self.tree))
+        log.info("reference runtime ready on %s (%s, Triton kernels %s, %d heads, %d tree nodes)", dev,
+                 str(self.model.dtype).removeprefix("torch."), "on" if self.model.kernels else "off",
+                 self.num_heads, len(self.tree))
 
     @property
     def tree_depth(self) -> int:

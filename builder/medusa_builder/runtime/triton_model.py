@@ -48,7 +48,7 @@ class TritonPythonModel:
             version_dir / heads_dir if heads_dir else None,
             json.loads(params.get("tree") or "[]") or None,
             device=device,
-            dtype=params.get("dtype", "float32"),
+            dtype=params.get("dtype", "auto"),
         )
         self.metrics = ServingMetrics(pb_utils, args["model_name"], args["model_version"], self.service.tree_depth + 1)
         if not self.metrics.histograms_supported:

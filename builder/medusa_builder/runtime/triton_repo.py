@@ -93,7 +93,7 @@ def write_reference_repository(
     max_batch_size: int = 8,
     model_name: str = "ensemble",
     device: str = "auto",
-    dtype: str = "float32",
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Write the repository; ``heads_dir=None`` serves the base model alone (the baseline).
 

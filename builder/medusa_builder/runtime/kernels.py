@@ -1,0 +1,328 @@
+"""Batch-invariant Triton kernels for the decoding forward pass.
+
+Medusa's promise is that tree decoding emits exactly the tokens plain greedy decoding would. On
+a GPU that only holds if a token's hidden states come out bit-identical whether it is computed
+alone (one-token step, prefill) or among the 30-60 tokens of a tree: library matrix products
+pick different kernels, tile shapes and split reductions for different row counts, and in
+bfloat16 those rounding differences flip greedy choices within a few hundred tokens. These
+kernels make every row's arithmetic independent of the other rows:
+
+- ``linear``: tile shapes chosen by the weight's shape alone, never by the row count, and a
+  fixed K order; RMSNorm, bias, SiLU gate, residual and greedy argmax fused in; the residual
+  stream stays in float32 while weights may be bfloat16.
+- ``attention``: keys are taken by *logical* position, in fixed chunks, one program per
+  (token, kv head, chunk), then the chunks are combined in order. A tree node's ancestors live
+  in scattered cache slots, so positions at or past ``committed`` are mapped through the node's
+  ancestor list; the keys, their order and their grouping are then exactly those a one-token
+  step would see at that position.
+- ``accept``: greedy acceptance and KV compaction of a tree step in two launches.
+
+They also cut a layer to seven launches, which matters more than bandwidth for small models at
+batch 1. ``TRITON_INTERPRET=1`` runs them on the CPU (tests).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+KEY_CHUNK = 128  # attention splits the keys into chunks of this many logical positions
+WIDE = 8192  # output layers at least this wide (the vocabulary) get wider column tiles
+
+
+@triton.jit
+def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr, M, N, eps,
+                   K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+                   GATED: tl.constexpr, ARGMAX: tl.constexpr, IEEE: tl.constexpr,
+                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    rows = tl.program_id(1) * BM + tl.arange(0, BM)
+    cols = tl.program_id(0) * BN + tl.arange(0, BN)
+    row_ok = rows < M
+    col_ok = cols < N
+    acc = tl.zeros((BM, BN), tl.float32)
+    acc_up = tl.zeros((BM, BN), tl.float32)
+    squares = tl.zeros((BM, BK), tl.float32)
+    for k0 in range(0, K, BK):
+        ks = k0 + tl.arange(0, BK)
+        k_ok = ks < K
+        wt = tl.load(w_ptr + cols[None, :] * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
+        xt = tl.load(x_ptr + rows[:, None] * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        if HAS_NORM:
+            # RMSNorm folded in: scale by the norm weight now and by 1/rms(x) after the sum.
+            squares += xt * xt
+            xt = xt * tl.load(norm_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        xt = xt.to(wt.dtype)
+        if IEEE:
+            acc = tl.dot(xt, wt, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(xt, wt, acc)
+        if GATED:
+            ut = tl.load(w_ptr + (cols[None, :] + N) * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
+            if IEEE:
+                acc_up = tl.dot(xt, ut, acc_up, input_precision="ieee")
+            else:
+                acc_up = tl.dot(xt, ut, acc_up)
+    if HAS_NORM:
+        rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=1) / K + eps)
+        acc = acc * rstd[:, None]
+        acc_up = acc_up * rstd[:, None]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if GATED:
+        acc = acc * tl.sigmoid(acc) * acc_up
+    if ARGMAX:
+        # Each column tile's best score and its first column; greedy_tokens picks among tiles.
+        scores = tl.where(col_ok[None, :], acc, float("-inf"))
+        tiles = tl.num_programs(0)
+        tl.store(out_ptr + rows * tiles + tl.program_id(0), tl.max(scores, axis=1), mask=row_ok)
+        best = tl.program_id(0) * BN + tl.argmax(scores, axis=1)
+        tl.store(index_ptr + rows * tiles + tl.program_id(0), best, mask=row_ok)
+    else:
+        offsets = rows[:, None] * N + cols[None, :]
+        ok = row_ok[:, None] & col_ok[None, :]
+        if HAS_RES:
+            acc += tl.load(res_ptr + offsets, mask=ok, other=0.0)
+        tl.store(out_ptr + offsets, acc, mask=ok)
+
+
+def _tiles(n: int) -> tuple[int, int]:
+    """Row and column tile for an output of width ``n``: a function of the weight alone."""
+    return (16, 256) if n >= WIDE else (16, 32)
+
+
+def _launch_linear(x, weight, out, index, n, *, bias=None, norm=None, eps=1e-6, residual=None, gated=False,
+                   argmax=False) -> None:
+    rows, k = x.shape
+    wide = n >= WIDE
+    block_m, block_n = _tiles(n)
+    block_k = 64 if wide or (norm is not None and not gated and k < 1024) else 256 if k >= 1024 else 128
+    grid = (triton.cdiv(n, block_n), triton.cdiv(rows, block_m))
+    _linear_kernel[grid](
+        x, weight, bias if bias is not None else weight, norm if norm is not None else weight,
+        residual if residual is not None else out, out, index, rows, n, eps,
+        K=k, HAS_NORM=norm is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, GATED=gated,
+        ARGMAX=argmax, IEEE=weight.dtype == torch.float32, BM=block_m, BN=block_n, BK=block_k,
+        num_warps=4 if wide else 2,
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, *, bias: torch.Tensor | None = None,
+           norm: torch.Tensor | None = None, eps: float = 1e-6, residual: torch.Tensor | None = None,
+           gated: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+    """float32 ``[M, K]`` -> float32 ``[M, N]``: ``residual + act(rmsnorm(x) @ weight.T + bias)``.
+
+    With ``gated`` the weight stacks gate and up projections (``[2N, K]``) and the result is
+    ``silu(gate) * up``. ``out`` may be ``residual`` itself (in place).
+    """
+    n = weight.shape[0] // 2 if gated else weight.shape[0]
+    if out is None:
+        out = torch.empty(x.shape[0], n, dtype=torch.float32, device=x.device)
+    _launch_linear(x, weight, out, out, n, bias=bias, norm=norm, eps=eps, residual=residual, gated=gated)
+    return out
+
+
+def greedy_tokens(x: torch.Tensor, weight: torch.Tensor, *, norm: torch.Tensor | None = None,
+                  eps: float = 1e-6) -> torch.Tensor:
+    """``argmax(rmsnorm(x) @ weight.T)`` per row, the lowest index among equal scores, without
+    writing the logits out."""
+    rows, n = x.shape[0], weight.shape[0]
+    tiles = triton.cdiv(n, _tiles(n)[1])
+    best = torch.empty(rows, tiles, dtype=torch.float32, device=x.device)
+    index = torch.empty(rows, tiles, dtype=torch.int32, device=x.device)
+    _launch_linear(x, weight, best, index, n, norm=norm, eps=eps, argmax=True)
+    return index.gather(1, best.argmax(dim=1, keepdim=True)).squeeze(1).long()
+
+
+@triton.jit
+def _rope_store_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_cache_ptr, v_cache_ptr, head_stride,
+                       HEADS: tl.constexpr, KV_HEADS: tl.constexpr, D: tl.constexpr):
+    row = tl.program_id(0)
+    head = tl.program_id(1)
+    half = tl.arange(0, D // 2)
+    width = (HEADS + 2 * KV_HEADS) * D
+    src = qkv_ptr + row * width + head * D
+    x1 = tl.load(src + half)
+    x2 = tl.load(src + D // 2 + half)
+    position = tl.load(pos_ptr + row)
+    cos = tl.load(cos_ptr + position * (D // 2) + half)
+    sin = tl.load(sin_ptr + position * (D // 2) + half)
+    first = x1 * cos - x2 * sin
+    second = x2 * cos + x1 * sin
+    if head < HEADS:  # queries stay float32; keys and values are stored in the cache's dtype
+        q_dst = q_ptr + (row * HEADS + head) * D
+        tl.store(q_dst + half, first)
+        tl.store(q_dst + D // 2 + half, second)
+    else:
+        kv_head = head - HEADS
+        slot = tl.load(slot_ptr + row)
+        k_dst = k_cache_ptr + kv_head * head_stride + slot * D
+        tl.store(k_dst + half, first.to(k_cache_ptr.dtype.element_ty))
+        tl.store(k_dst + D // 2 + half, second.to(k_cache_ptr.dtype.element_ty))
+        dims = tl.arange(0, D)
+        value = tl.load(qkv_ptr + row * width + (HEADS + KV_HEADS + kv_head) * D + dims)
+        tl.store(v_cache_ptr + kv_head * head_stride + slot * D + dims, value.to(v_cache_ptr.dtype.element_ty))
+
+
+def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
+                   slots: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, heads: int, kv_heads: int,
+                   head_dim: int) -> torch.Tensor:
+    """Rotate queries and keys of ``qkv`` [T, (H + 2KV) * D]; write keys and values to cache
+    ``slots`` ([KV, slots, D] per layer); return the queries [T, H, D]."""
+    rows = qkv.shape[0]
+    q = torch.empty(rows, heads, head_dim, dtype=torch.float32, device=qkv.device)
+    _rope_store_kernel[(rows, heads + kv_heads)](
+        qkv, cos, sin, positions, slots, q, k_cache, v_cache, k_cache.stride(0),
+        HEADS=heads, KV_HEADS=kv_heads, D=head_dim,
+    )
+    return q
+
+
+@triton.jit
+def _attention_chunk_kernel(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, committed_ptr, anc_ptr,
+                            anc_stride, head_stride, scale, HEADS: tl.constexpr, GROUP: tl.constexpr,
+                            GROUP_PAD: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr, IEEE: tl.constexpr):
+    """One chunk of keys for the query heads of one kv head (padded to a matrix tile)."""
+    row = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    chunk = tl.program_id(2)
+    position = tl.load(pos_ptr + row)
+    if chunk * CHUNK <= position:
+        committed = tl.load(committed_ptr)
+        members = tl.arange(0, GROUP_PAD)
+        member_ok = members < GROUP
+        heads = row * HEADS + kv_head * GROUP + members
+        dims = tl.arange(0, D)
+        q = tl.load(q_ptr + heads[:, None] * D + dims[None, :], mask=member_ok[:, None], other=0.0)
+        logical = chunk * CHUNK + tl.arange(0, CHUNK)
+        valid = logical <= position
+        in_tree = valid & (logical >= committed)
+        ancestor = tl.load(anc_ptr + row * anc_stride + (logical - committed), mask=in_tree, other=0)
+        slot = tl.where(logical < committed, logical, committed + ancestor)
+        kv_offsets = kv_head * head_stride + slot[:, None] * D + dims[None, :]
+        keys = tl.load(k_cache_ptr + kv_offsets, mask=valid[:, None], other=0.0)
+        values = tl.load(v_cache_ptr + kv_offsets, mask=valid[:, None], other=0.0)
+        if IEEE:
+            scores = tl.dot(q, tl.trans(keys), input_precision="ieee")
+        else:
+            scores = tl.dot(q.to(keys.dtype), tl.trans(keys))
+        scores = tl.where(valid[None, :], scores * scale, float("-inf"))
+        best = tl.max(scores, axis=1)
+        weights = tl.exp(scores - best[:, None])
+        if IEEE:
+            part = tl.dot(weights, values, input_precision="ieee")
+        else:
+            part = tl.dot(weights.to(values.dtype), values)
+        index = heads * tl.num_programs(2) + chunk
+        tl.store(part_ptr + index[:, None] * D + dims[None, :], part, mask=member_ok[:, None])
+        tl.store(stat_ptr + index * 2, best, mask=member_ok)
+        tl.store(stat_ptr + index * 2 + 1, tl.sum(weights, axis=1), mask=member_ok)
+
+
+@triton.jit
+def _attention_combine_kernel(part_ptr, stat_ptr, out_ptr, pos_ptr, CHUNKS: tl.constexpr, HEADS: tl.constexpr,
+                              D: tl.constexpr, CHUNK: tl.constexpr):
+    row = tl.program_id(0)
+    head = tl.program_id(1)
+    used = tl.load(pos_ptr + row) // CHUNK + 1
+    chunks = tl.arange(0, CHUNKS)
+    ok = chunks < used
+    base = (row * HEADS + head) * CHUNKS
+    best = tl.load(stat_ptr + (base + chunks) * 2, mask=ok, other=float("-inf"))
+    total = tl.load(stat_ptr + (base + chunks) * 2 + 1, mask=ok, other=0.0)
+    top = tl.max(best, axis=0)
+    rescale = tl.where(ok, tl.exp(best - top), 0.0)
+    dims = tl.arange(0, D)
+    parts = tl.load(part_ptr + (base + chunks)[:, None] * D + dims[None, :], mask=ok[:, None], other=0.0)
+    out = tl.sum(parts * rescale[:, None], axis=0) / tl.sum(total * rescale, axis=0)
+    tl.store(out_ptr + (row * HEADS + head) * D + dims, out)
+
+
+def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, positions: torch.Tensor,
+              committed: torch.Tensor, ancestors: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """Causal attention of queries [T, H, D] over one layer's cache [KV, slots, D].
+
+    Token ``t`` at position ``p`` attends logical positions ``0..p``: those below ``committed``
+    are cache slots of the same number; position ``committed + d`` is slot
+    ``committed + ancestors[t, d]`` (the tree node's ancestor at depth ``d``, itself last).
+    Keys are split into fixed chunks of logical positions, each reduced by its own program for
+    all query heads of a kv head, then combined in chunk order. Returns [T, H * D] float32.
+    """
+    rows, heads, head_dim = q.shape
+    group = heads // kv_heads
+    chunks = triton.next_power_of_2(triton.cdiv(k_cache.shape[1], KEY_CHUNK))
+    part = torch.empty(rows, heads, chunks, head_dim, dtype=torch.float32, device=q.device)
+    stats = torch.empty(rows, heads, chunks, 2, dtype=torch.float32, device=q.device)
+    _attention_chunk_kernel[(rows, kv_heads, chunks)](
+        q, k_cache, v_cache, part, stats, positions, committed, ancestors, ancestors.stride(0), k_cache.stride(0),
+        head_dim**-0.5, HEADS=heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), D=head_dim,
+        CHUNK=KEY_CHUNK, IEEE=k_cache.dtype == torch.float32,
+    )
+    out = torch.empty(rows, heads * head_dim, dtype=torch.float32, device=q.device)
+    _attention_combine_kernel[(rows, heads)](part, stats, out, positions, CHUNKS=chunks, HEADS=heads, D=head_dim,
+                                             CHUNK=KEY_CHUNK)
+    return out
+
+
+@triton.jit
+def _accept_kernel(cand_ptr, pred_ptr, paths_ptr, valid_ptr, n_ptr, out_ptr, root_ptr, last_ptr, moves_ptr,
+                   LEAVES: tl.constexpr, LEAVES_PAD: tl.constexpr, LEVELS: tl.constexpr, LEVELS_PAD: tl.constexpr):
+    leaves = tl.arange(0, LEAVES_PAD)
+    levels = tl.arange(0, LEVELS_PAD)
+    level_ok = levels < LEVELS
+    ok = (leaves < LEAVES)[:, None] & level_ok[None, :]
+    offsets = leaves[:, None] * LEVELS + levels[None, :]
+    nodes = tl.load(paths_ptr + offsets, mask=ok, other=0)
+    parents = tl.load(paths_ptr + offsets - 1, mask=ok & (levels[None, :] > 0), other=0)
+    valid = tl.load(valid_ptr + offsets, mask=ok, other=0) != 0
+    # A node is accepted when its token is the base model's prediction after its parent.
+    hit = valid & (tl.load(cand_ptr + nodes) == tl.load(pred_ptr + parents))
+    first_miss = tl.min(tl.where(hit | (levels[None, :] == 0), LEVELS_PAD, levels[None, :]), axis=1)
+    accepted = tl.where(leaves < LEAVES, tl.minimum(first_miss, LEVELS) - 1, -1)
+    best = tl.argmax(accepted, axis=0)
+    length = tl.max(accepted, axis=0)
+    path = tl.load(paths_ptr + best * LEVELS + levels, mask=level_ok, other=0)
+    last = tl.sum(tl.where(levels == length, path, 0), axis=0)
+    n = tl.load(n_ptr)
+    tl.store(out_ptr, length.to(tl.int64))
+    tl.store(out_ptr + 1 + levels, tl.load(cand_ptr + path), mask=level_ok)
+    tl.store(root_ptr, tl.load(pred_ptr + last))
+    tl.store(last_ptr, last.to(tl.int64))
+    tl.store(moves_ptr + levels, n + path, mask=level_ok)
+    tl.store(moves_ptr + LEVELS + levels, n + levels, mask=level_ok)
+    tl.store(n_ptr, n + length + 1)
+
+
+@triton.jit
+def _move_kv_kernel(k_ptr, v_ptr, moves_ptr, layer_stride, head_stride, LEVELS: tl.constexpr, D: tl.constexpr):
+    base = tl.program_id(0) * layer_stride + tl.program_id(1) * head_stride
+    dims = tl.arange(0, D)
+    # Level by level, each thread keeping its own elements: level i's destination n+i can be an
+    # earlier level's source but never a later one's (path nodes only grow).
+    for i in tl.static_range(LEVELS):
+        src = base + tl.load(moves_ptr + i) * D + dims
+        dst = base + tl.load(moves_ptr + LEVELS + i) * D + dims
+        tl.store(k_ptr + dst, tl.load(k_ptr + src))
+        tl.store(v_ptr + dst, tl.load(v_ptr + src))
+
+
+def accept(candidates: torch.Tensor, predictions: torch.Tensor, paths: torch.Tensor, path_valid: torch.Tensor,
+           n: torch.Tensor, out: torch.Tensor, root: torch.Tensor, last: torch.Tensor, k_cache: torch.Tensor,
+           v_cache: torch.Tensor) -> None:
+    """Greedy acceptance of one tree step, in place, in two launches.
+
+    The longest path of ``paths`` [leaves, depth+1] (first such leaf on ties) whose every token
+    equals the prediction after its parent wins: ``out`` gets its length and tokens, ``root`` the
+    prediction after its last token, ``last`` that node's index, ``n`` grows by length + 1, and
+    the path's keys and values move to cache slots ``n, n+1, ...`` in every layer
+    (``*_cache``: [layers, 1, kv_heads, slots, D]). ``path_valid`` is int8.
+    """
+    leaves, levels = paths.shape
+    moves = torch.empty(2 * levels, dtype=torch.long, device=paths.device)
+    _accept_kernel[(1,)](candidates, predictions, paths, path_valid, n, out, root, last, moves,
+                         LEAVES=leaves, LEAVES_PAD=triton.next_power_of_2(leaves), LEVELS=levels,
+                         LEVELS_PAD=triton.next_power_of_2(levels))
+    if levels > 1:
+        layers, _, kv_heads, _, head_dim = k_cache.shape
+        _move_kv_kernel[(layers, kv_heads)](k_cache, v_cache, moves, k_cache.stride(0), k_cache.stride(2),
+                                            LEVELS=levels, D=head_dim)
