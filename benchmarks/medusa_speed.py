@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--compile", action="store_true", help="torch.compile each decoding step (both decoders)")
+    parser.add_argument("--kernels", default="auto", choices=("auto", "on", "off"),
+                        help="decode through the batch-invariant Triton kernels (auto: 16-bit dtypes on CUDA)")
     parser.add_argument("--json-out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     if not (args.tree or args.tree_file or args.calibrate):
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    model = LlamaModel.load(args.base, dtype=args.dtype, device=device)
+    model = LlamaModel.load(args.base, dtype=args.dtype, device=device, kernels=args.kernels)
     codec = TextCodec(args.base)
     heads = load_heads(args.heads, model.cfg.vocab_size)
     trees: list[tuple[list, float | None]] = [(parse_choices(t), None) for t in args.tree]
@@ -121,12 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     result = {
         "device": device_name(device), "dtype": args.dtype, "cudaGraphs": base.use_cuda_graphs, "compiled": args.compile,
+        "tritonKernels": model.kernels,
         "numHeads": heads.num_heads, "maxNewTokens": args.max_new_tokens, "torch": torch.__version__, "runs": rows,
     }
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"device: {result['device']}, {args.dtype}, CUDA graphs: {result['cudaGraphs']}, "
-          f"torch.compile: {args.compile}, heads: {heads.num_heads}, "
+          f"torch.compile: {args.compile}, Triton kernels: {model.kernels}, heads: {heads.num_heads}, "
           f"{len(prompts)} prompts x {args.max_new_tokens} new tokens, batch 1")
     header = ("tree", "base tok/s", "medusa tok/s", "speedup", "tok/step", "expected", "base ms/step",
               "medusa ms/step", "identical")
