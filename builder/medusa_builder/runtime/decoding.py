@@ -18,6 +18,7 @@ graph, and the host reads a step's tokens while the next step already runs.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -229,6 +230,12 @@ class MedusaDecoder:
         s.n.fill_(len(prompt))
 
     def generate(self, prompt: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int] = ()) -> Generation:
+        device = self.model.device
+        # Triton launches on the current device, which need not be the model's (cuda:1, ...).
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+            return self._generate(prompt, max_new_tokens, eos_ids)
+
+    def _generate(self, prompt: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int]) -> Generation:
         prompt = list(prompt)
         if not prompt:
             raise UserError("the prompt is empty; send at least one token of text")
