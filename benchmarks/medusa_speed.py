@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--compile", action="store_true", help="torch.compile each decoding step (both decoders)")
     parser.add_argument("--kernels", default="auto", choices=("auto", "on", "off"),
-                        help="decode through the batch-invariant Triton kernels (auto: 16-bit dtypes on CUDA)")
+                        help="decode through the batch-invariant Triton kernels (auto: bfloat16 on CUDA)")
     parser.add_argument("--json-out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     if not (args.tree or args.tree_file or args.calibrate):

@@ -136,10 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         for p in heads.parameters():
             p.normal_(0, 0.02)
     prompt = torch.randint(0, cfg.vocab_size, (args.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
-    implementations = ["torch"] + ([] if kernels_unsupported(cfg, device) else ["kernels"])
     rows = []
     for dtype in args.dtype or ["bfloat16"]:
-        for implementation in implementations:
+        for implementation in ["torch"] + ([] if kernels_unsupported(cfg, device, dtype) else ["kernels"]):
             model = LlamaModel(cfg, tensors, DTYPES[dtype], device, kernels=implementation == "kernels")
             for nodes in args.nodes:
                 decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads)) if nodes else MedusaDecoder(model)

@@ -189,7 +189,7 @@ class LlamaModel:
     @classmethod
     def load(cls, model_dir: str | Path, *, dtype: str = "float32", device: str | torch.device = "cpu",
              kernels: str = "auto") -> "LlamaModel":
-        """``kernels``: ``auto`` decodes through the Triton kernels for 16-bit weights on CUDA
+        """``kernels``: ``auto`` decodes through the Triton kernels for bfloat16 weights on CUDA
         (in float32 cuBLAS is faster and its row differences almost never flip a greedy choice),
         ``on`` insists on them, ``off`` uses plain torch operations. ``dtype`` ``auto`` is
         bfloat16 where those kernels run on CUDA, else float32: the fastest exact choice."""
@@ -199,12 +199,13 @@ class LlamaModel:
             raise UserError(f"unknown kernels setting {kernels!r}; use auto, on or off")
         cfg = LlamaConfig.from_hf(read_config(model_dir))
         device = torch.device(device)
-        unsupported = kernels_unsupported(cfg, device)
+        if dtype == "auto":
+            fast = device.type == "cuda" and kernels != "off" and not kernels_unsupported(cfg, device, "bfloat16")
+            dtype = "bfloat16" if fast else "float32"
+        unsupported = kernels_unsupported(cfg, device, dtype)
         if kernels == "on" and unsupported:
             raise UserError(f"the Triton decoding kernels cannot run here: {unsupported}; use kernels off")
-        if dtype == "auto":
-            dtype = "bfloat16" if device.type == "cuda" and kernels != "off" and not unsupported else "float32"
-        use_kernels = kernels == "on" or (kernels == "auto" and not unsupported and dtype != "float32")
+        use_kernels = kernels == "on" or (kernels == "auto" and not unsupported and dtype == "bfloat16")
         return cls(cfg, read_safetensors_folder(model_dir), DTYPES[dtype], device, kernels=use_kernels)
 
     def new_cache(self, max_len: int, batch: int = 1) -> KVCache:
@@ -325,14 +326,17 @@ class LlamaModel:
         return self.forward(tokens, positions, causal.unsqueeze(0).expand(tokens.shape[0], seq, seq))
 
 
-def kernels_unsupported(cfg: LlamaConfig, device: torch.device) -> str | None:
-    """Why the Triton decoding kernels cannot serve this model on this device (None: they can)."""
+def kernels_unsupported(cfg: LlamaConfig, device: torch.device, dtype: str) -> str | None:
+    """Why the Triton decoding kernels cannot serve this model in this dtype on this device
+    (None: they can)."""
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return "they need a CUDA device"
     if importlib.util.find_spec("triton") is None:
         return "the triton package is not installed"
-    if cfg.head_dim & (cfg.head_dim - 1) or cfg.head_dim < 4:
-        return f"head size {cfg.head_dim} is not a power of two"
+    if cfg.head_dim & (cfg.head_dim - 1) or cfg.head_dim < 16:
+        return f"head size {cfg.head_dim} is not a power of two of at least 16"
+    if dtype == "float16":
+        return "float16 can overflow on activations they scale before normalising; use bfloat16"
     return None
 
 
