@@ -7,7 +7,9 @@ real model (default SmolLM2-135M; ``--base`` reads another config), and checks t
 rows are bit-identical to the same tokens decoded one at a time (what keeps Medusa output
 identical to greedy decoding).
 
-    python benchmarks/step_cost.py --dtype bfloat16 --dtype float32 --nodes 0 8 32 64
+    python benchmarks/step_cost.py --dtype bfloat16 --dtype float32 --nodes 0 7 31 63
+
+Trees whose rows (nodes plus the root) are a multiple of 16 run fastest with the kernels.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", help="read the model shape from this folder's config.json (default SmolLM2-135M)")
     parser.add_argument("--dtype", action="append", choices=sorted(DTYPES), help="repeatable (default bfloat16)")
-    parser.add_argument("--nodes", type=int, nargs="+", default=[0, 8, 16, 32, 64], help="tree sizes; 0 = plain")
+    parser.add_argument("--nodes", type=int, nargs="+", default=[0, 15, 31, 47, 63], help="tree sizes; 0 = plain")
     parser.add_argument("--heads", type=int, default=4, help="Medusa heads (tree depth)")
     parser.add_argument("--output-layer", action="store_true", help="heads with their own output layers")
     parser.add_argument("--prompt-tokens", type=int, default=200)

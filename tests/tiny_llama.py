@@ -46,9 +46,14 @@ def write_tiny_model(folder: Path, layers: int = 2, **config) -> Path:
     return folder
 
 
-def random_heads(num_heads: int, seed: int = 1, scale: float = 0.3) -> MedusaHeads:
-    heads = MedusaHeads(num_heads, 1, HIDDEN, VOCAB, output_layer=False)
+def random_heads(num_heads: int, seed: int = 1, scale: float = 0.3, *, layers: int = 1, output_layer: bool = False,
+                 lm_head: torch.Tensor | None = None) -> MedusaHeads:
+    """Random residual blocks; output layers (if any) start from ``lm_head`` plus noise."""
+    heads = MedusaHeads(num_heads, layers, HIDDEN, VOCAB, output_layer=output_layer)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         heads.res_weight.copy_(torch.randn(heads.res_weight.shape, generator=gen) * scale)
+        if output_layer:
+            start = lm_head if lm_head is not None else torch.zeros(VOCAB, HIDDEN)
+            heads.out_weight.copy_(start + torch.randn(heads.out_weight.shape, generator=gen) * scale)
     return heads

@@ -1,6 +1,7 @@
 """Checks of the Triton decoding kernels, run on the CPU by Triton's interpreter on a tiny random
 Llama: they agree with the torch implementation, a tree node's row is bit-identical to the same
-token decoded alone, and Medusa decoding through them reproduces base greedy decoding.
+token decoded alone, the heads' kernels propose what the torch heads do, and Medusa decoding
+through them reproduces base greedy decoding.
 
 Triton reads ``TRITON_INTERPRET`` when it is first imported, so test_runtime_kernels.py runs
 this file in a fresh process with it set."""
@@ -49,6 +50,12 @@ def test_greedy_tokens_pick_the_first_best_column_across_tiles():
     assert kernels.greedy_tokens(x, w)[0] == 100
 
 
+@pytest.fixture
+def short_chunks(monkeypatch):
+    """Key chunks of 16 positions, so a short prompt fills whole chunks that tokens share."""
+    monkeypatch.setattr(kernels, "KEY_CHUNK", 16)
+
+
 def test_kernel_decoding_matches_torch_decoding():
     reference, fast = tiny_model(), tiny_model(kernels=True)
     prompt = [5, 17, 3, 44, 9, 60, 2]
@@ -58,9 +65,20 @@ def test_kernel_decoding_matches_torch_decoding():
     assert torch.equal(fast.next_tokens(x_fast), reference.next_tokens(x_ref))
 
 
-def test_tree_rows_are_bit_identical_to_one_token_steps():
+def test_prefill_over_whole_shared_chunks_matches_torch(short_chunks):
+    reference, fast = tiny_model(), tiny_model(kernels=True)
+    prompt = [(7 * i) % 97 for i in range(45)]  # two whole chunks and part of a third
+    x_ref, _ = prefill(reference, prompt)
+    x_fast, _ = prefill(fast, prompt)
+    torch.testing.assert_close(x_fast, x_ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("prompt_length", [5, 40])
+def test_tree_rows_are_bit_identical_to_one_token_steps(short_chunks, prompt_length):
+    """Tree rows from a tree step equal the same tokens decoded one at a time, whether the keys
+    are all in the chunk the tree reaches into (5) or mostly in whole chunks tokens share (40)."""
     model = tiny_model(kernels=True)
-    prompt, chain = [5, 17, 3, 44, 9], [11, 12, 13]
+    prompt, chain = [(5 + 11 * i) % 97 for i in range(prompt_length)], [11, 12, 13]
     _, cache = prefill(model, prompt)
     alone = []
     for i, token in enumerate(chain):
@@ -78,13 +96,15 @@ def test_tree_rows_are_bit_identical_to_one_token_steps():
         assert torch.equal(tree[row], single)
 
 
-def test_medusa_through_kernels_equals_base_greedy():
+@pytest.mark.parametrize("output_layer", [False, True])
+def test_medusa_through_kernels_equals_base_greedy(output_layer):
     model = tiny_model(kernels=True)
     base = MedusaDecoder(model)
-    medusa = MedusaDecoder(model, random_heads(3), [[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]])
+    heads = random_heads(3, output_layer=output_layer, lm_head=model.lm_head)
+    medusa = MedusaDecoder(model, heads, [[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]])
     accepted = 0
     for prompt in ([1, 2, 3], [40, 41, 7, 8, 90, 12]):
-        want, got = base.generate(prompt, 24), medusa.generate(prompt, 24)
+        want, got = base.generate(prompt, 16), medusa.generate(prompt, 16)
         assert got.tokens == want.tokens
         accepted += got.accepted_draft_tokens
     assert accepted > 0  # the tree path was exercised, not only the root
@@ -114,3 +134,50 @@ def test_accept_kernel_matches_the_torch_acceptance():
         kept = slice(0, 10 + length + 1)  # the prefix and the accepted path; later slots are scratch
         assert torch.equal(kernel_side.cache.k[:, :, :, kept], torch_side.cache.k[:, :, :, kept])
         assert torch.equal(kernel_side.cache.v[:, :, :, kept], torch_side.cache.v[:, :, :, kept])
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_tree_candidates_take_each_heads_top_k(per_head):
+    gen = torch.Generator().manual_seed(4)
+    heads, vocab, hidden = 3, 700, 40  # several column tiles
+    features = torch.randn(heads, hidden, generator=gen)
+    weight = torch.randn(heads, vocab, hidden, generator=gen) if per_head else torch.randn(vocab, hidden, generator=gen)
+    outputs = kernels.HeadOutputs.quantize(weight, per_head)
+    assert outputs.weight.dtype == torch.int8
+    torch.testing.assert_close(outputs.weight * outputs.scale.unsqueeze(-1), weight, rtol=0, atol=0.02)
+    tree = [[0], [1], [2], [3], [0, 0], [0, 1], [1, 0], [0, 0, 0], [0, 0, 3]]
+    tb = build_tree_buffers(tree, torch.device("cpu"))
+    dequantized = outputs.weight.float() * outputs.scale.unsqueeze(-1)
+    logits = torch.einsum("hk,hvk->hv", features, dequantized) if per_head else features @ dequantized.T
+    topk = logits.topk(tb.topk, dim=-1).indices.flatten()
+    root = torch.tensor(42)
+    out = torch.zeros(tb.size, dtype=torch.long)
+    kernels.tree_candidates(features, outputs, tb.topk, root, tb.node_head, tb.node_rank, out, bf16=False)
+    assert out.tolist() == [42] + topk.index_select(0, tb.candidate_index).tolist()
+
+
+def test_tree_candidates_prefer_the_lowest_token_among_equal_scores():
+    weight = torch.zeros(600, 16)
+    weight[[550, 20, 300], 0] = 1.0  # equal best scores in three column tiles
+    features = torch.zeros(1, 16)
+    features[0, 0] = 1.0
+    tb = build_tree_buffers([[0], [1], [2], [3]], torch.device("cpu"))
+    out = torch.zeros(tb.size, dtype=torch.long)
+    kernels.tree_candidates(features, kernels.HeadOutputs.quantize(weight, False), tb.topk, torch.tensor(7),
+                            tb.node_head, tb.node_rank, out, bf16=False)
+    assert out.tolist() == [7, 20, 300, 550, 0]
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_head_features_match_the_torch_heads(layers):
+    model = tiny_model()
+    heads = random_heads(3, layers=layers)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        heads.res_bias.copy_(torch.randn(heads.res_bias.shape, generator=gen))
+    x = torch.randn(6, model.cfg.hidden_size, generator=gen) * 3
+    last = torch.tensor([4])
+    out = torch.zeros(3, model.cfg.hidden_size)
+    kernels.head_features(x, last, model.final_norm, model.cfg.rms_norm_eps, heads.res_weight, heads.res_bias, out)
+    want = heads.features(model.final_hidden(x[4:5]))[:, 0]
+    torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import UserError
-from ..tree import MAX_TREE_NODES, greedy_tree, normalise_tree
+from ..tree import DEFAULT_TREE_NODES, MAX_TREE_NODES, greedy_tree, normalise_tree
 from .heads import load_heads
 from .model import LlamaModel, resolve_device
 from .text import TextCodec
@@ -36,7 +36,7 @@ def calibrate_tree(
     base_dir: str | Path,
     heads_dir: str | Path,
     *,
-    num_nodes: int = 64,
+    num_nodes: int = DEFAULT_TREE_NODES,
     prompts: Sequence[str] | None = None,
     device: str = "auto",
     max_new_tokens: int = 128,

@@ -13,7 +13,8 @@ One decoding step, all on the device with fixed shapes:
 
 Plain greedy decoding is the same step with an empty tree (one token per forward pass), so
 base and Medusa timings come from the same code. On CUDA each step is captured once as a CUDA
-graph, and the host reads a step's tokens while the next step already runs.
+graph, and the host reads a step's tokens while the next step already runs. With the Triton
+kernels, step 1's heads run on the features kept at the end of the previous step.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class TreeBuffers:
     depth: int
     topk: int
     candidate_index: torch.Tensor  # [size-1] flat index into the heads' [heads, topk] proposals
+    node_head: torch.Tensor  # [size-1] the head (depth - 1) proposing each non-root node, int32
+    node_rank: torch.Tensor  # [size-1] its rank among that head's proposals, int32
     depths: torch.Tensor  # [size]
     ancestors: torch.Tensor  # [size, depth+1] node i's ancestor at each depth, i itself last, then padding
     paths: torch.Tensor  # [leaves, depth+1] node indices from the root to each leaf, padded
@@ -71,6 +74,8 @@ def build_tree_buffers(tree: Sequence[Sequence[int]], device: torch.device) -> T
         depth=depth,
         topk=topk,
         candidate_index=torch.tensor([(len(p) - 1) * topk + p[-1] for p in nodes], dtype=torch.long).to(device),
+        node_head=torch.tensor([len(p) - 1 for p in nodes], dtype=torch.int32).to(device),
+        node_rank=torch.tensor([p[-1] for p in nodes], dtype=torch.int32).to(device),
         depths=torch.tensor([0] + [len(p) for p in nodes], dtype=torch.long).to(device),
         ancestors=ancestors.to(device),
         paths=paths.to(device),
@@ -111,7 +116,11 @@ class _Session:
         self.cache = model.new_cache(max_len)
         self.n = torch.zeros((), dtype=torch.long, device=device)
         self.root = torch.zeros((), dtype=torch.long, device=device)
+        # What the heads read next step: the final-norm hidden state of the last accepted token,
+        # or with the kernels the heads' features of it ([depth, hidden], float32).
         self.hidden = torch.zeros(model.cfg.hidden_size, dtype=model.dtype, device=device)
+        self.features = torch.zeros(tb.depth, model.cfg.hidden_size, dtype=torch.float32, device=device)
+        self.candidates = torch.zeros(tb.size, dtype=torch.long, device=device)
         self.out = torch.zeros(tb.depth + 2, dtype=torch.long, device=device)
         self.last = torch.zeros(1, dtype=torch.long, device=device)  # tree index of the last accepted node
         self.tree_slots = torch.arange(tb.size, device=device)
@@ -146,6 +155,13 @@ class MedusaDecoder:
                 p.requires_grad_(False)
         self.heads = heads
         self.tree = build_tree_buffers(tree, model.device)
+        if heads is not None and model.kernels:
+            from .kernels import HeadOutputs
+
+            depth = self.tree.depth
+            self._blocks = (heads.res_weight[:depth], heads.res_bias[:depth])
+            outputs = heads.out_weight[:depth] if heads.has_output_layer else model.lm_head
+            self._outputs = HeadOutputs.quantize(outputs, per_head=heads.has_output_layer)
         self._path_valid = self.tree.path_valid.to(torch.int8)
         self.use_cuda_graphs = model.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
         # torch.compile fuses the step's many small kernels; shapes are static per cache size.
@@ -156,12 +172,7 @@ class MedusaDecoder:
     # -- one step, pure tensor work on static buffers (graph-capturable) -----------------------
     def _step(self, s: _Session) -> None:
         tb, model = self.tree, self.model
-        if tb.size > 1:
-            proposals = self.heads(s.hidden.unsqueeze(0), model.lm_head, count=tb.depth)[:, 0]  # [depth, vocab]
-            topk = proposals.topk(tb.topk, dim=-1).indices.flatten()
-            candidates = torch.cat([s.root.view(1), topk.index_select(0, tb.candidate_index)])
-        else:
-            candidates = s.root.view(1)
+        candidates = self._candidates(s) if tb.size > 1 else s.root.view(1)
         x = model.decode(candidates, s.n + tb.depths, s.n, tb.ancestors, s.cache, s.n + s.tree_slots)
         predictions = model.next_tokens(x)
         if model.kernels:
@@ -171,7 +182,31 @@ class MedusaDecoder:
                            s.cache.k, s.cache.v)
         else:
             self._accept(s, candidates, predictions)
-        s.hidden.copy_(model.final_hidden(x.index_select(0, s.last))[0])
+        if tb.size > 1:
+            self._remember(s, x, s.last)
+
+    def _candidates(self, s: _Session) -> torch.Tensor:
+        """Step 1: the root, then each node's proposal from the heads' top-k."""
+        tb, model = self.tree, self.model
+        if model.kernels:
+            from . import kernels
+
+            kernels.tree_candidates(s.features, self._outputs, tb.topk, s.root, tb.node_head, tb.node_rank,
+                                    s.candidates, bf16=model.dtype == torch.bfloat16)
+            return s.candidates
+        proposals = self.heads(s.hidden.unsqueeze(0), model.lm_head, count=tb.depth)[:, 0]  # [depth, vocab]
+        topk = proposals.topk(tb.topk, dim=-1).indices.flatten()
+        return torch.cat([s.root.view(1), topk.index_select(0, tb.candidate_index)])
+
+    def _remember(self, s: _Session, x: torch.Tensor, last: torch.Tensor) -> None:
+        """Keep what the heads need from row ``last`` of the residual stream ``x`` for the next step."""
+        model = self.model
+        if model.kernels:
+            from . import kernels
+
+            kernels.head_features(x, last, model.final_norm, model.cfg.rms_norm_eps, *self._blocks, s.features)
+        else:
+            s.hidden.copy_(model.final_hidden(x.index_select(0, last))[0])
 
     def _accept(self, s: _Session, candidates: torch.Tensor, predictions: torch.Tensor) -> None:
         """Steps 3 and 4 in torch operations (``kernels.accept`` does the same in two launches)."""
@@ -226,7 +261,8 @@ class MedusaDecoder:
         ancestors = torch.zeros(len(prompt), 1, dtype=torch.long, device=device)
         x = self.model.decode(tokens, positions, committed, ancestors, s.cache, positions)[-1:]
         s.root.copy_(self.model.next_tokens(x)[0])
-        s.hidden.copy_(self.model.final_hidden(x)[0])
+        if self.tree.size > 1:
+            self._remember(s, x, torch.zeros(1, dtype=torch.long, device=device))
         s.n.fill_(len(prompt))
 
     def generate(self, prompt: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int] = ()) -> Generation:

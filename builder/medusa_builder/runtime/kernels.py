@@ -10,18 +10,24 @@ kernels make every row's arithmetic independent of the other rows:
 - ``linear``: tile shapes chosen by the weight's shape alone, never by the row count, and a
   fixed K order; RMSNorm, bias, SiLU gate, residual and greedy argmax fused in; the residual
   stream stays in float32 while weights may be bfloat16.
-- ``attention``: keys are taken by *logical* position, in fixed chunks, one program per
-  (token, kv head, chunk), then the chunks are combined in order. A tree node's ancestors live
-  in scattered cache slots, so positions at or past ``committed`` are mapped through the node's
-  ancestor list; the keys, their order and their grouping are then exactly those a one-token
-  step would see at that position.
+- ``attention``: keys are taken by *logical* position, in fixed chunks, then the chunks are
+  combined in order. A tree node's ancestors live in scattered cache slots, so positions at or
+  past ``committed`` are mapped through the node's ancestor list; the keys, their order and
+  their grouping are then exactly those a one-token step would see at that position. Chunks
+  wholly below ``committed`` are shared by all tokens and reduced for several tokens at once.
 - ``accept``: greedy acceptance and KV compaction of a tree step in two launches.
+
+The heads' side of a step has kernels too, for speed only (proposals never change what is
+emitted): ``head_features`` (final norm and residual blocks of the last accepted token) and
+``tree_candidates`` (int8 output layers, each head's top-k, the tree's tokens) in two launches.
 
 They also cut a layer to seven launches, which matters more than bandwidth for small models at
 batch 1. ``TRITON_INTERPRET=1`` runs them on the CPU (tests).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -180,43 +186,55 @@ def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, posi
 
 @triton.jit
 def _attention_chunk_kernel(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, committed_ptr, anc_ptr,
-                            anc_stride, head_stride, scale, HEADS: tl.constexpr, GROUP: tl.constexpr,
-                            GROUP_PAD: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr, IEEE: tl.constexpr):
-    """One chunk of keys for the query heads of one kv head (padded to a matrix tile)."""
+                            anc_stride, head_stride, rows, scale, HEADS: tl.constexpr, GROUP: tl.constexpr,
+                            PACK: tl.constexpr, TILE: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr,
+                            IEEE: tl.constexpr):
+    """One chunk of keys for the query heads of one kv head, as one matrix tile of queries.
+
+    A chunk wholly below ``committed`` holds the same keys for every token, so the program of
+    every PACK-th token takes the query heads of PACK tokens into its tile and the others stop;
+    a chunk reaching past ``committed`` maps positions through each token's own ancestors, so
+    each token's program takes only its own. A token's rows of a tile are computed alone
+    either way (the tile's other rows never mix into them), so both give the same bits."""
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
     chunk = tl.program_id(2)
-    position = tl.load(pos_ptr + row)
-    if chunk * CHUNK <= position:
-        committed = tl.load(committed_ptr)
-        members = tl.arange(0, GROUP_PAD)
-        member_ok = members < GROUP
-        heads = row * HEADS + kv_head * GROUP + members
+    committed = tl.load(committed_ptr)
+    start = chunk * CHUNK
+    shared = start + CHUNK <= committed
+    members = tl.arange(0, TILE)
+    tokens = row + members // GROUP
+    taken = tl.where(shared, tl.where(row % PACK == 0, PACK * GROUP, 0), GROUP)
+    member_ok = (members < taken) & (tokens < rows)
+    position = tl.load(pos_ptr + tokens, mask=member_ok, other=-1)
+    if tl.max(position, axis=0) >= start:
+        heads = tokens * HEADS + kv_head * GROUP + members % GROUP
         dims = tl.arange(0, D)
         q = tl.load(q_ptr + heads[:, None] * D + dims[None, :], mask=member_ok[:, None], other=0.0)
-        logical = chunk * CHUNK + tl.arange(0, CHUNK)
-        valid = logical <= position
-        in_tree = valid & (logical >= committed)
+        logical = start + tl.arange(0, CHUNK)
+        needed = logical <= tl.max(position, axis=0)
+        in_tree = needed & (logical >= committed)
         ancestor = tl.load(anc_ptr + row * anc_stride + (logical - committed), mask=in_tree, other=0)
         slot = tl.where(logical < committed, logical, committed + ancestor)
         kv_offsets = kv_head * head_stride + slot[:, None] * D + dims[None, :]
-        keys = tl.load(k_cache_ptr + kv_offsets, mask=valid[:, None], other=0.0)
-        values = tl.load(v_cache_ptr + kv_offsets, mask=valid[:, None], other=0.0)
+        keys = tl.load(k_cache_ptr + kv_offsets, mask=needed[:, None], other=0.0)
+        values = tl.load(v_cache_ptr + kv_offsets, mask=needed[:, None], other=0.0)
         if IEEE:
             scores = tl.dot(q, tl.trans(keys), input_precision="ieee")
         else:
             scores = tl.dot(q.to(keys.dtype), tl.trans(keys))
-        scores = tl.where(valid[None, :], scores * scale, float("-inf"))
-        best = tl.max(scores, axis=1)
+        scores = tl.where(logical[None, :] <= position[:, None], scores * scale, float("-inf"))
+        best = tl.maximum(tl.max(scores, axis=1), -1e30)  # finite in rows that see no key (never stored)
         weights = tl.exp(scores - best[:, None])
         if IEEE:
             part = tl.dot(weights, values, input_precision="ieee")
         else:
             part = tl.dot(weights.to(values.dtype), values)
+        stored = member_ok & (position >= start)
         index = heads * tl.num_programs(2) + chunk
-        tl.store(part_ptr + index[:, None] * D + dims[None, :], part, mask=member_ok[:, None])
-        tl.store(stat_ptr + index * 2, best, mask=member_ok)
-        tl.store(stat_ptr + index * 2 + 1, tl.sum(weights, axis=1), mask=member_ok)
+        tl.store(part_ptr + index[:, None] * D + dims[None, :], part, mask=stored[:, None])
+        tl.store(stat_ptr + index * 2, best, mask=stored)
+        tl.store(stat_ptr + index * 2 + 1, tl.sum(weights, axis=1), mask=stored)
 
 
 @triton.jit
@@ -245,23 +263,184 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos
     Token ``t`` at position ``p`` attends logical positions ``0..p``: those below ``committed``
     are cache slots of the same number; position ``committed + d`` is slot
     ``committed + ancestors[t, d]`` (the tree node's ancestor at depth ``d``, itself last).
-    Keys are split into fixed chunks of logical positions, each reduced by its own program for
-    all query heads of a kv head, then combined in chunk order. Returns [T, H * D] float32.
+    Keys are split into fixed chunks of logical positions, each reduced for all query heads of
+    a kv head as one tile, then combined in chunk order. Returns [T, H * D] float32.
     """
     rows, heads, head_dim = q.shape
     group = heads // kv_heads
+    tile = max(16, triton.next_power_of_2(group))
     chunks = triton.next_power_of_2(triton.cdiv(k_cache.shape[1], KEY_CHUNK))
     part = torch.empty(rows, heads, chunks, head_dim, dtype=torch.float32, device=q.device)
     stats = torch.empty(rows, heads, chunks, 2, dtype=torch.float32, device=q.device)
     _attention_chunk_kernel[(rows, kv_heads, chunks)](
         q, k_cache, v_cache, part, stats, positions, committed, ancestors, ancestors.stride(0), k_cache.stride(0),
-        head_dim**-0.5, HEADS=heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), D=head_dim,
-        CHUNK=KEY_CHUNK, IEEE=k_cache.dtype == torch.float32,
+        rows, head_dim**-0.5, HEADS=heads, GROUP=group, PACK=tile // group, TILE=tile, D=head_dim, CHUNK=KEY_CHUNK,
+        IEEE=k_cache.dtype == torch.float32,
     )
     out = torch.empty(rows, heads * head_dim, dtype=torch.float32, device=q.device)
     _attention_combine_kernel[(rows, heads)](part, stats, out, positions, CHUNKS=chunks, HEADS=heads, D=head_dim,
                                              CHUNK=KEY_CHUNK)
     return out
+
+
+@triton.jit
+def _head_block_kernel(src_ptr, last_ptr, norm_ptr, w_ptr, b_ptr, out_ptr, eps, w_stride, b_stride, K: tl.constexpr,
+                       FROM_STREAM: tl.constexpr, HAS_BLOCK: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """Columns of ``x + silu(W_h x + b_h)`` for head ``h``; x is the final-norm residual-stream row
+    ``last`` (FROM_STREAM, every head) or head h's own row of ``src``."""
+    head = tl.program_id(0)
+    cols = tl.program_id(1) * BN + tl.arange(0, BN)
+    col_ok = cols < K
+    if FROM_STREAM:
+        row_ptr = src_ptr + tl.load(last_ptr) * K
+        squares = tl.zeros((BK,), tl.float32)
+        for k0 in range(0, K, BK):
+            ks = k0 + tl.arange(0, BK)
+            xs = tl.load(row_ptr + ks, mask=ks < K, other=0.0)
+            squares += xs * xs
+        rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=0) / K + eps)
+    else:
+        row_ptr = src_ptr + head * K
+        rstd = 1.0
+    own = tl.load(row_ptr + cols, mask=col_ok, other=0.0) * rstd
+    if FROM_STREAM:
+        own = own * tl.load(norm_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    if HAS_BLOCK:
+        acc = tl.zeros((BN,), tl.float32)
+        for k0 in range(0, K, BK):
+            ks = k0 + tl.arange(0, BK)
+            k_ok = ks < K
+            xs = tl.load(row_ptr + ks, mask=k_ok, other=0.0) * rstd
+            if FROM_STREAM:
+                xs = xs * tl.load(norm_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)
+            w = tl.load(w_ptr + head * w_stride + cols[:, None] * K + ks[None, :], mask=col_ok[:, None] & k_ok[None, :],
+                        other=0.0)
+            acc += tl.sum(w.to(tl.float32) * xs[None, :], axis=1)
+        acc += tl.load(b_ptr + head * b_stride + cols, mask=col_ok, other=0.0).to(tl.float32)
+        own += acc * tl.sigmoid(acc)
+    tl.store(out_ptr + head * K + cols, own, mask=col_ok)
+
+
+def head_features(x: torch.Tensor, last: torch.Tensor, norm: torch.Tensor, eps: float, weights: torch.Tensor,
+                  biases: torch.Tensor, out: torch.Tensor) -> None:
+    """Medusa heads' residual blocks on the final-norm hidden state of row ``last`` of the residual
+    stream ``x`` [T, K]: ``out`` [heads, K] float32. ``weights`` [heads, layers, K, K] and ``biases``
+    [heads, layers, K] (rows contiguous); no layers gives every head the hidden state itself."""
+    heads, layers, k = weights.shape[0], weights.shape[1], x.shape[1]
+    block_n, block_k = 32, 64
+    grid = (heads, triton.cdiv(k, block_n))
+    src = x
+    for layer in range(max(layers, 1)):
+        # A layer reads every column of the previous one: each layer is its own launch, and the
+        # first reads the stream while later ones read a copy of the previous output.
+        if layer:
+            src = out.clone()
+        has_block = layers > 0
+        _head_block_kernel[grid](
+            src, last, norm, weights[:, layer] if has_block else x, biases[:, layer] if has_block else x, out, eps,
+            weights.stride(0), biases.stride(0), K=k, FROM_STREAM=layer == 0, HAS_BLOCK=has_block, BN=block_n, BK=block_k, num_warps=2,
+        )
+
+
+@triton.jit
+def _rank_key(score, token):
+    """An int64 that orders like (score, -token): the largest key is the best score, the lowest
+    token among equal scores. One max reduction then finds both."""
+    bits = score.to(tl.int32, bitcast=True)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return (ordered.to(tl.int64) << 32) | (0x7FFFFFFF - token).to(tl.int64)
+
+
+@triton.jit
+def _head_topk_kernel(feat_ptr, w_ptr, scale_ptr, head_stride, key_ptr, heads, N, K: tl.constexpr,
+                      PER_PROGRAM: tl.constexpr, TOPK: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                      BF16: tl.constexpr):
+    """The TOPK best logits within one column tile, as rank keys, for PER_PROGRAM heads at once
+    (a shared weight tile is read once for all heads) or one head (its own output layer)."""
+    first = tl.program_id(0) * PER_PROGRAM
+    tile = tl.program_id(1)
+    members = tl.arange(0, 16)
+    member_ok = (members < PER_PROGRAM) & (first + members < heads)
+    cols = tile * BN + tl.arange(0, BN)
+    col_ok = cols < N
+    w_base = w_ptr + first * head_stride
+    acc = tl.zeros((16, BN), tl.float32)
+    for k0 in range(0, K, BK):
+        ks = k0 + tl.arange(0, BK)
+        k_ok = ks < K
+        f = tl.load(feat_ptr + (first + members[:, None]) * K + ks[None, :], mask=member_ok[:, None] & k_ok[None, :],
+                    other=0.0)
+        w = tl.load(w_base + cols[None, :] * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0)
+        if BF16:
+            acc = tl.dot(f.to(tl.bfloat16), w.to(tl.bfloat16), acc)
+        else:
+            acc = tl.dot(f, w.to(tl.float32), acc, input_precision="ieee")
+    scale = tl.load(scale_ptr + first * (head_stride // K) + cols, mask=col_ok, other=0.0)
+    keys = _rank_key(tl.where(col_ok[None, :], acc * scale[None, :], float("-inf")), cols[None, :])
+    base = ((first + members) * tl.num_programs(1) + tile) * TOPK
+    for rank in tl.static_range(TOPK):
+        best = tl.max(keys, axis=1)
+        tl.store(key_ptr + base + rank, best, mask=member_ok)
+        keys = tl.where(keys == best[:, None], -(2**63) + 1, keys)
+
+
+@triton.jit
+def _tree_candidates_kernel(key_ptr, root_ptr, node_head_ptr, node_rank_ptr, cand_ptr, COUNT, TOPK: tl.constexpr,
+                            COUNT_PAD: tl.constexpr, NODES: tl.constexpr, NODES_PAD: tl.constexpr):
+    """Head h's overall top-k from its tiles' top-k, written into the tree nodes that take them."""
+    head = tl.program_id(0)
+    entries = tl.arange(0, COUNT_PAD)
+    keys = tl.load(key_ptr + head * COUNT + entries, mask=entries < COUNT, other=-(2**63) + 1)
+    nodes = tl.arange(0, NODES_PAD)
+    node_ok = nodes < NODES
+    node_head = tl.load(node_head_ptr + nodes, mask=node_ok, other=-1)
+    node_rank = tl.load(node_rank_ptr + nodes, mask=node_ok, other=-1)
+    for rank in tl.static_range(TOPK):
+        best = tl.max(keys, axis=0)
+        keys = tl.where(keys == best, -(2**63) + 1, keys)
+        token = 0x7FFFFFFF - (best & 0xFFFFFFFF)
+        tl.store(cand_ptr + 1 + nodes, token, mask=(node_head == head) & (node_rank == rank))
+    if head == 0:
+        tl.store(cand_ptr, tl.load(root_ptr))
+
+
+@dataclass(frozen=True)
+class HeadOutputs:
+    """The heads' output layers, or the shared lm_head, as int8 with a float32 scale per row.
+
+    They only rank the tokens a tree proposes, which the base model then verifies, so their
+    precision never changes what decoding emits; int8 halves the bytes a step reads."""
+
+    weight: torch.Tensor  # [heads, vocab, K] (per_head) or [vocab, K]
+    scale: torch.Tensor  # [heads, vocab] or [vocab]
+    per_head: bool
+
+    @classmethod
+    def quantize(cls, weight: torch.Tensor, per_head: bool) -> "HeadOutputs":
+        scale = weight.float().abs().amax(dim=-1).clamp(min=1e-12) / 127
+        quantized = (weight.float() / scale.unsqueeze(-1)).round().clamp(-127, 127).to(torch.int8)
+        return cls(quantized.contiguous(), scale.contiguous(), per_head)
+
+
+def tree_candidates(features: torch.Tensor, outputs: HeadOutputs, topk: int, root: torch.Tensor,
+                    node_head: torch.Tensor, node_rank: torch.Tensor, out: torch.Tensor, *, bf16: bool) -> None:
+    """A tree step's tokens ``out`` [nodes + 1]: the root, then for node i the token of rank
+    ``node_rank[i]`` among head ``node_head[i]``'s logits ``features[h] @ W_h.T``. Two launches:
+    each column tile's top-k, then each head's merge. ``bf16`` multiplies in bfloat16."""
+    heads, k = features.shape
+    vocab = outputs.weight.shape[-2]
+    block_n = 256
+    tiles = triton.cdiv(vocab, block_n)
+    per_program = 1 if outputs.per_head else min(heads, 16)
+    keys = torch.empty(heads, tiles, topk, dtype=torch.int64, device=features.device)
+    _head_topk_kernel[(triton.cdiv(heads, per_program), tiles)](
+        features, outputs.weight, outputs.scale, vocab * k if outputs.per_head else 0, keys, heads, vocab, K=k,
+        PER_PROGRAM=per_program, TOPK=topk, BN=block_n, BK=64, BF16=bf16, num_warps=4,
+    )
+    nodes = node_head.shape[0]
+    _tree_candidates_kernel[(heads,)](keys, root, node_head, node_rank, out, tiles * topk, TOPK=topk,
+                                      COUNT_PAD=triton.next_power_of_2(tiles * topk), NODES=nodes,
+                                      NODES_PAD=triton.next_power_of_2(max(nodes, 2)), num_warps=4)
 
 
 @triton.jit

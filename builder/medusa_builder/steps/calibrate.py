@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import add_result_argument
-from ..tree import MAX_TREE_NODES, to_brace_form
+from ..tree import DEFAULT_TREE_NODES, MAX_TREE_NODES, to_brace_form
 
 
 def register(subparsers) -> None:
@@ -19,8 +19,9 @@ def register(subparsers) -> None:
                     "the expected acceptance; the tree is what tree.preset: auto uses.")
     parser.add_argument("--base", required=True, metavar="DIR", help="base model (Hugging Face folder)")
     parser.add_argument("--heads", required=True, metavar="DIR", help="Medusa heads folder")
-    parser.add_argument("--num-nodes", type=int, default=64, metavar="N",
-                        help=f"tree size, 1 to {MAX_TREE_NODES} (default 64)")
+    parser.add_argument("--num-nodes", type=int, default=DEFAULT_TREE_NODES, metavar="N",
+                        help=f"tree size, 1 to {MAX_TREE_NODES} (default {DEFAULT_TREE_NODES}: with the root, "
+                             "a multiple of 16 rows)")
     parser.add_argument("--prompts", metavar="FILE", help="prompt file, one per line (default: the packaged "
                                                           "held-out calibration prompts)")
     parser.add_argument("--max-prompts", type=int, metavar="N", help="use only the first N prompts")
