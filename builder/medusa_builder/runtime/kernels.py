@@ -417,9 +417,16 @@ class HeadOutputs:
 
     @classmethod
     def quantize(cls, weight: torch.Tensor, per_head: bool) -> "HeadOutputs":
-        scale = weight.float().abs().amax(dim=-1).clamp(min=1e-12) / 127
-        quantized = (weight.float() / scale.unsqueeze(-1)).round().clamp(-127, 127).to(torch.int8)
+        # One output layer at a time keeps the float32 working copy to a single layer's size.
+        parts = [_quantize_rows(layer) for layer in (weight if per_head else weight.unsqueeze(0))]
+        quantized, scale = (torch.stack(t) if per_head else t[0] for t in zip(*parts))
         return cls(quantized.contiguous(), scale.contiguous(), per_head)
+
+
+def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per row."""
+    scale = weight.float().abs().amax(dim=-1).clamp(min=1e-12) / 127
+    return (weight.float() / scale.unsqueeze(-1)).round().clamp(-127, 127).to(torch.int8), scale
 
 
 def tree_candidates(features: torch.Tensor, outputs: HeadOutputs, topk: int, root: torch.Tensor,
