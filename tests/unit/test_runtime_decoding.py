@@ -101,6 +101,8 @@ def test_bad_requests_get_clear_errors(model):
         MedusaDecoder(model, random_heads(2), [[0], [0, 0], [0, 0, 0]])
     with pytest.raises(UserError, match="needs a tree"):
         MedusaDecoder(model, random_heads(2), [])
+    with pytest.raises(UserError, match="rank-97 token but the vocabulary has 97"):
+        MedusaDecoder(model, random_heads(2), [[0], [97]])
 
 
 def test_batched_distillation_answers_match_single_decoding(model):

@@ -150,6 +150,10 @@ class MedusaDecoder:
             depth = max(len(p) for p in tree)
             if depth > heads.num_heads:
                 raise UserError(f"the tree is {depth} levels deep but the heads number {heads.num_heads}; use a shallower tree")
+            rank = max(p[-1] for p in tree)
+            if rank >= model.cfg.vocab_size:
+                raise UserError(f"the tree asks for the heads' rank-{rank} token but the vocabulary has "
+                                f"{model.cfg.vocab_size}; use smaller ranks")
             heads = heads.to(device=model.device, dtype=model.dtype).eval()
             for p in heads.parameters():
                 p.requires_grad_(False)
