@@ -329,16 +329,17 @@ def head_features(x: torch.Tensor, last: torch.Tensor, norm: torch.Tensor, eps: 
     heads, layers, k = weights.shape[0], weights.shape[1], x.shape[1]
     block_n, block_k = 32, 64
     grid = (heads, triton.cdiv(k, block_n))
+    has_block = layers > 0
     src = x
     for layer in range(max(layers, 1)):
         # A layer reads every column of the previous one: each layer is its own launch, and the
         # first reads the stream while later ones read a copy of the previous output.
         if layer:
             src = out.clone()
-        has_block = layers > 0
         _head_block_kernel[grid](
             src, last, norm, weights[:, layer] if has_block else x, biases[:, layer] if has_block else x, out, eps,
-            weights.stride(0), biases.stride(0), K=k, FROM_STREAM=layer == 0, HAS_BLOCK=has_block, BN=block_n, BK=block_k, num_warps=2,
+            weights.stride(0), biases.stride(0), K=k, FROM_STREAM=layer == 0, HAS_BLOCK=has_block, BN=block_n,
+            BK=block_k, num_warps=2,
         )
 
 
