@@ -96,6 +96,24 @@ def test_tree_rows_are_bit_identical_to_one_token_steps(short_chunks, prompt_len
         assert torch.equal(tree[row], single)
 
 
+def test_padded_prefill_is_bit_identical(short_chunks):
+    """Padding a prompt by repeating its last token (graphed prefills) leaves its rows, the next
+    token, the heads' features and the cache below its end bit-identical."""
+    model = tiny_model(kernels=True)
+    prompt = [(3 + 7 * i) % 97 for i in range(21)]  # one whole 16-key chunk, padded to 32 rows
+    sessions = []
+    for bucket in (1, 32):
+        decoder = MedusaDecoder(model, random_heads(2), [[0], [0, 0]], prefill_bucket=bucket)
+        s = decoder._session(64)
+        decoder._prefill(s, prompt)
+        sessions.append(s)
+    plain, padded = sessions
+    assert int(padded.n) == int(plain.n) == len(prompt)
+    assert torch.equal(padded.root, plain.root) and torch.equal(padded.features, plain.features)
+    assert torch.equal(padded.cache.k[..., : len(prompt), :], plain.cache.k[..., : len(prompt), :])
+    assert torch.equal(padded.cache.v[..., : len(prompt), :], plain.cache.v[..., : len(prompt), :])
+
+
 @pytest.mark.parametrize("output_layer", [False, True])
 def test_medusa_through_kernels_equals_base_greedy(output_layer):
     model = tiny_model(kernels=True)

@@ -80,6 +80,34 @@ def test_kv_cache_is_compacted_to_the_accepted_path(model):
                                rtol=1e-4, atol=1e-5)
 
 
+def test_padded_prefill_changes_nothing(model):
+    """Prompts padded to a multiple of 8 tokens (as CUDA-graphed prefills are) give the same
+    tokens, and the cache below the prompt's end holds what an unpadded prefill writes."""
+    tree = [[0], [1], [0, 0], [1, 0], [0, 0, 0]]
+    plain, padded = MedusaDecoder(model), MedusaDecoder(model, prefill_bucket=8)
+    medusa_padded = MedusaDecoder(model, random_heads(3), tree, prefill_bucket=8)
+    assert [padded._prefill_rows(n) for n in (1, 8, 11)] == [8, 8, 16]
+    for length in (1, 5, 8, 11):
+        prompt = [(13 * i + 7) % VOCAB for i in range(length)]
+        want = plain.generate(prompt, 20).tokens
+        assert padded.generate(prompt, 20).tokens == want
+        assert medusa_padded.generate(prompt, 20).tokens == want
+        (plain_session,), (padded_session,) = plain._sessions.values(), padded._sessions.values()
+        fed = length + 19
+        torch.testing.assert_close(padded_session.cache.k[..., :fed, :], plain_session.cache.k[..., :fed, :],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_prepare_sets_up_the_session_a_request_uses(model):
+    decoder = MedusaDecoder(model, random_heads(2), [[0], [0, 0]])
+    decoder.prepare(10, 40)
+    (session,) = decoder._sessions.values()
+    decoder.generate(list(range(10)), 40)
+    assert list(decoder._sessions.values()) == [session]
+    with pytest.raises(UserError, match="exceed the model's 2048 positions"):
+        decoder.prepare(2000, 100)
+
+
 def test_stops_at_end_token_and_length(model):
     base = MedusaDecoder(model)
     free = base.generate([4, 5, 6], 25)

@@ -13,16 +13,19 @@ One decoding step, all on the device with fixed shapes:
 
 Plain greedy decoding is the same step with an empty tree (one token per forward pass), so
 base and Medusa timings come from the same code. On CUDA each step is captured once as a CUDA
-graph, and the host reads a step's tokens while the next step already runs. With the Triton
-kernels, step 1's heads run on the features kept at the end of the previous step.
+graph, and the host reads a step's tokens while the next step already runs. The prompt's forward
+pass (prefill) is a graph too, one per padded prompt length: its hundreds of small launches
+would otherwise cost a few milliseconds of host time per request, as much as several steps.
+With the Triton kernels, step 1's heads run on the features kept at the end of the previous step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -32,6 +35,8 @@ from .heads import MedusaHeads
 from .model import LlamaModel
 
 CACHE_BUCKET = 256
+PREFILL_BUCKET = 32  # with CUDA graphs, prompts are padded to a multiple of this many tokens
+GRAPHED_PREFILL_MAX = 1024  # longer prompts prefill without a graph: their own work dwarfs the launches
 
 
 @dataclass
@@ -128,6 +133,8 @@ class _Session:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.host_out: list[torch.Tensor] = []
         self.events: list[torch.cuda.Event] = []
+        # Graphed prefills by padded prompt length: their input buffer [length, tokens...] and graph.
+        self.prefills: dict[int, tuple[torch.Tensor, torch.cuda.CUDAGraph]] = {}
 
 
 class MedusaDecoder:
@@ -141,7 +148,12 @@ class MedusaDecoder:
         *,
         use_cuda_graphs: bool | None = None,
         compile_step: bool = False,
+        prefill_bucket: int | None = None,
     ):
+        """``prefill_bucket``: pad prompts to a multiple of this many tokens (default
+        ``PREFILL_BUCKET`` with CUDA graphs, so one prefill graph serves a range of lengths, else
+        1). Padding repeats the prompt's last token at its position: the padded rows compute
+        what that token's row does and change nothing."""
         self.model = model
         tree = list(tree or []) if heads is not None else []
         if heads is not None and not tree:
@@ -168,6 +180,9 @@ class MedusaDecoder:
             self._outputs = HeadOutputs.quantize(outputs, per_head=heads.has_output_layer)
         self._path_valid = self.tree.path_valid.to(torch.int8)
         self.use_cuda_graphs = model.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
+        self.prefill_bucket = prefill_bucket or (PREFILL_BUCKET if self.use_cuda_graphs else 1)
+        # Graphs of one decoder never run at once and keep nothing they return: they share a pool.
+        self._graph_pool = torch.cuda.graph_pool_handle() if self.use_cuda_graphs else None
         # torch.compile fuses the step's many small kernels; shapes are static per cache size.
         self._run_step = torch.compile(self._step, dynamic=False) if compile_step else self._step
         self.compiled = compile_step
@@ -243,37 +258,89 @@ class MedusaDecoder:
         return self._sessions[max_len]
 
     def _capture(self, s: _Session) -> None:
-        stream = torch.cuda.Stream(device=self.model.device)
-        stream.wait_stream(torch.cuda.current_stream(self.model.device))
-        with torch.cuda.stream(stream), torch.no_grad():
-            for _ in range(3):
-                s.n.zero_()
-                self._run_step(s)
-        torch.cuda.current_stream(self.model.device).wait_stream(stream)
-        s.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(s.graph), torch.no_grad():
-            self._run_step(s)
+        s.graph = self._graph(functools.partial(self._run_step, s))
         s.host_out = [torch.zeros_like(s.out, device="cpu").pin_memory() for _ in range(2)]
         s.events = [torch.cuda.Event() for _ in range(2)]
 
-    @torch.no_grad()
-    def _prefill(self, s: _Session, prompt: list[int]) -> None:
+    def _graph(self, work: Callable[[], None]) -> torch.cuda.CUDAGraph:
+        """Capture ``work`` after three runs of it on a side stream (kernel compilation and
+        allocations happen there, outside the capture). Its effects on the session's buffers
+        are overwritten by the request that follows."""
         device = self.model.device
-        tokens = torch.tensor(prompt, dtype=torch.long, device=device)
-        positions = torch.arange(len(prompt), device=device)
-        committed = torch.tensor(len(prompt), device=device)
-        ancestors = torch.zeros(len(prompt), 1, dtype=torch.long, device=device)
-        x = self.model.decode(tokens, positions, committed, ancestors, s.cache, positions)[-1:]
-        s.root.copy_(self.model.next_tokens(x)[0])
+        stream = torch.cuda.Stream(device=device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream), torch.no_grad():
+            for _ in range(3):
+                work()
+        torch.cuda.current_stream(device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._graph_pool), torch.no_grad():
+            work()
+        return graph
+
+    def _prefill_rows(self, length: int) -> int:
+        if self.use_cuda_graphs and length > GRAPHED_PREFILL_MAX:
+            return length
+        return -(-length // self.prefill_bucket) * self.prefill_bucket
+
+    def _prefill(self, s: _Session, prompt: list[int]) -> None:
+        rows = self._prefill_rows(len(prompt))
+        host = torch.tensor([len(prompt)] + prompt + [prompt[-1]] * (rows - len(prompt)))
+        if not self.use_cuda_graphs or len(prompt) > GRAPHED_PREFILL_MAX:
+            self._prefill_pass(s, host.to(self.model.device))
+            return
+        inputs, graph = self._prefill_graph(s, rows, host)
+        inputs.copy_(host)
+        graph.replay()
+
+    def _prefill_graph(self, s: _Session, rows: int, host: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.CUDAGraph]:
+        if rows not in s.prefills:
+            inputs = host.to(self.model.device)
+            s.prefills[rows] = (inputs, self._graph(functools.partial(self._prefill_pass, s, inputs)))
+        return s.prefills[rows]
+
+    @torch.no_grad()
+    def _prefill_pass(self, s: _Session, inputs: torch.Tensor) -> None:
+        """The prompt's forward pass; ``inputs`` holds its length, then its (padded) tokens."""
+        model, device = self.model, self.model.device
+        committed, tokens = inputs[0], inputs[1:]
+        last = (committed - 1).view(1)
+        positions = torch.minimum(torch.arange(tokens.shape[0], device=device), last)
+        ancestors = torch.zeros(tokens.shape[0], 1, dtype=torch.long, device=device)
+        x = model.decode(tokens, positions, committed, ancestors, s.cache, positions).index_select(0, last)
+        s.root.copy_(model.next_tokens(x)[0])
         if self.tree.size > 1:
             self._remember(s, x, torch.zeros(1, dtype=torch.long, device=device))
-        s.n.fill_(len(prompt))
+        s.n.copy_(committed)
+
+    def prepare(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Set up now (cache, CUDA graphs) what a request of this size needs, so that its first
+        run pays no capture."""
+        with self._on_device():
+            s = self._session(self._positions_needed(prompt_tokens, max_new_tokens))
+            if self.use_cuda_graphs and prompt_tokens <= GRAPHED_PREFILL_MAX:
+                rows = self._prefill_rows(prompt_tokens)
+                self._prefill_graph(s, rows, torch.tensor([prompt_tokens] + [0] * rows))
+
+    def _positions_needed(self, prompt_tokens: int, max_new_tokens: int) -> int:
+        tb = self.tree
+        # Room for the prompt, the output, one overshooting step and one step run ahead.
+        needed = prompt_tokens + max_new_tokens + 2 * (tb.depth + 1) + tb.size + 1
+        if needed > self.model.cfg.max_positions:
+            raise UserError(
+                f"prompt ({prompt_tokens} tokens) plus max_tokens ({max_new_tokens}) exceed the model's "
+                f"{self.model.cfg.max_positions} positions; shorten the prompt or ask for fewer tokens"
+            )
+        return needed
 
     def generate(self, prompt: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int] = ()) -> Generation:
-        device = self.model.device
-        # Triton launches on the current device, which need not be the model's (cuda:1, ...).
-        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        with self._on_device():
             return self._generate(prompt, max_new_tokens, eos_ids)
+
+    def _on_device(self) -> contextlib.AbstractContextManager:
+        """Triton launches on the current device, which need not be the model's (cuda:1, ...)."""
+        device = self.model.device
+        return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
     def _generate(self, prompt: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int]) -> Generation:
         prompt = list(prompt)
@@ -282,14 +349,7 @@ class MedusaDecoder:
         if max_new_tokens < 1:
             raise UserError(f"max_tokens must be at least 1, got {max_new_tokens}")
         tb = self.tree
-        # Room for the prompt, the output, one overshooting step and one step run ahead.
-        needed = len(prompt) + max_new_tokens + 2 * (tb.depth + 1) + tb.size + 1
-        if needed > self.model.cfg.max_positions:
-            raise UserError(
-                f"prompt ({len(prompt)} tokens) plus max_tokens ({max_new_tokens}) exceed the model's "
-                f"{self.model.cfg.max_positions} positions; shorten the prompt or ask for fewer tokens"
-            )
-        s = self._session(needed)
+        s = self._session(self._positions_needed(len(prompt), max_new_tokens))
         eos = set(eos_ids)
         start = time.perf_counter()
         self._prefill(s, prompt)
