@@ -26,9 +26,9 @@ from medusa_builder.runtime.calibrate import calibrate_tree
 from medusa_builder.runtime.decoding import MedusaDecoder
 from medusa_builder.runtime.heads import load_heads
 from medusa_builder.runtime.model import LlamaModel, resolve_device
-from medusa_builder.runtime.prompts import calibration_prompts, packaged_prompts, read_prompt_file
+from medusa_builder.runtime.prompts import evaluation_prompts, read_prompt_file
 from medusa_builder.runtime.text import TextCodec
-from medusa_builder.tree import normalise_tree, parse_choices
+from medusa_builder.tree import CALIBRATION_METHODS, normalise_tree, parse_choices
 
 
 def device_name(device: torch.device) -> str:
@@ -79,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON file with a 'tree' field, as calibrate --output writes (repeatable)")
     parser.add_argument("--calibrate", action="append", type=int, default=[], metavar="NODES",
                         help="calibrate a tree of this many nodes first (repeatable)")
-    parser.add_argument("--prompts", help="prompt file (default: held-out packaged prompts)")
-    parser.add_argument("--num-prompts", type=int, default=20)
+    parser.add_argument("--calibration-method", default="joint", choices=CALIBRATION_METHODS,
+                        help="how --calibrate builds its trees (default joint)")
+    parser.add_argument("--prompts", help="prompt file (default: the packaged evaluation prompts, which neither "
+                                          "training nor calibration uses)")
+    parser.add_argument("--num-prompts", type=int, default=20, help="at most this many prompts (default 20)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
@@ -104,24 +107,31 @@ def main(argv: list[str] | None = None) -> int:
         calibration = json.loads(Path(path).read_text())
         trees.append((calibration["tree"], calibration.get("expectedAcceptedTokens")))
     for nodes in args.calibrate:
-        calibration = calibrate_tree(args.base, args.heads, num_nodes=nodes, device=str(device), dtype=args.dtype)
+        calibration = calibrate_tree(args.base, args.heads, num_nodes=nodes, device=str(device), dtype=args.dtype,
+                                     method=args.calibration_method)
         trees.append((calibration["tree"], calibration["expectedAcceptedTokens"]))
-    texts = read_prompt_file(args.prompts) if args.prompts else calibration_prompts() + packaged_prompts()[1::10]
+    texts = read_prompt_file(args.prompts) if args.prompts else evaluation_prompts()
     prompts = [codec.encode_chat(t) for t in texts[: args.num_prompts]]
     eos = sorted(codec.eos_ids)
 
-    base = MedusaDecoder(model, compile_step=args.compile)
-    base.generate(prompts[0], args.max_new_tokens, eos)  # warm-up: allocation, graph capture
+    def warmed_up(decoder: MedusaDecoder) -> MedusaDecoder:
+        """Caches and CUDA graphs for every prompt made first, as in a server that has been up a while."""
+        for ids in prompts:
+            decoder.prepare(len(ids), args.max_new_tokens)
+        decoder.generate(prompts[0], args.max_new_tokens, eos)
+        return decoder
+
+    base = warmed_up(MedusaDecoder(model, compile_step=args.compile))
     rows = []
     for choices, expected in trees:
         choices = normalise_tree(choices, heads.num_heads)
-        medusa = MedusaDecoder(model, heads, choices, compile_step=args.compile)
-        medusa.generate(prompts[0], args.max_new_tokens, eos)
+        medusa = warmed_up(MedusaDecoder(model, heads, choices, compile_step=args.compile))
         row = summarise(*measure_pairs(base, medusa, prompts, args.max_new_tokens, eos))
         row.update({"treeNodes": len(choices), "treeDepth": max(len(p) for p in choices),
                     "expectedAcceptedTokens": expected, "tree": choices})
         rows.append(row)
     result = {
+        "calibrationMethod": args.calibration_method if args.calibrate else None,
         "device": device_name(device), "dtype": args.dtype, "cudaGraphs": base.use_cuda_graphs, "compiled": args.compile,
         "tritonKernels": model.kernels,
         "numHeads": heads.num_heads, "maxNewTokens": args.max_new_tokens, "torch": torch.__version__, "runs": rows,

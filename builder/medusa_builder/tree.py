@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .errors import UserError
 
@@ -18,6 +18,7 @@ MAX_TREE_NODES = 256
 # rows, a multiple of 16, which the reference runtime's kernels run markedly faster than the
 # row counts around it.
 DEFAULT_TREE_NODES = 63
+CALIBRATION_METHODS = ("joint", "independent")  # see medusa_builder.runtime.calibrate
 
 
 class TreeError(UserError):
@@ -51,27 +52,33 @@ def assumed_topk_accuracy(num_heads: int) -> list[list[float]]:
     return table
 
 
-def greedy_tree(topk_accuracy: Sequence[Sequence[float]], num_nodes: int) -> list[list[int]]:
+def greedy_tree(topk_accuracy: Sequence[Sequence[float]], num_nodes: int,
+                path_counts: Mapping[tuple[int, ...], int] | None = None) -> list[list[int]]:
     """Grow a tree node by node, always adding the path with the largest expected contribution.
 
     A path's contribution is the product of the accuracies of its indices at each depth (the
-    Medusa paper's construction). Products only shrink as a path grows, so the result is
-    prefix-closed. ``topk_accuracy[d][k]`` is head ``d+1``'s chance that its k-th token is right.
+    Medusa paper's construction). ``topk_accuracy[d][k]`` is head ``d+1``'s chance that its
+    k-th token is right. With ``path_counts`` (how many calibration positions each path would
+    have accepted), paths are ranked by that count first and the product only orders paths
+    seen equally often: heads tend to be right together, which the product cannot know.
+    Either key only shrinks as a path grows, so the result is prefix-closed.
     """
     depth_limit = len(topk_accuracy)
     if depth_limit == 0 or num_nodes <= 0:
         return []
+    counts = path_counts or {}
     chosen: list[list[int]] = []
-    # Max-heap of (-probability, path); start with every top-k index of head 1.
-    frontier = [(-p, (k,)) for k, p in enumerate(topk_accuracy[0])]
+    # Min-heap of ((-count, -probability), path); start with every top-k index of head 1.
+    frontier = [((-counts.get((k,), 0), -p), (k,)) for k, p in enumerate(topk_accuracy[0])]
     heapq.heapify(frontier)
     while frontier and len(chosen) < num_nodes:
-        neg_p, path = heapq.heappop(frontier)
+        (_, neg_p), path = heapq.heappop(frontier)
         chosen.append(list(path))
         depth = len(path)
         if depth < depth_limit:
             for k, p in enumerate(topk_accuracy[depth]):
-                heapq.heappush(frontier, (neg_p * p, path + (k,)))
+                child = path + (k,)
+                heapq.heappush(frontier, ((-counts.get(child, 0), neg_p * p), child))
     return sort_tree(chosen)
 
 

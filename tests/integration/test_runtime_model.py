@@ -11,7 +11,7 @@ from medusa_builder import cli
 from medusa_builder.runtime.decoding import MedusaDecoder
 from medusa_builder.runtime.heads import load_heads
 from medusa_builder.runtime.model import LlamaModel
-from medusa_builder.runtime.prompts import calibration_prompts, packaged_prompts, training_prompts
+from medusa_builder.runtime.prompts import calibration_prompts, evaluation_prompts, packaged_prompts, training_prompts
 from medusa_builder.runtime.text import TextCodec
 
 pytestmark = pytest.mark.model
@@ -25,7 +25,9 @@ def runtime(smollm2_dir):
 def test_packaged_prompts_are_varied_and_split():
     prompts = packaged_prompts()
     assert len(prompts) >= 250 and len(set(prompts)) == len(prompts)
-    assert not set(training_prompts()) & set(calibration_prompts())
+    training, calibration, evaluation = set(training_prompts()), set(calibration_prompts()), set(evaluation_prompts())
+    assert not training & calibration and not training & evaluation and not calibration & evaluation
+    assert len(training) + len(calibration) + len(evaluation) == len(prompts) and len(evaluation) >= 25
 
 
 def test_runtime_matches_transformers_greedy(smollm2_dir, runtime):

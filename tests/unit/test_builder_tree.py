@@ -70,6 +70,19 @@ def test_greedy_tree_follows_expected_contribution():
     assert greedy_tree(accuracy, 3) == [[0], [0, 0], [0, 1]]
 
 
+def test_greedy_tree_prefers_paths_seen_accepted():
+    """Heads that are right together: [0, 0, 0] was accepted far more often than the product of
+    accuracies suggests, so observed counts put it ahead of [1] and [0, 1]."""
+    accuracy = [[0.6, 0.2], [0.5, 0.2], [0.5, 0.1]]
+    assert greedy_tree(accuracy, 3) == [[0], [1], [0, 0]]
+    counts = {(0,): 60, (1,): 20, (0, 0): 45, (0, 1): 10, (0, 0, 0): 40, (1, 0): 5}
+    assert greedy_tree(accuracy, 3, counts) == [[0], [0, 0], [0, 0, 0]]
+    # Paths never seen come after all seen ones, in the order of the product: [0, 1, 0] (0.06)
+    # and [1, 0, 0] (0.05) before [1, 1] (0.04) and [0, 0, 1] (0.03).
+    tree = greedy_tree(accuracy, 8, counts)
+    assert sorted(map(tuple, tree)) == sorted([*counts, (0, 1, 0), (1, 0, 0)])
+
+
 def test_brace_form():
     assert to_brace_form([[0], [0, 0], [1]]) == "{0}, {0, 0}, {1}"
 

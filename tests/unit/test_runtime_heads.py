@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from medusa_builder.errors import UserError
-from medusa_builder.runtime.calibrate import expected_accepted_tokens
+from medusa_builder.runtime.calibrate import TOPK, expected_accepted_tokens, path_counts
 from medusa_builder.runtime.heads import MedusaHeads, load_heads, save_heads
+from medusa_builder.runtime.train import IGNORE, target_ranks, topk_accuracy
 
 
 def filled_heads(output_layer: bool, num_heads: int = 3, layers: int = 2) -> MedusaHeads:
@@ -77,3 +78,21 @@ def test_expected_accepted_tokens_multiplies_accuracies_along_paths():
     # 1 + P([0]) + P([1]) + P([0, 0]) + P([0, 1])
     assert expected_accepted_tokens([[0], [1], [0, 0], [0, 1]], accuracy) == pytest.approx(
         1 + 0.5 + 0.2 + 0.5 * 0.4 + 0.5 * 0.1)
+
+
+def test_target_ranks_say_where_each_head_put_the_right_token():
+    heads = filled_heads(True, num_heads=2, layers=1)
+    hidden, lm_head = torch.randn(6, 8), torch.randn(11, 8)
+    order = heads(hidden, lm_head).argsort(dim=-1, descending=True)  # [heads, positions, vocab]
+    targets = torch.stack([order[0, :, 2], order[1, :, 0]], dim=1)  # head 1's 3rd choice, head 2's 1st
+    targets[5, 1] = IGNORE
+    ranks = target_ranks(heads, lm_head, hidden, targets, limit=2)
+    assert ranks[:, 0].tolist() == [2] * 6  # rank 2 reaches the limit of 2
+    assert ranks[:, 1].tolist() == [0] * 5 + [-1]
+    assert topk_accuracy(target_ranks(heads, lm_head, hidden, targets, limit=5), 3) == [[0, 0, 1], [1, 0, 0]]
+
+
+def test_path_counts_follow_each_position_until_a_head_misses():
+    ranks = torch.tensor([[0, 0, 1], [0, 0, TOPK], [0, 3, -1], [TOPK, 0, 0], [-1, -1, -1]])
+    counts = path_counts(ranks)
+    assert counts == {(0,): 3, (0, 0): 2, (0, 0, 1): 1, (0, 3): 1}

@@ -1,19 +1,28 @@
-"""Tree calibration: measure each head's top-k accuracy on held-out prompts and grow the tree
-that maximises the expected number of accepted tokens per step (the Medusa paper's greedy
-construction, ``medusa_builder.tree.greedy_tree``)."""
+"""Tree calibration: on held-out prompts, find where the heads rank the tokens the base model
+goes on to emit, and grow the tree that maximises accepted tokens per step
+(``medusa_builder.tree.greedy_tree``).
+
+Two methods: ``joint`` (default) counts, for every path, the calibration positions at which it
+would have been accepted, and takes the most-counted paths: the tree that would have accepted
+the most tokens on those prompts. ``independent`` is the Medusa paper's construction from each
+head's top-k accuracy alone, as if the heads were right or wrong independently; they are not
+(predictable text makes every head right at once), so it misjudges which deep paths pay."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from ..errors import UserError
-from ..tree import DEFAULT_TREE_NODES, MAX_TREE_NODES, greedy_tree, normalise_tree
+from ..tree import CALIBRATION_METHODS, DEFAULT_TREE_NODES, MAX_TREE_NODES, greedy_tree, normalise_tree
 from .heads import load_heads
 from .model import LlamaModel, resolve_device
 from .text import TextCodec
-from .train import greedy_sequences, hidden_and_targets, topk_accuracy
+from .train import greedy_sequences, hidden_and_targets, target_ranks, topk_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,20 @@ def expected_accepted_tokens(tree: Sequence[Sequence[int]], accuracy: Sequence[S
     return total
 
 
+def path_counts(ranks: torch.Tensor) -> Counter:
+    """For each path of top-k indices, the positions whose targets the heads ranked exactly so:
+    the positions at which a tree holding it would accept its whole path."""
+    counts: Counter = Counter()
+    for row in ranks.tolist():
+        path: tuple[int, ...] = ()
+        for rank in row:
+            if not 0 <= rank < TOPK:
+                break
+            path += (rank,)
+            counts[path] += 1
+    return counts
+
+
 def calibrate_tree(
     base_dir: str | Path,
     heads_dir: str | Path,
@@ -41,10 +64,15 @@ def calibrate_tree(
     device: str = "auto",
     max_new_tokens: int = 128,
     dtype: str = "float32",
+    method: str = "joint",
 ) -> dict:
-    """Returns ``{"tree", "expectedAcceptedTokens", "topkAccuracy"}`` for these heads."""
+    """Returns ``{"tree", "expectedAcceptedTokens", "topkAccuracy", "method", "positions"}`` for
+    these heads. With ``joint`` the expectation is what the tree accepts on the calibration
+    positions themselves (optimistic by a little on other text)."""
     from .prompts import calibration_prompts
 
+    if method not in CALIBRATION_METHODS:
+        raise UserError(f"unknown calibration method {method!r}; use {' or '.join(CALIBRATION_METHODS)}")
     if not 1 <= num_nodes <= MAX_TREE_NODES:
         raise UserError(f"the tree size must be between 1 and {MAX_TREE_NODES} nodes, got {num_nodes}")
     dev = resolve_device(device)
@@ -61,12 +89,21 @@ def calibrate_tree(
         raise UserError("calibration needs at least one prompt")
     seqs = greedy_sequences(model, codec, base_dir, prompts, max_new_tokens)
     hidden, targets = hidden_and_targets(model, seqs, heads.num_heads)
-    accuracy = topk_accuracy(heads, model.lm_head.float(), hidden, targets, k=TOPK)
-    tree = normalise_tree(greedy_tree(accuracy, num_nodes), heads.num_heads)
-    expected = expected_accepted_tokens(tree, accuracy)
-    log.info("calibrated a %d-node tree on %d positions: %.2f expected tokens per step", len(tree), hidden.shape[0], expected)
+    ranks = target_ranks(heads, model.lm_head.float(), hidden, targets, limit=TOPK)
+    accuracy = topk_accuracy(ranks, TOPK)
+    if method == "joint":
+        counts = path_counts(ranks)
+        tree = normalise_tree(greedy_tree(accuracy, num_nodes, counts), heads.num_heads)
+        expected = 1 + sum(counts[tuple(p)] for p in tree) / ranks.shape[0]
+    else:
+        tree = normalise_tree(greedy_tree(accuracy, num_nodes), heads.num_heads)
+        expected = expected_accepted_tokens(tree, accuracy)
+    log.info("calibrated a %d-node tree (%s) on %d positions: %.2f expected tokens per step", len(tree), method,
+             ranks.shape[0], expected)
     return {
         "tree": tree,
         "expectedAcceptedTokens": round(expected, 4),
         "topkAccuracy": [[round(a, 4) for a in row] for row in accuracy],
+        "method": method,
+        "positions": int(ranks.shape[0]),
     }

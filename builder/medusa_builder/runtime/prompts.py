@@ -1,7 +1,8 @@
 """The packaged prompt set for self-distillation and calibration.
 
 Every tenth prompt is held out for calibration, so a tree is never tuned on the very prompts
-the heads were trained on.
+the heads were trained on, and another tenth for evaluation (benchmarks), which neither
+training nor calibration sees.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from ..errors import UserError
 
-CALIBRATION_EVERY = 10
+CALIBRATION_EVERY = 10  # prompt i is for calibration when i % 10 == 0, for evaluation when it is 5
+EVALUATION_OFFSET = 5
 # Instructions put in front of every prompt to get differently shaped answers from the same set:
 # more varied distillation text without more prompts.
 ANSWER_STYLES = ("", "Answer in one or two sentences. ", "Answer in detail, with an example. ",
@@ -24,11 +26,15 @@ def packaged_prompts() -> list[str]:
 
 
 def training_prompts() -> list[str]:
-    return [p for i, p in enumerate(packaged_prompts()) if i % CALIBRATION_EVERY != 0]
+    return [p for i, p in enumerate(packaged_prompts()) if i % CALIBRATION_EVERY not in (0, EVALUATION_OFFSET)]
 
 
 def calibration_prompts() -> list[str]:
     return [p for i, p in enumerate(packaged_prompts()) if i % CALIBRATION_EVERY == 0]
+
+
+def evaluation_prompts() -> list[str]:
+    return [p for i, p in enumerate(packaged_prompts()) if i % CALIBRATION_EVERY == EVALUATION_OFFSET]
 
 
 def read_prompt_file(path: str | Path) -> list[str]:

@@ -227,20 +227,25 @@ def hidden_and_targets(model: LlamaModel, seqs: Sequences, num_heads: int,
     return torch.cat(hiddens), torch.cat(targets)
 
 
-def topk_accuracy(heads: MedusaHeads, lm_head: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor,
-                  k: int = 10, batch: int = 512) -> list[list[float]]:
-    """accuracy[h][r]: how often head h's r-th ranked token is the right one."""
-    hits = torch.zeros(heads.num_heads, k, dtype=torch.float64)
-    counts = torch.zeros(heads.num_heads, dtype=torch.float64)
+def target_ranks(heads: MedusaHeads, lm_head: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor,
+                 limit: int, batch: int = 512) -> torch.Tensor:
+    """[N, heads] on the CPU: where each target ranks among its head's logits (0 = the best),
+    ``limit`` for any rank at or past it, -1 where there is no target (IGNORE)."""
+    ranks = []
     with torch.inference_mode():
         for start in range(0, hidden.shape[0], batch):
-            logits = heads(hidden[start:start + batch], lm_head)
-            ranked = logits.topk(k, dim=-1).indices  # [heads, B, k]
+            logits = heads(hidden[start:start + batch], lm_head)  # [heads, B, vocab]
             target = targets[start:start + batch].T  # [heads, B]
-            valid = target != IGNORE
-            hits += ((ranked == target.unsqueeze(-1)) & valid.unsqueeze(-1)).sum(dim=1).double().cpu()
-            counts += valid.sum(dim=1).double().cpu()
-    return (hits / counts.clamp(min=1).unsqueeze(1)).tolist()
+            score = logits.gather(-1, target.clamp(min=0).unsqueeze(-1))
+            rank = (logits > score).sum(dim=-1).clamp(max=limit)
+            ranks.append(torch.where(target != IGNORE, rank, -1).T.cpu())
+    return torch.cat(ranks)
+
+
+def topk_accuracy(ranks: torch.Tensor, k: int) -> list[list[float]]:
+    """accuracy[h][r]: how often head h's r-th ranked token is the right one (``target_ranks``)."""
+    counts = (ranks >= 0).sum(dim=0).clamp(min=1)
+    return [[float((ranks[:, h] == r).sum()) / float(counts[h]) for r in range(k)] for h in range(ranks.shape[1])]
 
 
 def train_heads(
@@ -316,7 +321,7 @@ def train_heads(
         loss_value = running / steps_per_epoch
         log.info("epoch %d/%d: weighted loss %.4f", epoch + 1, epochs, loss_value)
     heads.eval()
-    accuracy = topk_accuracy(heads, lm_head, hidden, targets, k=1)
+    accuracy = topk_accuracy(target_ranks(heads, lm_head, hidden, targets, limit=1), k=1)
     save_heads(heads, output_dir, base_model=str(base_dir), extra={"training": {
         "method": "self-distillation (Medusa-1, frozen base)",
         "prompts": len(prompts), "modelWrittenPrompts": len(written), "positions": int(hidden.shape[0]),

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import add_result_argument
-from ..tree import DEFAULT_TREE_NODES, MAX_TREE_NODES, to_brace_form
+from ..tree import CALIBRATION_METHODS, DEFAULT_TREE_NODES, MAX_TREE_NODES, to_brace_form
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "calibrate", help="build the Medusa tree that maximises expected accepted tokens for these heads",
-        description="Measure each head's top-k accuracy on calibration prompts and grow, node by node, the "
-                    "tree with the most expected accepted tokens per step. Prints the tree (brace form) and "
-                    "the expected acceptance; the tree is what tree.preset: auto uses.")
+        description="Find where the heads rank the base model's own next tokens on calibration prompts and "
+                    "grow, node by node, the tree with the most accepted tokens per step. Prints the tree "
+                    "(brace form) and the expected acceptance; the tree is what tree.preset: auto uses.")
     parser.add_argument("--base", required=True, metavar="DIR", help="base model (Hugging Face folder)")
     parser.add_argument("--heads", required=True, metavar="DIR", help="Medusa heads folder")
     parser.add_argument("--num-nodes", type=int, default=DEFAULT_TREE_NODES, metavar="N",
@@ -26,6 +26,9 @@ def register(subparsers) -> None:
                                                           "held-out calibration prompts)")
     parser.add_argument("--max-prompts", type=int, metavar="N", help="use only the first N prompts")
     parser.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length (default 128)")
+    parser.add_argument("--method", default="joint", choices=CALIBRATION_METHODS,
+                        help="joint (default): the paths that would have been accepted most often on the "
+                             "calibration prompts; independent: the Medusa paper's product of per-head accuracies")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--output", metavar="FILE", help="also write the calibration (tree, accuracy) as JSON")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of the brace form")
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         prompts = calibration_prompts()[: max(1, args.max_prompts)]
     result = calibrate_tree(args.base, args.heads, num_nodes=args.num_nodes, prompts=prompts, device=args.device,
-                            max_new_tokens=args.max_new_tokens)
+                            max_new_tokens=args.max_new_tokens, method=args.method)
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     if not args.json:
