@@ -18,6 +18,9 @@ MAX_TREE_NODES = 256
 # rows, a multiple of 16, which the reference runtime's kernels run markedly faster than the
 # row counts around it.
 DEFAULT_TREE_NODES = 63
+# What `auto` calibrates for the reference backend: its kernels step a small model fastest with
+# 31 nodes (32 rows); 63 nodes cost 1.27x a one-token step there on an H200 (docs/runtime.md).
+REFERENCE_TREE_NODES = 31
 CALIBRATION_METHODS = ("joint", "independent")  # see medusa_builder.runtime.calibrate
 
 

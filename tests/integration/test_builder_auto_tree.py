@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from medusa_builder import cli
-from medusa_builder.tree import tree_depth
+from medusa_builder.tree import DEFAULT_TREE_NODES, REFERENCE_TREE_NODES, tree_depth
 
 pytestmark = pytest.mark.model
 
@@ -41,11 +41,13 @@ def tiny_llama(tmp_path, smollm2_dir):
     return base, heads
 
 
-def test_auto_tree_feeds_the_engine_commands(tmp_path, tiny_llama, monkeypatch):
+def build_auto(tmp_path, tiny_llama, monkeypatch, backend: str) -> tuple[dict, list[dict]]:
+    """Run `build --tree-preset auto --dry-run` with the real calibration on a CPU-sized budget;
+    returns the step result and the options each calibration was asked for."""
     from medusa_builder.runtime import calibrate
 
     base, heads = tiny_llama
-    real = calibrate.calibrate_tree  # the real calibration, with a budget that suits a CPU test
+    real = calibrate.calibrate_tree
     calls = []
 
     def small_budget(base_dir, heads_dir, **options):
@@ -56,14 +58,25 @@ def test_auto_tree_feeds_the_engine_commands(tmp_path, tiny_llama, monkeypatch):
     monkeypatch.setattr(calibrate, "calibrate_tree", small_budget)
     result_file = tmp_path / "result.json"
     with pytest.raises(SystemExit) as stop:
-        cli.main(["build", "--backend", "tensorrt-llm", "--base-uri", str(base), "--heads-uri", str(heads),
+        cli.main(["build", "--backend", backend, "--base-uri", str(base), "--heads-uri", str(heads),
                   "--tree-preset", "auto", "--dry-run", "--json", "--work-dir", str(tmp_path / "work"),
                   "--result", str(result_file)])
     doc = json.loads(result_file.read_text())
     assert stop.value.code == 0, doc
-    result = doc["result"]
+    return doc["result"], calls
+
+
+def test_auto_tree_feeds_the_engine_commands(tmp_path, tiny_llama, monkeypatch):
+    result, calls = build_auto(tmp_path, tiny_llama, monkeypatch, "tensorrt-llm")
     assert len(result["tree"]) == 12 and tree_depth(result["tree"]) <= 3
     assert result["expectedAcceptedTokens"] >= 1.0
     build = shlex.split(result["commands"][1])
     assert build[build.index("--max_draft_len") + 1] == "12"
-    assert calls == [{"dtype": "float16"}], "calibration runs in the engine's dtype"
+    # In the engine's dtype, at the published 63-node size.
+    assert calls == [{"num_nodes": DEFAULT_TREE_NODES, "dtype": "float16"}]
+
+
+def test_auto_tree_for_the_reference_backend_is_its_fastest_size(tmp_path, tiny_llama, monkeypatch):
+    result, calls = build_auto(tmp_path, tiny_llama, monkeypatch, "reference")
+    assert calls == [{"num_nodes": REFERENCE_TREE_NODES, "dtype": "float16"}]
+    assert len(result["tree"]) == 12

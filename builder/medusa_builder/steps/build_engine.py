@@ -16,7 +16,7 @@ from typing import Any
 from .. import checkpoint, engine, storage
 from ..cli import add_result_argument
 from ..errors import UserError
-from ..tree import PRESETS, normalise_tree, parse_choices, resolve_tree
+from ..tree import DEFAULT_TREE_NODES, PRESETS, REFERENCE_TREE_NODES, normalise_tree, parse_choices, resolve_tree
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +76,14 @@ def check_cache_key(key: str) -> str:
 
 
 def resolve_build_tree(args: argparse.Namespace, base_dir: str | Path, heads_dir: str | Path,
-                       num_heads: int) -> tuple[list[list[int]], dict[str, Any]]:
+                       num_heads: int, backend: str = "tensorrt-llm") -> tuple[list[list[int]], dict[str, Any]]:
     """The tree to build with, and calibration details when the preset is 'auto'."""
     if args.tree_preset == "auto":
         from ..runtime.calibrate import calibrate_tree
 
-        log.info("calibrating the tree from the heads' measured top-k accuracy")
-        calibration = calibrate_tree(str(base_dir), str(heads_dir), dtype=args.dtype)
+        nodes = REFERENCE_TREE_NODES if backend == "reference" else DEFAULT_TREE_NODES
+        log.info("calibrating a %d-node tree from where the heads rank the base model's tokens", nodes)
+        calibration = calibrate_tree(str(base_dir), str(heads_dir), num_nodes=nodes, dtype=args.dtype)
         tree = normalise_tree(calibration["tree"], num_heads)
         return tree, {"expectedAcceptedTokens": calibration.get("expectedAcceptedTokens")}
     choices = parse_choices(args.tree_choices) if args.tree_choices is not None else None
