@@ -142,32 +142,37 @@ def greedy_tokens(x: torch.Tensor, weight: torch.Tensor, *, norm: torch.Tensor |
 
 @triton.jit
 def _rope_store_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_cache_ptr, v_cache_ptr, head_stride,
-                       HEADS: tl.constexpr, KV_HEADS: tl.constexpr, D: tl.constexpr):
+                       HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr,
+                       KV_PAD: tl.constexpr, D: tl.constexpr):
+    """One token's row: rotate its query and key heads (as one [heads, D/2] tile per half), keep
+    the queries, write keys and values to the token's cache slot."""
     row = tl.program_id(0)
-    head = tl.program_id(1)
-    half = tl.arange(0, D // 2)
+    heads = tl.arange(0, HEADS_PAD)[:, None]  # query heads, then key heads
+    half = tl.arange(0, D // 2)[None, :]
+    rotated = heads < HEADS + KV_HEADS
     width = (HEADS + 2 * KV_HEADS) * D
-    src = qkv_ptr + row * width + head * D
-    x1 = tl.load(src + half)
-    x2 = tl.load(src + D // 2 + half)
+    src = qkv_ptr + row * width + heads * D
+    x1 = tl.load(src + half, mask=rotated, other=0.0)
+    x2 = tl.load(src + D // 2 + half, mask=rotated, other=0.0)
     position = tl.load(pos_ptr + row)
     cos = tl.load(cos_ptr + position * (D // 2) + half)
     sin = tl.load(sin_ptr + position * (D // 2) + half)
     first = x1 * cos - x2 * sin
     second = x2 * cos + x1 * sin
-    if head < HEADS:  # queries stay float32; keys and values are stored in the cache's dtype
-        q_dst = q_ptr + (row * HEADS + head) * D
-        tl.store(q_dst + half, first)
-        tl.store(q_dst + D // 2 + half, second)
-    else:
-        kv_head = head - HEADS
-        slot = tl.load(slot_ptr + row)
-        k_dst = k_cache_ptr + kv_head * head_stride + slot * D
-        tl.store(k_dst + half, first.to(k_cache_ptr.dtype.element_ty))
-        tl.store(k_dst + D // 2 + half, second.to(k_cache_ptr.dtype.element_ty))
-        dims = tl.arange(0, D)
-        value = tl.load(qkv_ptr + row * width + (HEADS + KV_HEADS + kv_head) * D + dims)
-        tl.store(v_cache_ptr + kv_head * head_stride + slot * D + dims, value.to(v_cache_ptr.dtype.element_ty))
+    query = heads < HEADS  # queries stay float32; keys and values are stored in the cache's dtype
+    q_dst = q_ptr + (row * HEADS + heads) * D
+    tl.store(q_dst + half, first, mask=query)
+    tl.store(q_dst + D // 2 + half, second, mask=query)
+    key = rotated & (heads >= HEADS)
+    slot = tl.load(slot_ptr + row)
+    k_dst = k_cache_ptr + (heads - HEADS) * head_stride + slot * D
+    tl.store(k_dst + half, first.to(k_cache_ptr.dtype.element_ty), mask=key)
+    tl.store(k_dst + D // 2 + half, second.to(k_cache_ptr.dtype.element_ty), mask=key)
+    kv_heads = tl.arange(0, KV_PAD)[:, None]
+    dims = tl.arange(0, D)[None, :]
+    value = tl.load(qkv_ptr + row * width + (HEADS + KV_HEADS + kv_heads) * D + dims, mask=kv_heads < KV_HEADS)
+    tl.store(v_cache_ptr + kv_heads * head_stride + slot * D + dims, value.to(v_cache_ptr.dtype.element_ty),
+             mask=kv_heads < KV_HEADS)
 
 
 def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
@@ -177,9 +182,10 @@ def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, posi
     ``slots`` ([KV, slots, D] per layer); return the queries [T, H, D]."""
     rows = qkv.shape[0]
     q = torch.empty(rows, heads, head_dim, dtype=torch.float32, device=qkv.device)
-    _rope_store_kernel[(rows, heads + kv_heads)](
+    _rope_store_kernel[(rows,)](
         qkv, cos, sin, positions, slots, q, k_cache, v_cache, k_cache.stride(0),
-        HEADS=heads, KV_HEADS=kv_heads, D=head_dim,
+        HEADS=heads, KV_HEADS=kv_heads, HEADS_PAD=triton.next_power_of_2(heads + kv_heads),
+        KV_PAD=triton.next_power_of_2(kv_heads), D=head_dim,
     )
     return q
 
