@@ -8,7 +8,9 @@ the numbers.
     python benchmarks/medusa_speed.py --base MODEL_DIR --heads HEADS_DIR --calibrate 32 --calibrate 64
     python benchmarks/medusa_speed.py --base MODEL_DIR --heads HEADS_DIR --tree '[[0], [0, 0], [1]]'
 
-For each tree, base and Medusa decoding alternate prompt by prompt.
+For each tree, base and Medusa decoding alternate prompt by prompt. ``--draft-vocab N`` (repeatable,
+0 = the full vocabulary) lets the heads propose only the N tokens their training saw most; the
+trees are calibrated again for each size.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from medusa_builder.runtime.calibrate import calibrate_tree
 from medusa_builder.runtime.decoding import MedusaDecoder
-from medusa_builder.runtime.heads import load_heads
+from medusa_builder.runtime.heads import draft_vocabulary, load_heads
 from medusa_builder.runtime.model import LlamaModel, resolve_device
 from medusa_builder.runtime.prompts import evaluation_prompts, read_prompt_file
 from medusa_builder.runtime.text import TextCodec
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile each decoding step (both decoders)")
     parser.add_argument("--kernels", default="auto", choices=("auto", "on", "off"),
                         help="decode through the batch-invariant Triton kernels (auto: bfloat16 on CUDA)")
+    parser.add_argument("--draft-vocab", action="append", type=int, default=[], metavar="N",
+                        help="heads propose only their training's N most frequent tokens (repeatable; 0: all)")
     parser.add_argument("--json-out", help="write the numbers as JSON here")
     args = parser.parse_args(argv)
     if not (args.tree or args.tree_file or args.calibrate):
@@ -102,14 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     model = LlamaModel.load(args.base, dtype=args.dtype, device=device, kernels=args.kernels)
     codec = TextCodec(args.base)
     heads = load_heads(args.heads, model.cfg.vocab_size)
-    trees: list[tuple[list, float | None]] = [(parse_choices(t), None) for t in args.tree]
+    given: list[tuple[list, float | None]] = [(parse_choices(t), None) for t in args.tree]
     for path in args.tree_file:
         calibration = json.loads(Path(path).read_text())
-        trees.append((calibration["tree"], calibration.get("expectedAcceptedTokens")))
-    for nodes in args.calibrate:
-        calibration = calibrate_tree(args.base, args.heads, num_nodes=nodes, device=str(device), dtype=args.dtype,
-                                     method=args.calibration_method)
-        trees.append((calibration["tree"], calibration["expectedAcceptedTokens"]))
+        given.append((calibration["tree"], calibration.get("expectedAcceptedTokens")))
+    trees: list[tuple[list, float | None, int]] = []  # (tree, expected tokens per step, draft vocabulary)
+    for draft in args.draft_vocab or [0]:
+        trees += [(tree, expected, draft) for tree, expected in given]
+        for nodes in args.calibrate:
+            calibration = calibrate_tree(args.base, args.heads, num_nodes=nodes, device=str(device),
+                                         dtype=args.dtype, method=args.calibration_method, draft_vocab=draft or None)
+            trees.append((calibration["tree"], calibration["expectedAcceptedTokens"], draft))
     texts = read_prompt_file(args.prompts) if args.prompts else evaluation_prompts()
     prompts = [codec.encode_chat(t) for t in texts[: args.num_prompts]]
     eos = sorted(codec.eos_ids)
@@ -123,12 +130,14 @@ def main(argv: list[str] | None = None) -> int:
 
     base = warmed_up(MedusaDecoder(model, compile_step=args.compile))
     rows = []
-    for choices, expected in trees:
+    for choices, expected, draft in trees:
         choices = normalise_tree(choices, heads.num_heads)
-        medusa = warmed_up(MedusaDecoder(model, heads, choices, compile_step=args.compile))
+        tokens, coverage = draft_vocabulary(args.heads, draft, model.cfg.vocab_size) if draft else (None, 1.0)
+        medusa = warmed_up(MedusaDecoder(model, heads, choices, compile_step=args.compile, draft_tokens=tokens))
         row = summarise(*measure_pairs(base, medusa, prompts, args.max_new_tokens, eos))
         row.update({"treeNodes": len(choices), "treeDepth": max(len(p) for p in choices),
-                    "expectedAcceptedTokens": expected, "tree": choices})
+                    "expectedAcceptedTokens": expected, "tree": choices,
+                    "draftVocabulary": draft or model.cfg.vocab_size, "draftTrainingCoverage": round(coverage, 4)})
         rows.append(row)
     result = {
         "calibrationMethod": args.calibration_method if args.calibrate else None,
@@ -141,13 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {result['device']}, {args.dtype}, CUDA graphs: {result['cudaGraphs']}, "
           f"torch.compile: {args.compile}, Triton kernels: {model.kernels}, heads: {heads.num_heads}, "
           f"{len(prompts)} prompts x {args.max_new_tokens} new tokens, batch 1")
-    header = ("tree", "base tok/s", "medusa tok/s", "speedup", "tok/step", "expected", "base ms/step",
+    header = ("tree", "draft vocab", "base tok/s", "medusa tok/s", "speedup", "tok/step", "expected", "base ms/step",
               "medusa ms/step", "identical")
     print(" | ".join(header))
     for row in rows:
         expected = f"{row['expectedAcceptedTokens']:.2f}" if row["expectedAcceptedTokens"] else "-"
         print(" | ".join((
-            f"{row['treeNodes']} nodes/d{row['treeDepth']}", f"{row['baseTokensPerSecond']:.1f}",
+            f"{row['treeNodes']} nodes/d{row['treeDepth']}", str(row["draftVocabulary"]),
+            f"{row['baseTokensPerSecond']:.1f}",
             f"{row['medusaTokensPerSecond']:.1f}", f"{row['speedup']:.2f}x", f"{row['meanAcceptedTokens']:.2f}",
             expected, f"{row['baseStepMs']:.2f}", f"{row['medusaStepMs']:.2f}", f"{row['identical']}/{row['prompts']}",
         )))

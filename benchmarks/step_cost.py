@@ -59,6 +59,14 @@ def tree_of(nodes: int, depth: int) -> list[list[int]]:
     return normalise_tree([p for p in PRESETS["mc_sim_7b_63"] if len(p) <= depth][:nodes], depth)
 
 
+def draft_tokens(vocab_size: int, size: int) -> torch.Tensor | None:
+    """A draft vocabulary of ``size`` ids spread over the vocabulary (its cost depends only on
+    its size); None for the full vocabulary."""
+    if not size:
+        return None
+    return torch.randperm(vocab_size, generator=torch.Generator().manual_seed(2))[:size].sort().values
+
+
 def ms_per_step(decoder: MedusaDecoder, prompt: list[int], new_tokens: int, repeats: int) -> float:
     decoder.generate(prompt, new_tokens)  # allocation, compilation, graph capture
     runs = [decoder.generate(prompt, new_tokens) for _ in range(repeats)]
@@ -124,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=200)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--draft-vocab", type=int, nargs="+", default=[0], metavar="N",
+                        help="trees also with heads ranking only N tokens (0: the full vocabulary)")
     parser.add_argument("--profile", action="store_true", help="also print GPU time per kernel (plain and largest tree)")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
@@ -142,9 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in args.dtype or ["bfloat16"]:
         for implementation in ["torch"] + ([] if kernels_unsupported(cfg, device, dtype) else ["kernels"]):
             model = LlamaModel(cfg, tensors, DTYPES[dtype], device, kernels=implementation == "kernels")
-            for nodes in args.nodes:
-                decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads)) if nodes else MedusaDecoder(model)
+            runs = [(0, 0)] if 0 in args.nodes else []
+            runs += [(nodes, draft) for nodes in args.nodes if nodes for draft in args.draft_vocab]
+            for nodes, draft in runs:
+                tokens = draft_tokens(cfg.vocab_size, draft)
+                decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads), draft_tokens=tokens) if nodes \
+                    else MedusaDecoder(model)
                 row = {"implementation": implementation, "dtype": dtype, "nodes": nodes,
+                       "draftVocabulary": draft or cfg.vocab_size,
                        "msPerStep": ms_per_step(decoder, prompt, args.new_tokens, args.repeats)}
                 if nodes:
                     row["rowsIdentical"] = rows_identical(model, prompt, nodes, args.heads)
@@ -160,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"device: {result['device']}, torch {torch.__version__}, batch 1, {args.prompt_tokens}-token prompt")
-    print("implementation | dtype | tree nodes | ms/step | vs plain | tree rows identical")
+    print("implementation | dtype | tree nodes | draft vocab | ms/step | vs plain | tree rows identical")
     for row in rows:
         plain = next(r["msPerStep"] for r in rows if r["implementation"] == row["implementation"]
                      and r["dtype"] == row["dtype"] and r["nodes"] == 0) if 0 in args.nodes else row["msPerStep"]
-        print(f"{row['implementation']} | {row['dtype']} | {row['nodes']} | {row['msPerStep']:.3f} | "
+        print(f"{row['implementation']} | {row['dtype']} | {row['nodes']} | {row['draftVocabulary']} | "
+              f"{row['msPerStep']:.3f} | "
               f"{row['msPerStep'] / plain:.2f}x | {row.get('rowsIdentical', '-')}")
     return 0
 

@@ -154,20 +154,26 @@ def test_accept_kernel_matches_the_torch_acceptance():
         assert torch.equal(kernel_side.cache.v[:, :, :, kept], torch_side.cache.v[:, :, :, kept])
 
 
+@pytest.mark.parametrize("draft", [False, True])
 @pytest.mark.parametrize("per_head", [False, True])
-def test_tree_candidates_take_each_heads_top_k(per_head):
+def test_tree_candidates_take_each_heads_top_k(per_head, draft):
+    """With a draft vocabulary the heads rank only its tokens' rows and propose their ids."""
     gen = torch.Generator().manual_seed(4)
     heads, vocab, hidden = 3, 700, 40  # several column tiles
     features = torch.randn(heads, hidden, generator=gen)
     weight = torch.randn(heads, vocab, hidden, generator=gen) if per_head else torch.randn(vocab, hidden, generator=gen)
-    outputs = kernels.HeadOutputs.quantize(weight, per_head)
+    tokens = torch.randperm(vocab, generator=gen)[:300].sort().values if draft else None
+    outputs = kernels.HeadOutputs.quantize(weight, per_head, tokens)
     assert outputs.weight.dtype == torch.int8
-    torch.testing.assert_close(outputs.weight * outputs.scale.unsqueeze(-1), weight, rtol=0, atol=0.02)
+    rows = weight.index_select(-2, tokens) if draft else weight
+    torch.testing.assert_close(outputs.weight * outputs.scale.unsqueeze(-1), rows, rtol=0, atol=0.02)
     tree = [[0], [1], [2], [3], [0, 0], [0, 1], [1, 0], [0, 0, 0], [0, 0, 3]]
     tb = build_tree_buffers(tree, torch.device("cpu"))
     dequantized = outputs.weight.float() * outputs.scale.unsqueeze(-1)
     logits = torch.einsum("hk,hvk->hv", features, dequantized) if per_head else features @ dequantized.T
     topk = logits.topk(tb.topk, dim=-1).indices.flatten()
+    if draft:
+        topk = tokens[topk]
     root = torch.tensor(42)
     out = torch.zeros(tb.size, dtype=torch.long)
     kernels.tree_candidates(features, outputs, tb.topk, root, tb.node_head, tb.node_rank, out, bf16=False)

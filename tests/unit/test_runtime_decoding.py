@@ -49,9 +49,8 @@ def test_medusa_output_equals_base_greedy(model, tree):
         assert got.steps <= expected.steps
 
 
-def test_predictable_text_is_accepted_in_full():
-    """When the base always predicts the same token, zero-initialised heads (which predict what
-    the base predicts) are always right, so every step accepts the whole chain."""
+def always_five_model() -> LlamaModel:
+    """A model whose greedy continuation of anything is token 5, over and over."""
     model = tiny_model(seed=3, layers=1)
     direction = torch.randn(HIDDEN, generator=torch.Generator().manual_seed(4))
     model.embed[:] = direction  # every token embeds alike
@@ -60,11 +59,43 @@ def test_predictable_text_is_accepted_in_full():
         layer["down"].zero_()
     model.lm_head = torch.randn(VOCAB, HIDDEN, generator=torch.Generator().manual_seed(5)) * 0.01
     model.lm_head[5] = direction
+    return model
+
+
+def test_predictable_text_is_accepted_in_full():
+    """When the base always predicts the same token, zero-initialised heads (which predict what
+    the base predicts) are always right, so every step accepts the whole chain."""
+    model = always_five_model()
     heads = MedusaHeads(3, 1, HIDDEN, VOCAB, output_layer=False)
     out = MedusaDecoder(model, heads, [[0], [0, 0], [0, 0, 0], [1]]).generate([1, 2, 3], 30)
     assert out.tokens == MedusaDecoder(model).generate([1, 2, 3], 30).tokens == [5] * 30
     assert out.accepted_per_step[:-1] == [3] * (len(out.accepted_per_step) - 1)
     assert out.tokens_per_step > 3.5
+
+
+def test_draft_vocabulary_limits_what_heads_propose_not_what_is_emitted():
+    """Text that always continues with token 5: heads restricted to a draft vocabulary without it
+    never get a draft token accepted, with it every one; the output is greedy's either way."""
+    model = always_five_model()
+    heads = MedusaHeads(2, 1, HIDDEN, VOCAB, output_layer=False)
+    tree = [[0], [0, 0], [1]]
+    greedy = MedusaDecoder(model).generate([1, 2, 3], 20).tokens
+    without = MedusaDecoder(model, heads, tree, draft_tokens=torch.tensor([0, 1, 2, 3, 4, 6])).generate([1, 2, 3], 20)
+    assert without.tokens == greedy and set(without.accepted_per_step) == {0}
+    with_it = MedusaDecoder(model, heads, tree, draft_tokens=torch.tensor([2, 5, 7])).generate([1, 2, 3], 20)
+    assert with_it.tokens == greedy and with_it.accepted_per_step[:-1] == [2] * (len(with_it.accepted_per_step) - 1)
+    with pytest.raises(UserError, match="choose from 1 tokens; use smaller ranks or a larger draft vocabulary"):
+        MedusaDecoder(model, heads, tree, draft_tokens=torch.tensor([5]))
+
+
+@pytest.mark.parametrize("tree", [[[0], [1], [0, 0], [0, 1]], [p for p in PRESETS["mc_sim_7b_63"] if len(p) <= 3]])
+def test_medusa_with_a_draft_vocabulary_equals_base_greedy(model, tree):
+    base = MedusaDecoder(model)
+    draft = torch.arange(0, VOCAB, 3)
+    medusa = MedusaDecoder(model, random_heads(3), tree, draft_tokens=draft)
+    for seed in range(4):
+        prompt = torch.randint(0, VOCAB, (6 + 2 * seed,), generator=torch.Generator().manual_seed(seed)).tolist()
+        assert medusa.generate(prompt, 30).tokens == base.generate(prompt, 30).tokens
 
 
 def test_kv_cache_is_compacted_to_the_accepted_path(model):
@@ -129,7 +160,7 @@ def test_bad_requests_get_clear_errors(model):
         MedusaDecoder(model, random_heads(2), [[0], [0, 0], [0, 0, 0]])
     with pytest.raises(UserError, match="needs a tree"):
         MedusaDecoder(model, random_heads(2), [])
-    with pytest.raises(UserError, match="rank-97 token but the vocabulary has 97"):
+    with pytest.raises(UserError, match="rank-97 token but they choose from 97 tokens"):
         MedusaDecoder(model, random_heads(2), [[0], [97]])
 
 

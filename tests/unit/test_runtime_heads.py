@@ -10,7 +10,9 @@ from safetensors.torch import save_file
 
 from medusa_builder.errors import UserError
 from medusa_builder.runtime.calibrate import TOPK, expected_accepted_tokens, path_counts
-from medusa_builder.runtime.heads import MedusaHeads, load_heads, save_heads
+from medusa_builder.runtime.heads import (
+    TOKEN_COUNTS_FILE, MedusaHeads, draft_vocabulary, load_heads, save_heads, save_token_counts,
+)
 from medusa_builder.runtime.train import IGNORE, target_ranks, topk_accuracy
 
 
@@ -90,6 +92,33 @@ def test_target_ranks_say_where_each_head_put_the_right_token():
     assert ranks[:, 0].tolist() == [2] * 6  # rank 2 reaches the limit of 2
     assert ranks[:, 1].tolist() == [0] * 5 + [-1]
     assert topk_accuracy(target_ranks(heads, lm_head, hidden, targets, limit=5), 3) == [[0, 0, 1], [1, 0, 0]]
+
+
+def test_target_ranks_within_a_draft_vocabulary():
+    heads = filled_heads(True, num_heads=2, layers=1)
+    hidden, lm_head = torch.randn(6, 8), torch.randn(11, 8)
+    tokens = torch.tensor([1, 4, 5, 8, 10])
+    order = tokens[heads(hidden, lm_head)[..., tokens].argsort(dim=-1, descending=True)]  # draft ids, best first
+    targets = torch.stack([order[0, :, 1], torch.full((6,), 3)], dim=1)  # head 2's target is outside the draft
+    ranks = target_ranks(heads, lm_head, hidden, targets, limit=4, tokens=tokens)
+    assert ranks[:, 0].tolist() == [1] * 6
+    assert ranks[:, 1].tolist() == [4] * 6
+
+
+def test_draft_vocabulary_takes_the_most_counted_tokens_in_id_order(tmp_path):
+    save_token_counts(tmp_path, torch.tensor([5, 0, 9, 9, 1, 3, 3]))
+    tokens, coverage = draft_vocabulary(tmp_path, 3, vocab_size=7)
+    assert tokens.tolist() == [0, 2, 3] and coverage == pytest.approx(23 / 30)
+    tokens, _ = draft_vocabulary(tmp_path, 4, vocab_size=7)
+    assert tokens.tolist() == [0, 2, 3, 5]  # 5 and 6 tie at 3: the lower id goes in
+    for size in (0, 8):
+        with pytest.raises(UserError, match="between 1 and 7 tokens"):
+            draft_vocabulary(tmp_path, size, vocab_size=7)
+    with pytest.raises(UserError, match="another base model"):
+        draft_vocabulary(tmp_path, 3, vocab_size=9)
+    (tmp_path / TOKEN_COUNTS_FILE).unlink()
+    with pytest.raises(UserError, match="only heads trained by train-heads record token counts"):
+        draft_vocabulary(tmp_path, 3, vocab_size=7)
 
 
 def test_path_counts_follow_each_position_until_a_head_misses():

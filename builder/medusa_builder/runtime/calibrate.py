@@ -19,7 +19,7 @@ import torch
 
 from ..errors import UserError
 from ..tree import CALIBRATION_METHODS, DEFAULT_TREE_NODES, MAX_TREE_NODES, greedy_tree, normalise_tree
-from .heads import load_heads
+from .heads import draft_vocabulary, load_heads
 from .model import LlamaModel, resolve_device
 from .text import TextCodec
 from .train import greedy_sequences, hidden_and_targets, target_ranks, topk_accuracy
@@ -41,14 +41,14 @@ def expected_accepted_tokens(tree: Sequence[Sequence[int]], accuracy: Sequence[S
     return total
 
 
-def path_counts(ranks: torch.Tensor) -> Counter:
+def path_counts(ranks: torch.Tensor, limit: int = TOPK) -> Counter:
     """For each path of top-k indices, the positions whose targets the heads ranked exactly so:
     the positions at which a tree holding it would accept its whole path."""
     counts: Counter = Counter()
     for row in ranks.tolist():
         path: tuple[int, ...] = ()
         for rank in row:
-            if not 0 <= rank < TOPK:
+            if not 0 <= rank < limit:
                 break
             path += (rank,)
             counts[path] += 1
@@ -65,10 +65,13 @@ def calibrate_tree(
     max_new_tokens: int = 128,
     dtype: str = "float32",
     method: str = "joint",
+    draft_vocab: int | None = None,
 ) -> dict:
     """Returns ``{"tree", "expectedAcceptedTokens", "topkAccuracy", "method", "positions"}`` for
     these heads. With ``joint`` the expectation is what the tree accepts on the calibration
-    positions themselves (optimistic by a little on other text)."""
+    positions themselves (optimistic by a little on other text). ``draft_vocab``: heads rank
+    only the N tokens their training saw most (``heads.draft_vocabulary``); the result then
+    also holds ``draftVocabulary`` (its size and the share of training targets it covers)."""
     from .prompts import calibration_prompts
 
     if method not in CALIBRATION_METHODS:
@@ -83,16 +86,19 @@ def calibrate_tree(
             f"the heads expect hidden size {heads.hidden_size} but the base model has {model.cfg.hidden_size}; "
             "they were trained for another base model"
         )
+    draft = draft_vocabulary(heads_dir, draft_vocab, model.cfg.vocab_size) if draft_vocab else None
     codec = TextCodec(base_dir)
     prompts = list(prompts) if prompts is not None else calibration_prompts()
     if not prompts:
         raise UserError("calibration needs at least one prompt")
     seqs = greedy_sequences(model, codec, base_dir, prompts, max_new_tokens)
     hidden, targets = hidden_and_targets(model, seqs, heads.num_heads)
-    ranks = target_ranks(heads, model.lm_head.float(), hidden, targets, limit=TOPK)
-    accuracy = topk_accuracy(ranks, TOPK)
+    limit = min(TOPK, draft_vocab) if draft else TOPK  # a tree cannot ask for more ranks than there are tokens
+    ranks = target_ranks(heads, model.lm_head.float(), hidden, targets, limit=limit,
+                         tokens=draft[0] if draft else None)
+    accuracy = topk_accuracy(ranks, limit)
     if method == "joint":
-        counts = path_counts(ranks)
+        counts = path_counts(ranks, limit)
         tree = normalise_tree(greedy_tree(accuracy, num_nodes, counts), heads.num_heads)
         expected = 1 + sum(counts[tuple(p)] for p in tree) / ranks.shape[0]
     else:
@@ -100,10 +106,13 @@ def calibrate_tree(
         expected = expected_accepted_tokens(tree, accuracy)
     log.info("calibrated a %d-node tree (%s) on %d positions: %.2f expected tokens per step", len(tree), method,
              ranks.shape[0], expected)
-    return {
+    result = {
         "tree": tree,
         "expectedAcceptedTokens": round(expected, 4),
         "topkAccuracy": [[round(a, 4) for a in row] for row in accuracy],
         "method": method,
         "positions": int(ranks.shape[0]),
     }
+    if draft:
+        result["draftVocabulary"] = {"size": draft_vocab, "trainingCoverage": round(draft[1], 4)}
+    return result

@@ -149,11 +149,13 @@ class MedusaDecoder:
         use_cuda_graphs: bool | None = None,
         compile_step: bool = False,
         prefill_bucket: int | None = None,
+        draft_tokens: torch.Tensor | None = None,
     ):
         """``prefill_bucket``: pad prompts to a multiple of this many tokens (default
         ``PREFILL_BUCKET`` with CUDA graphs, so one prefill graph serves a range of lengths, else
         1). Padding repeats the prompt's last token at its position: the padded rows compute
-        what that token's row does and change nothing."""
+        what that token's row does and change nothing. ``draft_tokens``: the only tokens the
+        heads may propose (ascending ids, ``heads.draft_vocabulary``); default all."""
         self.model = model
         tree = list(tree or []) if heads is not None else []
         if heads is not None and not tree:
@@ -163,13 +165,15 @@ class MedusaDecoder:
             if depth > heads.num_heads:
                 raise UserError(f"the tree is {depth} levels deep but the heads number {heads.num_heads}; use a shallower tree")
             rank = max(p[-1] for p in tree)
-            if rank >= model.cfg.vocab_size:
-                raise UserError(f"the tree asks for the heads' rank-{rank} token but the vocabulary has "
-                                f"{model.cfg.vocab_size}; use smaller ranks")
+            proposable = model.cfg.vocab_size if draft_tokens is None else draft_tokens.shape[0]
+            if rank >= proposable:
+                raise UserError(f"the tree asks for the heads' rank-{rank} token but they choose from "
+                                f"{proposable} tokens; use smaller ranks or a larger draft vocabulary")
             heads = heads.to(device=model.device, dtype=model.dtype).eval()
             for p in heads.parameters():
                 p.requires_grad_(False)
         self.heads = heads
+        self.draft_tokens = draft_tokens.to(model.device) if heads is not None and draft_tokens is not None else None
         self.tree = build_tree_buffers(tree, model.device)
         if heads is not None and model.kernels:
             from .kernels import HeadOutputs
@@ -177,7 +181,7 @@ class MedusaDecoder:
             depth = self.tree.depth
             self._blocks = (heads.res_weight[:depth], heads.res_bias[:depth])
             outputs = heads.out_weight[:depth] if heads.has_output_layer else model.lm_head
-            self._outputs = HeadOutputs.quantize(outputs, per_head=heads.has_output_layer)
+            self._outputs = HeadOutputs.quantize(outputs, per_head=heads.has_output_layer, tokens=self.draft_tokens)
         self._path_valid = self.tree.path_valid.to(torch.int8)
         self.use_cuda_graphs = model.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
         self.prefill_bucket = prefill_bucket or (PREFILL_BUCKET if self.use_cuda_graphs else 1)
@@ -214,7 +218,10 @@ class MedusaDecoder:
                                     s.candidates, bf16=model.dtype == torch.bfloat16)
             return s.candidates
         proposals = self.heads(s.hidden.unsqueeze(0), model.lm_head, count=tb.depth)[:, 0]  # [depth, vocab]
-        topk = proposals.topk(tb.topk, dim=-1).indices.flatten()
+        if self.draft_tokens is None:
+            topk = proposals.topk(tb.topk, dim=-1).indices.flatten()
+        else:
+            topk = self.draft_tokens[proposals.index_select(-1, self.draft_tokens).topk(tb.topk, dim=-1).indices.flatten()]
         return torch.cat([s.root.view(1), topk.index_select(0, tb.candidate_index)])
 
     def _remember(self, s: _Session, x: torch.Tensor, last: torch.Tensor) -> None:

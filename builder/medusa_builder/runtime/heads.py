@@ -22,6 +22,7 @@ from ..errors import UserError
 
 WEIGHTS_FILE = "medusa_lm_head.safetensors"
 CONFIG_FILE = "config.json"
+TOKEN_COUNTS_FILE = "token_counts.safetensors"  # beside the heads; not part of the published layout
 _KEY = re.compile(r"^(\d+)\.(\d+)\.(linear\.weight|linear\.bias|weight)$")
 
 
@@ -145,3 +146,35 @@ def read_head_tensors(heads_dir: str | Path) -> dict[str, torch.Tensor]:
 
     _, tensors = load_checkpoint(heads_dir)
     return tensors
+
+
+def save_token_counts(output_dir: str | Path, counts: torch.Tensor) -> None:
+    """How often each token id was a training target, for choosing a draft vocabulary later."""
+    from safetensors.torch import save_file
+
+    save_file({"counts": counts.to(torch.int64).cpu().contiguous()}, str(Path(output_dir) / TOKEN_COUNTS_FILE))
+
+
+def draft_vocabulary(heads_dir: str | Path, size: int, vocab_size: int) -> tuple[torch.Tensor, float]:
+    """The ``size`` tokens most often seen as training targets, as ascending ids, and the share
+    of training targets they cover.
+
+    The heads then rank only these tokens, which cuts the output rows a tree step reads; the
+    base model still verifies every proposal, so a smaller draft vocabulary can only lower
+    acceptance, never change what decoding emits."""
+    from safetensors.torch import load_file
+
+    if not 1 <= size <= vocab_size:
+        raise UserError(f"the draft vocabulary must hold between 1 and {vocab_size} tokens, got {size}")
+    path = Path(heads_dir) / TOKEN_COUNTS_FILE
+    if not path.is_file():
+        raise UserError(f"{path} is missing: only heads trained by train-heads record token counts; "
+                        "retrain them or use the full vocabulary")
+    counts = load_file(str(path)).get("counts")
+    if counts is None or counts.shape != (vocab_size,):
+        raise UserError(f"{path} does not hold counts for a {vocab_size}-token vocabulary; "
+                        "were these heads trained for another base model?")
+    # A stable sort gives ties in count to the lower id, so the choice is the same everywhere.
+    tokens = torch.sort(-counts, stable=True).indices[:size].sort().values
+    coverage = float(counts[tokens].sum()) / max(1, int(counts.sum()))
+    return tokens, coverage

@@ -392,9 +392,11 @@ def _head_topk_kernel(feat_ptr, w_ptr, scale_ptr, head_stride, key_ptr, heads, N
 
 
 @triton.jit
-def _tree_candidates_kernel(key_ptr, root_ptr, node_head_ptr, node_rank_ptr, cand_ptr, COUNT, TOPK: tl.constexpr,
-                            COUNT_PAD: tl.constexpr, NODES: tl.constexpr, NODES_PAD: tl.constexpr):
-    """Head h's overall top-k from its tiles' top-k, written into the tree nodes that take them."""
+def _tree_candidates_kernel(key_ptr, root_ptr, node_head_ptr, node_rank_ptr, tokens_ptr, cand_ptr, COUNT,
+                            TOPK: tl.constexpr, COUNT_PAD: tl.constexpr, NODES: tl.constexpr, NODES_PAD: tl.constexpr,
+                            HAS_TOKENS: tl.constexpr):
+    """Head h's overall top-k from its tiles' top-k, written into the tree nodes that take them
+    (as the token ids of those output rows when the rows are a draft vocabulary)."""
     head = tl.program_id(0)
     entries = tl.arange(0, COUNT_PAD)
     keys = tl.load(key_ptr + head * COUNT + entries, mask=entries < COUNT, other=-(2**63) + 1)
@@ -406,6 +408,8 @@ def _tree_candidates_kernel(key_ptr, root_ptr, node_head_ptr, node_rank_ptr, can
         best = tl.max(keys, axis=0)
         keys = tl.where(keys == best, -(2**63) + 1, keys)
         token = 0x7FFFFFFF - (best & 0xFFFFFFFF)
+        if HAS_TOKENS:
+            token = tl.load(tokens_ptr + token)
         tl.store(cand_ptr + 1 + nodes, token, mask=(node_head == head) & (node_rank == rank))
     if head == 0:
         tl.store(cand_ptr, tl.load(root_ptr))
@@ -416,18 +420,24 @@ class HeadOutputs:
     """The heads' output layers, or the shared lm_head, as int8 with a float32 scale per row.
 
     They only rank the tokens a tree proposes, which the base model then verifies, so their
-    precision never changes what decoding emits; int8 halves the bytes a step reads."""
+    precision never changes what decoding emits; int8 halves the bytes a step reads. With a
+    draft vocabulary only its tokens' rows are kept, ``tokens`` naming them (ascending ids)."""
 
-    weight: torch.Tensor  # [heads, vocab, K] (per_head) or [vocab, K]
-    scale: torch.Tensor  # [heads, vocab] or [vocab]
+    weight: torch.Tensor  # [heads, rows, K] (per_head) or [rows, K]
+    scale: torch.Tensor  # [heads, rows] or [rows]
     per_head: bool
+    tokens: torch.Tensor | None = None  # [rows] int32 token ids; None: row i is token i
 
     @classmethod
-    def quantize(cls, weight: torch.Tensor, per_head: bool) -> "HeadOutputs":
+    def quantize(cls, weight: torch.Tensor, per_head: bool, tokens: torch.Tensor | None = None) -> "HeadOutputs":
         # One output layer at a time keeps the float32 working copy to a single layer's size.
-        parts = [_quantize_rows(layer) for layer in (weight if per_head else weight.unsqueeze(0))]
+        layers = weight if per_head else weight.unsqueeze(0)
+        if tokens is not None:
+            tokens = tokens.to(device=weight.device, dtype=torch.int32)
+            layers = [layer.index_select(0, tokens) for layer in layers]
+        parts = [_quantize_rows(layer) for layer in layers]
         quantized, scale = (torch.stack(t) if per_head else t[0] for t in zip(*parts))
-        return cls(quantized.contiguous(), scale.contiguous(), per_head)
+        return cls(quantized.contiguous(), scale.contiguous(), per_head, tokens)
 
 
 def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -452,9 +462,11 @@ def tree_candidates(features: torch.Tensor, outputs: HeadOutputs, topk: int, roo
         PER_PROGRAM=per_program, TOPK=topk, BN=block_n, BK=64, BF16=bf16, num_warps=4,
     )
     nodes = node_head.shape[0]
-    _tree_candidates_kernel[(heads,)](keys, root, node_head, node_rank, out, tiles * topk, TOPK=topk,
+    tokens = outputs.tokens if outputs.tokens is not None else node_head  # node_head: never read
+    _tree_candidates_kernel[(heads,)](keys, root, node_head, node_rank, tokens, out, tiles * topk, TOPK=topk,
                                       COUNT_PAD=triton.next_power_of_2(tiles * topk), NODES=nodes,
-                                      NODES_PAD=triton.next_power_of_2(max(nodes, 2)), num_warps=4)
+                                      NODES_PAD=triton.next_power_of_2(max(nodes, 2)),
+                                      HAS_TOKENS=outputs.tokens is not None, num_warps=4)
 
 
 @triton.jit

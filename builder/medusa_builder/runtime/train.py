@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .decoding import MedusaDecoder
-from .heads import MedusaHeads, save_heads
+from .heads import MedusaHeads, save_heads, save_token_counts
 from .model import LlamaModel, resolve_device
 from .smollm2 import cache_root
 from .text import TextCodec
@@ -228,16 +228,27 @@ def hidden_and_targets(model: LlamaModel, seqs: Sequences, num_heads: int,
 
 
 def target_ranks(heads: MedusaHeads, lm_head: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor,
-                 limit: int, batch: int = 512) -> torch.Tensor:
+                 limit: int, batch: int = 512, tokens: torch.Tensor | None = None) -> torch.Tensor:
     """[N, heads] on the CPU: where each target ranks among its head's logits (0 = the best),
-    ``limit`` for any rank at or past it, -1 where there is no target (IGNORE)."""
+    ``limit`` for any rank at or past it, -1 where there is no target (IGNORE). With ``tokens``
+    (a draft vocabulary, ascending ids) heads rank only those, and a target outside them is
+    ranked ``limit``."""
+    row_of = None
+    if tokens is not None:
+        tokens = tokens.to(hidden.device)
+        row_of = torch.full((lm_head.shape[0],), -1, dtype=torch.long, device=hidden.device)
+        row_of[tokens] = torch.arange(tokens.shape[0], device=hidden.device)
     ranks = []
     with torch.inference_mode():
         for start in range(0, hidden.shape[0], batch):
             logits = heads(hidden[start:start + batch], lm_head)  # [heads, B, vocab]
             target = targets[start:start + batch].T  # [heads, B]
-            score = logits.gather(-1, target.clamp(min=0).unsqueeze(-1))
+            column = target.clamp(min=0)
+            if row_of is not None:
+                logits, column = logits.index_select(-1, tokens), row_of[column]
+            score = logits.gather(-1, column.clamp(min=0).unsqueeze(-1))
             rank = (logits > score).sum(dim=-1).clamp(max=limit)
+            rank = torch.where(column >= 0, rank, limit)
             ranks.append(torch.where(target != IGNORE, rank, -1).T.cpu())
     return torch.cat(ranks)
 
@@ -328,6 +339,8 @@ def train_heads(
         "epochs": epochs,
         "maxNewTokens": max_new_tokens, "learningRate": learning_rate,
     }})
+    first = targets[:, 0]  # head 0's targets: every answer token but the first
+    save_token_counts(output_dir, torch.bincount(first[first != IGNORE].cpu(), minlength=model.cfg.vocab_size))
     return {
         "headsDir": str(output_dir),
         "numHeads": num_heads,
