@@ -10,6 +10,7 @@ identical to greedy decoding).
     python benchmarks/step_cost.py --dtype bfloat16 --dtype float32 --nodes 0 7 31 63
 
 Trees whose rows (nodes plus the root) are a multiple of 16 run fastest with the kernels.
+``--device cpu`` runs the torch operations only, for trying the script without a GPU.
 """
 
 from __future__ import annotations
@@ -135,12 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draft-vocab", type=int, nargs="+", default=[0], metavar="N",
                         help="trees also with heads ranking only N tokens (0: the full vocabulary)")
     parser.add_argument("--profile", action="store_true", help="also print GPU time per kernel (plain and largest tree)")
+    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        parser.error("this benchmark needs a CUDA device")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("no CUDA device here; --device cpu runs the torch operations only")
+    if args.profile and device.type != "cuda":
+        parser.error("--profile times GPU kernels; it needs a CUDA device")
 
-    device = torch.device("cuda")
     cfg = LlamaConfig.from_hf(read_config(args.base) if args.base else SMOLLM2_135M)
     tensors = random_weights(cfg)
     heads = MedusaHeads(args.heads, 1, cfg.hidden_size, cfg.vocab_size, args.output_layer)
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                     print_profile(model, heads, nodes, args.heads, prompt)
             del model
             torch.cuda.empty_cache()
-    result = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__, "heads": args.heads,
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    result = {"device": name, "torch": torch.__version__, "heads": args.heads,
               "outputLayer": args.output_layer, "rows": rows}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")

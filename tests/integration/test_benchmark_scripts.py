@@ -1,6 +1,5 @@
-"""benchmarks/medusa_speed.py end to end on the CPU with the SmolLM2 test model and heads, so a
-broken benchmark shows up here rather than in a GPU session (its figures here say nothing about
-speed; only the comparison's bookkeeping is checked)."""
+"""The benchmark scripts end to end on the CPU, so a broken benchmark shows up here rather than
+in a GPU session (their figures here say nothing about speed; only their bookkeeping is checked)."""
 
 from __future__ import annotations
 
@@ -15,13 +14,13 @@ import torch
 
 from medusa_builder.runtime.heads import save_token_counts
 from medusa_builder.tree import normalise_tree
+from tiny_llama import VOCAB, write_tiny_model
 
-pytestmark = pytest.mark.model
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "medusa_speed.py"
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 VOCAB_SIZE = 49152  # SmolLM2's
 
 
+@pytest.mark.model
 def test_medusa_speed_compares_base_and_medusa_with_and_without_a_draft_vocabulary(
         tmp_path, smollm2_dir, medusa_heads_dir, medusa_tree):
     heads = tmp_path / "heads"
@@ -30,7 +29,7 @@ def test_medusa_speed_compares_base_and_medusa_with_and_without_a_draft_vocabula
     save_token_counts(heads, counts)
     out = tmp_path / "speed.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--base", str(smollm2_dir), "--heads", str(heads),
+        [sys.executable, str(BENCHMARKS / "medusa_speed.py"), "--base", str(smollm2_dir), "--heads", str(heads),
          "--tree", json.dumps(medusa_tree), "--draft-vocab", "0", "--draft-vocab", "2000", "--num-prompts", "2",
          "--max-new-tokens", "12", "--threads", "2", "--json-out", str(out)],
         capture_output=True, text=True, timeout=600,
@@ -48,3 +47,25 @@ def test_medusa_speed_compares_base_and_medusa_with_and_without_a_draft_vocabula
         assert run["speedup"] == pytest.approx(run["medusaTokensPerSecond"] / run["baseTokensPerSecond"])
         assert 1.0 <= run["meanAcceptedTokens"] <= 1 + run["treeDepth"]
     assert "tree | draft vocab | base tok/s" in proc.stdout
+
+
+def test_step_cost_times_plain_and_tree_steps_with_and_without_a_draft_vocabulary(tmp_path):
+    """The step-cost script on the CPU (torch operations only; its GPU kernels are checked under
+    the interpreter in interpreted_kernels.py), on random weights in the tiny model's shape."""
+    base = write_tiny_model(tmp_path / "tiny")
+    out = tmp_path / "cost.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "step_cost.py"), "--base", str(base), "--device", "cpu",
+         "--dtype", "float32", "--nodes", "0", "7", "--heads", "2", "--output-layer", "--draft-vocab", "0", "20",
+         "--prompt-tokens", "6", "--new-tokens", "5", "--repeats", "1", "--json-out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["implementation"], r["nodes"], r["draftVocabulary"]) for r in rows] == [
+        ("torch", 0, VOCAB), ("torch", 7, VOCAB), ("torch", 7, 20)]
+    assert all(r["msPerStep"] > 0 for r in rows)
+    assert all(isinstance(r["rowsIdentical"], bool) for r in rows[1:])
+    refused = subprocess.run([sys.executable, str(BENCHMARKS / "step_cost.py"), "--device", "cpu", "--profile"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--profile times GPU kernels" in refused.stderr
