@@ -86,6 +86,9 @@ def test_draft_vocabulary_limits_what_heads_propose_not_what_is_emitted():
     assert with_it.tokens == greedy and with_it.accepted_per_step[:-1] == [2] * (len(with_it.accepted_per_step) - 1)
     with pytest.raises(UserError, match="choose from 1 tokens; use smaller ranks or a larger draft vocabulary"):
         MedusaDecoder(model, heads, tree, draft_tokens=torch.tensor([5]))
+    for bad in (torch.tensor([3, VOCAB]), torch.tensor([-1, 4]), torch.tensor([], dtype=torch.long)):
+        with pytest.raises(UserError, match=f"non-empty list of token ids below {VOCAB}"):
+            MedusaDecoder(model, heads, tree, draft_tokens=bad)
 
 
 @pytest.mark.parametrize("tree", [[[0], [1], [0, 0], [0, 1]], [p for p in PRESETS["mc_sim_7b_63"] if len(p) <= 3]])

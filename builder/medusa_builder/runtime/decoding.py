@@ -164,8 +164,12 @@ class MedusaDecoder:
             depth = max(len(p) for p in tree)
             if depth > heads.num_heads:
                 raise UserError(f"the tree is {depth} levels deep but the heads number {heads.num_heads}; use a shallower tree")
+            vocab = model.cfg.vocab_size
+            if draft_tokens is not None and (draft_tokens.dim() != 1 or draft_tokens.numel() == 0
+                                             or int(draft_tokens.min()) < 0 or int(draft_tokens.max()) >= vocab):
+                raise UserError(f"the draft vocabulary must be a non-empty list of token ids below {vocab}")
             rank = max(p[-1] for p in tree)
-            proposable = model.cfg.vocab_size if draft_tokens is None else draft_tokens.shape[0]
+            proposable = vocab if draft_tokens is None else draft_tokens.shape[0]
             if rank >= proposable:
                 raise UserError(f"the tree asks for the heads' rank-{rank} token but they choose from "
                                 f"{proposable} tokens; use smaller ranks or a larger draft vocabulary")
@@ -173,7 +177,8 @@ class MedusaDecoder:
             for p in heads.parameters():
                 p.requires_grad_(False)
         self.heads = heads
-        self.draft_tokens = draft_tokens.to(model.device) if heads is not None and draft_tokens is not None else None
+        self.draft_tokens = (draft_tokens.to(model.device, torch.long)
+                             if heads is not None and draft_tokens is not None else None)
         self.tree = build_tree_buffers(tree, model.device)
         if heads is not None and model.kernels:
             from .kernels import HeadOutputs
