@@ -106,12 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     model = LlamaModel.load(args.base, dtype=args.dtype, device=device, kernels=args.kernels)
     codec = TextCodec(args.base)
     heads = load_heads(args.heads, model.cfg.vocab_size)
+    # Each draft vocabulary read once, before any timing, so a bad size or missing counts fail fast.
+    drafts = {size: draft_vocabulary(args.heads, size, model.cfg.vocab_size) if size else (None, 1.0)
+              for size in args.draft_vocab or [0]}
     given: list[tuple[list, float | None]] = [(parse_choices(t), None) for t in args.tree]
     for path in args.tree_file:
         calibration = json.loads(Path(path).read_text())
         given.append((calibration["tree"], calibration.get("expectedAcceptedTokens")))
     trees: list[tuple[list, float | None, int]] = []  # (tree, expected tokens per step, draft vocabulary)
-    for draft in args.draft_vocab or [0]:
+    for draft in drafts:
         trees += [(tree, expected, draft) for tree, expected in given]
         for nodes in args.calibrate:
             calibration = calibrate_tree(args.base, args.heads, num_nodes=nodes, device=str(device),
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for choices, expected, draft in trees:
         choices = normalise_tree(choices, heads.num_heads)
-        tokens, coverage = draft_vocabulary(args.heads, draft, model.cfg.vocab_size) if draft else (None, 1.0)
+        tokens, coverage = drafts[draft]
         medusa = warmed_up(MedusaDecoder(model, heads, choices, compile_step=args.compile, draft_tokens=tokens))
         row = summarise(*measure_pairs(base, medusa, prompts, args.max_new_tokens, eos))
         row.update({"treeNodes": len(choices), "treeDepth": max(len(p) for p in choices),

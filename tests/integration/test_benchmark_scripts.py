@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medusa_builder.runtime.heads import save_token_counts
+from medusa_builder.runtime.heads import TOKEN_COUNTS_FILE, save_token_counts
 from medusa_builder.tree import normalise_tree
 from tiny_llama import VOCAB, write_tiny_model
 
@@ -24,16 +24,23 @@ VOCAB_SIZE = 49152  # SmolLM2's
 def test_medusa_speed_compares_base_and_medusa_with_and_without_a_draft_vocabulary(
         tmp_path, smollm2_dir, medusa_heads_dir, medusa_tree):
     heads = tmp_path / "heads"
-    shutil.copytree(medusa_heads_dir, heads)
+    shutil.copytree(medusa_heads_dir, heads, ignore=shutil.ignore_patterns(TOKEN_COUNTS_FILE))
+    out = tmp_path / "speed.json"
+
+    def speed(*drafts: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(BENCHMARKS / "medusa_speed.py"), "--base", str(smollm2_dir), "--heads", str(heads),
+             "--tree", json.dumps(medusa_tree), *drafts, "--num-prompts", "2", "--max-new-tokens", "12",
+             "--threads", "2", "--json-out", str(out)],
+            capture_output=True, text=True, timeout=600,
+        )
+
+    refused = speed("--draft-vocab", "2000")  # no counts yet: refused before anything is timed
+    assert refused.returncode != 0 and "only heads trained by train-heads record token counts" in refused.stderr
+    assert not out.exists()
     counts = torch.arange(VOCAB_SIZE).flip(0)  # lower ids counted more: a draft of N is ids 0..N-1
     save_token_counts(heads, counts)
-    out = tmp_path / "speed.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "medusa_speed.py"), "--base", str(smollm2_dir), "--heads", str(heads),
-         "--tree", json.dumps(medusa_tree), "--draft-vocab", "0", "--draft-vocab", "2000", "--num-prompts", "2",
-         "--max-new-tokens", "12", "--threads", "2", "--json-out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )
+    proc = speed("--draft-vocab", "0", "--draft-vocab", "2000")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["tritonKernels"] is False and result["numHeads"] == 3
