@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from medusa_builder import cli
-from medusa_builder.tree import DEFAULT_TREE_NODES, REFERENCE_TREE_NODES, tree_depth
+from medusa_builder.tree import DEFAULT_TREE_NODES, REFERENCE_DRAFT_VOCAB, REFERENCE_TREE_NODES, tree_depth
 
 pytestmark = pytest.mark.model
 
@@ -53,7 +53,7 @@ def build_auto(tmp_path, tiny_llama, monkeypatch, backend: str) -> tuple[dict, l
     def small_budget(base_dir, heads_dir, **options):
         calls.append(options)
         return real(base_dir, heads_dir, num_nodes=12, prompts=["The capital of France is", "1, 2, 3, 4,"],
-                    device="cpu", max_new_tokens=8)
+                    device="cpu", max_new_tokens=8, draft_vocab=options["draft_vocab"])
 
     monkeypatch.setattr(calibrate, "calibrate_tree", small_budget)
     result_file = tmp_path / "result.json"
@@ -73,10 +73,29 @@ def test_auto_tree_feeds_the_engine_commands(tmp_path, tiny_llama, monkeypatch):
     build = shlex.split(result["commands"][1])
     assert build[build.index("--max_draft_len") + 1] == "12"
     # In the engine's dtype, at the published 63-node size.
-    assert calls == [{"num_nodes": DEFAULT_TREE_NODES, "dtype": "float16"}]
+    assert calls == [{"num_nodes": DEFAULT_TREE_NODES, "dtype": "float16", "draft_vocab": None}]
+    assert "draftVocabulary" not in result
 
 
 def test_auto_tree_for_the_reference_backend_is_its_fastest_size(tmp_path, tiny_llama, monkeypatch):
     result, calls = build_auto(tmp_path, tiny_llama, monkeypatch, "reference")
-    assert calls == [{"num_nodes": REFERENCE_TREE_NODES, "dtype": "float16"}]
-    assert len(result["tree"]) == 12
+    # Heads without training token counts (not from train-heads): the whole vocabulary.
+    assert calls == [{"num_nodes": REFERENCE_TREE_NODES, "dtype": "float16", "draft_vocab": None}]
+    assert len(result["tree"]) == 12 and "draftVocabulary" not in result
+
+
+def test_auto_tree_for_the_reference_backend_uses_a_draft_vocabulary_when_heads_count_tokens(
+        tmp_path, tiny_llama, monkeypatch):
+    import torch
+    from medusa_builder.runtime.heads import save_token_counts
+
+    base, heads = tiny_llama
+    vocab_size = json.loads((base / "config.json").read_text())["vocab_size"]
+    save_token_counts(heads, torch.arange(vocab_size).flip(0))  # lower ids counted more
+    result, calls = build_auto(tmp_path, tiny_llama, monkeypatch, "reference")
+    assert calls == [{"num_nodes": REFERENCE_TREE_NODES, "dtype": "float16", "draft_vocab": REFERENCE_DRAFT_VOCAB}]
+    assert result["draftVocabulary"]["size"] == REFERENCE_DRAFT_VOCAB
+    assert 0 < result["draftVocabulary"]["trainingCoverage"] < 1
+    # The TensorRT-LLM engine ranks the whole vocabulary whatever the heads recorded.
+    _, calls = build_auto(tmp_path, tiny_llama, monkeypatch, "tensorrt-llm")
+    assert calls[0]["draft_vocab"] is None

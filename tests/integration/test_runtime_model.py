@@ -9,7 +9,6 @@ import torch
 from safetensors.torch import load_file
 
 from medusa_builder import cli
-from medusa_builder.runtime.calibrate import calibrate_tree
 from medusa_builder.runtime.decoding import MedusaDecoder
 from medusa_builder.runtime.heads import TOKEN_COUNTS_FILE, load_heads
 from medusa_builder.runtime.model import LlamaModel
@@ -99,8 +98,11 @@ def test_train_heads_and_calibrate_commands(tmp_path, smollm2_dir, capsys):
     assert config["medusa_num_heads"] == 2 and (heads / "medusa_lm_head.safetensors").is_file()
     counts = load_file(str(heads / TOKEN_COUNTS_FILE))["counts"]
     assert counts.shape == (VOCAB_SIZE,) and 0 < int(counts.sum()) <= result["trainingPositions"]
-    draft = calibrate_tree(smollm2_dir, heads, num_nodes=5, prompts=calibration_prompts()[:2], device="cpu",
-                           max_new_tokens=8, draft_vocab=3)
+    code, _ = run_cli(["calibrate", "--base", str(smollm2_dir), "--heads", str(heads), "--num-nodes", "5",
+                       "--max-prompts", "2", "--max-new-tokens", "8", "--device", "cpu", "--draft-vocab", "3",
+                       "--output", str(tmp_path / "draft-tree.json")], capsys)
+    assert code == 0
+    draft = json.loads((tmp_path / "draft-tree.json").read_text())
     assert all(rank < 3 for path in draft["tree"] for rank in path)  # the draft holds 3 tokens
     assert len(draft["topkAccuracy"][0]) == 3 and draft["draftVocabulary"]["size"] == 3
     assert 0 < draft["draftVocabulary"]["trainingCoverage"] < 1

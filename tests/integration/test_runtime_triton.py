@@ -7,6 +7,8 @@ import re
 import pytest
 import requests
 
+from medusa_builder.tree import REFERENCE_DRAFT_VOCAB
+
 pytestmark = [pytest.mark.triton, pytest.mark.model]
 
 PROMPTS = ["What is the capital of France?", "Explain recursion in simple terms."]
@@ -20,6 +22,9 @@ def metric_value(text: str, name: str, **labels) -> float | None:
 
 
 def test_medusa_serving_matches_the_base_model(triton_base, triton_medusa):
+    """The Medusa model decodes with a draft vocabulary (its heads rank 8,192 tokens, not all):
+    outputs stay the base model's."""
+    assert f"draft vocabulary: {REFERENCE_DRAFT_VOCAB} tokens" in triton_medusa.log_path.read_text(errors="replace")
     for text in PROMPTS:
         base = triton_base.generate(text, 16, return_perf_metrics=True)
         medusa = triton_medusa.generate(text, 16, return_perf_metrics=True)

@@ -150,18 +150,23 @@ def test_package_refuses_wrong_backend_and_missing_engine(tmp_path):
 
 
 def test_package_reference_repository(tmp_path):
+    import torch
     from safetensors.torch import save_file
+
+    from medusa_builder.runtime.heads import save_token_counts
 
     base = write_tiny_base_with_weights(tmp_path / "base")
     heads = tmp_path / "heads"
     heads.mkdir()
     save_file(random_heads_state(2, 1, TINY_CONFIG["hidden_size"], TINY_CONFIG["vocab_size"]),
               str(heads / "medusa_lm_head.safetensors"))
+    save_token_counts(heads, torch.arange(TINY_CONFIG["vocab_size"]))
     tree = [[0], [1], [0, 0]]
     entry, _ = engine.build_reference_entry(base_dir=base, heads_dir=heads, work_dir=tmp_path / "build", tree=tree)
     spec = engine.EngineSpec(backend="reference", max_batch_size=4)
     manifest = engine.make_manifest(cache_key="r1", spec=spec, entry_dir=entry, num_heads=2, num_layers=1,
-                                    tree=tree, sources={}, commands=[], build_seconds=0.1)
+                                    tree=tree, sources={}, commands=[], build_seconds=0.1,
+                                    extra={"draftVocabulary": {"size": 5, "trainingCoverage": 0.9}})
     (entry / engine.MANIFEST).write_text(json.dumps(manifest))
     out = tmp_path / "repo"
     code, doc = package(tmp_path, "--engine-uri", str(entry), "--backend", "reference", "--output-uri", str(out),
@@ -171,6 +176,7 @@ def test_package_reference_repository(tmp_path):
     config = parse((out / "ensemble" / "config.pbtxt").read_text())
     assert config.backend == "python" and config.max_batch_size == 4
     assert config.parameters["medusa_choices"].string_value == "{0}, {1}, {0, 0}"
+    assert config.parameters["draft_vocab"].string_value == "5"  # the size the tree was calibrated for
     assert json.loads((out / "repository.json").read_text())["backend"] == "reference"
 
 

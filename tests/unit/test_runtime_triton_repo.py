@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from tritonclient.grpc import model_config_pb2
 
 from medusa_builder.errors import UserError
-from medusa_builder.runtime.heads import MedusaHeads, save_heads
+from medusa_builder.runtime.heads import TOKEN_COUNTS_FILE, MedusaHeads, save_heads, save_token_counts
 from medusa_builder.runtime.triton_repo import write_reference_repository
 from medusa_builder.tree import TreeError
 
@@ -56,6 +56,25 @@ def test_medusa_repository(tmp_path, base_dir, heads_dir):
     assert json.loads(params["tree"]) == tree
     assert params["medusa_choices"] == "{0}, {1}, {0, 0}"
     assert params["heads_dir"] == "heads" and params["base_dir"] == "base"
+
+
+def test_draft_vocabulary_is_a_model_parameter_checked_when_written(tmp_path, base_dir, heads_dir):
+    tree = [[0], [1]]
+    with pytest.raises(UserError, match="only heads trained by train-heads record token counts"):
+        write_reference_repository(tmp_path / "r", base_dir=base_dir, heads_dir=heads_dir, tree=tree, draft_vocab=4)
+    save_token_counts(heads_dir, torch.arange(11))
+    with pytest.raises(UserError, match="between 1 and 11 tokens"):
+        write_reference_repository(tmp_path / "r", base_dir=base_dir, heads_dir=heads_dir, tree=tree, draft_vocab=12)
+    with pytest.raises(UserError, match="without Medusa heads"):
+        write_reference_repository(tmp_path / "r", base_dir=base_dir, draft_vocab=4)
+    result = write_reference_repository(tmp_path / "r", base_dir=base_dir, heads_dir=heads_dir, tree=tree,
+                                        draft_vocab=4)
+    assert result["draftVocabulary"] == 4
+    params = parse_config(tmp_path / "r" / "ensemble" / "config.pbtxt").parameters
+    assert params["draft_vocab"].string_value == "4"
+    assert (tmp_path / "r" / "ensemble" / "1" / "heads" / TOKEN_COUNTS_FILE).is_file()
+    write_reference_repository(tmp_path / "full", base_dir=base_dir, heads_dir=heads_dir, tree=tree)
+    assert "draft_vocab" not in parse_config(tmp_path / "full" / "ensemble" / "config.pbtxt").parameters
 
 
 def test_base_only_repository_and_default_tree(tmp_path, base_dir, heads_dir):

@@ -10,7 +10,7 @@ from typing import Sequence
 from ..errors import UserError
 from ..tree import normalise_tree
 from .decoding import Generation, MedusaDecoder
-from .heads import load_heads
+from .heads import draft_vocabulary, load_heads
 from .model import LlamaModel, resolve_device
 from .text import TextCodec
 
@@ -42,20 +42,27 @@ class ReferenceService:
         *,
         device: str = "auto",
         dtype: str = "auto",
+        draft_vocab: int | None = None,
     ):
+        """``draft_vocab``: the heads propose only their training's N most frequent tokens
+        (``heads.draft_vocabulary``); None lets them propose any token."""
         dev = resolve_device(device)
         self.model = LlamaModel.load(base_dir, dtype=dtype, device=dev)
         self.codec = TextCodec(base_dir)
-        heads = None
+        heads, draft_tokens = None, None
+        vocab_size = self.model.cfg.vocab_size
         if heads_dir is not None:
-            heads = load_heads(heads_dir, self.model.cfg.vocab_size)
+            heads = load_heads(heads_dir, vocab_size)
             tree = normalise_tree(tree, heads.num_heads)
+            if draft_vocab is not None:
+                draft_tokens, _ = draft_vocabulary(heads_dir, draft_vocab, vocab_size)
         self.tree = list(tree or []) if heads is not None else []
         self.num_heads = heads.num_heads if heads is not None else 0
-        self.decoder = MedusaDecoder(self.model, heads, self.tree)
-        log.info("reference runtime ready on %s (%s, Triton kernels %s, %d heads, %d tree nodes)", dev,
-                 str(self.model.dtype).removeprefix("torch."), "on" if self.model.kernels else "off",
-                 self.num_heads, len(self.tree))
+        self.decoder = MedusaDecoder(self.model, heads, self.tree, draft_tokens=draft_tokens)
+        draft = "all tokens" if draft_tokens is None else f"{draft_tokens.shape[0]} tokens"
+        log.info("reference runtime ready on %s (%s, Triton kernels %s, %d heads, %d tree nodes, draft vocabulary: %s)",
+                 dev, str(self.model.dtype).removeprefix("torch."), "on" if self.model.kernels else "off",
+                 self.num_heads, len(self.tree), draft)
 
     @property
     def tree_depth(self) -> int:

@@ -49,6 +49,7 @@ class TritonPythonModel:
             json.loads(params.get("tree") or "[]") or None,
             device=device,
             dtype=params.get("dtype", "auto"),
+            draft_vocab=int(params.get("draft_vocab") or 0) or None,
         )
         self.metrics = ServingMetrics(pb_utils, args["model_name"], args["model_version"], self.service.tree_depth + 1)
         if not self.metrics.histograms_supported:

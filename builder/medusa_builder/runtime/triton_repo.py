@@ -94,12 +94,15 @@ def write_reference_repository(
     model_name: str = "ensemble",
     device: str = "auto",
     dtype: str = "auto",
+    draft_vocab: int | None = None,
 ) -> dict[str, Any]:
     """Write the repository; ``heads_dir=None`` serves the base model alone (the baseline).
 
-    Without an explicit ``tree`` the default preset for the heads' count is used.
+    Without an explicit ``tree`` the default preset for the heads' count is used. ``draft_vocab``:
+    the heads propose only their training's N most frequent tokens (``heads.draft_vocabulary``;
+    give the size the tree was calibrated for).
     """
-    from .heads import read_head_tensors, MedusaHeads
+    from .heads import MedusaHeads, draft_vocabulary, read_head_tensors
 
     base_dir = Path(base_dir)
     if not (base_dir / "config.json").is_file():
@@ -116,6 +119,13 @@ def write_reference_repository(
         resolved_tree = normalise_tree(tree, num_heads) if tree is not None else resolve_tree(None, None, num_heads)
     elif tree is not None:
         raise UserError("a tree was given without Medusa heads; give heads_dir or drop the tree")
+    if draft_vocab is not None:
+        if heads_dir is None:
+            raise UserError("a draft vocabulary was given without Medusa heads; give heads_dir or drop it")
+        vocab_size = json.loads((base_dir / "config.json").read_text()).get("vocab_size")
+        if not isinstance(vocab_size, int):
+            raise UserError(f"{base_dir / 'config.json'} names no vocab_size; a draft vocabulary needs it")
+        draft_vocabulary(heads_dir, draft_vocab, vocab_size)  # refuse a bad size or missing counts now, not at load
 
     model_dir = Path(output_dir) / model_name
     version_dir = model_dir / "1"
@@ -133,6 +143,8 @@ def write_reference_repository(
             "medusa_choices": to_brace_form(resolved_tree),
             "decoding_mode": "medusa",
         })
+        if draft_vocab is not None:
+            parameters["draft_vocab"] = str(draft_vocab)
     (model_dir / "config.pbtxt").write_text(render_config(model_name, max_batch_size, device, parameters))
     return {
         "modelName": model_name,
@@ -142,4 +154,5 @@ def write_reference_repository(
         "tree": resolved_tree,
         "maxBatchSize": max_batch_size,
         "device": device,
+        "draftVocabulary": draft_vocab,
     }

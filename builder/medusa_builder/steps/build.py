@@ -87,6 +87,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     heads = storage.download(args.heads_uri, heads_dir, revision=args.heads_revision)
     sources["heads"] = {"uri": args.heads_uri, "revision": heads["revision"], "bytes": heads["bytes"]}
     report = checkpoint.inspect(base_dir, heads_dir, expected_heads=args.num_heads)
-    tree, extra = resolve_build_tree(args, base_dir, heads_dir, report["numHeads"], spec.backend)
+    tree, extra = resolve_build_tree(args, base_dir, heads_dir, report, spec.backend)
     return build_and_publish(args, spec, key=key, base_dir=base_dir, heads_dir=heads_dir, report=report,
                              tree=tree, extra=extra, sources=sources)

@@ -16,7 +16,8 @@ from typing import Any
 from .. import checkpoint, engine, storage
 from ..cli import add_result_argument
 from ..errors import UserError
-from ..tree import DEFAULT_TREE_NODES, PRESETS, REFERENCE_TREE_NODES, normalise_tree, parse_choices, resolve_tree
+from ..tree import (DEFAULT_TREE_NODES, PRESETS, REFERENCE_DRAFT_VOCAB, REFERENCE_TREE_NODES, normalise_tree,
+                    parse_choices, resolve_tree)
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +76,37 @@ def check_cache_key(key: str) -> str:
     return key
 
 
+def reference_draft_vocab(heads_dir: str | Path, vocab_size: int) -> int | None:
+    """The draft vocabulary `auto` gives the reference backend: ``REFERENCE_DRAFT_VOCAB`` tokens when
+    the heads recorded their training's token counts (heads from train-heads do) and the model's
+    vocabulary is larger; otherwise None, the whole vocabulary."""
+    from ..runtime.heads import TOKEN_COUNTS_FILE
+
+    if vocab_size > REFERENCE_DRAFT_VOCAB and (Path(heads_dir) / TOKEN_COUNTS_FILE).is_file():
+        return REFERENCE_DRAFT_VOCAB
+    return None
+
+
 def resolve_build_tree(args: argparse.Namespace, base_dir: str | Path, heads_dir: str | Path,
-                       num_heads: int, backend: str = "tensorrt-llm") -> tuple[list[list[int]], dict[str, Any]]:
-    """The tree to build with, and calibration details when the preset is 'auto'."""
+                       report: dict[str, Any], backend: str = "tensorrt-llm") -> tuple[list[list[int]], dict[str, Any]]:
+    """The tree to build with (``report`` is ``checkpoint.inspect``'s), and calibration details
+    when the preset is 'auto': the expected tokens per step and, for the reference backend, the
+    draft vocabulary the tree was calibrated for (the packaged model decodes with it)."""
+    num_heads = report["numHeads"]
     if args.tree_preset == "auto":
         from ..runtime.calibrate import calibrate_tree
 
-        nodes = REFERENCE_TREE_NODES if backend == "reference" else DEFAULT_TREE_NODES
+        reference = backend == "reference"
+        nodes = REFERENCE_TREE_NODES if reference else DEFAULT_TREE_NODES
+        draft = reference_draft_vocab(heads_dir, report["base"]["vocabSize"]) if reference else None
         log.info("calibrating a %d-node tree from where the heads rank the base model's tokens", nodes)
-        calibration = calibrate_tree(str(base_dir), str(heads_dir), num_nodes=nodes, dtype=args.dtype)
+        calibration = calibrate_tree(str(base_dir), str(heads_dir), num_nodes=nodes, dtype=args.dtype,
+                                     draft_vocab=draft)
         tree = normalise_tree(calibration["tree"], num_heads)
-        return tree, {"expectedAcceptedTokens": calibration.get("expectedAcceptedTokens")}
+        extra = {"expectedAcceptedTokens": calibration.get("expectedAcceptedTokens")}
+        if "draftVocabulary" in calibration:
+            extra["draftVocabulary"] = calibration["draftVocabulary"]
+        return tree, extra
     choices = parse_choices(args.tree_choices) if args.tree_choices is not None else None
     return resolve_tree(args.tree_preset, choices, num_heads), {}
 
@@ -105,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     storage.apply_storage_arguments(args)
     spec = spec_from_args(args)
     report = checkpoint.inspect(args.base_dir, args.heads_dir, expected_heads=args.num_heads)
-    tree, calibration = resolve_build_tree(args, args.base_dir, args.heads_dir, report["numHeads"])
+    tree, calibration = resolve_build_tree(args, args.base_dir, args.heads_dir, report)
     key = check_cache_key(args.cache_key or engine.compute_cache_key(engine.cache_inputs(
         spec, base_uri=str(Path(args.base_dir).resolve()), base_revision=storage.folder_fingerprint(args.base_dir),
         heads_uri=str(Path(args.heads_dir).resolve()), heads_revision=storage.folder_fingerprint(args.heads_dir),

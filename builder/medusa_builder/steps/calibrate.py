@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     parser.add_argument("--method", default="joint", choices=CALIBRATION_METHODS,
                         help="joint (default): the paths that would have been accepted most often on the "
                              "calibration prompts; independent: the Medusa paper's product of per-head accuracies")
+    parser.add_argument("--draft-vocab", type=int, metavar="N",
+                        help="heads propose only the N tokens their training saw most (needs heads from "
+                             "train-heads; serve with the same N); default: the whole vocabulary")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--output", metavar="FILE", help="also write the calibration (tree, accuracy) as JSON")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of the brace form")
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         prompts = calibration_prompts()[: max(1, args.max_prompts)]
     result = calibrate_tree(args.base, args.heads, num_nodes=args.num_nodes, prompts=prompts, device=args.device,
-                            max_new_tokens=args.max_new_tokens, method=args.method)
+                            max_new_tokens=args.max_new_tokens, method=args.method, draft_vocab=args.draft_vocab)
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     if not args.json:

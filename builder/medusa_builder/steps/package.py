@@ -132,9 +132,10 @@ def write_trtllm_repository(out_dir: str | Path, entry_dir: str | Path, options:
 
 
 def write_reference(out_dir: str | Path, entry_dir: str | Path, *, tree: list[list[int]] | None,
-                    max_batch_size: int, device: str) -> list[str]:
+                    max_batch_size: int, device: str, draft_vocab: int | None = None) -> list[str]:
     """The reference runtime's repository for an entry holding base/, heads/ and tree.json
-    (base/ alone, and no tree, for the base model's own entry)."""
+    (base/ alone, and no tree, for the base model's own entry); ``draft_vocab``: the draft
+    vocabulary the entry's tree was calibrated for."""
     try:
         from ..runtime.triton_repo import write_reference_repository
     except ImportError as exc:
@@ -143,7 +144,8 @@ def write_reference(out_dir: str | Path, entry_dir: str | Path, *, tree: list[li
     entry = Path(entry_dir)
     heads = entry / "heads"
     write_reference_repository(str(out_dir), base_dir=str(entry / "base"), heads_dir=str(heads) if tree else None,
-                               tree=tree, max_batch_size=max_batch_size, model_name="ensemble", device=device)
+                               tree=tree, max_batch_size=max_batch_size, model_name="ensemble", device=device,
+                               draft_vocab=draft_vocab if tree else None)
     for config in sorted(Path(out_dir).glob("*/config.pbtxt")):
         parse_model_config(config.read_text(encoding="utf-8"), str(config.relative_to(out_dir)))
     return sorted(p.parent.name for p in Path(out_dir).glob("*/config.pbtxt"))
@@ -201,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         models = write_trtllm_repository(out, entry, options)
     else:
         models = write_reference(out, entry, tree=None if base_only else tree, max_batch_size=max_batch_size,
-                                 device=args.device)
+                                 device=args.device, draft_vocab=(manifest.get("draftVocabulary") or {}).get("size"))
     description = {"cacheKey": manifest.get("cacheKey"), "backend": args.backend, "engineUri": args.engine_uri,
                    "models": models, "tree": tree, "medusa": not base_only, "maxBatchSize": max_batch_size}
     (out / REPOSITORY_MANIFEST).write_text(json.dumps(description, indent=2), encoding="utf-8")
