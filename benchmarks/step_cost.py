@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--draft-vocab", type=int, nargs="+", default=[0], metavar="N",
                         help="trees also with heads ranking only N tokens (0: the full vocabulary)")
+    parser.add_argument("--head-tile-rows", type=int, nargs="+", default=[None], metavar="N",
+                        help="kernels: output rows per proposal program, one run each (default the runtime's)")
     parser.add_argument("--profile", action="store_true", help="also print GPU time per kernel (plain and largest tree)")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--json-out")
@@ -156,14 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in args.dtype or ["bfloat16"]:
         for implementation in ["torch"] + ([] if kernels_unsupported(cfg, device, dtype) else ["kernels"]):
             model = LlamaModel(cfg, tensors, DTYPES[dtype], device, kernels=implementation == "kernels")
-            runs = [(0, 0)] if 0 in args.nodes else []
-            runs += [(nodes, draft) for nodes in args.nodes if nodes for draft in args.draft_vocab]
-            for nodes, draft in runs:
+            tiles = args.head_tile_rows if implementation == "kernels" else [None]
+            runs = [(0, 0, None)] if 0 in args.nodes else []
+            runs += [(nodes, draft, tile) for nodes in args.nodes if nodes for draft in args.draft_vocab
+                     for tile in tiles]
+            for nodes, draft, tile in runs:
                 tokens = draft_tokens(cfg.vocab_size, draft)
-                decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads), draft_tokens=tokens) if nodes \
-                    else MedusaDecoder(model)
+                decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads), draft_tokens=tokens,
+                                        head_tile_rows=tile) if nodes else MedusaDecoder(model)
                 row = {"implementation": implementation, "dtype": dtype, "nodes": nodes,
-                       "draftVocabulary": draft or cfg.vocab_size,
+                       "draftVocabulary": draft or cfg.vocab_size, "headTileRows": tile,
                        "msPerStep": ms_per_step(decoder, prompt, args.new_tokens, args.repeats)}
                 if nodes:
                     row["rowsIdentical"] = rows_identical(model, prompt, nodes, args.heads)
@@ -180,12 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"device: {result['device']}, torch {torch.__version__}, batch 1, {args.prompt_tokens}-token prompt")
-    print("implementation | dtype | tree nodes | draft vocab | ms/step | vs plain | tree rows identical")
+    print("implementation | dtype | tree nodes | draft vocab | head tile rows | ms/step | vs plain | tree rows identical")
     for row in rows:
         plain = next(r["msPerStep"] for r in rows if r["implementation"] == row["implementation"]
                      and r["dtype"] == row["dtype"] and r["nodes"] == 0) if 0 in args.nodes else row["msPerStep"]
         print(f"{row['implementation']} | {row['dtype']} | {row['nodes']} | {row['draftVocabulary']} | "
-              f"{row['msPerStep']:.3f} | "
+              f"{row['headTileRows'] or '-'} | {row['msPerStep']:.3f} | "
               f"{row['msPerStep'] / plain:.2f}x | {row.get('rowsIdentical', '-')}")
     return 0
 

@@ -154,10 +154,12 @@ def test_accept_kernel_matches_the_torch_acceptance():
         assert torch.equal(kernel_side.cache.v[:, :, :, kept], torch_side.cache.v[:, :, :, kept])
 
 
+@pytest.mark.parametrize("tile_rows", [64, kernels.HEAD_TILE_ROWS])
 @pytest.mark.parametrize("draft", [False, True])
 @pytest.mark.parametrize("per_head", [False, True])
-def test_tree_candidates_take_each_heads_top_k(per_head, draft):
-    """With a draft vocabulary the heads rank only its tokens' rows and propose their ids."""
+def test_tree_candidates_take_each_heads_top_k(per_head, draft, tile_rows):
+    """With a draft vocabulary the heads rank only its tokens' rows and propose their ids; any
+    tile size gives the same proposals."""
     gen = torch.Generator().manual_seed(4)
     heads, vocab, hidden = 3, 700, 40  # several column tiles
     features = torch.randn(heads, hidden, generator=gen)
@@ -176,7 +178,8 @@ def test_tree_candidates_take_each_heads_top_k(per_head, draft):
         topk = tokens[topk]
     root = torch.tensor(42)
     out = torch.zeros(tb.size, dtype=torch.long)
-    kernels.tree_candidates(features, outputs, tb.topk, root, tb.node_head, tb.node_rank, out, bf16=False)
+    kernels.tree_candidates(features, outputs, tb.topk, root, tb.node_head, tb.node_rank, out, bf16=False,
+                            tile_rows=tile_rows)
     assert out.tolist() == [42] + topk.index_select(0, tb.candidate_index).tolist()
 
 

@@ -165,6 +165,9 @@ def test_bad_requests_get_clear_errors(model):
         MedusaDecoder(model, random_heads(2), [])
     with pytest.raises(UserError, match="rank-97 token but they choose from 97 tokens"):
         MedusaDecoder(model, random_heads(2), [[0], [97]])
+    for tile_rows in (8, 96):
+        with pytest.raises(UserError, match=f"power of two of at least 16, got {tile_rows}"):
+            MedusaDecoder(model, random_heads(2), [[0]], head_tile_rows=tile_rows)
 
 
 def test_batched_distillation_answers_match_single_decoding(model):

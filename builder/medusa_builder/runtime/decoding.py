@@ -150,12 +150,15 @@ class MedusaDecoder:
         compile_step: bool = False,
         prefill_bucket: int | None = None,
         draft_tokens: torch.Tensor | None = None,
+        head_tile_rows: int | None = None,
     ):
         """``prefill_bucket``: pad prompts to a multiple of this many tokens (default
         ``PREFILL_BUCKET`` with CUDA graphs, so one prefill graph serves a range of lengths, else
         1). Padding repeats the prompt's last token at its position: the padded rows compute
         what that token's row does and change nothing. ``draft_tokens``: the only tokens the
-        heads may propose (ascending ids, ``heads.draft_vocabulary``); default all."""
+        heads may propose (ascending ids, ``heads.draft_vocabulary``); default all.
+        ``head_tile_rows``: output rows per proposal program in the kernels (a power of two of at
+        least 16; default ``kernels.HEAD_TILE_ROWS``), a tuning knob for ``step_cost.py``."""
         self.model = model
         tree = list(tree or []) if heads is not None else []
         if heads is not None and not tree:
@@ -187,6 +190,9 @@ class MedusaDecoder:
             self._blocks = (heads.res_weight[:depth], heads.res_bias[:depth])
             outputs = heads.out_weight[:depth] if heads.has_output_layer else model.lm_head
             self._outputs = HeadOutputs.quantize(outputs, per_head=heads.has_output_layer, tokens=self.draft_tokens)
+        if head_tile_rows is not None and (head_tile_rows < 16 or head_tile_rows & (head_tile_rows - 1)):
+            raise UserError(f"head_tile_rows must be a power of two of at least 16, got {head_tile_rows}")
+        self._head_tile_rows = head_tile_rows
         self._path_valid = self.tree.path_valid.to(torch.int8)
         self.use_cuda_graphs = model.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
         self.prefill_bucket = prefill_bucket or (PREFILL_BUCKET if self.use_cuda_graphs else 1)
@@ -220,7 +226,8 @@ class MedusaDecoder:
             from . import kernels
 
             kernels.tree_candidates(s.features, self._outputs, tb.topk, s.root, tb.node_head, tb.node_rank,
-                                    s.candidates, bf16=model.dtype == torch.bfloat16)
+                                    s.candidates, bf16=model.dtype == torch.bfloat16,
+                                    tile_rows=self._head_tile_rows or kernels.HEAD_TILE_ROWS)
             return s.candidates
         proposals = self.heads(s.hidden.unsqueeze(0), model.lm_head, count=tb.depth)[:, 0]  # [depth, vocab]
         if self.draft_tokens is None:

@@ -415,6 +415,13 @@ def _tree_candidates_kernel(key_ptr, root_ptr, node_head_ptr, node_rank_ptr, tok
         tl.store(cand_ptr, tl.load(root_ptr))
 
 
+# Output rows one proposal program ranks. Each program is a serial chain (its K loop, then its
+# top-k), so fewer rows per program give more, shorter programs: worth measuring for small
+# draft vocabularies, where 256 rows make fewer programs than an H200 has SMs
+# (`step_cost.py --head-tile-rows`).
+HEAD_TILE_ROWS = 256
+
+
 @dataclass(frozen=True)
 class HeadOutputs:
     """The heads' output layers, or the shared lm_head, as int8 with a float32 scale per row.
@@ -447,13 +454,15 @@ def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def tree_candidates(features: torch.Tensor, outputs: HeadOutputs, topk: int, root: torch.Tensor,
-                    node_head: torch.Tensor, node_rank: torch.Tensor, out: torch.Tensor, *, bf16: bool) -> None:
+                    node_head: torch.Tensor, node_rank: torch.Tensor, out: torch.Tensor, *, bf16: bool,
+                    tile_rows: int = HEAD_TILE_ROWS) -> None:
     """A tree step's tokens ``out`` [nodes + 1]: the root, then for node i the token of rank
     ``node_rank[i]`` among head ``node_head[i]``'s logits ``features[h] @ W_h.T``. Two launches:
-    each column tile's top-k, then each head's merge. ``bf16`` multiplies in bfloat16."""
+    each tile of ``tile_rows`` output rows keeps its top-k, then each head merges its tiles'.
+    ``bf16`` multiplies in bfloat16."""
     heads, k = features.shape
     vocab = outputs.weight.shape[-2]
-    block_n = 256
+    block_n = tile_rows
     tiles = triton.cdiv(vocab, block_n)
     per_program = 1 if outputs.per_head else min(heads, 16)
     keys = torch.empty(heads, tiles, topk, dtype=torch.int64, device=features.device)
