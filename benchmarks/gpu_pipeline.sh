@@ -3,7 +3,8 @@
 # SmolLM2 GGUF, train heads by self-distillation, calibrate trees and measure base against Medusa
 # decoding with benchmarks/medusa_speed.py. Needs torch, transformers, gguf and triton; nothing
 # is fetched. Options after `--` go to medusa_speed.py (default: bfloat16 through the Triton
-# kernels, trees of 31 and 63 nodes, 12 prompts x 256 tokens).
+# kernels, a 31-node tree with the whole vocabulary and with an 8,192-token draft vocabulary,
+# 12 prompts x 256 tokens).
 #
 #   benchmarks/gpu_pipeline.sh GGUF_FILE WORK_DIR [train-heads options...] [-- medusa_speed options...]
 set -euo pipefail
@@ -17,7 +18,7 @@ train=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do train+=("$1"); shift; done
 [ $# -gt 0 ] && shift
 speed=("$@")
-[ ${#speed[@]} -gt 0 ] || speed=(--dtype bfloat16 --calibrate 31 --calibrate 63)
+[ ${#speed[@]} -gt 0 ] || speed=(--dtype bfloat16 --calibrate 31 --draft-vocab 0 --draft-vocab 8192)
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PYTHONPATH="$root/builder${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export MEDUSA_CACHE="$work/cache"
