@@ -12,6 +12,7 @@ from tritonclient.grpc import model_config_pb2
 
 from medusa_builder.errors import UserError
 from medusa_builder.runtime.heads import TOKEN_COUNTS_FILE, MedusaHeads, save_heads, save_token_counts
+from medusa_builder.runtime.service import ReferenceService
 from medusa_builder.runtime.triton_repo import write_reference_repository
 from medusa_builder.tree import TreeError
 
@@ -67,6 +68,8 @@ def test_draft_vocabulary_is_a_model_parameter_checked_when_written(tmp_path, ba
         write_reference_repository(tmp_path / "r", base_dir=base_dir, heads_dir=heads_dir, tree=tree, draft_vocab=12)
     with pytest.raises(UserError, match="without Medusa heads"):
         write_reference_repository(tmp_path / "r", base_dir=base_dir, draft_vocab=4)
+    with pytest.raises(UserError, match="without Medusa heads"):  # refused before any model is loaded
+        ReferenceService(base_dir, None, None, device="cpu", draft_vocab=4)
     result = write_reference_repository(tmp_path / "r", base_dir=base_dir, heads_dir=heads_dir, tree=tree,
                                         draft_vocab=4)
     assert result["draftVocabulary"] == 4

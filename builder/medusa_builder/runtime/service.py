@@ -46,6 +46,8 @@ class ReferenceService:
     ):
         """``draft_vocab``: the heads propose only their training's N most frequent tokens
         (``heads.draft_vocabulary``); None lets them propose any token."""
+        if draft_vocab is not None and heads_dir is None:
+            raise UserError("a draft vocabulary was given without Medusa heads; give heads_dir or drop it")
         dev = resolve_device(device)
         self.model = LlamaModel.load(base_dir, dtype=dtype, device=dev)
         self.codec = TextCodec(base_dir)

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
                              "calibration prompts; independent: the Medusa paper's product of per-head accuracies")
     parser.add_argument("--draft-vocab", type=int, metavar="N",
                         help="heads propose only the N tokens their training saw most (needs heads from "
-                             "train-heads; serve with the same N); default: the whole vocabulary")
+                             "train-heads; serve with the same N); default or 0: the whole vocabulary")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--output", metavar="FILE", help="also write the calibration (tree, accuracy) as JSON")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of the brace form")
