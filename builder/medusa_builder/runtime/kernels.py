@@ -293,36 +293,36 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos
 def _head_block_kernel(src_ptr, last_ptr, norm_ptr, w_ptr, b_ptr, out_ptr, eps, w_stride, b_stride, K: tl.constexpr,
                        FROM_STREAM: tl.constexpr, HAS_BLOCK: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     """Columns of ``x + silu(W_h x + b_h)`` for head ``h``; x is the final-norm residual-stream row
-    ``last`` (FROM_STREAM, every head) or head h's own row of ``src``."""
+    ``last`` (FROM_STREAM, every head) or head h's own row of ``src``. One pass over K: the norm's
+    1/rms is a scalar, so it is gathered alongside the products and applied at the end."""
     head = tl.program_id(0)
     cols = tl.program_id(1) * BN + tl.arange(0, BN)
     col_ok = cols < K
     if FROM_STREAM:
         row_ptr = src_ptr + tl.load(last_ptr) * K
-        squares = tl.zeros((BK,), tl.float32)
-        for k0 in range(0, K, BK):
-            ks = k0 + tl.arange(0, BK)
-            xs = tl.load(row_ptr + ks, mask=ks < K, other=0.0)
-            squares += xs * xs
-        rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=0) / K + eps)
     else:
         row_ptr = src_ptr + head * K
-        rstd = 1.0
-    own = tl.load(row_ptr + cols, mask=col_ok, other=0.0) * rstd
-    if FROM_STREAM:
-        own = own * tl.load(norm_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    if HAS_BLOCK:
-        acc = tl.zeros((BN,), tl.float32)
-        for k0 in range(0, K, BK):
-            ks = k0 + tl.arange(0, BK)
-            k_ok = ks < K
-            xs = tl.load(row_ptr + ks, mask=k_ok, other=0.0) * rstd
+    squares = tl.zeros((BK,), tl.float32)
+    partial = tl.zeros((BN, BK), tl.float32)
+    for k0 in range(0, K, BK):
+        ks = k0 + tl.arange(0, BK)
+        k_ok = ks < K
+        xs = tl.load(row_ptr + ks, mask=k_ok, other=0.0)
+        squares += xs * xs
+        if HAS_BLOCK:
             if FROM_STREAM:
                 xs = xs * tl.load(norm_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)
             w = tl.load(w_ptr + head * w_stride + cols[:, None] * K + ks[None, :], mask=col_ok[:, None] & k_ok[None, :],
                         other=0.0)
-            acc += tl.sum(w.to(tl.float32) * xs[None, :], axis=1)
-        acc += tl.load(b_ptr + head * b_stride + cols, mask=col_ok, other=0.0).to(tl.float32)
+            partial += w.to(tl.float32) * xs[None, :]
+    own = tl.load(row_ptr + cols, mask=col_ok, other=0.0)
+    rstd = 1.0
+    if FROM_STREAM:
+        rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=0) / K + eps)
+        own = own * rstd * tl.load(norm_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+    if HAS_BLOCK:
+        acc = tl.sum(partial, axis=1) * rstd + tl.load(b_ptr + head * b_stride + cols, mask=col_ok,
+                                                       other=0.0).to(tl.float32)
         own += acc * tl.sigmoid(acc)
     tl.store(out_ptr + head * K + cols, own, mask=col_ok)
 
@@ -359,36 +359,63 @@ def _rank_key(score, token):
 
 
 @triton.jit
-def _head_topk_kernel(feat_ptr, w_ptr, scale_ptr, head_stride, key_ptr, heads, N, K: tl.constexpr,
-                      PER_PROGRAM: tl.constexpr, TOPK: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                      BF16: tl.constexpr):
-    """The TOPK best logits within one column tile, as rank keys, for PER_PROGRAM heads at once
-    (a shared weight tile is read once for all heads) or one head (its own output layer)."""
+def _shared_head_topk_kernel(feat_ptr, w_ptr, scale_ptr, key_ptr, heads, N, K: tl.constexpr,
+                             PER_PROGRAM: tl.constexpr, TOPK: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                             BF16: tl.constexpr):
+    """The TOPK best logits within one column tile of the shared lm_head, as rank keys, for
+    PER_PROGRAM heads at once: the weight tile is read once for all of them."""
     first = tl.program_id(0) * PER_PROGRAM
     tile = tl.program_id(1)
     members = tl.arange(0, 16)
     member_ok = (members < PER_PROGRAM) & (first + members < heads)
     cols = tile * BN + tl.arange(0, BN)
     col_ok = cols < N
-    w_base = w_ptr + first * head_stride
     acc = tl.zeros((16, BN), tl.float32)
     for k0 in range(0, K, BK):
         ks = k0 + tl.arange(0, BK)
         k_ok = ks < K
-        f = tl.load(feat_ptr + (first + members[:, None]) * K + ks[None, :], mask=member_ok[:, None] & k_ok[None, :],
-                    other=0.0)
-        w = tl.load(w_base + cols[None, :] * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0)
+        f = tl.load(feat_ptr + (first + members[:, None]) * K + ks[None, :],
+                    mask=member_ok[:, None] & k_ok[None, :], other=0.0)
+        w = tl.load(w_ptr + cols[None, :] * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0)
         if BF16:
             acc = tl.dot(f.to(tl.bfloat16), w.to(tl.bfloat16), acc)
         else:
             acc = tl.dot(f, w.to(tl.float32), acc, input_precision="ieee")
-    scale = tl.load(scale_ptr + first * (head_stride // K) + cols, mask=col_ok, other=0.0)
+    scale = tl.load(scale_ptr + cols, mask=col_ok, other=0.0)
     keys = _rank_key(tl.where(col_ok[None, :], acc * scale[None, :], float("-inf")), cols[None, :])
     base = ((first + members) * tl.num_programs(1) + tile) * TOPK
     for rank in tl.static_range(TOPK):
         best = tl.max(keys, axis=1)
         tl.store(key_ptr + base + rank, best, mask=member_ok)
         keys = tl.where(keys == best[:, None], -(2**63) + 1, keys)
+
+
+@triton.jit
+def _own_head_topk_kernel(feat_ptr, w_ptr, scale_ptr, key_ptr, N, K: tl.constexpr, TOPK: tl.constexpr,
+                          BN: tl.constexpr, BK: tl.constexpr):
+    """The TOPK best logits within one column tile of one head's own output layer, as rank keys.
+    A matrix-vector product in float32, summed across K once at the end: a tl.dot would pad the
+    single feature row to 16, and every top-k pass would then scan 16 rows of keys instead of one."""
+    head = tl.program_id(0)
+    tile = tl.program_id(1)
+    cols = tile * BN + tl.arange(0, BN)
+    col_ok = cols < N
+    w_base = w_ptr + head * N * K
+    partial = tl.zeros((BN, BK), tl.float32)
+    for k0 in range(0, K, BK):
+        ks = k0 + tl.arange(0, BK)
+        k_ok = ks < K
+        f = tl.load(feat_ptr + head * K + ks, mask=k_ok, other=0.0).to(tl.float32)
+        w = tl.load(w_base + cols[:, None] * K + ks[None, :], mask=col_ok[:, None] & k_ok[None, :], other=0)
+        partial += w.to(tl.float32) * f[None, :]
+    acc = tl.sum(partial, axis=1)
+    scale = tl.load(scale_ptr + head * N + cols, mask=col_ok, other=0.0)
+    keys = _rank_key(tl.where(col_ok, acc * scale, float("-inf")), cols)
+    base = (head * tl.num_programs(1) + tile) * TOPK
+    for rank in tl.static_range(TOPK):
+        best = tl.max(keys, axis=0)
+        tl.store(key_ptr + base + rank, best)
+        keys = tl.where(keys == best, -(2**63) + 1, keys)
 
 
 @triton.jit
@@ -416,10 +443,10 @@ def _tree_candidates_kernel(key_ptr, root_ptr, node_head_ptr, node_rank_ptr, tok
 
 
 # Output rows one proposal program ranks. Each program is a serial chain (its K loop, then its
-# top-k), so fewer rows per program give more, shorter programs: worth measuring for small
-# draft vocabularies, where 256 rows make fewer programs than an H200 has SMs
-# (`step_cost.py --head-tile-rows`).
-HEAD_TILE_ROWS = 256
+# top-k), so fewer rows per program give more, shorter programs. On an H200 with heads' own
+# output layers 64-128 rows were fastest for an 8,192-token draft and 128 for the whole
+# 49,152-token vocabulary (`step_cost.py --head-tile-rows`).
+HEAD_TILE_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -459,17 +486,21 @@ def tree_candidates(features: torch.Tensor, outputs: HeadOutputs, topk: int, roo
     """A tree step's tokens ``out`` [nodes + 1]: the root, then for node i the token of rank
     ``node_rank[i]`` among head ``node_head[i]``'s logits ``features[h] @ W_h.T``. Two launches:
     each tile of ``tile_rows`` output rows keeps its top-k, then each head merges its tiles'.
-    ``bf16`` multiplies in bfloat16."""
+    ``bf16`` multiplies a shared lm_head in bfloat16 (heads' own output layers: float32)."""
     heads, k = features.shape
     vocab = outputs.weight.shape[-2]
     block_n = tile_rows
     tiles = triton.cdiv(vocab, block_n)
-    per_program = 1 if outputs.per_head else min(heads, 16)
     keys = torch.empty(heads, tiles, topk, dtype=torch.int64, device=features.device)
-    _head_topk_kernel[(triton.cdiv(heads, per_program), tiles)](
-        features, outputs.weight, outputs.scale, vocab * k if outputs.per_head else 0, keys, heads, vocab, K=k,
-        PER_PROGRAM=per_program, TOPK=topk, BN=block_n, BK=64, BF16=bf16, num_warps=4,
-    )
+    if outputs.per_head:
+        _own_head_topk_kernel[(heads, tiles)](features, outputs.weight, outputs.scale, keys, vocab, K=k, TOPK=topk,
+                                              BN=block_n, BK=64, num_warps=4)
+    else:
+        per_program = min(heads, 16)
+        _shared_head_topk_kernel[(triton.cdiv(heads, per_program), tiles)](
+            features, outputs.weight, outputs.scale, keys, heads, vocab, K=k, PER_PROGRAM=per_program, TOPK=topk,
+            BN=block_n, BK=64, BF16=bf16, num_warps=4,
+        )
     nodes = node_head.shape[0]
     tokens = outputs.tokens if outputs.tokens is not None else node_head  # node_head: never read
     _tree_candidates_kernel[(heads,)](keys, root, node_head, node_rank, tokens, out, tiles * topk, TOPK=topk,
