@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medusa_builder.errors import UserError
-from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
+from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers, run_ahead
 from medusa_builder.runtime.heads import MedusaHeads
 from medusa_builder.runtime.model import LlamaModel
 from medusa_builder.tree import PRESETS
@@ -149,6 +149,30 @@ def test_stops_at_end_token_and_length(model):
     cut = MedusaDecoder(model, random_heads(2), [[0], [0, 0], [1]]).generate([4, 5, 6], 25, eos_ids=[stop])
     assert cut.tokens == free.tokens[: free.tokens.index(stop)]
     assert len(base.generate([4, 5, 6], 3).tokens) == 3
+
+
+def schedule(steps_used: int, more_needed) -> list[str]:
+    """The order of launches and reads when a request stops after ``steps_used`` steps."""
+    events = []
+
+    def read(i):
+        events.append(f"read {i}")
+        return [0, i]
+
+    for used, _ in enumerate(run_ahead(lambda i: events.append(f"launch {i}"), read, more_needed), start=1):
+        if used == steps_used:
+            break
+    return events
+
+
+def test_steps_run_ahead_while_more_are_needed_and_never_past_the_last():
+    """With CUDA graphs each step is launched before the previous one is read, except where the
+    request may end: a step launched after the last one it uses would hold the GPU for nothing."""
+    left = iter([True, True, True, False])
+    assert schedule(4, lambda: next(left)) == [
+        "launch 0", "launch 1", "read 0", "launch 2", "read 1", "launch 3", "read 2", "read 3",
+    ]
+    assert schedule(2, lambda: False) == ["launch 0", "read 0", "launch 1", "read 1"]
 
 
 def test_bad_requests_get_clear_errors(model):

@@ -137,6 +137,25 @@ class _Session:
         self.prefills: dict[int, tuple[torch.Tensor, torch.cuda.CUDAGraph]] = {}
 
 
+def run_ahead(launch: Callable[[int], None], read: Callable[[int], list[int]], more_needed: Callable[[], bool]):
+    """Steps 0, 1, ... as ``launch(i)`` then ``read(i)``, yielding (first, rest) of each read.
+
+    While ``more_needed()`` says the request surely needs another step, step i + 1 is launched
+    before step i is read, so the GPU never waits for the host; otherwise it is launched only
+    once the caller asks for it, so no step runs past the last one the request uses."""
+    launch(0)
+    i = 0
+    while True:
+        ahead = more_needed()
+        if ahead:
+            launch(i + 1)
+        out = read(i)
+        yield out[0], out[1:]
+        i += 1
+        if not ahead:
+            launch(i)
+
+
 class MedusaDecoder:
     """Batch-1 greedy decoder; ``heads=None`` (or an empty tree) is plain greedy decoding."""
 
@@ -373,7 +392,11 @@ class MedusaDecoder:
         start = time.perf_counter()
         self._prefill(s, prompt)
         result = Generation(tokens=[], prompt_tokens=len(prompt), steps=0, draft_tokens_per_step=tb.size - 1)
-        for length, tokens in self._steps(s):
+
+        def more_needed() -> bool:
+            return len(result.tokens) + tb.depth + 1 < max_new_tokens  # a step emits at most depth + 1
+
+        for length, tokens in self._steps(s, more_needed):
             result.steps += 1
             result.accepted_per_step.append(length)
             done = False
@@ -390,7 +413,7 @@ class MedusaDecoder:
         result.seconds = time.perf_counter() - start
         return result
 
-    def _steps(self, s: _Session):
+    def _steps(self, s: _Session, more_needed: Callable[[], bool]):
         """Yield (accepted draft tokens, emitted tokens) per step until the caller stops."""
         if s.graph is None:
             while True:
@@ -404,11 +427,8 @@ class MedusaDecoder:
                 s.host_out[i % 2].copy_(s.out, non_blocking=True)
                 s.events[i % 2].record()
 
-            launch(0)
-            i = 0
-            while True:
-                launch(i + 1)  # the next step runs while this one's tokens are read
+            def read(i: int) -> list[int]:
                 s.events[i % 2].synchronize()
-                out = s.host_out[i % 2].tolist()
-                yield out[0], out[1:]
-                i += 1
+                return s.host_out[i % 2].tolist()
+
+            yield from run_ahead(launch, read, more_needed)
