@@ -103,12 +103,14 @@ def rows_identical(model: LlamaModel, prompt: list[int], nodes: int, depth: int)
     return all(torch.equal(tree[node], row) for node, row in zip(path, alone))
 
 
-def print_profile(model: LlamaModel, heads: MedusaHeads, nodes: int, depth: int, prompt: list[int]) -> None:
+def print_profile(model: LlamaModel, heads: MedusaHeads, nodes: int, depth: int, prompt: list[int],
+                  draft: int, tile_rows: int | None) -> None:
     """GPU time per kernel over one 64-token generation, without CUDA graphs (so each launch is seen)."""
     from torch.profiler import ProfilerActivity, profile
 
     if nodes:
-        decoder = MedusaDecoder(model, heads, tree_of(nodes, depth), use_cuda_graphs=False)
+        decoder = MedusaDecoder(model, heads, tree_of(nodes, depth), head_tile_rows=tile_rows, use_cuda_graphs=False,
+                                draft_tokens=draft_tokens(model.cfg.vocab_size, draft))
     else:
         decoder = MedusaDecoder(model, use_cuda_graphs=False)
     decoder.generate(prompt, 64)
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="trees also with heads ranking only N tokens (0: the full vocabulary)")
     parser.add_argument("--head-tile-rows", type=int, nargs="+", default=[None], metavar="N",
                         help="kernels: output rows per proposal program, one run each (default the runtime's)")
-    parser.add_argument("--profile", action="store_true", help="also print GPU time per kernel (plain and largest tree)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print GPU time per kernel: plain, and the largest tree with the last draft and tile")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
@@ -175,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row), flush=True)
             if args.profile:
                 for nodes in (0, max(args.nodes)):
-                    print_profile(model, heads, nodes, args.heads, prompt)
+                    print_profile(model, heads, nodes, args.heads, prompt, args.draft_vocab[-1],
+                                  tiles[-1] if implementation == "kernels" else None)
             del model
             torch.cuda.empty_cache()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
