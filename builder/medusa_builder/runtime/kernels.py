@@ -444,9 +444,9 @@ def _tree_candidates_kernel(key_ptr, root_ptr, node_head_ptr, node_rank_ptr, tok
 
 # Output rows one proposal program ranks. Each program is a serial chain (its K loop, then its
 # top-k), so fewer rows per program give more, shorter programs. On an H200 with heads' own
-# output layers 64-128 rows were fastest for an 8,192-token draft and 128 for the whole
+# output layers 128 rows beat 256 for an 8,192-token draft and were fastest for the whole
 # 49,152-token vocabulary; with a shared lm_head 64-256 were within 0.2%
-# (`step_cost.py --head-tile-rows`).
+# (`step_cost.py --head-tile-rows`; docs/runtime.md has the figures).
 HEAD_TILE_ROWS = 128
 
 
