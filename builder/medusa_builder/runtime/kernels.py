@@ -420,10 +420,12 @@ def _own_head_topk_kernel(feat_ptr, w_ptr, scale_ptr, key_ptr, N, K: tl.constexp
 
 @triton.jit
 def _tree_candidates_kernel(key_ptr, root_ptr, node_head_ptr, node_rank_ptr, tokens_ptr, cand_ptr, COUNT,
-                            TOPK: tl.constexpr, COUNT_PAD: tl.constexpr, NODES: tl.constexpr, NODES_PAD: tl.constexpr,
-                            HAS_TOKENS: tl.constexpr):
+                            TOPK: tl.constexpr, TOPK_PAD: tl.constexpr, COUNT_PAD: tl.constexpr,
+                            NODES: tl.constexpr, NODES_PAD: tl.constexpr, HAS_TOKENS: tl.constexpr):
     """Head h's overall top-k from its tiles' top-k, written into the tree nodes that take them
-    (as the token ids of those output rows when the rows are a draft vocabulary)."""
+    (as the token ids of those output rows when the rows are a draft vocabulary). The k best
+    keys are selected first and their token ids looked up together afterwards: a lookup inside
+    the selection loop puts one memory round trip per rank on the step's critical path."""
     head = tl.program_id(0)
     entries = tl.arange(0, COUNT_PAD)
     keys = tl.load(key_ptr + head * COUNT + entries, mask=entries < COUNT, other=-(2**63) + 1)
@@ -431,13 +433,17 @@ def _tree_candidates_kernel(key_ptr, root_ptr, node_head_ptr, node_rank_ptr, tok
     node_ok = nodes < NODES
     node_head = tl.load(node_head_ptr + nodes, mask=node_ok, other=-1)
     node_rank = tl.load(node_rank_ptr + nodes, mask=node_ok, other=-1)
+    ranks = tl.arange(0, TOPK_PAD)
+    chosen = tl.zeros((TOPK_PAD,), tl.int64)
     for rank in tl.static_range(TOPK):
         best = tl.max(keys, axis=0)
         keys = tl.where(keys == best, -(2**63) + 1, keys)
-        token = 0x7FFFFFFF - (best & 0xFFFFFFFF)
-        if HAS_TOKENS:
-            token = tl.load(tokens_ptr + token)
-        tl.store(cand_ptr + 1 + nodes, token, mask=(node_head == head) & (node_rank == rank))
+        chosen = tl.where(ranks == rank, best, chosen)
+    tokens = 0x7FFFFFFF - (chosen & 0xFFFFFFFF)
+    if HAS_TOKENS:
+        tokens = tl.load(tokens_ptr + tokens, mask=ranks < TOPK, other=0).to(tl.int64)
+    token = tl.sum(tl.where(node_rank[:, None] == ranks[None, :], tokens[None, :], 0), axis=1)
+    tl.store(cand_ptr + 1 + nodes, token, mask=node_head == head)
     if head == 0:
         tl.store(cand_ptr, tl.load(root_ptr))
 
@@ -505,6 +511,7 @@ def tree_candidates(features: torch.Tensor, outputs: HeadOutputs, topk: int, roo
     nodes = node_head.shape[0]
     tokens = outputs.tokens if outputs.tokens is not None else node_head  # node_head: never read
     _tree_candidates_kernel[(heads,)](keys, root, node_head, node_rank, tokens, out, tiles * topk, TOPK=topk,
+                                      TOPK_PAD=triton.next_power_of_2(topk),
                                       COUNT_PAD=triton.next_power_of_2(tiles * topk), NODES=nodes,
                                       NODES_PAD=triton.next_power_of_2(max(nodes, 2)),
                                       HAS_TOKENS=outputs.tokens is not None, num_warps=4)
@@ -521,18 +528,27 @@ def _accept_kernel(cand_ptr, pred_ptr, paths_ptr, valid_ptr, n_ptr, out_ptr, roo
     nodes = tl.load(paths_ptr + offsets, mask=ok, other=0)
     parents = tl.load(paths_ptr + offsets - 1, mask=ok & (levels[None, :] > 0), other=0)
     valid = tl.load(valid_ptr + offsets, mask=ok, other=0) != 0
+    n = tl.load(n_ptr)
+    # Every value the step needs is loaded in this one round trip; the winning path's entries
+    # are then picked out of these tiles rather than loaded again.
+    tokens_at = tl.load(cand_ptr + nodes, mask=ok, other=-1)
+    after_parent = tl.load(pred_ptr + parents, mask=ok, other=-1)
+    after_node = tl.load(pred_ptr + nodes, mask=ok, other=0)
     # A node is accepted when its token is the base model's prediction after its parent.
-    hit = valid & (tl.load(cand_ptr + nodes) == tl.load(pred_ptr + parents))
+    hit = valid & (tokens_at == after_parent)
     first_miss = tl.min(tl.where(hit | (levels[None, :] == 0), LEVELS_PAD, levels[None, :]), axis=1)
     accepted = tl.where(leaves < LEAVES, tl.minimum(first_miss, LEVELS) - 1, -1)
     best = tl.argmax(accepted, axis=0)
     length = tl.max(accepted, axis=0)
-    path = tl.load(paths_ptr + best * LEVELS + levels, mask=level_ok, other=0)
-    last = tl.sum(tl.where(levels == length, path, 0), axis=0)
-    n = tl.load(n_ptr)
+    on_best = (leaves == best)[:, None]
+    path = tl.sum(tl.where(on_best, nodes, 0), axis=0)
+    tokens = tl.sum(tl.where(on_best, tokens_at, 0), axis=0)
+    at_last = levels == length
+    last = tl.sum(tl.where(at_last, path, 0), axis=0)
+    root = tl.sum(tl.where(at_last, tl.sum(tl.where(on_best, after_node, 0), axis=0), 0), axis=0)
     tl.store(out_ptr, length.to(tl.int64))
-    tl.store(out_ptr + 1 + levels, tl.load(cand_ptr + path), mask=level_ok)
-    tl.store(root_ptr, tl.load(pred_ptr + last))
+    tl.store(out_ptr + 1 + levels, tokens, mask=level_ok)
+    tl.store(root_ptr, root)
     tl.store(last_ptr, last.to(tl.int64))
     tl.store(moves_ptr + levels, n + path, mask=level_ok)
     tl.store(moves_ptr + LEVELS + levels, n + levels, mask=level_ok)
@@ -540,16 +556,21 @@ def _accept_kernel(cand_ptr, pred_ptr, paths_ptr, valid_ptr, n_ptr, out_ptr, roo
 
 
 @triton.jit
-def _move_kv_kernel(k_ptr, v_ptr, moves_ptr, layer_stride, head_stride, LEVELS: tl.constexpr, D: tl.constexpr):
+def _move_kv_kernel(k_ptr, v_ptr, moves_ptr, layer_stride, head_stride, LEVELS: tl.constexpr,
+                    LEVELS_PAD: tl.constexpr, D: tl.constexpr):
     base = tl.program_id(0) * layer_stride + tl.program_id(1) * head_stride
+    levels = tl.arange(0, LEVELS_PAD)
+    ok = (levels < LEVELS)[:, None]
     dims = tl.arange(0, D)
-    # Level by level, each thread keeping its own elements: level i's destination n+i can be an
-    # earlier level's source but never a later one's (path nodes only grow).
-    for i in tl.static_range(LEVELS):
-        src = base + tl.load(moves_ptr + i) * D + dims
-        dst = base + tl.load(moves_ptr + LEVELS + i) * D + dims
-        tl.store(k_ptr + dst, tl.load(k_ptr + src))
-        tl.store(v_ptr + dst, tl.load(v_ptr + src))
+    src = base + tl.load(moves_ptr + levels, mask=levels < LEVELS, other=0)[:, None] * D + dims[None, :]
+    dst = base + tl.load(moves_ptr + LEVELS + levels, mask=levels < LEVELS, other=0)[:, None] * D + dims[None, :]
+    # A level's destination n+i can be another level's source (path nodes only grow), so every
+    # element is read before any is written: all loads, a barrier, then all stores.
+    keys = tl.load(k_ptr + src, mask=ok)
+    values = tl.load(v_ptr + src, mask=ok)
+    tl.debug_barrier()
+    tl.store(k_ptr + dst, keys, mask=ok)
+    tl.store(v_ptr + dst, values, mask=ok)
 
 
 def accept(candidates: torch.Tensor, predictions: torch.Tensor, paths: torch.Tensor, path_valid: torch.Tensor,
@@ -571,4 +592,4 @@ def accept(candidates: torch.Tensor, predictions: torch.Tensor, paths: torch.Ten
     if levels > 1:
         layers, _, kv_heads, _, head_dim = k_cache.shape
         _move_kv_kernel[(layers, kv_heads)](k_cache, v_cache, moves, k_cache.stride(0), k_cache.stride(2),
-                                            LEVELS=levels, D=head_dim)
+                                            LEVELS=levels, LEVELS_PAD=triton.next_power_of_2(levels), D=head_dim)
