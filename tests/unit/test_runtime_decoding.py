@@ -152,27 +152,31 @@ def test_stops_at_end_token_and_length(model):
 
 
 def schedule(steps_used: int, more_needed) -> list[str]:
-    """The order of launches and reads when a request stops after ``steps_used`` steps."""
+    """The order of step parts and reads when a request stops after ``steps_used`` steps."""
     events = []
 
     def read(i):
         events.append(f"read {i}")
         return [0, i]
 
-    for used, _ in enumerate(run_ahead(lambda i: events.append(f"launch {i}"), read, more_needed), start=1):
+    steps = run_ahead(lambda i: events.append(f"start {i}"), lambda i: events.append(f"finish {i}"), read, more_needed)
+    for used, _ in enumerate(steps, start=1):
         if used == steps_used:
             break
     return events
 
 
 def test_steps_run_ahead_while_more_are_needed_and_never_past_the_last():
-    """With CUDA graphs each step is launched before the previous one is read, except where the
-    request may end: a step launched after the last one it uses would hold the GPU for nothing."""
+    """With CUDA graphs each step is started before the previous one is read and finished after,
+    so the GPU never waits for the host and a request that ends spends only the start of the
+    step after its last; where the token limit may end it, nothing is started ahead."""
     left = iter([True, True, True, False])
     assert schedule(4, lambda: next(left)) == [
-        "launch 0", "launch 1", "read 0", "launch 2", "read 1", "launch 3", "read 2", "read 3",
+        "start 0", "finish 0", "start 1", "read 0", "finish 1", "start 2", "read 1", "finish 2",
+        "start 3", "read 2", "finish 3", "read 3",
     ]
-    assert schedule(2, lambda: False) == ["launch 0", "read 0", "launch 1", "read 1"]
+    assert schedule(2, lambda: True) == ["start 0", "finish 0", "start 1", "read 0", "finish 1", "start 2", "read 1"]
+    assert schedule(2, lambda: False) == ["start 0", "finish 0", "read 0", "start 1", "finish 1", "read 1"]
 
 
 def test_bad_requests_get_clear_errors(model):

@@ -12,8 +12,11 @@ One decoding step, all on the device with fixed shapes:
    prediction after the last accepted token becomes the next root.
 
 Plain greedy decoding is the same step with an empty tree (one token per forward pass), so
-base and Medusa timings come from the same code. On CUDA each step is captured once as a CUDA
-graph, and the host reads a step's tokens while the next step already runs. The prompt's forward
+base and Medusa timings come from the same code. On CUDA a step is captured once as CUDA graphs
+of two parts, and the host reads a step's tokens while the next step's first part already runs
+(with the kernels: the heads' proposals and the first ``AHEAD_LAYERS`` layers; otherwise the
+whole step). When the read step ends the request, only that part was spent for nothing, not a
+whole step ahead of the next request. The prompt's forward
 pass (prefill) is a graph too, one per padded prompt length: its hundreds of small launches
 would otherwise cost a few milliseconds of host time per request, as much as several steps.
 With the Triton kernels, step 1's heads run on the features kept at the end of the previous step.
@@ -37,6 +40,9 @@ from .model import LlamaModel
 CACHE_BUCKET = 256
 PREFILL_BUCKET = 32  # with CUDA graphs, prompts are padded to a multiple of this many tokens
 GRAPHED_PREFILL_MAX = 1024  # longer prompts prefill without a graph: their own work dwarfs the launches
+# With the kernels, the layers of a step launched before the previous step is read: enough GPU
+# work (about 0.1 ms on an H200 for SmolLM2-135M) to cover the host's read and next launch.
+AHEAD_LAYERS = 4
 
 
 @dataclass
@@ -126,34 +132,43 @@ class _Session:
         self.hidden = torch.zeros(model.cfg.hidden_size, dtype=model.dtype, device=device)
         self.features = torch.zeros(tb.depth, model.cfg.hidden_size, dtype=torch.float32, device=device)
         self.candidates = torch.zeros(tb.size, dtype=torch.long, device=device)
+        # A step's rows: their positions, cache slots and (kernels) residual stream, kept between its parts.
+        self.positions = torch.zeros(tb.size, dtype=torch.long, device=device)
+        self.slots = torch.zeros(tb.size, dtype=torch.long, device=device)
+        self.x = torch.zeros(tb.size, model.cfg.hidden_size, dtype=torch.float32, device=device)
         self.out = torch.zeros(tb.depth + 2, dtype=torch.long, device=device)
         self.last = torch.zeros(1, dtype=torch.long, device=device)  # tree index of the last accepted node
         self.tree_slots = torch.arange(tb.size, device=device)
         self.path_slots = torch.arange(tb.depth + 1, device=device)
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graphs: list[torch.cuda.CUDAGraph] = []  # a step's parts: the one run ahead, then the rest
         self.host_out: list[torch.Tensor] = []
         self.events: list[torch.cuda.Event] = []
         # Graphed prefills by padded prompt length: their input buffer [length, tokens...] and graph.
         self.prefills: dict[int, tuple[torch.Tensor, torch.cuda.CUDAGraph]] = {}
 
 
-def run_ahead(launch: Callable[[int], None], read: Callable[[int], list[int]], more_needed: Callable[[], bool]):
-    """Steps 0, 1, ... as ``launch(i)`` then ``read(i)``, yielding (first, rest) of each read.
+def run_ahead(start: Callable[[int], None], finish: Callable[[int], None], read: Callable[[int], list[int]],
+              more_needed: Callable[[], bool]):
+    """Steps 0, 1, ... as ``start(i)``, ``finish(i)`` then ``read(i)``, yielding (first, rest)
+    of each read.
 
-    While ``more_needed()`` says the request surely needs another step, step i + 1 is launched
-    before step i is read, so the GPU never waits for the host; otherwise it is launched only
-    once the caller asks for it, so no step runs past the last one the request uses."""
-    launch(0)
+    Step i + 1 is started before step i is read, so the GPU never waits for the host, and
+    finished only once the caller asks for it; a request that ends at step i has spent only
+    that start. Where ``more_needed()`` says the request may end within the next step (its
+    token limit), step i + 1 is not started before the read either."""
+    start(0)
+    finish(0)
     i = 0
     while True:
         ahead = more_needed()
         if ahead:
-            launch(i + 1)
+            start(i + 1)
         out = read(i)
         yield out[0], out[1:]
         i += 1
         if not ahead:
-            launch(i)
+            start(i)
+        finish(i)
 
 
 class MedusaDecoder:
@@ -217,16 +232,41 @@ class MedusaDecoder:
         self.prefill_bucket = prefill_bucket or (PREFILL_BUCKET if self.use_cuda_graphs else 1)
         # Graphs of one decoder never run at once and keep nothing they return: they share a pool.
         self._graph_pool = torch.cuda.graph_pool_handle() if self.use_cuda_graphs else None
-        # torch.compile fuses the step's many small kernels; shapes are static per cache size.
-        self._run_step = torch.compile(self._step, dynamic=False) if compile_step else self._step
+        # A step's parts, each its own graph: with the kernels the first is launched ahead (see
+        # run_ahead); the torch operations run a step as one part, all of it launched ahead.
+        # torch.compile fuses a part's many small kernels; shapes are static per cache size.
+        parts = (self._begin_step, self._complete_step) if model.kernels else (self._whole_step,)
+        self._step_parts = tuple(torch.compile(p, dynamic=False) for p in parts) if compile_step else parts
         self.compiled = compile_step
+        self._ahead_layers = min(AHEAD_LAYERS, model.cfg.num_layers)
         self._sessions: dict[int, _Session] = {}
 
     # -- one step, pure tensor work on static buffers (graph-capturable) -----------------------
-    def _step(self, s: _Session) -> None:
+    def _whole_step(self, s: _Session) -> None:
+        self._begin_step(s)
+        self._complete_step(s)
+
+    def _begin_step(self, s: _Session) -> None:
+        """Step 1 and the rows' positions; with the kernels also the first ``AHEAD_LAYERS`` layers."""
         tb, model = self.tree, self.model
-        candidates = self._candidates(s) if tb.size > 1 else s.root.view(1)
-        x = model.decode(candidates, s.n + tb.depths, s.n, tb.ancestors, s.cache, s.n + s.tree_slots)
+        if tb.size > 1:
+            self._candidates(s)
+        torch.add(s.n, tb.depths, out=s.positions)
+        torch.add(s.n, s.tree_slots, out=s.slots)
+        if model.kernels:
+            s.x.copy_(model.embed.index_select(0, self._step_tokens(s)))
+            model.decode_layers(s.x, range(self._ahead_layers), s.positions, s.n, tb.ancestors, s.cache, s.slots)
+
+    def _complete_step(self, s: _Session) -> None:
+        """Steps 2 to 4 from where ``_begin_step`` left off."""
+        tb, model = self.tree, self.model
+        candidates = self._step_tokens(s)
+        if model.kernels:
+            model.decode_layers(s.x, range(self._ahead_layers, model.cfg.num_layers), s.positions, s.n,
+                                tb.ancestors, s.cache, s.slots)
+            x = s.x
+        else:
+            x = model.decode(candidates, s.positions, s.n, tb.ancestors, s.cache, s.slots)
         predictions = model.next_tokens(x)
         if model.kernels:
             from . import kernels
@@ -238,8 +278,11 @@ class MedusaDecoder:
         if tb.size > 1:
             self._remember(s, x, s.last)
 
-    def _candidates(self, s: _Session) -> torch.Tensor:
-        """Step 1: the root, then each node's proposal from the heads' top-k."""
+    def _step_tokens(self, s: _Session) -> torch.Tensor:
+        return s.candidates if self.tree.size > 1 else s.root.view(1)
+
+    def _candidates(self, s: _Session) -> None:
+        """Step 1: ``s.candidates`` gets the root, then each node's proposal from the heads' top-k."""
         tb, model = self.tree, self.model
         if model.kernels:
             from . import kernels
@@ -247,13 +290,14 @@ class MedusaDecoder:
             kernels.tree_candidates(s.features, self._outputs, tb.topk, s.root, tb.node_head, tb.node_rank,
                                     s.candidates, bf16=model.dtype == torch.bfloat16,
                                     tile_rows=self._head_tile_rows or kernels.HEAD_TILE_ROWS)
-            return s.candidates
-        proposals = self.heads(s.hidden.unsqueeze(0), model.lm_head, count=tb.depth)[:, 0]  # [depth, vocab]
-        if self.draft_tokens is None:
-            topk = proposals.topk(tb.topk, dim=-1).indices.flatten()
         else:
-            topk = self.draft_tokens[proposals.index_select(-1, self.draft_tokens).topk(tb.topk, dim=-1).indices.flatten()]
-        return torch.cat([s.root.view(1), topk.index_select(0, tb.candidate_index)])
+            proposals = self.heads(s.hidden.unsqueeze(0), model.lm_head, count=tb.depth)[:, 0]  # [depth, vocab]
+            if self.draft_tokens is None:
+                topk = proposals.topk(tb.topk, dim=-1).indices.flatten()
+            else:
+                ranked = proposals.index_select(-1, self.draft_tokens).topk(tb.topk, dim=-1).indices.flatten()
+                topk = self.draft_tokens[ranked]
+            s.candidates.copy_(torch.cat([s.root.view(1), topk.index_select(0, tb.candidate_index)]))
 
     def _remember(self, s: _Session, x: torch.Tensor, last: torch.Tensor) -> None:
         """Keep what the heads need from row ``last`` of the residual stream ``x`` for the next step."""
@@ -296,7 +340,7 @@ class MedusaDecoder:
         return self._sessions[max_len]
 
     def _capture(self, s: _Session) -> None:
-        s.graph = self._graph(functools.partial(self._run_step, s))
+        s.graphs = [self._graph(functools.partial(part, s)) for part in self._step_parts]
         s.host_out = [torch.zeros_like(s.out, device="cpu").pin_memory() for _ in range(2)]
         s.events = [torch.cuda.Event() for _ in range(2)]
 
@@ -415,15 +459,22 @@ class MedusaDecoder:
 
     def _steps(self, s: _Session, more_needed: Callable[[], bool]):
         """Yield (accepted draft tokens, emitted tokens) per step until the caller stops."""
-        if s.graph is None:
+        if not s.graphs:
             while True:
                 with torch.no_grad():
-                    self._run_step(s)
+                    for part in self._step_parts:
+                        part(s)
                 out = s.out.tolist()
                 yield out[0], out[1:]
         else:
-            def launch(i: int) -> None:
-                s.graph.replay()
+            ahead, *rest = s.graphs
+
+            def start(i: int) -> None:
+                ahead.replay()
+
+            def finish(i: int) -> None:
+                for graph in rest:
+                    graph.replay()
                 s.host_out[i % 2].copy_(s.out, non_blocking=True)
                 s.events[i % 2].record()
 
@@ -431,4 +482,4 @@ class MedusaDecoder:
                 s.events[i % 2].synchronize()
                 return s.host_out[i % 2].tolist()
 
-            yield from run_ahead(launch, read, more_needed)
+            yield from run_ahead(start, finish, read, more_needed)

@@ -287,12 +287,21 @@ class LlamaModel:
             mask = decode_mask(positions, committed, ancestors, cache.max_len)
             return self.forward(tokens.unsqueeze(0), positions.unsqueeze(0), mask.unsqueeze(0), cache, slots,
                                 final_norm=False)[0]
+        x = self.embed.index_select(0, tokens).float()
+        self.decode_layers(x, range(len(self.layers)), positions, committed, ancestors, cache, slots)
+        return x
+
+    @torch.no_grad()
+    def decode_layers(self, x: torch.Tensor, layers: range, positions: torch.Tensor, committed: torch.Tensor,
+                      ancestors: torch.Tensor, cache: KVCache, slots: torch.Tensor) -> None:
+        """``decode``'s work for ``layers`` alone, on its float32 residual stream ``x`` [T, hidden]
+        in place (kernels only): a step can then be launched in parts."""
         from . import kernels
 
         cfg = self.cfg
         eps = cfg.rms_norm_eps
-        x = self.embed.index_select(0, tokens).float()
-        for index, layer in enumerate(self.layers):
+        for index in layers:
+            layer = self.layers[index]
             k_cache, v_cache = cache.k[index, 0], cache.v[index, 0]
             qkv = kernels.linear(x, layer["qkv"], bias=layer["qkv_bias"], norm=layer["attn_norm"], eps=eps)
             q = kernels.rope_and_store(qkv, self.half_cos, self.half_sin, positions, slots, k_cache, v_cache,
@@ -301,7 +310,6 @@ class LlamaModel:
             kernels.linear(out, layer["o"], residual=x, out=x)
             act = kernels.linear(x, layer["gate_up"], norm=layer["mlp_norm"], eps=eps, gated=True)
             kernels.linear(act, layer["down"], residual=x, out=x)
-        return x
 
     def next_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Greedy next token [T] after each row of ``decode``'s output."""
