@@ -61,6 +61,19 @@ def test_base_model_writes_new_prompts_from_given_openings(smollm2_dir, runtime)
     assert len(set(written)) == len(written)
 
 
+def test_teacher_rows_are_where_the_base_model_predicts_each_target(smollm2_dir, runtime):
+    from medusa_builder.runtime.train import IGNORE, greedy_sequences, hidden_and_targets, teacher_rows
+
+    model, codec = runtime
+    seqs = greedy_sequences(model, codec, smollm2_dir, training_prompts()[:2], 10)
+    hidden, targets = hidden_and_targets(model, seqs, 3)
+    rows = teacher_rows(targets)
+    predicted = (hidden @ model.lm_head.float().T).argmax(dim=-1)
+    has_target = targets != IGNORE
+    assert has_target.sum() >= 20
+    assert torch.equal(predicted[rows[has_target]], targets[has_target])
+
+
 def test_medusa_greedy_is_identical_to_base_greedy(runtime, medusa_heads_dir, medusa_tree):
     model, codec = runtime
     heads = load_heads(medusa_heads_dir, model.cfg.vocab_size)
@@ -88,11 +101,11 @@ def test_train_heads_and_calibrate_commands(tmp_path, smollm2_dir, capsys):
     heads = tmp_path / "heads"
     code, _ = run_cli(["train-heads", "--base", str(smollm2_dir), "--output", str(heads), "--num-heads", "2",
                        "--max-prompts", "2", "--model-written-prompts", "3", "--max-new-tokens", "8",
-                       "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+                       "--epochs", "1", "--batch-size", "8", "--distillation", "0.5", "--device", "cpu",
                        "--result", str(tmp_path / "train.json")], capsys)
     assert code == 0
     result = json.loads((tmp_path / "train.json").read_text())["result"]
-    assert result["numHeads"] == 2 and result["trainingPositions"] > 0
+    assert result["numHeads"] == 2 and result["trainingPositions"] > 0 and result["distillation"] == 0.5
     assert 1 <= result["modelWrittenPrompts"] <= 3 and result["prompts"] == 2 + result["modelWrittenPrompts"]
     config = json.loads((heads / "config.json").read_text())
     assert config["medusa_num_heads"] == 2 and (heads / "medusa_lm_head.safetensors").is_file()
@@ -132,6 +145,10 @@ def test_commands_reject_bad_input(tmp_path, smollm2_dir, capsys):
     code, _ = run_cli(["train-heads", "--base", str(tmp_path), "--output", str(tmp_path / "h"),
                        "--device", "cpu", "--result", str(result)], capsys)
     assert code == 2 and "config.json" in error_of(result)
+    code, _ = run_cli(["train-heads", "--base", str(smollm2_dir), "--output", str(tmp_path / "h"),
+                       "--distillation", "1.5", "--device", "cpu", "--result", str(result)], capsys)
+    assert code == 2 and "distillation is a weight from 0 to 1, got 1.5" in error_of(result)
+    assert not (tmp_path / "h").exists()
     code, _ = run_cli(["convert-gguf", "--gguf", str(tmp_path / "missing.gguf"), "--output", str(tmp_path / "m"),
                        "--result", str(result)], capsys)
     assert code == 2 and "does not exist" in error_of(result)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from medusa_builder.errors import UserError
@@ -13,7 +14,7 @@ from medusa_builder.runtime.calibrate import TOPK, expected_accepted_tokens, pat
 from medusa_builder.runtime.heads import (
     TOKEN_COUNTS_FILE, MedusaHeads, draft_vocabulary, load_heads, save_heads, save_token_counts,
 )
-from medusa_builder.runtime.train import IGNORE, target_ranks, topk_accuracy
+from medusa_builder.runtime.train import IGNORE, head_losses, target_ranks, teacher_rows, topk_accuracy
 
 
 def filled_heads(output_layer: bool, num_heads: int = 3, layers: int = 2) -> MedusaHeads:
@@ -125,3 +126,34 @@ def test_path_counts_follow_each_position_until_a_head_misses():
     ranks = torch.tensor([[0, 0, 1], [0, 0, TOPK], [0, 3, -1], [TOPK, 0, 0], [-1, -1, -1]])
     counts = path_counts(ranks)
     assert counts == {(0,): 3, (0, 0): 2, (0, 0, 1): 1, (0, 3): 1}
+
+
+def test_teacher_rows_point_at_the_position_before_each_target():
+    # Two sequences' rows: 0-2 (targets run out) and 3-4.
+    targets = torch.tensor([[7, 8], [8, IGNORE], [IGNORE, IGNORE], [5, 6], [6, IGNORE]])
+    assert teacher_rows(targets).tolist() == [[1, 2], [2, -1], [-1, -1], [4, 5], [5, -1]]
+
+
+def test_head_losses_mix_greedy_targets_with_the_base_distribution():
+    logits = torch.randn(2, 4, 6, requires_grad=True)  # [heads, B, vocab]
+    targets = torch.tensor([[1, 2], [3, IGNORE], [0, IGNORE], [5, IGNORE]])  # [B, heads]
+    greedy = head_losses(logits, targets, None, 0.0)
+    reference = torch.stack([F.cross_entropy(logits[h], targets[:, h], ignore_index=IGNORE) for h in range(2)])
+    assert torch.allclose(greedy, reference)
+    one_hot = F.one_hot(targets.T.clamp(min=0), 6).float()
+    assert torch.allclose(head_losses(logits, targets, one_hot, 1.0), reference)
+    teacher = torch.softmax(torch.randn(2, 4, 6), dim=-1)
+    soft = -(teacher * torch.log_softmax(logits, -1)).sum(-1)  # [heads, B]
+    expected = torch.stack([(0.25 * reference[0] + 0.75 * soft[0].mean()),
+                            0.25 * reference[1] + 0.75 * soft[1, 0]])
+    mixed = head_losses(logits, targets, teacher, 0.75)
+    assert torch.allclose(mixed, expected)
+    mixed.sum().backward()
+    assert torch.all(logits.grad[1, 1:] == 0)  # positions without a target carry no loss
+
+
+def test_a_head_without_targets_contributes_nothing():
+    logits = torch.randn(1, 2, 5, requires_grad=True)
+    loss = head_losses(logits, torch.full((2, 1), IGNORE), torch.full((1, 2, 5), 0.2), 0.5)
+    loss.sum().backward()
+    assert loss.tolist() == [0.0] and torch.all(logits.grad == 0)

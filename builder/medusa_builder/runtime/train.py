@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import UserError
 from .decoding import MedusaDecoder
@@ -202,7 +201,9 @@ def batched_generate(
 def hidden_and_targets(model: LlamaModel, seqs: Sequences, num_heads: int,
                        batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states [N, hidden] at every position whose next token is part of an answer, and
-    targets [N, heads]: for head k the token k+2 positions ahead (IGNORE past the end).
+    targets [N, heads]: for head k the token k+2 positions ahead (IGNORE past the end). A
+    sequence's rows are consecutive, so row i+k+1 is the position just before head k's target
+    at row i (``teacher_rows``).
 
     Sequences go through the model ``batch`` at a time, right-padded: with causal attention the
     padding never reaches a real position's hidden state."""
@@ -225,6 +226,39 @@ def hidden_and_targets(model: LlamaModel, seqs: Sequences, num_heads: int,
     if not hiddens:
         raise UserError("the base model gave no answers longer than one token; use more or longer prompts")
     return torch.cat(hiddens), torch.cat(targets)
+
+
+def teacher_rows(targets: torch.Tensor) -> torch.Tensor:
+    """[N, heads] for ``hidden_and_targets``' targets: the row whose hidden state the base model
+    turns into head k's target at row i (i+k+1, the same sequence's next positions), -1 where
+    there is no target."""
+    rows = torch.arange(targets.shape[0], device=targets.device).unsqueeze(1)
+    ahead = rows + torch.arange(1, targets.shape[1] + 1, device=targets.device)
+    return torch.where(targets != IGNORE, ahead, -1)
+
+
+def head_losses(logits: torch.Tensor, targets: torch.Tensor, teacher: torch.Tensor | None,
+                distillation: float) -> torch.Tensor:
+    """[heads] mean losses over the positions with a target: cross-entropy against the greedy
+    target, mixed with weight ``distillation`` with cross-entropy against ``teacher``, the base
+    model's own distribution for that token ([heads, B, vocab] probabilities; soft targets tell
+    the heads which tokens came close, which a tree's lower-ranked nodes rely on).
+
+    ``logits`` [heads, B, vocab]; ``targets`` [B, heads]."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    target = targets.T
+    valid = target != IGNORE
+    loss = -log_probs.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    if teacher is not None and distillation > 0:
+        loss = (1 - distillation) * loss - distillation * (teacher * log_probs).sum(dim=-1)
+    return (loss * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
+
+
+@torch.no_grad()
+def teacher_distribution(lm_head: torch.Tensor, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[heads, B, vocab]: the base model's next-token probabilities at ``rows`` [B, heads] (any
+    row for -1: those positions carry no loss)."""
+    return torch.softmax(hidden[rows.clamp(min=0).T] @ lm_head.T, dim=-1)
 
 
 def target_ranks(heads: MedusaHeads, lm_head: torch.Tensor, hidden: torch.Tensor, targets: torch.Tensor,
@@ -274,6 +308,7 @@ def train_heads(
     batch_size: int = 256,
     learning_rate: float = 1e-3,
     loss_decay: float = 0.8,
+    distillation: float = 0.0,
     device: str = "auto",
     dtype: str = "float32",
     seed: int = 0,
@@ -281,11 +316,15 @@ def train_heads(
     """Train heads on the base model's own greedy answers and save them in the published layout.
 
     The prompt set is ``prompts`` (default: the packaged training prompts) plus ``model_written``
-    prompts the base model writes from them, each asked in ``styles`` answer styles."""
+    prompts the base model writes from them, each asked in ``styles`` answer styles.
+    ``distillation`` (0-1) weighs the base model's own next-token distribution as a soft target
+    against its greedy token."""
     from .prompts import check_answer_styles, training_prompts, with_answer_styles
 
     if num_heads < 1 or num_layers < 1 or epochs < 1 or batch_size < 1:
         raise UserError("num-heads, num-layers, epochs and batch-size must all be at least 1")
+    if not 0.0 <= distillation <= 1.0:
+        raise UserError(f"distillation is a weight from 0 to 1, got {distillation}")
     if model_written < 0:
         raise UserError(f"the number of model-written prompts cannot be negative, got {model_written}")
     check_answer_styles(styles)
@@ -310,6 +349,7 @@ def train_heads(
         optimiser, lambda step: min(1.0, (step + 1) / max(1, total_steps // 20)) * 0.5 * (1 + math.cos(math.pi * step / total_steps))
     )
     weights = torch.tensor([loss_decay**k for k in range(num_heads)], device=dev)
+    rows = teacher_rows(targets) if distillation > 0 else None
     loss_value = float("nan")
     for epoch in range(epochs):
         order = torch.randperm(hidden.shape[0], device=dev)
@@ -317,13 +357,8 @@ def train_heads(
         for step in range(steps_per_epoch):
             index = order[step * batch_size:(step + 1) * batch_size]
             logits = heads(hidden[index], lm_head)  # [heads, B, vocab]
-            target = targets[index]
-            losses = torch.stack([
-                F.cross_entropy(logits[k], target[:, k], ignore_index=IGNORE) if (target[:, k] != IGNORE).any()
-                else logits[k].sum() * 0.0
-                for k in range(num_heads)
-            ])
-            loss = (losses * weights).sum()
+            teacher = teacher_distribution(lm_head, hidden, rows[index]) if rows is not None else None
+            loss = (head_losses(logits, targets[index], teacher, distillation) * weights).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -337,7 +372,7 @@ def train_heads(
         "method": "self-distillation (Medusa-1, frozen base)",
         "prompts": len(prompts), "modelWrittenPrompts": len(written), "positions": int(hidden.shape[0]),
         "epochs": epochs,
-        "maxNewTokens": max_new_tokens, "learningRate": learning_rate,
+        "maxNewTokens": max_new_tokens, "learningRate": learning_rate, "distillation": distillation,
     }})
     first = targets[:, 0]  # head 0's targets: every answer token but the first
     save_token_counts(output_dir, torch.bincount(first[first != IGNORE].cpu(), minlength=model.cfg.vocab_size))
@@ -350,6 +385,7 @@ def train_heads(
         "modelWrittenPrompts": len(written),
         "trainingPositions": int(hidden.shape[0]),
         "epochs": epochs,
+        "distillation": distillation,
         "finalLoss": round(loss_value, 4),
         "trainTop1Accuracy": [round(row[0], 4) for row in accuracy],
         "device": str(dev),

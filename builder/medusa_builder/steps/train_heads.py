@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="positions per step (default 256)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, metavar="LR", help="peak AdamW rate (default 1e-3)")
     parser.add_argument("--loss-decay", type=float, default=0.8, metavar="W", help="head k's loss weight is W**k")
+    parser.add_argument("--distillation", type=float, default=0.0, metavar="W",
+                        help="weight (0-1) of the base model's own next-token distribution as a soft target "
+                             "beside its greedy token (default 0: greedy tokens only)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                         help="base model dtype (default float32)")
@@ -52,5 +55,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         output_layer=args.output_layer, prompts=prompts, model_written=args.model_written_prompts,
         styles=args.styles, max_new_tokens=args.max_new_tokens, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, loss_decay=args.loss_decay,
+        distillation=args.distillation,
         device=args.device, dtype=args.dtype, seed=args.seed,
     )
