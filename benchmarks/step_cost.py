@@ -11,6 +11,8 @@ identical to greedy decoding).
 
 Trees whose rows (nodes plus the root) are a multiple of 16 run fastest with the kernels.
 ``--device cpu`` runs the torch operations only, for trying the script without a GPU.
+``--end-at N`` ends each timed request at an end token after about N tokens, as real requests
+end, so the figures include what the step after a request's last costs the next request.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -68,10 +71,22 @@ def draft_tokens(vocab_size: int, size: int) -> torch.Tensor | None:
     return torch.randperm(vocab_size, generator=torch.Generator().manual_seed(2))[:size].sort().values
 
 
-def ms_per_step(decoder: MedusaDecoder, prompt: list[int], new_tokens: int, repeats: int) -> float:
-    decoder.generate(prompt, new_tokens)  # allocation, compilation, graph capture
-    runs = [decoder.generate(prompt, new_tokens) for _ in range(repeats)]
-    return 1000 * sum(r.seconds for r in runs) / sum(r.steps for r in runs)
+def ms_per_step(decoder: MedusaDecoder, prompt: list[int], new_tokens: int, repeats: int,
+                end_at: int = 0) -> tuple[float, float]:
+    """Wall time of ``repeats`` requests back to back over their steps, and their mean length.
+    With ``end_at``, each ends at the first token of its free-running output, from index
+    ``end_at`` on, that it has not emitted before (random weights repeat a few tokens, so that
+    can come much later, or never)."""
+    free = decoder.generate(prompt, new_tokens).tokens  # also allocation, compilation, graph capture
+    ends = [t for i, t in enumerate(free) if i >= end_at and t not in free[:i]][:1] if end_at else []
+    if end_at and not ends:
+        print(f"no new token from index {end_at} on: requests run to --new-tokens", file=sys.stderr)
+    start = time.perf_counter()
+    runs = [decoder.generate(prompt, new_tokens, ends) for _ in range(repeats)]
+    if decoder.model.device.type == "cuda":
+        torch.cuda.synchronize(decoder.model.device)
+    ms = 1000 * (time.perf_counter() - start) / sum(r.steps for r in runs)
+    return ms, sum(len(r.tokens) for r in runs) / repeats
 
 
 def rows_identical(model: LlamaModel, prompt: list[int], nodes: int, depth: int) -> bool:
@@ -135,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=200)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--end-at", type=int, default=0, metavar="N",
+                        help="end each request at an end token after about N tokens (default: run to --new-tokens)")
     parser.add_argument("--draft-vocab", type=int, nargs="+", default=[0], metavar="N",
                         help="trees also with heads ranking only N tokens (0: the full vocabulary)")
     parser.add_argument("--head-tile-rows", type=int, nargs="+", default=[None], metavar="N",
@@ -169,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                 tokens = draft_tokens(cfg.vocab_size, draft)
                 decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads), draft_tokens=tokens,
                                         head_tile_rows=tile) if nodes else MedusaDecoder(model)
+                ms, length = ms_per_step(decoder, prompt, args.new_tokens, args.repeats, args.end_at)
                 row = {"implementation": implementation, "dtype": dtype, "nodes": nodes,
                        "draftVocabulary": draft or cfg.vocab_size, "headTileRows": tile,
-                       "msPerStep": ms_per_step(decoder, prompt, args.new_tokens, args.repeats)}
+                       "msPerStep": ms, "tokensPerRequest": length}
                 if nodes:
                     row["rowsIdentical"] = rows_identical(model, prompt, nodes, args.heads)
                 rows.append(row)
@@ -184,16 +202,18 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     result = {"device": name, "torch": torch.__version__, "heads": args.heads,
-              "outputLayer": args.output_layer, "rows": rows}
+              "outputLayer": args.output_layer, "endAt": args.end_at, "rows": rows}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"device: {result['device']}, torch {torch.__version__}, batch 1, {args.prompt_tokens}-token prompt")
-    print("implementation | dtype | tree nodes | draft vocab | head tile rows | ms/step | vs plain | tree rows identical")
+    print(f"device: {result['device']}, torch {torch.__version__}, batch 1, {args.prompt_tokens}-token prompt, "
+          f"requests end {f'at an end token after about {args.end_at} tokens' if args.end_at else 'at the token limit'}")
+    print("implementation | dtype | tree nodes | draft vocab | head tile rows | tokens/request | ms/step | vs plain "
+          "| tree rows identical")
     for row in rows:
         plain = next(r["msPerStep"] for r in rows if r["implementation"] == row["implementation"]
                      and r["dtype"] == row["dtype"] and r["nodes"] == 0) if 0 in args.nodes else row["msPerStep"]
         print(f"{row['implementation']} | {row['dtype']} | {row['nodes']} | {row['draftVocabulary']} | "
-              f"{row['headTileRows'] or '-'} | {row['msPerStep']:.3f} | "
+              f"{row['headTileRows'] or '-'} | {row['tokensPerRequest']:.0f} | {row['msPerStep']:.3f} | "
               f"{row['msPerStep'] / plain:.2f}x | {row.get('rowsIdentical', '-')}")
     return 0
 

@@ -64,14 +64,17 @@ def test_step_cost_times_plain_and_tree_steps_with_and_without_a_draft_vocabular
     proc = subprocess.run(
         [sys.executable, str(BENCHMARKS / "step_cost.py"), "--base", str(base), "--device", "cpu",
          "--dtype", "float32", "--nodes", "0", "7", "--heads", "2", "--output-layer", "--draft-vocab", "0", "20",
-         "--prompt-tokens", "6", "--new-tokens", "5", "--repeats", "1", "--json-out", str(out)],
+         "--prompt-tokens", "6", "--new-tokens", "5", "--repeats", "1", "--end-at", "3", "--json-out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = json.loads(out.read_text())["rows"]
+    assert "requests end at an end token after about 3 tokens" in proc.stdout
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert result["endAt"] == 3
     assert [(r["implementation"], r["nodes"], r["draftVocabulary"]) for r in rows] == [
         ("torch", 0, VOCAB), ("torch", 7, VOCAB), ("torch", 7, 20)]
-    assert all(r["msPerStep"] > 0 for r in rows)
+    assert all(r["msPerStep"] > 0 and 1 <= r["tokensPerRequest"] <= 5 for r in rows)
     assert all(isinstance(r["rowsIdentical"], bool) for r in rows[1:])
     refused = subprocess.run([sys.executable, str(BENCHMARKS / "step_cost.py"), "--device", "cpu", "--profile"],
                              capture_output=True, text=True, timeout=120)
