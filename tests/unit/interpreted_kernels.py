@@ -13,6 +13,7 @@ import os
 import pytest
 import torch
 
+from medusa_builder.runtime import decoding
 from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
 from tiny_llama import random_heads, tiny_model
 
@@ -126,6 +127,25 @@ def test_medusa_through_kernels_equals_base_greedy(output_layer):
         assert got.tokens == want.tokens
         accepted += got.accepted_draft_tokens
     assert accepted > 0  # the tree path was exercised, not only the root
+
+
+def test_a_step_split_between_its_layers_changes_no_bit(monkeypatch):
+    """A step run as two parts (a layer in each) leaves the same tokens and cache as one part."""
+    model = tiny_model(kernels=True)
+    tree = [[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]]
+    heads = random_heads(3, output_layer=True, lm_head=model.lm_head)
+    whole = MedusaDecoder(model, heads, tree)  # AHEAD_LAYERS covers both of the tiny model's layers
+    monkeypatch.setattr(decoding, "AHEAD_LAYERS", 1)
+    split = MedusaDecoder(model, heads, tree)
+    assert (whole._ahead_layers, split._ahead_layers) == (2, 1)
+    prompt = [40, 41, 7, 8, 90, 12]
+    assert whole.generate(prompt, 16).tokens == split.generate(prompt, 16).tokens
+    a, b = (next(iter(d._sessions.values())) for d in (whole, split))
+    n = int(a.n)
+    assert n == int(b.n) and n > len(prompt)
+    assert torch.equal(a.cache.k[..., :n, :], b.cache.k[..., :n, :])
+    assert torch.equal(a.cache.v[..., :n, :], b.cache.v[..., :n, :])
+    assert torch.equal(a.features, b.features)
 
 
 def test_accept_kernel_matches_the_torch_acceptance():

@@ -16,9 +16,9 @@ base and Medusa timings come from the same code. On CUDA a step is captured once
 of two parts, and the host reads a step's tokens while the next step's first part already runs
 (with the kernels: the heads' proposals and the first ``AHEAD_LAYERS`` layers; otherwise the
 whole step). When the read step ends the request, only that part was spent for nothing, not a
-whole step ahead of the next request. The prompt's forward
-pass (prefill) is a graph too, one per padded prompt length: its hundreds of small launches
-would otherwise cost a few milliseconds of host time per request, as much as several steps.
+whole step ahead of the next request. The prompt's forward pass (prefill) is a graph too, one
+per padded prompt length: its hundreds of small launches would otherwise cost a few
+milliseconds of host time per request, as much as several steps.
 With the Triton kernels, step 1's heads run on the features kept at the end of the previous step.
 """
 
