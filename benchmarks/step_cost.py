@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device here; --device cpu runs the torch operations only")
+    if args.end_at < 0:
+        parser.error(f"--end-at counts tokens; it cannot be negative, got {args.end_at}")
     if args.profile and device.type != "cuda":
         parser.error("--profile times GPU kernels; it needs a CUDA device")
 

@@ -79,3 +79,6 @@ def test_step_cost_times_plain_and_tree_steps_with_and_without_a_draft_vocabular
     refused = subprocess.run([sys.executable, str(BENCHMARKS / "step_cost.py"), "--device", "cpu", "--profile"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--profile times GPU kernels" in refused.stderr
+    refused = subprocess.run([sys.executable, str(BENCHMARKS / "step_cost.py"), "--device", "cpu", "--end-at", "-1"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "cannot be negative, got -1" in refused.stderr
