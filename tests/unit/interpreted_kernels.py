@@ -151,7 +151,8 @@ def test_a_step_split_between_its_layers_changes_no_bit(monkeypatch):
 def test_accept_kernel_matches_the_torch_acceptance():
     model = tiny_model()  # torch decoding; only the acceptance step is compared
     tree = [[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0], [0, 1, 0]]
-    decoder = MedusaDecoder(model, random_heads(3), tree)
+    heads = random_heads(3, layers=1)
+    decoder = MedusaDecoder(model, heads, tree)
     size = decoder.tree.size
     gen = torch.Generator().manual_seed(3)
     for trial in range(12):
@@ -164,8 +165,17 @@ def test_accept_kernel_matches_the_torch_acceptance():
             s.cache.v.copy_(-s.cache.k)
         torch_side, kernel_side = sessions
         decoder._accept(torch_side, candidates, predictions)
-        kernels.accept(candidates, predictions, decoder.tree.paths, decoder._path_valid, kernel_side.n,
-                       kernel_side.out, kernel_side.root, kernel_side.last, kernel_side.cache.k, kernel_side.cache.v)
+        moves = kernels.accept(candidates, predictions, decoder.tree.paths, decoder._path_valid, kernel_side.n,
+                               kernel_side.out, kernel_side.root, kernel_side.last, kernel_side.cache.k,
+                               kernel_side.cache.v)
+        # The moves ride along in the heads' launch, as in a decoding step, and leave its features alone.
+        x = torch.randn(size, model.cfg.hidden_size, generator=gen)
+        blocks = (heads.res_weight, heads.res_bias)
+        features = [torch.zeros(3, model.cfg.hidden_size) for _ in range(2)]
+        kernels.head_features(x, kernel_side.last, model.final_norm, model.cfg.rms_norm_eps, *blocks, features[0],
+                              moves)
+        kernels.head_features(x, kernel_side.last, model.final_norm, model.cfg.rms_norm_eps, *blocks, features[1])
+        assert torch.equal(*features)
         for name in ("out", "root", "last", "n"):
             assert torch.equal(getattr(kernel_side, name), getattr(torch_side, name)), (trial, name)
         length = int(torch_side.out[0])
@@ -197,10 +207,13 @@ def test_tree_candidates_take_each_heads_top_k(per_head, draft, tile_rows):
     if draft:
         topk = tokens[topk]
     root = torch.tensor(42)
-    out = torch.zeros(tb.size, dtype=torch.long)
-    kernels.tree_candidates(features, outputs, tb.topk, root, tb.node_head, tb.node_rank, out, bf16=False,
-                            tile_rows=tile_rows)
-    assert out.tolist() == [42] + topk.index_select(0, tb.candidate_index).tolist()
+    tiles_done = torch.zeros(heads, dtype=torch.int32)
+    for _ in range(2):  # a launch leaves its finished-tile counters zeroed for the next one
+        out = torch.zeros(tb.size, dtype=torch.long)
+        kernels.tree_candidates(features, outputs, tb.topk, root, tb.node_head, tb.node_rank, out, bf16=False,
+                                tile_rows=tile_rows, tiles_done=tiles_done)
+        assert out.tolist() == [42] + topk.index_select(0, tb.candidate_index).tolist()
+        assert not tiles_done.any()
 
 
 def test_tree_candidates_prefer_the_lowest_token_among_equal_scores():

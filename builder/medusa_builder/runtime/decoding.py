@@ -28,7 +28,7 @@ import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
@@ -36,6 +36,9 @@ from ..errors import UserError
 from ..tree import sort_tree
 from .heads import MedusaHeads
 from .model import LlamaModel
+
+if TYPE_CHECKING:
+    from .kernels import CacheMoves
 
 CACHE_BUCKET = 256
 PREFILL_BUCKET = 32  # with CUDA graphs, prompts are padded to a multiple of this many tokens
@@ -132,6 +135,7 @@ class _Session:
         self.hidden = torch.zeros(model.cfg.hidden_size, dtype=model.dtype, device=device)
         self.features = torch.zeros(tb.depth, model.cfg.hidden_size, dtype=torch.float32, device=device)
         self.candidates = torch.zeros(tb.size, dtype=torch.long, device=device)
+        self.tiles_done = torch.zeros(max(tb.depth, 1), dtype=torch.int32, device=device)  # kernels.tree_candidates
         # A step's rows: their positions, cache slots and (kernels) residual stream, kept between its parts.
         self.positions = torch.zeros(tb.size, dtype=torch.long, device=device)
         self.slots = torch.zeros(tb.size, dtype=torch.long, device=device)
@@ -268,15 +272,16 @@ class MedusaDecoder:
         else:
             x = model.decode(candidates, s.positions, s.n, tb.ancestors, s.cache, s.slots)
         predictions = model.next_tokens(x)
+        moves = None
         if model.kernels:
             from . import kernels
 
-            kernels.accept(candidates, predictions, tb.paths, self._path_valid, s.n, s.out, s.root, s.last,
-                           s.cache.k, s.cache.v)
+            moves = kernels.accept(candidates, predictions, tb.paths, self._path_valid, s.n, s.out, s.root, s.last,
+                                   s.cache.k, s.cache.v)
         else:
             self._accept(s, candidates, predictions)
         if tb.size > 1:
-            self._remember(s, x, s.last)
+            self._remember(s, x, s.last, moves)
 
     def _step_tokens(self, s: _Session) -> torch.Tensor:
         return s.candidates if self.tree.size > 1 else s.root.view(1)
@@ -289,7 +294,8 @@ class MedusaDecoder:
 
             kernels.tree_candidates(s.features, self._outputs, tb.topk, s.root, tb.node_head, tb.node_rank,
                                     s.candidates, bf16=model.dtype == torch.bfloat16,
-                                    tile_rows=self._head_tile_rows or kernels.HEAD_TILE_ROWS)
+                                    tile_rows=self._head_tile_rows or kernels.HEAD_TILE_ROWS,
+                                    tiles_done=s.tiles_done)
         else:
             proposals = self.heads(s.hidden.unsqueeze(0), model.lm_head, count=tb.depth)[:, 0]  # [depth, vocab]
             if self.draft_tokens is None:
@@ -299,18 +305,21 @@ class MedusaDecoder:
                 topk = self.draft_tokens[ranked]
             s.candidates.copy_(torch.cat([s.root.view(1), topk.index_select(0, tb.candidate_index)]))
 
-    def _remember(self, s: _Session, x: torch.Tensor, last: torch.Tensor) -> None:
-        """Keep what the heads need from row ``last`` of the residual stream ``x`` for the next step."""
+    def _remember(self, s: _Session, x: torch.Tensor, last: torch.Tensor,
+                  moves: CacheMoves | None = None) -> None:
+        """Keep what the heads need from row ``last`` of the residual stream ``x`` for the next step
+        (with the kernels, carrying out the cache ``moves`` of ``kernels.accept`` alongside)."""
         model = self.model
         if model.kernels:
             from . import kernels
 
-            kernels.head_features(x, last, model.final_norm, model.cfg.rms_norm_eps, *self._blocks, s.features)
+            kernels.head_features(x, last, model.final_norm, model.cfg.rms_norm_eps, *self._blocks, s.features,
+                                  moves)
         else:
             s.hidden.copy_(model.final_hidden(x.index_select(0, last))[0])
 
     def _accept(self, s: _Session, candidates: torch.Tensor, predictions: torch.Tensor) -> None:
-        """Steps 3 and 4 in torch operations (``kernels.accept`` does the same in two launches)."""
+        """Steps 3 and 4 in torch operations (kernels: ``accept``; ``head_features`` moves the cache)."""
         tb = self.tree
         if tb.size > 1:
             matches = (candidates[tb.paths[:, 1:]] == predictions[tb.paths[:, :-1]]) & tb.path_valid[:, 1:]

@@ -15,11 +15,12 @@ kernels make every row's arithmetic independent of the other rows:
   past ``committed`` are mapped through the node's ancestor list; the keys, their order and
   their grouping are then exactly those a one-token step would see at that position. Chunks
   wholly below ``committed`` are shared by all tokens and reduced for several tokens at once.
-- ``accept``: greedy acceptance and KV compaction of a tree step in two launches.
+- ``accept``: greedy acceptance of a tree step; the KV compaction it decides rides along in
+  the next launch, ``head_features``'.
 
 The heads' side of a step has kernels too, for speed only (proposals never change what is
 emitted): ``head_features`` (final norm and residual blocks of the last accepted token) and
-``tree_candidates`` (int8 output layers, each head's top-k, the tree's tokens) in two launches.
+``tree_candidates`` (int8 output layers, each head's top-k, the tree's tokens) in one launch.
 
 They also cut a layer to seven launches, which matters more than bandwidth for small models at
 batch 1. ``TRITON_INTERPRET=1`` runs them on the CPU (tests).
@@ -292,51 +293,63 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos
 
 
 @triton.jit
-def _head_block_kernel(src_ptr, last_ptr, norm_ptr, w_ptr, b_ptr, out_ptr, eps, w_stride, b_stride, K: tl.constexpr,
-                       FROM_STREAM: tl.constexpr, HAS_BLOCK: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+def _head_block_kernel(src_ptr, last_ptr, norm_ptr, w_ptr, b_ptr, out_ptr, eps, w_stride, b_stride, heads,
+                       k_ptr, v_ptr, moves_ptr, layer_stride, kv_stride, kv_pairs, K: tl.constexpr,
+                       FROM_STREAM: tl.constexpr, HAS_BLOCK: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                       MOVES: tl.constexpr, KV_HEADS: tl.constexpr, LEVELS: tl.constexpr,
+                       LEVELS_PAD: tl.constexpr, D: tl.constexpr):
     """Columns of ``x + silu(W_h x + b_h)`` for head ``h``; x is the final-norm residual-stream row
     ``last`` (FROM_STREAM, every head) or head h's own row of ``src``. One pass over K: the norm's
-    1/rms is a scalar, so it is gathered alongside the products and applied at the end."""
+    1/rms is a scalar, so it is gathered alongside the products and applied at the end.
+    With MOVES, programs past the heads' carry out the step's cache moves, one (layer, kv head)
+    pair each."""
     head = tl.program_id(0)
-    cols = tl.program_id(1) * BN + tl.arange(0, BN)
-    col_ok = cols < K
-    if FROM_STREAM:
-        row_ptr = src_ptr + tl.load(last_ptr) * K
+    if MOVES and head >= heads:
+        pair = (head - heads) * tl.num_programs(1) + tl.program_id(1)
+        if pair < kv_pairs:
+            _move_kv(k_ptr, v_ptr, moves_ptr, (pair // KV_HEADS) * layer_stride + (pair % KV_HEADS) * kv_stride,
+                     LEVELS, LEVELS_PAD, D)
     else:
-        row_ptr = src_ptr + head * K
-    squares = tl.zeros((BK,), tl.float32)
-    partial = tl.zeros((BN, BK), tl.float32)
-    for k0 in range(0, K, BK):
-        ks = k0 + tl.arange(0, BK)
-        k_ok = ks < K
-        xs = tl.load(row_ptr + ks, mask=k_ok, other=0.0)
-        squares += xs * xs
+        cols = tl.program_id(1) * BN + tl.arange(0, BN)
+        col_ok = cols < K
+        if FROM_STREAM:
+            row_ptr = src_ptr + tl.load(last_ptr) * K
+        else:
+            row_ptr = src_ptr + head * K
+        squares = tl.zeros((BK,), tl.float32)
+        partial = tl.zeros((BN, BK), tl.float32)
+        for k0 in range(0, K, BK):
+            ks = k0 + tl.arange(0, BK)
+            k_ok = ks < K
+            xs = tl.load(row_ptr + ks, mask=k_ok, other=0.0)
+            squares += xs * xs
+            if HAS_BLOCK:
+                if FROM_STREAM:
+                    xs = xs * tl.load(norm_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)
+                w = tl.load(w_ptr + head * w_stride + cols[:, None] * K + ks[None, :],
+                            mask=col_ok[:, None] & k_ok[None, :], other=0.0)
+                partial += w.to(tl.float32) * xs[None, :]
+        own = tl.load(row_ptr + cols, mask=col_ok, other=0.0)
+        rstd = 1.0
+        if FROM_STREAM:
+            rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=0) / K + eps)
+            own = own * rstd * tl.load(norm_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         if HAS_BLOCK:
-            if FROM_STREAM:
-                xs = xs * tl.load(norm_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)
-            w = tl.load(w_ptr + head * w_stride + cols[:, None] * K + ks[None, :], mask=col_ok[:, None] & k_ok[None, :],
-                        other=0.0)
-            partial += w.to(tl.float32) * xs[None, :]
-    own = tl.load(row_ptr + cols, mask=col_ok, other=0.0)
-    rstd = 1.0
-    if FROM_STREAM:
-        rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=0) / K + eps)
-        own = own * rstd * tl.load(norm_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    if HAS_BLOCK:
-        acc = tl.sum(partial, axis=1) * rstd + tl.load(b_ptr + head * b_stride + cols, mask=col_ok,
-                                                       other=0.0).to(tl.float32)
-        own += acc * tl.sigmoid(acc)
-    tl.store(out_ptr + head * K + cols, own, mask=col_ok)
+            acc = tl.sum(partial, axis=1) * rstd + tl.load(b_ptr + head * b_stride + cols, mask=col_ok,
+                                                           other=0.0).to(tl.float32)
+            own += acc * tl.sigmoid(acc)
+        tl.store(out_ptr + head * K + cols, own, mask=col_ok)
 
 
 def head_features(x: torch.Tensor, last: torch.Tensor, norm: torch.Tensor, eps: float, weights: torch.Tensor,
-                  biases: torch.Tensor, out: torch.Tensor) -> None:
+                  biases: torch.Tensor, out: torch.Tensor, moves: CacheMoves | None = None) -> None:
     """Medusa heads' residual blocks on the final-norm hidden state of row ``last`` of the residual
     stream ``x`` [T, K]: ``out`` [heads, K] float32. ``weights`` [heads, layers, K, K] and ``biases``
-    [heads, layers, K] (rows contiguous); no layers gives every head the hidden state itself."""
+    [heads, layers, K] (rows contiguous); no layers gives every head the hidden state itself.
+    ``moves`` (from ``accept``) are carried out by extra programs of the first launch."""
     heads, layers, k = weights.shape[0], weights.shape[1], x.shape[1]
     block_n, block_k = 16, 128  # on an H200, 3.1 us a launch at SmolLM2's 576 against 4.0 with 32 x 64 tiles
-    grid = (heads, triton.cdiv(k, block_n))
+    col_tiles = triton.cdiv(k, block_n)
     has_block = layers > 0
     src = x
     for layer in range(max(layers, 1)):
@@ -344,10 +357,11 @@ def head_features(x: torch.Tensor, last: torch.Tensor, norm: torch.Tensor, eps: 
         # first reads the stream while later ones read a copy of the previous output.
         if layer:
             src = out.clone()
-        _head_block_kernel[grid](
+        move_args, move_consts = _move_args(moves if layer == 0 else None, out)
+        _head_block_kernel[(heads + triton.cdiv(move_args[-1], col_tiles), col_tiles)](
             src, last, norm, weights[:, layer] if has_block else x, biases[:, layer] if has_block else x, out, eps,
-            weights.stride(0), biases.stride(0), K=k, FROM_STREAM=layer == 0, HAS_BLOCK=has_block, BN=block_n,
-            BK=block_k, num_warps=2,
+            weights.stride(0), biases.stride(0), heads, *move_args, K=k, FROM_STREAM=layer == 0,
+            HAS_BLOCK=has_block, BN=block_n, BK=block_k, **move_consts, num_warps=2,
         )
 
 
@@ -361,11 +375,14 @@ def _rank_key(score, token):
 
 
 @triton.jit
-def _shared_head_topk_kernel(feat_ptr, w_ptr, scale_ptr, key_ptr, heads, N, K: tl.constexpr,
-                             PER_PROGRAM: tl.constexpr, TOPK: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                             BF16: tl.constexpr):
+def _shared_head_topk_kernel(feat_ptr, w_ptr, scale_ptr, key_ptr, done_ptr, root_ptr, node_head_ptr, node_rank_ptr,
+                             tokens_ptr, cand_ptr, heads, N, K: tl.constexpr, PER_PROGRAM: tl.constexpr,
+                             TOPK: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BF16: tl.constexpr,
+                             TOPK_PAD: tl.constexpr, COUNT_PAD: tl.constexpr, NODES: tl.constexpr,
+                             NODES_PAD: tl.constexpr, HAS_TOKENS: tl.constexpr):
     """The TOPK best logits within one column tile of the shared lm_head, as rank keys, for
-    PER_PROGRAM heads at once: the weight tile is read once for all of them."""
+    PER_PROGRAM heads at once: the weight tile is read once for all of them. The group's last
+    tile to finish merges its heads' tiles (``_merge_tiles``)."""
     first = tl.program_id(0) * PER_PROGRAM
     tile = tl.program_id(1)
     members = tl.arange(0, 16)
@@ -390,12 +407,21 @@ def _shared_head_topk_kernel(feat_ptr, w_ptr, scale_ptr, key_ptr, heads, N, K: t
         best = tl.max(keys, axis=1)
         tl.store(key_ptr + base + rank, best, mask=member_ok)
         keys = tl.where(keys == best[:, None], -(2**63) + 1, keys)
+    if _last_to_finish(done_ptr + tl.program_id(0)):
+        for member in range(PER_PROGRAM):
+            if first + member < heads:
+                _merge_tiles(key_ptr, first + member, tl.num_programs(1) * TOPK, root_ptr, node_head_ptr,
+                             node_rank_ptr, tokens_ptr, cand_ptr, TOPK, TOPK_PAD, COUNT_PAD, NODES, NODES_PAD,
+                             HAS_TOKENS)
 
 
 @triton.jit
-def _own_head_topk_kernel(feat_ptr, w_ptr, scale_ptr, key_ptr, N, K: tl.constexpr, TOPK: tl.constexpr,
-                          BN: tl.constexpr, BK: tl.constexpr):
-    """The TOPK best logits within one column tile of one head's own output layer, as rank keys.
+def _own_head_topk_kernel(feat_ptr, w_ptr, scale_ptr, key_ptr, done_ptr, root_ptr, node_head_ptr, node_rank_ptr,
+                          tokens_ptr, cand_ptr, N, K: tl.constexpr, TOPK: tl.constexpr, BN: tl.constexpr,
+                          BK: tl.constexpr, TOPK_PAD: tl.constexpr, COUNT_PAD: tl.constexpr, NODES: tl.constexpr,
+                          NODES_PAD: tl.constexpr, HAS_TOKENS: tl.constexpr):
+    """The TOPK best logits within one column tile of one head's own output layer, as rank keys;
+    the head's last tile to finish merges them all (``_merge_tiles``).
     A matrix-vector product in float32, summed across K once at the end: a tl.dot would pad the
     single feature row to 16, and every top-k pass would then scan 16 rows of keys instead of one."""
     head = tl.program_id(0)
@@ -418,19 +444,34 @@ def _own_head_topk_kernel(feat_ptr, w_ptr, scale_ptr, key_ptr, N, K: tl.constexp
         best = tl.max(keys, axis=0)
         tl.store(key_ptr + base + rank, best)
         keys = tl.where(keys == best, -(2**63) + 1, keys)
+    if _last_to_finish(done_ptr + head):
+        _merge_tiles(key_ptr, head, tl.num_programs(1) * TOPK, root_ptr, node_head_ptr, node_rank_ptr, tokens_ptr,
+                     cand_ptr, TOPK, TOPK_PAD, COUNT_PAD, NODES, NODES_PAD, HAS_TOKENS)
 
 
 @triton.jit
-def _tree_candidates_kernel(key_ptr, root_ptr, node_head_ptr, node_rank_ptr, tokens_ptr, cand_ptr, COUNT,
-                            TOPK: tl.constexpr, TOPK_PAD: tl.constexpr, COUNT_PAD: tl.constexpr,
-                            NODES: tl.constexpr, NODES_PAD: tl.constexpr, HAS_TOKENS: tl.constexpr):
+def _last_to_finish(counter_ptr):
+    """Whether this program is the last of the ``tl.num_programs(1)`` that share ``counter_ptr``
+    to get here; that one also resets the counter for the next launch. The barrier and the
+    acquire-release add make every program's earlier stores visible to the last one."""
+    tl.debug_barrier()
+    last = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="gpu") == tl.num_programs(1) - 1
+    if last:
+        tl.store(counter_ptr, 0)
+    return last
+
+
+@triton.jit
+def _merge_tiles(key_ptr, head, COUNT, root_ptr, node_head_ptr, node_rank_ptr, tokens_ptr, cand_ptr,
+                 TOPK: tl.constexpr, TOPK_PAD: tl.constexpr, COUNT_PAD: tl.constexpr, NODES: tl.constexpr,
+                 NODES_PAD: tl.constexpr, HAS_TOKENS: tl.constexpr):
     """Head h's overall top-k from its tiles' top-k, written into the tree nodes that take them
     (as the token ids of those output rows when the rows are a draft vocabulary). The k best
     keys are selected first and their token ids looked up together afterwards: a lookup inside
-    the selection loop puts one memory round trip per rank on the step's critical path."""
-    head = tl.program_id(0)
+    the selection loop puts one memory round trip per rank on the step's critical path. Keys
+    are read past the SM's own cache, which may hold an earlier step's."""
     entries = tl.arange(0, COUNT_PAD)
-    keys = tl.load(key_ptr + head * COUNT + entries, mask=entries < COUNT, other=-(2**63) + 1)
+    keys = tl.load(key_ptr + head * COUNT + entries, mask=entries < COUNT, other=-(2**63) + 1, cache_modifier=".cg")
     nodes = tl.arange(0, NODES_PAD)
     node_ok = nodes < NODES
     node_head = tl.load(node_head_ptr + nodes, mask=node_ok, other=-1)
@@ -491,32 +532,35 @@ def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def tree_candidates(features: torch.Tensor, outputs: HeadOutputs, topk: int, root: torch.Tensor,
                     node_head: torch.Tensor, node_rank: torch.Tensor, out: torch.Tensor, *, bf16: bool,
-                    tile_rows: int = HEAD_TILE_ROWS) -> None:
+                    tile_rows: int = HEAD_TILE_ROWS, tiles_done: torch.Tensor | None = None) -> None:
     """A tree step's tokens ``out`` [nodes + 1]: the root, then for node i the token of rank
-    ``node_rank[i]`` among head ``node_head[i]``'s logits ``features[h] @ W_h.T``. Two launches:
-    each tile of ``tile_rows`` output rows keeps its top-k, then each head merges its tiles'.
+    ``node_rank[i]`` among head ``node_head[i]``'s logits ``features[h] @ W_h.T``. One launch:
+    each tile of ``tile_rows`` output rows keeps its top-k, and a head's last tile to finish
+    merges its tiles'. ``tiles_done`` counts finished tiles: int32 zeros, at least one per head,
+    that each launch leaves zeroed (default: fresh ones; a graphed step keeps its own).
     ``bf16`` multiplies a shared lm_head in bfloat16 (heads' own output layers: float32)."""
     heads, k = features.shape
     vocab = outputs.weight.shape[-2]
     block_n = tile_rows
     tiles = triton.cdiv(vocab, block_n)
     keys = torch.empty(heads, tiles, topk, dtype=torch.int64, device=features.device)
+    if tiles_done is None:
+        tiles_done = torch.zeros(heads, dtype=torch.int32, device=features.device)
+    nodes = node_head.shape[0]
+    tokens = outputs.tokens if outputs.tokens is not None else node_head  # node_head: never read
+    merge = (tiles_done, root, node_head, node_rank, tokens, out)
+    merge_consts = dict(TOPK=topk, TOPK_PAD=triton.next_power_of_2(topk),
+                        COUNT_PAD=triton.next_power_of_2(tiles * topk), NODES=nodes,
+                        NODES_PAD=triton.next_power_of_2(max(nodes, 2)), HAS_TOKENS=outputs.tokens is not None)
     if outputs.per_head:
-        _own_head_topk_kernel[(heads, tiles)](features, outputs.weight, outputs.scale, keys, vocab, K=k, TOPK=topk,
-                                              BN=block_n, BK=64, num_warps=4)
+        _own_head_topk_kernel[(heads, tiles)](features, outputs.weight, outputs.scale, keys, *merge, vocab, K=k,
+                                              BN=block_n, BK=64, **merge_consts, num_warps=4)
     else:
         per_program = min(heads, 16)
         _shared_head_topk_kernel[(triton.cdiv(heads, per_program), tiles)](
-            features, outputs.weight, outputs.scale, keys, heads, vocab, K=k, PER_PROGRAM=per_program, TOPK=topk,
-            BN=block_n, BK=64, BF16=bf16, num_warps=4,
+            features, outputs.weight, outputs.scale, keys, *merge, heads, vocab, K=k, PER_PROGRAM=per_program,
+            BN=block_n, BK=64, BF16=bf16, **merge_consts, num_warps=4,
         )
-    nodes = node_head.shape[0]
-    tokens = outputs.tokens if outputs.tokens is not None else node_head  # node_head: never read
-    _tree_candidates_kernel[(heads,)](keys, root, node_head, node_rank, tokens, out, tiles * topk, TOPK=topk,
-                                      TOPK_PAD=triton.next_power_of_2(topk),
-                                      COUNT_PAD=triton.next_power_of_2(tiles * topk), NODES=nodes,
-                                      NODES_PAD=triton.next_power_of_2(max(nodes, 2)),
-                                      HAS_TOKENS=outputs.tokens is not None, num_warps=4)
 
 
 @triton.jit
@@ -558,9 +602,9 @@ def _accept_kernel(cand_ptr, pred_ptr, paths_ptr, valid_ptr, n_ptr, out_ptr, roo
 
 
 @triton.jit
-def _move_kv_kernel(k_ptr, v_ptr, moves_ptr, layer_stride, head_stride, LEVELS: tl.constexpr,
-                    LEVELS_PAD: tl.constexpr, D: tl.constexpr):
-    base = tl.program_id(0) * layer_stride + tl.program_id(1) * head_stride
+def _move_kv(k_ptr, v_ptr, moves_ptr, base, LEVELS: tl.constexpr, LEVELS_PAD: tl.constexpr, D: tl.constexpr):
+    """One layer's and kv head's cache moves (``base`` points at them): slot ``moves[i]`` to
+    ``moves[LEVELS + i]``."""
     levels = tl.arange(0, LEVELS_PAD)
     ok = (levels < LEVELS)[:, None]
     dims = tl.arange(0, D)
@@ -575,16 +619,40 @@ def _move_kv_kernel(k_ptr, v_ptr, moves_ptr, layer_stride, head_stride, LEVELS: 
     tl.store(v_ptr + dst, values, mask=ok)
 
 
+@dataclass(frozen=True)
+class CacheMoves:
+    """A tree step's KV compaction as ``accept`` decided it: in every layer and kv head, slot
+    ``moves[i]`` goes to slot ``moves[levels + i]``."""
+
+    k: torch.Tensor  # [layers, 1, kv_heads, slots, D]
+    v: torch.Tensor
+    moves: torch.Tensor  # [2 * levels] int64
+    levels: int
+
+
+def _move_args(moves: CacheMoves | None, placeholder: torch.Tensor) -> tuple[tuple, dict]:
+    """A launch's arguments for carrying out ``moves`` (None: none; ``placeholder`` fills the
+    unread pointers); the last positional one is the number of (layer, kv head) pairs."""
+    if moves is None:
+        return (placeholder, placeholder, placeholder, 0, 0, 0), dict(MOVES=False, KV_HEADS=1, LEVELS=1,
+                                                                        LEVELS_PAD=1, D=16)
+    layers, _, kv_heads, _, head_dim = moves.k.shape
+    return ((moves.k, moves.v, moves.moves, moves.k.stride(0), moves.k.stride(2), layers * kv_heads),
+            dict(MOVES=True, KV_HEADS=kv_heads, LEVELS=moves.levels, LEVELS_PAD=triton.next_power_of_2(moves.levels),
+                 D=head_dim))
+
+
 def accept(candidates: torch.Tensor, predictions: torch.Tensor, paths: torch.Tensor, path_valid: torch.Tensor,
            n: torch.Tensor, out: torch.Tensor, root: torch.Tensor, last: torch.Tensor, k_cache: torch.Tensor,
-           v_cache: torch.Tensor) -> None:
-    """Greedy acceptance of one tree step, in place, in two launches.
+           v_cache: torch.Tensor) -> CacheMoves | None:
+    """Greedy acceptance of one tree step, in place, in one launch.
 
     The longest path of ``paths`` [leaves, depth+1] (first such leaf on ties) whose every token
     equals the prediction after its parent wins: ``out`` gets its length and tokens, ``root`` the
-    prediction after its last token, ``last`` that node's index, ``n`` grows by length + 1, and
-    the path's keys and values move to cache slots ``n, n+1, ...`` in every layer
-    (``*_cache``: [layers, 1, kv_heads, slots, D]). ``path_valid`` is int8.
+    prediction after its last token, ``last`` that node's index, ``n`` grows by length + 1.
+    Returns the moves that bring the path's keys and values to cache slots ``n, n+1, ...`` in
+    every layer (``*_cache``: [layers, 1, kv_heads, slots, D]) for ``head_features`` to carry
+    out, saving a launch; None for a one-token step. ``path_valid`` is int8.
     """
     leaves, levels = paths.shape
     moves = torch.empty(2 * levels, dtype=torch.long, device=paths.device)
@@ -592,7 +660,4 @@ def accept(candidates: torch.Tensor, predictions: torch.Tensor, paths: torch.Ten
     _accept_kernel[(1,)](candidates, predictions, paths, path_valid, n, out, root, last, moves,
                          LEAVES=leaves, LEAVES_PAD=triton.next_power_of_2(leaves), LEVELS=levels,
                          LEVELS_PAD=triton.next_power_of_2(levels), num_warps=2)
-    if levels > 1:
-        layers, _, kv_heads, _, head_dim = k_cache.shape
-        _move_kv_kernel[(layers, kv_heads)](k_cache, v_cache, moves, k_cache.stride(0), k_cache.stride(2),
-                                            LEVELS=levels, LEVELS_PAD=triton.next_power_of_2(levels), D=head_dim)
+    return CacheMoves(k_cache, v_cache, moves, levels) if levels > 1 else None
