@@ -216,6 +216,18 @@ def test_tree_candidates_take_each_heads_top_k(per_head, draft, tile_rows):
         assert not tiles_done.any()
 
 
+@pytest.mark.parametrize("tiles_done", [torch.zeros(2, dtype=torch.int32), torch.zeros(3, dtype=torch.int64)],
+                         ids=["too-few", "int64"])
+def test_tree_candidates_refuse_unfit_tile_counters(tiles_done):
+    tb = build_tree_buffers([[0], [1], [0, 0], [0, 0, 0]], torch.device("cpu"))
+    outputs = kernels.HeadOutputs.quantize(torch.randn(3, 200, 16), True)
+    out = torch.zeros(tb.size, dtype=torch.long)
+    with pytest.raises(ValueError, match="tiles_done must be int32 zeros"):
+        kernels.tree_candidates(torch.randn(3, 16), outputs, tb.topk, torch.tensor(7), tb.node_head, tb.node_rank,
+                                out, bf16=False, tiles_done=tiles_done)
+    assert not out.any()
+
+
 def test_tree_candidates_prefer_the_lowest_token_among_equal_scores():
     weight = torch.zeros(600, 16)
     weight[[550, 20, 300], 0] = 1.0  # equal best scores in three column tiles

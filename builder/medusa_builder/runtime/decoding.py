@@ -135,7 +135,7 @@ class _Session:
         self.hidden = torch.zeros(model.cfg.hidden_size, dtype=model.dtype, device=device)
         self.features = torch.zeros(tb.depth, model.cfg.hidden_size, dtype=torch.float32, device=device)
         self.candidates = torch.zeros(tb.size, dtype=torch.long, device=device)
-        self.tiles_done = torch.zeros(max(tb.depth, 1), dtype=torch.int32, device=device)  # kernels.tree_candidates
+        self.tiles_done = torch.zeros(tb.depth, dtype=torch.int32, device=device)  # kernels.tree_candidates
         # A step's rows: their positions, cache slots and (kernels) residual stream, kept between its parts.
         self.positions = torch.zeros(tb.size, dtype=torch.long, device=device)
         self.slots = torch.zeros(tb.size, dtype=torch.long, device=device)

@@ -546,6 +546,9 @@ def tree_candidates(features: torch.Tensor, outputs: HeadOutputs, topk: int, roo
     keys = torch.empty(heads, tiles, topk, dtype=torch.int64, device=features.device)
     if tiles_done is None:
         tiles_done = torch.zeros(heads, dtype=torch.int32, device=features.device)
+    elif tiles_done.dtype != torch.int32 or tiles_done.numel() < heads or tiles_done.device != features.device:
+        raise ValueError(f"tiles_done must be int32 zeros on {features.device}, at least {heads} of them (one per "
+                         f"head); got {tiles_done.numel()} {tiles_done.dtype} on {tiles_done.device}")
     nodes = node_head.shape[0]
     tokens = outputs.tokens if outputs.tokens is not None else node_head  # node_head: never read
     merge = (tiles_done, root, node_head, node_rank, tokens, out)
