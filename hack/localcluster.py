@@ -3,8 +3,9 @@
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as local processes built
 from their Go modules (see hack/build-binaries.sh); kwok plays fake GPU nodes and the lifecycles
 of their pods (hack/kwok-stages.yaml). Everything listens on 127.0.0.1. State lives under
-``$MEDUSA_CACHE/cluster`` (default ``~/.cache/medusa-operator/cluster``): PKI, etcd data, logs,
-process ids and the admin kubeconfig.
+``$MEDUSA_CLUSTER_DIR`` (default ``$MEDUSA_CACHE/cluster``, i.e. ``~/.cache/medusa-operator/cluster``):
+PKI, etcd data, logs, process ids and the admin kubeconfig. ``MEDUSA_CLUSTER_DIR`` and
+``MEDUSA_CLUSTER_PORT_BASE`` together let two clusters run side by side.
 
     python hack/localcluster.py up       # start, or reuse a healthy running cluster
     python hack/localcluster.py down     # stop and wipe the cluster's data
@@ -31,6 +32,7 @@ HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
 CACHE = Path(os.environ.get("MEDUSA_CACHE", Path.home() / ".cache" / "medusa-operator"))
 HOST = "127.0.0.1"
+CLUSTER_DIR = Path(os.environ.get("MEDUSA_CLUSTER_DIR", CACHE / "cluster"))
 PORT_BASE = int(os.environ.get("MEDUSA_CLUSTER_PORT_BASE", "16400"))
 SERVICE_CIDR = "10.96.0.0/16"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -52,7 +54,7 @@ class ClusterError(RuntimeError):
 
 class LocalCluster:
     def __init__(self, root: Path | None = None, ports: Ports | None = None) -> None:
-        self.root = root or CACHE / "cluster"
+        self.root = root or CLUSTER_DIR
         self.ports = ports or Ports()
         self.pki = self.root / "pki"
         self.logs = self.root / "logs"
