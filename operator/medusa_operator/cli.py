@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any
 
-from .config import DEFAULT_BUILDER_IMAGE, DEFAULT_SERVING_IMAGE, OperatorConfig
+from .config import DEFAULT_BUILDER_IMAGE, DEFAULT_REFERENCE_IMAGE, DEFAULT_SERVING_IMAGE, OperatorConfig
 
 log = logging.getLogger("medusa_operator")
 
@@ -40,6 +40,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+def _json_object(text: str) -> dict[str, str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise argparse.ArgumentTypeError('expected a JSON object of strings, e.g. {"pool": "build"}')
+    return value
+
+
+def _json_list(text: str) -> list[dict]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise argparse.ArgumentTypeError('expected a JSON list of objects, e.g. [{"key": "pool", "operator": '
+                                         '"Exists", "effect": "NoSchedule"}]')
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medusa-operator", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="this replica's name in the Lease")
     run.add_argument("--builder-image", default=DEFAULT_BUILDER_IMAGE, help="image of the build/package/validate Jobs")
     run.add_argument("--serving-image", default=DEFAULT_SERVING_IMAGE, help="Triton image of serving pods")
+    run.add_argument("--reference-image", default=DEFAULT_REFERENCE_IMAGE,
+                     help="image that builds and serves models on the reference backend")
+    run.add_argument("--job-node-selector", type=_json_object, default={}, metavar="JSON",
+                     help='node labels every Job pod selects, as a JSON object, e.g. {"pool": "build"}')
+    run.add_argument("--job-tolerations", type=_json_list, default=[], metavar="JSON",
+                     help="tolerations added to every Job pod, as a JSON list of Kubernetes tolerations")
     run.add_argument("--prometheus-url", default=OperatorConfig.prometheus_url,
                      help="Prometheus the KEDA trigger queries")
     run.add_argument("--reconcile-interval", type=float, default=5.0, help="seconds between passes per model")
@@ -72,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     return OperatorConfig(
-        builder_image=args.builder_image, serving_image=args.serving_image,
+        builder_image=args.builder_image, serving_image=args.serving_image, reference_image=args.reference_image,
+        job_node_selector=args.job_node_selector, job_tolerations=tuple(args.job_tolerations),
         namespaces=tuple(args.namespace), all_namespaces=not args.namespace,
         metrics_port=args.metrics_port, health_port=args.health_port, leader_elect=args.leader_elect,
         lease_name=args.lease_name, lease_namespace=args.lease_namespace, identity=args.identity,

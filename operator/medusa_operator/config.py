@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 # The builder image pins TensorRT-LLM 1.1.0; the serving image must carry the same version.
 DEFAULT_BUILDER_IMAGE = "ghcr.io/medusa-operator/medusa-builder:0.1.0"
 DEFAULT_SERVING_IMAGE = "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
+# Models on the `reference` backend build and serve with one image (runtime/Dockerfile): the
+# builder steps, the PyTorch runtime and tritonserver with its Python backend.
+DEFAULT_REFERENCE_IMAGE = "ghcr.io/medusa-operator/medusa-reference:0.1.0"
 FIELD_MANAGER = "medusa-operator"
 
 
@@ -14,6 +17,11 @@ FIELD_MANAGER = "medusa-operator"
 class OperatorConfig:
     builder_image: str = DEFAULT_BUILDER_IMAGE
     serving_image: str = DEFAULT_SERVING_IMAGE
+    reference_image: str = DEFAULT_REFERENCE_IMAGE
+    # Where the operator's Jobs run (a build pool, say): merged into every Job's pod spec. GPU
+    # builds add the GPU toleration and product selector of the model on top.
+    job_node_selector: dict[str, str] = field(default_factory=dict)
+    job_tolerations: tuple[dict, ...] = ()
     namespaces: tuple[str, ...] = ()
     all_namespaces: bool = True
     metrics_port: int = 8080

@@ -42,8 +42,10 @@ def helm() -> str:
     return LocalCluster().tool("helm")
 
 
-def render(helm: str, *sets: str, chart: Path = CHART) -> list[dict]:
+def render(helm: str, *sets: str, chart: Path = CHART, values: Path | None = None) -> list[dict]:
     args = [helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE]
+    if values is not None:
+        args += ["--values", str(values)]
     for item in sets:
         args += ["--set", item]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
@@ -311,3 +313,22 @@ def test_the_operator_accepts_the_arguments_the_chart_gives_it(helm: str, sets: 
     config = config_from_args(args)
     assert config.leader_elect == ("leaderElection.enabled=false" not in sets)
     assert config.all_namespaces == ("watchMode=namespaced" not in sets)
+
+
+def test_reference_image_and_job_placement_reach_the_operator_config(helm: str, tmp_path: Path) -> None:
+    """The chart's values arrive in the operator's own parser as the same objects."""
+    from medusa_operator.cli import build_parser, config_from_args
+
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"operator": {
+        "referenceImage": "reg.example/reference:3",
+        "jobs": {"nodeSelector": {"pool": "build"},
+                 "tolerations": [{"key": "pool", "operator": "Equal", "value": "build", "effect": "NoSchedule"}]}}}))
+    args = operator_container(render(helm, chart=CHART, values=values))["args"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert config.reference_image == "reg.example/reference:3"
+    assert config.job_node_selector == {"pool": "build"}
+    assert config.job_tolerations == ({"key": "pool", "operator": "Equal", "value": "build", "effect": "NoSchedule"},)
+    # Empty values leave the flags out: the operator's defaults apply.
+    defaults = operator_container(render(helm))["args"]
+    assert not [a for a in defaults if a.startswith(("--reference-image", "--job-"))]

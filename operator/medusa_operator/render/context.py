@@ -24,11 +24,15 @@ class RenderContext:
 
     @property
     def builder_image(self) -> str:
-        return self.spec.engine.builder_image or self.config.builder_image
+        if self.spec.engine.builder_image:
+            return self.spec.engine.builder_image
+        return self.config.reference_image if self.spec.engine.backend == "reference" else self.config.builder_image
 
     @property
     def serving_image(self) -> str:
-        return self.spec.serving.image or self.config.serving_image
+        if self.spec.serving.image:
+            return self.spec.serving.image
+        return self.config.reference_image if self.spec.engine.backend == "reference" else self.config.serving_image
 
     def metadata(self, name: str, labels: dict[str, str] | None = None,
                  annotations: dict[str, str] | None = None) -> dict:

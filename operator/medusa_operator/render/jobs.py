@@ -56,11 +56,19 @@ def storage_volumes(ctx: RenderContext) -> tuple[list[dict], list[dict], list[st
     return volumes, mounts, args
 
 
-def _gpu_scheduling(ctx: RenderContext) -> dict[str, Any]:
-    gpu = ctx.spec.engine.gpu
-    spec: dict[str, Any] = {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
-    if gpu.product:
-        spec["nodeSelector"] = {"nvidia.com/gpu.product": gpu.product}
+def _scheduling(ctx: RenderContext, gpus: int) -> dict[str, Any]:
+    """The operator's Job placement, plus the model's GPU toleration and product for GPU steps."""
+    node_selector = dict(ctx.config.job_node_selector)
+    tolerations = [dict(t) for t in ctx.config.job_tolerations]
+    if gpus:
+        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+        if ctx.spec.engine.gpu.product:
+            node_selector["nvidia.com/gpu.product"] = ctx.spec.engine.gpu.product
+    spec: dict[str, Any] = {}
+    if tolerations:
+        spec["tolerations"] = tolerations
+    if node_selector:
+        spec["nodeSelector"] = node_selector
     return spec
 
 
@@ -89,7 +97,7 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, g
         "restartPolicy": "Never",
         "containers": [container],
         "volumes": volumes,
-        **(_gpu_scheduling(ctx) if gpus else {}),
+        **_scheduling(ctx, gpus),
     }
     return {
         "apiVersion": "batch/v1",
