@@ -61,3 +61,24 @@ def test_gpu_builds_add_the_models_gpu_scheduling_to_the_job_placement() -> None
 def test_without_job_placement_cpu_jobs_carry_no_scheduling() -> None:
     spec = pod_spec(jobs.package_job(context("reference"), "rev", "s3://engines/e"))
     assert "nodeSelector" not in spec and "tolerations" not in spec
+
+
+def test_scale_down_waits_for_the_models_stabilization_window() -> None:
+    from medusa_operator.render import autoscaling
+
+    def scale_down(window: int | None) -> dict:
+        auto = {"maxReplicas": 2, "targetTokensPerSecondPerReplica": 10}
+        if window is not None:
+            auto["scaleDownStabilizationSeconds"] = window
+        spec = MedusaModelSpec.model_validate({
+            "baseModel": {"uri": "s3://models/base/"}, "medusa": {"uri": "s3://models/heads/"},
+            "engine": {"backend": "reference", "gpu": {"count": 0}}, "artifacts": {"uri": "s3://engines/"},
+            "serving": {"autoscaling": auto}})
+        ctx = RenderContext(ModelRef("m", "ns", "uid"), spec, CONFIG)
+        return autoscaling.horizontal_pod_autoscaler(ctx, "rev")["spec"]["behavior"]["scaleDown"]
+
+    assert scale_down(None)["stabilizationWindowSeconds"] == 300
+    assert scale_down(None)["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 120}]
+    assert scale_down(30)["stabilizationWindowSeconds"] == 30
+    assert scale_down(30)["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 30}]
+    assert scale_down(0)["policies"][0]["periodSeconds"] == 15

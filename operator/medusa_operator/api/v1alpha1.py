@@ -291,6 +291,11 @@ class AutoscalingSpec(ApiModel):
     provider: Literal["hpa", "keda"] = Field(
         default="hpa", description="hpa: HorizontalPodAutoscaler on a custom metric; keda: a KEDA ScaledObject.",
     )
+    scale_down_stabilization_seconds: int = Field(
+        default=300, ge=0, le=3600,
+        description="How long the load must stay low before a replica is removed (one at a time). Long enough "
+                    "that a pod which took minutes to load its engine is not thrown away in a short lull.",
+    )
 
 
 class Toleration(ApiModel):
