@@ -81,9 +81,10 @@ def test_tree_rows_equal_one_token_steps(short_chunks, prompt_length):
     assert_equal_but_for_cpu_rounding(tree, alone)
 
 
-def test_tree_row_check_fails_on_a_wrong_cache_slot(short_chunks, monkeypatch):
+def test_tree_row_check_fails_on_a_wrong_cache_slot(monkeypatch):
     """Issue 19: the rounding tolerance still catches a real error. Planted: tree nodes read the
-    cache slot of node [1] where node [0]'s is (node [0] itself, node [0, 1]'s parent)."""
+    cache slot of node [1] where node [0]'s is (node [0] itself, node [0, 1]'s parent). Default
+    key chunks: fewer programs to interpret, and the slot is wrong whatever the chunking."""
     attention = kernels.attention
 
     def sibling_for_parent(q, k_cache, v_cache, positions, committed, ancestors, kv_heads):
@@ -105,10 +106,10 @@ def test_padded_prefill_changes_nothing(short_chunks):
     assert_equal_but_for_cpu_rounding(padded, plain)
 
 
-def test_padded_prefill_check_fails_on_a_wrong_cache_slot(short_chunks, monkeypatch):
+def test_padded_prefill_check_fails_on_a_wrong_cache_slot(monkeypatch):
     """Issue 19: the rounding tolerance still catches a real error. Planted: the padding rows
     write their keys and values one slot below the prompt's last token, where the one before it
-    belongs."""
+    belongs (default key chunks, as above)."""
     rope_and_store = kernels.rope_and_store
 
     def padding_one_slot_low(qkv, cos, sin, positions, slots, *rest):
