@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# The builder image pins TensorRT-LLM 1.1.0; the serving image must carry the same version.
+from medusa_builder.toolchain import TRITON_TRTLLM_IMAGE
+
+# The builder image (builder/Dockerfile) pins TensorRT-LLM toolchain.TRTLLM_VERSION; the default
+# serving image is the Triton image that ships the same version, so its engines load.
 DEFAULT_BUILDER_IMAGE = "ghcr.io/medusa-operator/medusa-builder:0.1.0"
-DEFAULT_SERVING_IMAGE = "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
+DEFAULT_SERVING_IMAGE = TRITON_TRTLLM_IMAGE
 # Models on the `reference` backend build and serve with one image (runtime/Dockerfile): the
 # builder steps, the PyTorch runtime and tritonserver with its Python backend.
 DEFAULT_REFERENCE_IMAGE = "ghcr.io/medusa-operator/medusa-reference:0.1.0"

@@ -429,3 +429,30 @@ def test_unschedulable_candidate_gets_a_condition(local_cluster, kube, namespace
     assert cond["reason"] == "Unschedulable"
     assert "could not be scheduled" in cond["message"] and "node affinity/selector" in cond["message"]
     assert status(kube, namespace)["phase"] == "Deploying"
+
+
+def test_a_known_image_mismatch_is_refused_before_any_job(local_cluster, kube, namespace, operator, scripter):
+    """Issue 23: an engine loads only in the TensorRT-LLM that built it. The operator's builder
+    image carries 1.1.0; Triton 24.08 ships a 0.12 build, so the pair is refused with a condition
+    and no Job (no GPU time). Job results are scripted here as everywhere in this file, but no Job
+    may run until the serving image is fixed."""
+    mismatched = model_manifest(engine__backend="tensorrt-llm",
+                                serving__image="nvcr.io/nvidia/tritonserver:24.08-trtllm-python-py3")
+    apply(local_cluster, namespace, mismatched)
+    st = wait_phase(kube, namespace, "Failed")
+    built = condition(st, "EngineBuilt")
+    assert (built["status"], built["reason"]) == ("False", "IncompatibleImages")
+    assert "ships TensorRT-LLM 0.12 but the engine would be built with TensorRT-LLM 1.1.0" in built["message"]
+    assert "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3" in built["message"]
+    assert st["revisions"]["failed"] and not st["revisions"].get("candidate")
+    time.sleep(3)  # three reconcile passes of the operator (--reconcile-interval 1)
+    assert job_names(kube, namespace) == [] and sum(scripter.pods_seen.values()) == 0
+    assert list(kube.list(Deployment, namespace=namespace)) == []
+    warnings = [e for e in kube.list(Event, namespace=namespace) if e.type == "Warning"]
+    assert any(e.reason == "IncompatibleImages" for e in warnings)
+
+    fixed = model_manifest(engine__backend="tensorrt-llm",
+                           serving__image="nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3")
+    apply(local_cluster, namespace, fixed)
+    wait_for(lambda: any(n.endswith("-lookup") for n in job_names(kube, namespace)),
+             what="the matching pair to start the engine lookup")

@@ -107,7 +107,7 @@ def test_negative_tree_index(local_cluster: LocalCluster, ns: str) -> None:
 
 
 def test_more_than_256_tree_nodes(local_cluster: LocalCluster, ns: str) -> None:
-    choices = [[i] for i in range(64)] + [[i, j] for i in range(8) for j in range(25)]
+    choices = [[i] for i in range(16)] + [[i, j] for i in range(16) for j in range(16)]  # 272 nodes
     obj = _with("medusa.tree", {"choices": choices})
     obj["spec"]["medusa"].pop("numHeads")
     err = _refused(local_cluster, ns, obj)
@@ -191,3 +191,31 @@ def test_cpu_only_needs_the_reference_backend(local_cluster: LocalCluster, ns: s
 def test_unknown_dataset_uri_scheme(local_cluster: LocalCluster, ns: str) -> None:
     err = _refused(local_cluster, ns, _with("validation.accuracy.datasetUri", "http://evals.example/mmlu"))
     assert 'unsupported URI "http://evals.example/mmlu"' in err
+
+
+# Issue 23: what TensorRT-LLM 1.1.0 can hold and how it serves tensor parallelism.
+
+def test_tree_index_the_backend_cannot_pack(local_cluster: LocalCluster, ns: str) -> None:
+    """TensorRT-LLM packs each index into 4 bits (speculativeChoicesUtils.cpp, computePrefix)."""
+    err = _refused(local_cluster, ns, _with("medusa.tree", {"choices": [[0], [16], [0, 0]]}))
+    assert "tree indices must be below 16: TensorRT-LLM packs each index of a path into 4 bits" in err
+    proc = _apply(local_cluster, ns, _with("medusa.tree", {"choices": [[0], [15], [0, 0]]}))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_gpu_count_must_equal_tensor_parallel_size(local_cluster: LocalCluster, ns: str) -> None:
+    obj = _with("engine.gpu", {"count": 2, "product": "NVIDIA-H100-80GB-HBM3"})
+    err = _refused(local_cluster, ns, obj)
+    assert "engine.gpu.count must equal engine.tensorParallelSize for backend tensorrt-llm" in err
+    obj["spec"]["engine"]["tensorParallelSize"] = 2
+    proc = _apply(local_cluster, ns, obj)
+    assert proc.returncode == 0, proc.stderr
+    defaults = _with("engine.gpu", {"count": 4})
+    del defaults["spec"]["engine"]["tensorParallelSize"]
+    assert "must equal engine.tensorParallelSize" in _refused(local_cluster, ns, defaults), "TP defaults to 1"
+
+
+def test_tensor_parallel_needs_tensorrt_llm(local_cluster: LocalCluster, ns: str) -> None:
+    obj = _with("engine.backend", "reference")
+    obj["spec"]["engine"].update(tensorParallelSize=2, gpu={"count": 2})
+    assert "tensorParallelSize above 1 needs backend tensorrt-llm" in _refused(local_cluster, ns, obj)

@@ -70,6 +70,14 @@ def tree_spec(args: argparse.Namespace) -> Any:
     return {"preset": args.tree_preset or "default"}
 
 
+def trtllm_toolchain(args: argparse.Namespace, spec: engine.EngineSpec) -> str | None:
+    """The TensorRT-LLM version a real tensorrt-llm build will use, checked before anything is
+    downloaded or built; None for the reference backend and for --dry-run (which runs nothing)."""
+    if spec.backend != "tensorrt-llm" or args.dry_run:
+        return None
+    return engine.check_trtllm_toolchain()
+
+
 def check_cache_key(key: str) -> str:
     if not _CACHE_KEY.match(key):
         raise UserError(f"cache key {key!r} may hold only letters, digits, '.', '_' and '-' (at most 128)")
@@ -157,6 +165,7 @@ def build_and_publish(args: argparse.Namespace, spec: engine.EngineSpec, *, key:
         return cached
     num_heads, num_layers = report["numHeads"], report["numLayers"]
     work = Path(args.work_dir)
+    trtllm_version = trtllm_toolchain(args, spec)
     if spec.backend == "tensorrt-llm":
         entry, commands, seconds = engine.build_trtllm_entry(
             base_dir=base_dir, heads_dir=heads_dir, work_dir=work, spec=spec, tree=tree, num_heads=num_heads,
@@ -176,7 +185,8 @@ def build_and_publish(args: argparse.Namespace, spec: engine.EngineSpec, *, key:
                 "commands": [c.shell() for c in commands], **extra}
     manifest = engine.make_manifest(cache_key=key, spec=spec, entry_dir=entry, num_heads=num_heads,
                                     num_layers=num_layers, tree=tree, sources=sources, commands=commands,
-                                    build_seconds=seconds, extra={"inspection": _short_report(report), **extra})
+                                    build_seconds=seconds, extra={"inspection": _short_report(report), **extra},
+                                    trtllm_version=trtllm_version)
     uri = engine.publish(entry, args.artifacts_uri, key, manifest)
     log.info("stored %s (%d bytes) in %.1f s", uri, manifest["totalBytes"], seconds)
     return {**engine.result_from_manifest(manifest, uri, cache_hit=False), **extra}

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
+from medusa_builder.toolchain import MEDUSA_CHOICE_INDEX_LIMIT
+
 GROUP = "inference.medusa.dev"
 VERSION = "v1alpha1"
 KIND = "MedusaModel"
@@ -123,6 +125,10 @@ class TreeSpec(ApiModel):
                 "every tree path needs at least one index: remove empty paths such as []"),
             cel("self.all(p, p.all(i, i >= 0))",
                 "tree indices are top-k ranks and must be 0 or greater: remove negative indices"),
+            cel(f"self.all(p, p.all(i, i < {MEDUSA_CHOICE_INDEX_LIMIT}))",
+                f"tree indices must be below {MEDUSA_CHOICE_INDEX_LIMIT}: TensorRT-LLM packs each index of a path "
+                f"into 4 bits, so use top-k ranks 0 to {MEDUSA_CHOICE_INDEX_LIMIT - 1} (the limit holds for every "
+                "backend, so a tree can move between them)"),
         ]},
     )]
 
@@ -174,6 +180,21 @@ class GpuSpec(ApiModel):
     )
 
 
+def tensor_parallel_rules() -> list[dict[str, str]]:
+    """A TensorRT-LLM serving pod runs one rank per GPU (docs/builder.md, tensor parallel serving),
+    so its GPU count is the tensor-parallel size; the reference runtime runs on one device."""
+    gpu_count = "((has(self.gpu) && has(self.gpu.count)) ? self.gpu.count : 1)"
+    tp_size = "(has(self.tensorParallelSize) ? self.tensorParallelSize : 1)"
+    return [
+        cel(f"(has(self.backend) && self.backend == 'reference') || {gpu_count} == 0 || {gpu_count} == {tp_size}",
+            "engine.gpu.count must equal engine.tensorParallelSize for backend tensorrt-llm: the serving pod runs "
+            "one tensor-parallel rank per GPU, so set gpu.count to the tensor-parallel size (both default to 1)"),
+        cel("!has(self.tensorParallelSize) || self.tensorParallelSize == 1 || !has(self.backend) || "
+            "self.backend == 'tensorrt-llm'",
+            "tensorParallelSize above 1 needs backend tensorrt-llm; the reference runtime runs on one device"),
+    ]
+
+
 class EngineSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra={"x-kubernetes-validations": [
@@ -186,6 +207,7 @@ class EngineSpec(ApiModel):
             cel("!has(self.quantization) || self.quantization == 'none' || !has(self.backend) || "
                 "self.backend == 'tensorrt-llm'",
                 "quantization fp8 needs backend tensorrt-llm; the reference backend serves float16/bfloat16 only"),
+            *tensor_parallel_rules(),
         ]},
     )
     backend: Literal["tensorrt-llm", "reference"] = Field(
@@ -199,7 +221,13 @@ class EngineSpec(ApiModel):
     quantization: Literal["none", "fp8"] = Field(
         default="none", description="fp8 quantises the base model's weights (Hopper or newer); heads stay in dtype.",
     )
-    tensor_parallel_size: Literal[1, 2, 4, 8] = Field(default=1, description="Tensor-parallel ranks: 1, 2, 4 or 8.")
+    tensor_parallel_size: Literal[1, 2, 4, 8] = Field(
+        default=1,
+        description=(
+            "Tensor-parallel ranks: 1, 2, 4 or 8 (backend tensorrt-llm only). gpu.count must equal it: the serving "
+            "pod runs one rank per GPU, rank 0 serving requests (the backend's leader mode)."
+        ),
+    )
     max_batch_size: int = Field(default=8, ge=1, le=1024, description="Largest batch the engine serves.")
     max_input_len: int = Field(default=4096, ge=16, le=1_048_576, description="Longest prompt in tokens.")
     max_output_len: int = Field(default=1024, ge=1, le=1_048_576, description="Most tokens generated per request.")
@@ -418,6 +446,9 @@ class EngineStatus(ApiModel):
     build_seconds: float | None = Field(default=None, description="How long the build took.")
     num_heads: int | None = Field(default=None, description="Heads counted in the checkpoint.")
     tree_size: int | None = Field(default=None, description="Nodes in the token tree.")
+    tensorrt_llm_version: str | None = Field(
+        default=None, description="TensorRT-LLM version that built the engine, as the build step reported it.",
+    )
 
 
 class TopicStatus(ApiModel):

@@ -20,12 +20,15 @@ from typing import Any
 
 from ..api.v1alpha1 import (EngineStatus, FailedThreshold, MedusaModelStatus, RevisionsStatus, TopicStatus,
                             ValidationStatus)
+from ..images import built_engine_refusal, image_refusal
 from ..render import autoscaling, jobs, names, serving
 from ..render.context import RenderContext, engine_uri
 from ..revision import base_engine_cache_key, engine_cache_key, revision_of
 from . import status as st
 from .observed import JobObs, Observed
 
+# The EngineBuilt reason when the builder and serving images cannot give a servable engine.
+INCOMPATIBLE_IMAGES = "IncompatibleImages"
 MAX_RETRY_DOUBLINGS = 5  # infrastructure retries wait at most 2**5 = 32 times --infra-retry-seconds
 
 
@@ -215,6 +218,10 @@ class _Planner:
             for type_ in st.STEP_CONDITIONS + (st.CANDIDATE_SCHEDULABLE,):
                 st.remove_condition(self.status, type_)
         self.clean_other_revisions(keep={revs.current, rev}, keep_jobs_of={rev})
+        refusal = image_refusal(self.ctx)
+        if refusal is not None:  # before any Job: a build whose engine cannot be served wastes GPU hours
+            self.fail(st.ENGINE_BUILT, INCOMPATIBLE_IMAGES, refusal)
+            return
         baseline = self.ctx.spec.validation.baseline == "base-engine"
 
         # The candidate's and the baseline's steps run side by side; once either fails, the
@@ -295,14 +302,20 @@ class _Planner:
         if result is None:
             return None
         if result.get("cacheHit") and self.status.engine.cache_key == key and "numHeads" not in result:
-            result.update(numHeads=self.status.engine.num_heads, treeSize=self.status.engine.tree_size)
+            result.update(numHeads=self.status.engine.num_heads, treeSize=self.status.engine.tree_size,
+                          tensorrtLlmVersion=self.status.engine.tensorrt_llm_version)
         uri = result.get("engineUri") or engine_uri(self.ctx, key)
         reused = bool(result.get("cacheHit"))
         tree = result.get("tree")
         self.status.engine = EngineStatus(
             cache_key=result.get("cacheKey") or key, uri=uri, reused=reused,
             build_seconds=result.get("buildSeconds"), num_heads=result.get("numHeads"),
-            tree_size=len(tree) if isinstance(tree, list) else result.get("treeSize"))
+            tree_size=len(tree) if isinstance(tree, list) else result.get("treeSize"),
+            tensorrt_llm_version=result.get("tensorrtLlmVersion"))
+        refusal = built_engine_refusal(self.ctx, result.get("tensorrtLlmVersion"))
+        if refusal is not None:
+            self.fail(st.ENGINE_BUILT, INCOMPATIBLE_IMAGES, refusal)
+            return None
         self.cond(st.ENGINE_BUILT, True, "CacheHit" if reused else "Built",
                   f"engine {'reused from' if reused else 'built into'} {uri}")
         self.plan.metrics["engine"] = {"reused": reused, "seconds": result.get("buildSeconds")}

@@ -15,6 +15,37 @@ from .jobs import storage_volumes
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 MODEL_DIR = "/models"
+# The engine's model in a packaged TensorRT-LLM repository: the only model ranks above 0 load.
+TRTLLM_MODEL = "tensorrt_llm"
+
+
+def triton_launch(ctx: RenderContext) -> tuple[list[str], list[str]]:
+    """Command and arguments of the Triton container.
+
+    One rank (tensor-parallel size 1, or the reference backend): a plain ``tritonserver``.
+    TensorRT-LLM with tensor-parallel size N > 1 runs the backend's leader mode, as its own
+    launch script does: one ``mpirun`` with N one-process app contexts, one ``tritonserver`` per
+    rank and GPU. Rank 0 is the leader: it loads the whole repository and alone opens the ports
+    (the other ranks never return from loading the engine, so they bind nothing), which keeps the
+    probes and Services unchanged. Ranks above 0 load only the engine's model, and each rank
+    gets its own Python-backend shared-memory prefix because all of them share /dev/shm.
+    Leader mode needs no MPI_Comm_spawn (orchestrator mode does) and keeps every rank a child of
+    the container's main process: a rank that dies ends mpirun, so the kubelet restarts the pod.
+    """
+    server = [f"--model-repository={MODEL_DIR}", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
+              f"--metrics-port={METRICS_PORT}", "--allow-metrics=true", "--allow-gpu-metrics=true"]
+    ranks = ctx.spec.engine.tensor_parallel_size
+    if ctx.spec.engine.backend != "tensorrt-llm" or ranks == 1:
+        return ["tritonserver"], server
+    args = ["--allow-run-as-root"]
+    for rank in range(ranks):
+        if rank:
+            args += [":"]
+        args += ["-n", "1", "tritonserver", *server]
+        if rank:
+            args += ["--model-control-mode=explicit", f"--load-model={TRTLLM_MODEL}"]
+        args += ["--disable-auto-complete-config", f"--backend-config=python,shm-region-prefix-name=rank{rank}_"]
+    return ["mpirun"], args
 
 
 def _resources(ctx: RenderContext) -> dict[str, Any]:
@@ -64,12 +95,12 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
         "volumeMounts": fetch_mounts,
         "securityContext": {"allowPrivilegeEscalation": False},
     }
+    command, args = triton_launch(ctx)
     triton = {
         "name": "triton",
         "image": image or ctx.serving_image,
-        "command": ["tritonserver"],
-        "args": [f"--model-repository={MODEL_DIR}", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
-                 f"--metrics-port={METRICS_PORT}", "--allow-metrics=true", "--allow-gpu-metrics=true"],
+        "command": command,
+        "args": args,
         "ports": [{"name": "http", "containerPort": HTTP_PORT}, {"name": "grpc", "containerPort": GRPC_PORT},
                   {"name": "metrics", "containerPort": METRICS_PORT}],
         "resources": _resources(ctx),
