@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import names
+from . import names, pod_security
 from .context import RenderContext, report_uri, repository_uri
+from .pod_security import WORK_DIR
 
 CREDENTIALS_DIR = "/var/run/secrets/medusa/credentials"
-WORK_DIR = "/work"
 PVC_ROOT = "/mnt/pvc"
 BUILD_DEADLINE_SECONDS = 6 * 3600
 PACKAGE_DEADLINE_SECONDS = 3600
@@ -83,14 +83,17 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, g
         "volumeMounts": mounts,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
-        "securityContext": {"allowPrivilegeEscalation": False},
     }
-    pod_spec: dict[str, Any] = {
+    if gpus:
+        shm_volume, shm_mount = pod_security.shared_memory()
+        volumes.append(shm_volume)
+        container["volumeMounts"] = [*mounts, shm_mount]
+    pod_spec: dict[str, Any] = pod_security.harden({
         "restartPolicy": "Never",
         "containers": [container],
         "volumes": volumes,
         **(_gpu_scheduling(ctx) if gpus else {}),
-    }
+    })
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import names
+from . import names, pod_security
 from .context import RenderContext
 from .jobs import storage_volumes
+from .pod_security import MODEL_DIR
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
-MODEL_DIR = "/models"
 
 
 def _resources(ctx: RenderContext) -> dict[str, Any]:
@@ -51,10 +51,8 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
     name = names.deployment_name(ctx.model.name, revision, variant)
     selector = names.revision_selector(ctx.model.name, revision, variant)
     volumes, mounts, storage_args = storage_volumes(ctx)
-    volumes = [v for v in volumes if v["name"] != "work"] + [
-        {"name": "models", "emptyDir": {}},
-        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
-    ]
+    shm_volume, shm_mount = pod_security.shared_memory()
+    volumes = [v for v in volumes if v["name"] != "work"] + [pod_security.scratch_volume("models"), shm_volume]
     fetch_mounts = [m for m in mounts if m["name"] != "work"] + [{"name": "models", "mountPath": MODEL_DIR}]
     fetch = {
         "name": "fetch-model-repository",
@@ -62,7 +60,6 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
         "command": ["medusa-builder"],
         "args": ["fetch", repository, "--dest", MODEL_DIR, *storage_args],
         "volumeMounts": fetch_mounts,
-        "securityContext": {"allowPrivilegeEscalation": False},
     }
     triton = {
         "name": "triton",
@@ -73,8 +70,7 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
         "ports": [{"name": "http", "containerPort": HTTP_PORT}, {"name": "grpc", "containerPort": GRPC_PORT},
                   {"name": "metrics", "containerPort": METRICS_PORT}],
         "resources": _resources(ctx),
-        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
-                         {"name": "shm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True}, shm_mount],
         "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
                          "periodSeconds": 10, "failureThreshold": 180},
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5},
@@ -90,8 +86,8 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
                 "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
                                 "prometheus.io/path": "/metrics"},
             },
-            "spec": {"initContainers": [fetch], "containers": [triton], "volumes": volumes,
-                     "terminationGracePeriodSeconds": 60, **_scheduling(ctx)},
+            "spec": pod_security.harden({"initContainers": [fetch], "containers": [triton], "volumes": volumes,
+                                         "terminationGracePeriodSeconds": 60, **_scheduling(ctx)}),
         },
     }
     if replicas is not None:
