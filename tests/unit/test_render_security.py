@@ -112,3 +112,83 @@ def test_the_cases_cover_every_backend_store_and_option() -> None:
     variants = {m["metadata"]["labels"].get("medusa.dev/variant") for case in CASES for m in render_case(case)
                 if m["kind"] == "Deployment"}
     assert variants == {"medusa", "base"}
+
+
+# -- credentials and volumes only where they are used ("Serving pods mount only the artifact
+# store's credentials; each Secret only into the containers that use it") -----------------------
+
+THREE_STORES = {
+    "baseModel": {"uri": "hf://meta-llama/Meta-Llama-3-8B-Instruct", "credentialsSecretRef": {"name": "hf-token"}},
+    "medusa": {"uri": "gs://heads/llama3/", "credentialsSecretRef": {"name": "gcs-hmac"}},
+    "artifacts": {"uri": "s3://engines/", "credentialsSecretRef": {"name": "aws"}},
+    "validation": {"accuracy": {"datasetUri": "s3://evals/mmlu/"}},
+}
+
+
+def _containers(manifests: list[dict[str, Any]]) -> dict[str, tuple[dict, dict]]:
+    """(pod spec, container) by step name for Jobs and by container name for the serving pod."""
+    out = {}
+    for manifest in manifests:
+        if manifest["kind"] == "Job":
+            pod = manifest["spec"]["template"]["spec"]
+            out[manifest["metadata"]["labels"]["medusa.dev/step"]] = (pod, pod["containers"][0])
+        elif manifest["kind"] == "Deployment" and manifest["metadata"]["labels"]["medusa.dev/variant"] == "medusa":
+            pod = manifest["spec"]["template"]["spec"]
+            for container in pod["initContainers"] + pod["containers"]:
+                out[container["name"]] = (pod, container)
+    return out
+
+
+def _mounted_secrets(pod: dict[str, Any], container: dict[str, Any]) -> set[str]:
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    found: set[str] = set()
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "secret" in volume:
+            found.add(volume["secret"]["secretName"])
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                found.add(source["secret"]["name"])
+    return found
+
+
+def _mounted_claims(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, bool]:
+    """Claim name -> mounted writable."""
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    return {volumes[m["name"]]["persistentVolumeClaim"]["claimName"]: not m.get("readOnly")
+            for m in container.get("volumeMounts", []) if "persistentVolumeClaim" in volumes[m["name"]]}
+
+
+def test_each_secret_is_mounted_only_into_the_containers_that_use_it() -> None:
+    from rendered_objects import Case
+
+    spec = {**THREE_STORES, "engine": {"backend": "tensorrt-llm", "gpu": {"count": 1}}}
+    containers = _containers(render_case(Case("three-stores", spec)))
+    mounted = {name: _mounted_secrets(pod, c) for name, (pod, c) in containers.items()}
+    assert mounted == {
+        "lookup": {"aws"}, "lookup-base": {"aws"},  # only look the engine up in the store
+        "build": {"hf-token", "gcs-hmac", "aws"}, "build-base": {"hf-token", "aws"},
+        "package": {"aws"}, "package-base": {"aws"},
+        "validate": {"aws"},  # the store and the s3:// dataset
+        "fetch-model-repository": {"aws"},  # copies the repository from the store
+        "triton": set(),  # serves from local disk
+    }
+
+
+def test_source_volumes_are_read_only_and_only_writers_may_write_the_store() -> None:
+    from rendered_objects import Case
+
+    spec = {"baseModel": {"uri": "pvc://models/llama3"}, "medusa": {"uri": "pvc://heads/llama3"},
+            "artifacts": {"uri": "pvc://engines/cache"}, "engine": {"backend": "reference", "gpu": {"count": 0}},
+            "validation": {"accuracy": {"datasetUri": "pvc://evals/mmlu"}}}
+    containers = _containers(render_case(Case("pvc", spec)))
+    claims = {name: _mounted_claims(pod, c) for name, (pod, c) in containers.items()}
+    assert claims == {
+        "lookup": {"engines": False}, "lookup-base": {"engines": False},
+        "build": {"models": False, "heads": False, "engines": True},
+        "build-base": {"models": False, "engines": True},
+        "package": {"engines": True}, "package-base": {"engines": True},
+        "validate": {"engines": True, "evals": False},
+        "fetch-model-repository": {"engines": False},
+        "triton": {},
+    }

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import names, pod_security
 from .context import RenderContext
-from .jobs import storage_volumes
+from .jobs import artifacts_access, storage_volumes
 from .pod_security import MODEL_DIR
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
@@ -50,10 +50,11 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
     """A Triton Deployment serving ``repository``; ``replicas=None`` leaves them to an autoscaler."""
     name = names.deployment_name(ctx.model.name, revision, variant)
     selector = names.revision_selector(ctx.model.name, revision, variant)
-    volumes, mounts, storage_args = storage_volumes(ctx)
+    # Only the copy from the artifact store needs credentials; Triton gets none.
+    volumes, fetch_mounts, storage_args = storage_volumes([artifacts_access(ctx, writes=False)])
     shm_volume, shm_mount = pod_security.shared_memory()
-    volumes = [v for v in volumes if v["name"] != "work"] + [pod_security.scratch_volume("models"), shm_volume]
-    fetch_mounts = [m for m in mounts if m["name"] != "work"] + [{"name": "models", "mountPath": MODEL_DIR}]
+    volumes += [pod_security.scratch_volume("models"), shm_volume]
+    fetch_mounts.append({"name": "models", "mountPath": MODEL_DIR})
     fetch = {
         "name": "fetch-model-repository",
         "image": ctx.builder_image,
