@@ -119,16 +119,28 @@ def load_credentials(credentials_dir: str | None) -> list[str]:
     if not credentials_dir:
         return []
     folder = Path(credentials_dir)
-    if not folder.is_dir():
-        raise UserError(f"the credentials folder {credentials_dir} does not exist; mount the credentials Secret there")
     loaded = []
-    for key in CREDENTIAL_KEYS:
-        file = folder / key
-        if file.is_file():
-            os.environ[key] = file.read_text(encoding="utf-8").strip()
-            loaded.append(key)
+    try:
+        if not folder.is_dir():
+            raise UserError(f"the credentials folder {credentials_dir} does not exist; mount the credentials Secret "
+                            "there")
+        for key in CREDENTIAL_KEYS:
+            file = folder / key
+            if file.is_file():
+                os.environ[key] = file.read_text(encoding="utf-8").strip()
+                loaded.append(key)
+    except PermissionError as exc:
+        raise UserError(unreadable_credentials_message(exc.filename or credentials_dir)) from None
     log.info("loaded credentials: %s", ", ".join(loaded) or "none")
     return loaded
+
+
+def unreadable_credentials_message(path: str) -> str:
+    """Why a mounted credential cannot be read, and what makes it readable."""
+    return (f"cannot read the credentials file {path} as uid {os.getuid()} (groups "
+            f"{', '.join(str(g) for g in sorted({os.getgid(), *os.getgroups()}))}): permission denied. The step's user "
+            "must be able to read the mounted Secret: give the pod an fsGroup the user belongs to and mount the "
+            "Secret readable by that group (for example defaultMode 0440), as the operator's Jobs do")
 
 
 def sha256_file(path: str | os.PathLike, prefix_hash: Any = None) -> str:

@@ -18,6 +18,10 @@ from .context import RenderContext, report_uri, repository_uri
 from .pod_security import WORK_DIR
 
 CREDENTIALS_DIR = "/var/run/secrets/medusa/credentials"
+# Secret files belong to root; the pod's fsGroup (pod_security) becomes their group. Readable by
+# owner and group, so by the image's unprivileged user through that group, and by no one else.
+# (With an fsGroup the kubelet also adds these bits to Secret files; the manifest says it itself.)
+CREDENTIALS_MODE = 0o440
 PVC_ROOT = "/mnt/pvc"
 BUILD_DEADLINE_SECONDS = 6 * 3600
 PACKAGE_DEADLINE_SECONDS = 3600
@@ -87,7 +91,7 @@ def storage_volumes(accesses: list[Access]) -> tuple[list[dict], list[dict], lis
     secrets = sorted({a.secret for a in accesses if a.secret})
     if secrets:
         volumes.append({"name": "credentials", "projected": {
-            "defaultMode": 0o400, "sources": [{"secret": {"name": s}} for s in secrets]}})
+            "defaultMode": CREDENTIALS_MODE, "sources": [{"secret": {"name": s}} for s in secrets]}})
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
         args += ["--credentials-dir", CREDENTIALS_DIR]
     claims: dict[str, bool] = {}
