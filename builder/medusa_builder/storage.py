@@ -93,6 +93,9 @@ def parse_uri(uri: str) -> Location:
         if not head:
             raise UserError(f"{uri} names no bucket, repository or claim after {scheme}://")
         if scheme == "pvc":
+            if head in (".", "..") or ".." in tail.split("/"):
+                raise UserError(f"{uri} leaves its claim: a pvc://CLAIM/PATH location must not contain '..' "
+                                "segments; give the path inside the claim")
             return Location(uri=uri, scheme="local", path=os.path.join(pvc_root(), head, tail.strip("/")))
         if scheme == "hf":
             org_name, _, sub = tail.partition("/")
@@ -234,6 +237,14 @@ class RemoteObject:
     etag: str
 
 
+def _checked_rel(rel: str, key: str, uri: str) -> str:
+    """``rel``, the path an object is written to inside the download folder, if it stays there."""
+    if rel.startswith("/") or ".." in rel.split("/"):
+        raise UserError(f"{uri} holds the object {key!r}, whose name would be written outside the download "
+                        "folder ('..' segments or a leading '/'); nothing was fetched: rename or remove that object")
+    return rel
+
+
 def list_objects(loc: Location, client) -> list[RemoteObject]:
     """The objects under a prefix (as a folder), or the single object the key names."""
     prefix = loc.key.rstrip("/")
@@ -244,11 +255,14 @@ def list_objects(loc: Location, client) -> list[RemoteObject]:
             for item in page.get("Contents", []):
                 rel = item["Key"][len(folder_prefix):]
                 if rel and not rel.endswith("/"):
-                    found.append(RemoteObject(item["Key"], rel, int(item["Size"]), item["ETag"].strip('"')))
+                    found.append(RemoteObject(item["Key"], _checked_rel(rel, item["Key"], loc.uri),
+                                              int(item["Size"]), item["ETag"].strip('"')))
         if not found and prefix:
             head = client.head_object(Bucket=loc.bucket, Key=prefix)
-            found.append(RemoteObject(prefix, os.path.basename(prefix), int(head["ContentLength"]),
-                                      head["ETag"].strip('"')))
+            found.append(RemoteObject(prefix, _checked_rel(os.path.basename(prefix), prefix, loc.uri),
+                                      int(head["ContentLength"]), head["ETag"].strip('"')))
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001 - translated into a step error
         raise translate_error(exc, loc.uri) from None
     return sorted(found, key=lambda o: o.rel)
