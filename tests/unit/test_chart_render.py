@@ -19,21 +19,25 @@ RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
 RELEASE, NAMESPACE = "mo", "medusa-system"
 
 NAMESPACED_RULES = {
-    ("inference.medusa.dev", "medusamodels"): {"get", "list", "watch", "patch", "update"},
-    ("inference.medusa.dev", "medusamodels/status"): {"get", "patch", "update"},
-    ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("keda.sh", "scaledobjects"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("", "secrets"): {"get", "list", "watch"},
+    ("inference.medusa.dev", "medusamodels"): {"get", "list", "watch"},
+    ("inference.medusa.dev", "medusamodels/status"): {"patch"},
+    ("inference.medusa.dev", "medusamodels/finalizers"): {"update"},
+    ("batch", "jobs"): {"list", "watch", "create", "patch", "delete"},
+    ("", "pods"): {"list", "watch"},
+    ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"list", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "create", "patch", "delete"},
+    ("keda.sh", "scaledobjects"): {"list", "create", "patch", "delete"},
+    ("", "events"): {"create"},
+    ("", "secrets"): {"get"},
 }
 CLUSTER_ONLY_RULES = {
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-    ("", "namespaces"): {"get", "list", "watch"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+# Watching a list of namespaces, the operator also follows which of them exist.
+NAMESPACED_MODE_CLUSTER_RULES = {
+    **CLUSTER_ONLY_RULES,
+    ("", "namespaces"): {"list", "watch"},
 }
 
 
@@ -113,7 +117,7 @@ def test_cluster_mode_grants_exactly_the_operator_rules_cluster_wide(helm: str) 
 
 def test_namespaced_mode_grants_a_role_per_watched_namespace_only(helm: str) -> None:
     docs = render(helm, "watchMode=namespaced", "watchNamespaces={models,staging}")
-    assert rule_map(one(docs, "ClusterRole")["rules"]) == CLUSTER_ONLY_RULES
+    assert rule_map(one(docs, "ClusterRole")["rules"]) == NAMESPACED_MODE_CLUSTER_RULES
     watched = {r["metadata"]["namespace"]: r for r in objects(docs, "Role")
                if r["metadata"]["name"] == "mo-medusa-operator"}
     assert set(watched) == {"models", "staging"}
@@ -311,3 +315,4 @@ def test_the_operator_accepts_the_arguments_the_chart_gives_it(helm: str, sets: 
     config = config_from_args(args)
     assert config.leader_elect == ("leaderElection.enabled=false" not in sets)
     assert config.all_namespaces == ("watchMode=namespaced" not in sets)
+
