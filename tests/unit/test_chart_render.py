@@ -307,6 +307,7 @@ def run_promtool_tests(promtool: str, tmp_path: Path, tests: dict) -> None:
 
 
 @pytest.mark.parametrize("sets", [(), ("watchMode=namespaced", "watchNamespaces={models,staging}"),
+                                  ("imagePolicy.allowedImages={registry.example.com/ml}",),
                                   ("replicaCount=1", "leaderElection.enabled=false")])
 def test_the_operator_accepts_the_arguments_the_chart_gives_it(helm: str, sets: tuple[str, ...]) -> None:
     from medusa_operator.cli import build_parser, config_from_args
@@ -315,4 +316,33 @@ def test_the_operator_accepts_the_arguments_the_chart_gives_it(helm: str, sets: 
     config = config_from_args(args)
     assert config.leader_elect == ("leaderElection.enabled=false" not in sets)
     assert config.all_namespaces == ("watchMode=namespaced" not in sets)
+    policy = ("registry.example.com/ml",) if "imagePolicy.allowedImages={registry.example.com/ml}" in sets else ()
+    assert config.allowed_images == policy
 
+
+def test_image_policy_is_off_by_default_and_reaches_the_operator_and_the_api_server(helm: str) -> None:
+    assert not objects(render(helm), "ValidatingAdmissionPolicy")
+    assert not [a for a in operator_container(render(helm))["args"] if a.startswith("--allowed-image")]
+    digest = "sha256:" + "ab" * 32
+    docs = render(helm, f"imagePolicy.allowedImages={{registry.example.com/ml,{digest}}}")
+    assert [a for a in operator_container(docs)["args"] if a.startswith("--allowed-image")] == [
+        "--allowed-image=registry.example.com/ml", f"--allowed-image={digest}"]
+    policy, binding = one(docs, "ValidatingAdmissionPolicy"), one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    without = render(helm, "imagePolicy.allowedImages={registry.example.com/ml}", "imagePolicy.admissionPolicy=false")
+    assert not objects(without, "ValidatingAdmissionPolicy")
+    assert "--allowed-image=registry.example.com/ml" in operator_container(without)["args"]
+
+
+def test_image_policy_binding_covers_only_the_watched_namespaces(helm: str) -> None:
+    docs = render(helm, "watchMode=namespaced", "watchNamespaces={models,staging}",
+                  "imagePolicy.allowedImages={registry.example.com/ml}")
+    selector = one(docs, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"]["namespaceSelector"]
+    assert selector == {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                              "values": ["models", "staging"]}]}
+
+
+@pytest.mark.parametrize("entry", ["sha256:abc", "has space", "quote'd", ""])
+def test_malformed_image_policy_entries_are_refused(helm: str, entry: str) -> None:
+    assert "allowedImages" in render_error(helm, f"imagePolicy.allowedImages={{{entry}}}")

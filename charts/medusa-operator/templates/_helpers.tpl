@@ -82,6 +82,9 @@ default images and log format.
 {{- with .Values.operator.servingImage }}
 - --serving-image={{ . }}
 {{- end }}
+{{- range .Values.imagePolicy.allowedImages }}
+- --allowed-image={{ . }}
+{{- end }}
 - --log-format={{ .Values.operator.logFormat }}
 {{- range .Values.operator.extraArgs }}
 - {{ . | quote }}
