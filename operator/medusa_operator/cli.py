@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any
 
-from .config import DEFAULT_BUILDER_IMAGE, DEFAULT_REFERENCE_IMAGE, DEFAULT_SERVING_IMAGE, OperatorConfig
+from .config import DEFAULT_BUILDER_IMAGE, DEFAULT_REFERENCE_IMAGE, DEFAULT_SERVING_IMAGE, DIGEST, OperatorConfig
 
 log = logging.getLogger("medusa_operator")
 
@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help='node labels every Job pod selects, as a JSON object, e.g. {"pool": "build"}')
     run.add_argument("--job-tolerations", type=_json_list, default=[], metavar="JSON",
                      help="tolerations added to every Job pod, as a JSON list of Kubernetes tolerations")
+    run.add_argument("--allowed-image", action="append", default=[], type=_image_policy_entry,
+                     metavar="PREFIX_OR_DIGEST",
+                     help="allow models only builder and serving images under this reference prefix (e.g. "
+                          "registry.example.com/ml) or pinned to this digest (sha256:...); repeatable; "
+                          "without it every image is allowed")
     run.add_argument("--prometheus-url", default=OperatorConfig.prometheus_url,
                      help="Prometheus the KEDA trigger queries")
     run.add_argument("--reconcile-interval", type=float, default=5.0, help="seconds between passes per model")
@@ -97,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _image_policy_entry(value: str) -> str:
+    if not value or value.strip() != value:
+        raise argparse.ArgumentTypeError("an allowed image is a non-empty reference prefix or a sha256: digest")
+    if value.startswith("sha256:") and not DIGEST.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a digest: use sha256: and 64 lowercase hex digits")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     return OperatorConfig(
         builder_image=args.builder_image, serving_image=args.serving_image, reference_image=args.reference_image,
@@ -105,7 +118,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         metrics_port=args.metrics_port, health_port=args.health_port, leader_elect=args.leader_elect,
         lease_name=args.lease_name, lease_namespace=args.lease_namespace, identity=args.identity,
         reconcile_interval=args.reconcile_interval, infra_retry_seconds=args.infra_retry_seconds,
-        prometheus_url=args.prometheus_url,
+        prometheus_url=args.prometheus_url, allowed_images=tuple(args.allowed_image),
     )
 
 

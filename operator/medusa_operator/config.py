@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from medusa_builder.toolchain import TRITON_TRTLLM_IMAGE
@@ -14,6 +15,32 @@ DEFAULT_SERVING_IMAGE = TRITON_TRTLLM_IMAGE
 # builder steps, the PyTorch runtime and tritonserver with its Python backend.
 DEFAULT_REFERENCE_IMAGE = "ghcr.io/medusa-operator/medusa-reference:0.1.0"
 FIELD_MANAGER = "medusa-operator"
+
+
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Where an image reference's name ends: a path below it, a tag or a digest follows.
+NAME_BOUNDARIES = ("/", ":", "@")
+
+
+def image_allowed(image: str, allowed: tuple[str, ...]) -> bool:
+    """Whether ``image`` passes the image policy ``allowed`` (an empty policy allows every image).
+
+    An entry is a digest (``sha256:<64 hex>``: any image pinned to it) or a reference prefix that
+    ends at a name boundary: ``registry.example.com/ml`` allows ``registry.example.com/ml/builder:1``
+    and ``registry.example.com/ml:1`` but not ``registry.example.com/ml-other/x``; an entry ending
+    in ``/``, ``:`` or ``@`` allows anything that starts with it. The chart's admission policy
+    (templates/imagepolicy.yaml) states the same rule in CEL.
+    """
+    if not allowed:
+        return True
+    for entry in allowed:
+        if DIGEST.match(entry):
+            if image.endswith("@" + entry):
+                return True
+        elif (image == entry or any(image.startswith(entry + b) for b in NAME_BOUNDARIES)
+              or (entry.endswith(NAME_BOUNDARIES) and image.startswith(entry))):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -39,3 +66,5 @@ class OperatorConfig:
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     tokens_metric: str = "medusa_tokens_per_second"
     extra_labels: dict[str, str] = field(default_factory=dict)
+    # Image policy: the builder and serving images a model may use (see image_allowed); empty: any.
+    allowed_images: tuple[str, ...] = ()

@@ -219,3 +219,42 @@ def test_tensor_parallel_needs_tensorrt_llm(local_cluster: LocalCluster, ns: str
     obj = _with("engine.backend", "reference")
     obj["spec"]["engine"].update(tensorParallelSize=2, gpu={"count": 2})
     assert "tensorParallelSize above 1 needs backend tensorrt-llm" in _refused(local_cluster, ns, obj)
+
+
+# -- bounds on fields that reach pods and node selection (issue 22, "Unbounded fields") ----------
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    ("engine.gpu.product", "x" * 64, "Too long: may not be more than 63"),
+    ("engine.gpu.product", "NVIDIA H100 80GB", "engine.gpu.product is a node label value"),
+    ("engine.gpu.product", "-NVIDIA-H100", "engine.gpu.product is a node label value"),
+    ("serving.nodeSelector", {f"pool-{i}": "x" for i in range(33)}, "must have at most 32 items"),
+    ("serving.nodeSelector", {"pool": "x" * 64}, "Too long: may not be more than 63"),
+    ("serving.nodeSelector", {"pool": "a b"}, "serving.nodeSelector: each value is a label value"),
+    ("serving.nodeSelector", {"bad key!": "x"}, "serving.nodeSelector: each key is a label key"),
+    ("serving.nodeSelector", {"x" * 64: "y"}, "serving.nodeSelector: each key is a label key"),
+    ("serving.resources", {"limits": {"memory": "lots"}}, "serving.resources.limits: each value is a quantity"),
+    ("serving.resources", {"requests": {"cpu": "1" * 65}}, "may not be more than 64"),
+    ("serving.resources", {"requests": {"cpu": "1e"}}, "serving.resources.requests: each value is a quantity"),
+    ("serving.resources", {"requests": {"bad name!": "1"}}, "serving.resources.requests: each key is a resource"),
+    ("serving.resources", {"limits": {f"example.com/r{i}": 1 for i in range(17)}}, "must have at most 16 items"),
+    ("serving.tolerations", [{"key": "k", "operator": "Equal", "value": "v" * 64}], "may not be more than 63"),
+    ("baseModel.uri", "pvc://models/../../etc", "contains a '..' segment"),
+    ("artifacts.uri", "s3://engines/../other", "contains a '..' segment"),
+    ("medusa.uri", "pvc://Bad_Claim/heads", "does not start with a PersistentVolumeClaim name"),
+])
+def test_unbounded_fields_are_bounded(local_cluster: LocalCluster, ns: str, path: str, value: Any,
+                                      message: str) -> None:
+    assert message in _refused(local_cluster, ns, _with(path, value))
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    ("engine.gpu.product", "NVIDIA-H100-80GB-HBM3"),
+    ("serving.nodeSelector", {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb", "pool": "llm_1.a"}),
+    ("serving.resources", {"limits": {"memory": "64Gi", "cpu": 8, "nvidia.com/gpu": "1"},
+                           "requests": {"cpu": "500m", "ephemeral-storage": "1.5Ti"}}),
+    ("baseModel.uri", "pvc://model-store.v1/llama3/8b"),
+    ("artifacts.uri", "s3://engines/a..b/"),
+])
+def test_bounded_fields_still_accept_real_values(local_cluster: LocalCluster, ns: str, path: str, value: Any) -> None:
+    proc = _apply(local_cluster, ns, _with(path, value))
+    assert proc.returncode == 0, proc.stderr

@@ -91,6 +91,9 @@ default images and log format.
 {{- with .Values.operator.jobs.tolerations }}
 - --job-tolerations={{ toJson . }}
 {{- end }}
+{{- range .Values.imagePolicy.allowedImages }}
+- --allowed-image={{ . }}
+{{- end }}
 - --log-format={{ .Values.operator.logFormat }}
 {{- range .Values.operator.extraArgs }}
 - {{ . | quote }}

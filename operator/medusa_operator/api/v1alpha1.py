@@ -28,13 +28,26 @@ SHORT_NAMES = ["mm"]
 MAX_TREE_NODES = 256
 MAX_TREE_DEPTH = 16
 
-SOURCE_URI_SCHEMES = ("hf", "s3", "gs", "pvc")
-ARTIFACT_URI_SCHEMES = ("s3", "gs", "pvc")
+# Kubernetes names, in the regular-expression syntax CEL's matches() takes.
+PVC_CLAIM_PATTERN = "[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"  # a DNS subdomain
+LABEL_VALUE_PATTERN = "^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"  # at most 63 characters
+LABEL_KEY_PATTERN = ("^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")  # [DNS-subdomain/]name
+MAX_LABEL_KEY_LENGTH = 253 + 1 + 63
+MAX_NODE_SELECTOR_LABELS = 32
+MAX_RESOURCE_NAMES = 16
+MAX_QUANTITY_LENGTH = 64
 
 Quantity = Annotated[
     int | str,
-    WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
+                    "maxLength": MAX_QUANTITY_LENGTH}),
 ]
+
+SOURCE_URI_SCHEMES = ("hf", "s3", "gs", "pvc")
+ARTIFACT_URI_SCHEMES = ("s3", "gs", "pvc")
+
+
 
 
 def cel(rule: str, message: str | None = None, *, message_expression: str | None = None,
@@ -50,15 +63,20 @@ def cel(rule: str, message: str | None = None, *, message_expression: str | None
     return out
 
 
-def uri_rule(schemes: tuple[str, ...], example: str) -> dict[str, str]:
+def uri_rules(schemes: tuple[str, ...], example: str) -> list[dict[str, str]]:
+    """A location's scheme, and paths that stay where they point (no '..' segments; a pvc://
+    location names a claim)."""
     listed = ", ".join(f"{s}://" for s in schemes)
     pattern = "^(" + "|".join(schemes) + ")://[^/]+"
-    return cel(
-        f"self.matches('{pattern}')",
-        message_expression=(
-            f"'unsupported URI \"' + self + '\": use one of the schemes {listed} (for example {example})'"
-        ),
-    )
+    return [
+        cel(f"self.matches('{pattern}')", message_expression=(
+            f"'unsupported URI \"' + self + '\": use one of the schemes {listed} (for example {example})'")),
+        cel("!self.matches('(^|/)[.][.](/|$)')", message_expression=(
+            "'URI \"' + self + '\" contains a \\'..\\' segment: give the location without it'")),
+        cel(f"!self.startsWith('pvc://') || self.matches('^pvc://{PVC_CLAIM_PATTERN}(/|$)')", message_expression=(
+            "'URI \"' + self + '\" does not start with a PersistentVolumeClaim name after pvc://: lowercase "
+            "letters, digits, \\'-\\' and \\'.\\', at most 253 characters'")),
+    ]
 
 
 class ApiModel(BaseModel):
@@ -76,8 +94,7 @@ class BaseModelSource(ApiModel):
             "gs://BUCKET/PREFIX or pvc://CLAIM/PATH."
         ),
         min_length=1, max_length=2048,
-        json_schema_extra={"x-kubernetes-validations": [
-            uri_rule(SOURCE_URI_SCHEMES, "hf://meta-llama/Meta-Llama-3-8B-Instruct")]},
+        json_schema_extra={"x-kubernetes-validations": uri_rules(SOURCE_URI_SCHEMES, "hf://meta-llama/Meta-Llama-3-8B-Instruct")},
     )]
     revision: str | None = Field(
         default=None, max_length=256,
@@ -149,7 +166,7 @@ class MedusaHeadsSource(ApiModel):
             ".pt): hf://, s3://, gs:// or pvc://."
         ),
         min_length=1, max_length=2048,
-        json_schema_extra={"x-kubernetes-validations": [uri_rule(SOURCE_URI_SCHEMES, "s3://heads/llama3-8b-medusa/")]},
+        json_schema_extra={"x-kubernetes-validations": uri_rules(SOURCE_URI_SCHEMES, "s3://heads/llama3-8b-medusa/")},
     )]
     revision: str | None = Field(default=None, max_length=256, description="Pinned revision of the head checkpoint.")
     credentials_secret_ref: SecretRef | None = Field(
@@ -172,7 +189,11 @@ class GpuSpec(ApiModel):
         description="GPUs per serving pod and per build Job; 0 runs the reference backend on CPUs only.",
     )
     product: str | None = Field(
-        default=None, max_length=128,
+        default=None, max_length=63,
+        json_schema_extra={"x-kubernetes-validations": [cel(
+            f"self.matches('{LABEL_VALUE_PATTERN}')",
+            "engine.gpu.product is a node label value (of nvidia.com/gpu.product): at most 63 letters, digits, "
+            "'-', '_' and '.', beginning and ending with a letter or digit, e.g. NVIDIA-H100-80GB-HBM3")]},
         description=(
             "GPU product (the node label nvidia.com/gpu.product), e.g. NVIDIA-H100-80GB-HBM3. Engines "
             "are tied to a GPU product: pods are scheduled only onto nodes with this label."
@@ -245,7 +266,7 @@ class ArtifactsSpec(ApiModel):
     uri: Annotated[str, Field(
         description="Where engines and model repositories are kept (the engine cache): s3://, gs:// or pvc://.",
         min_length=1, max_length=2048,
-        json_schema_extra={"x-kubernetes-validations": [uri_rule(ARTIFACT_URI_SCHEMES, "s3://engines/")]},
+        json_schema_extra={"x-kubernetes-validations": uri_rules(ARTIFACT_URI_SCHEMES, "s3://engines/")},
     )]
     credentials_secret_ref: SecretRef | None = Field(
         default=None, description="Secret with credentials for the artifact store (AWS_* or GOOGLE_HMAC_* keys).",
@@ -255,7 +276,7 @@ class ArtifactsSpec(ApiModel):
 class AccuracySpec(ApiModel):
     dataset_uri: Annotated[str, Field(
         max_length=2048,
-        json_schema_extra={"x-kubernetes-validations": [uri_rule(SOURCE_URI_SCHEMES, "s3://evals/mmlu/")]},
+        json_schema_extra={"x-kubernetes-validations": uri_rules(SOURCE_URI_SCHEMES, "s3://evals/mmlu/")},
         description=(
             "Multiple-choice questions in the MMLU layout (dev/ and test/ CSVs per subject) or the Hugging "
             "Face parquet layout. Without it, accuracy is not gated."
@@ -284,7 +305,7 @@ class ThroughputSpec(ApiModel):
     max_tokens: int = Field(default=256, ge=1, le=65536, description="Tokens generated per throughput request.")
     prompts_uri: Annotated[str, Field(
         max_length=2048, description="Prompts grouped by topic; defaults to the builder's own set.",
-        json_schema_extra={"x-kubernetes-validations": [uri_rule(SOURCE_URI_SCHEMES, "s3://evals/prompts/")]},
+        json_schema_extra={"x-kubernetes-validations": uri_rules(SOURCE_URI_SCHEMES, "s3://evals/prompts/")},
     )] | None = None
 
 
@@ -327,16 +348,29 @@ class AutoscalingSpec(ApiModel):
 
 
 class Toleration(ApiModel):
-    key: str | None = Field(default=None, description="Taint key the toleration applies to.")
+    key: str | None = Field(default=None, max_length=MAX_LABEL_KEY_LENGTH, description="Taint key the toleration applies to.")
     operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal.")
-    value: str | None = Field(default=None, description="Taint value to match with Equal.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value to match with Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description="Taint effect.")
     toleration_seconds: int | None = Field(default=None, description="How long a NoExecute taint is tolerated.")
 
 
+def resource_list_rules(field: str) -> list[dict[str, str]]:
+    return [
+        cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY_LENGTH} && k.matches('{LABEL_KEY_PATTERN}'))",
+            f"serving.resources.{field}: each key is a resource name such as cpu, memory or nvidia.com/gpu"),
+        cel(f"self.all(k, isQuantity(string(self[k])))",
+            f"serving.resources.{field}: each value is a quantity such as 500m, 2, 16Gi or 1.5"),
+    ]
+
+
 class ResourceRequirements(ApiModel):
-    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits of the Triton container.")
-    requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests of the Triton container.")
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=MAX_RESOURCE_NAMES, description="Resource limits of the Triton container.",
+        json_schema_extra={"x-kubernetes-validations": resource_list_rules("limits")})
+    requests: dict[str, Quantity] | None = Field(
+        default=None, max_length=MAX_RESOURCE_NAMES, description="Resource requests of the Triton container.",
+        json_schema_extra={"x-kubernetes-validations": resource_list_rules("requests")})
 
 
 class ServingSpec(ApiModel):
@@ -349,7 +383,16 @@ class ServingSpec(ApiModel):
         default_factory=ResourceRequirements,
         description="Extra requests and limits; GPUs come from engine.gpu.count. Changing them needs no rebuild.",
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node labels for serving pods.")
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=MAX_NODE_SELECTOR_LABELS, description="Extra node labels for serving pods.",
+        json_schema_extra={"x-kubernetes-validations": [
+            cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY_LENGTH} && k.matches('{LABEL_KEY_PATTERN}'))",
+                "serving.nodeSelector: each key is a label key: an optional DNS prefix and '/', then at most 63 "
+                "letters, digits, '-', '_' and '.', e.g. cloud.google.com/gke-accelerator"),
+            cel(f"self.all(k, self[k].matches('{LABEL_VALUE_PATTERN}'))",
+                "serving.nodeSelector: each value is a label value: at most 63 letters, digits, '-', '_' and '.', "
+                "beginning and ending with a letter or digit"),
+        ]})
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Tolerations of serving pods.")
 
 

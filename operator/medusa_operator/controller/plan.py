@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import config
 from ..api.v1alpha1 import (EngineStatus, FailedThreshold, MedusaModelStatus, RevisionsStatus, TopicStatus,
                             ValidationStatus)
 from ..images import built_engine_refusal, image_refusal
@@ -105,6 +106,13 @@ class _Planner:
 
     def run(self) -> Plan:
         self.status.observed_generation = self.generation
+        refused = self.refused_images()
+        if refused:
+            self.maintain_serving()
+            self.finish_status()
+            self.status.phase = "Degraded" if self.status.revisions.current else "Failed"
+            self.status.message = refused
+            return self.plan
         if not self.check_secrets():
             self.maintain_serving()
             self.finish_status()
@@ -125,6 +133,27 @@ class _Planner:
             self.advance_candidate()
         self.finish_status()
         return self.plan
+
+    def refused_images(self) -> str | None:
+        """Why the operator's image policy refuses this spec's images (None when it allows them);
+        checked before any Job or Deployment of the revision is created."""
+        allowed = self.ctx.config.allowed_images
+        if not allowed:
+            st.remove_condition(self.status, st.IMAGE_ALLOWED)
+            return None
+        spec = self.ctx.spec
+        images = [("engine.builderImage" if spec.engine.builder_image else "the operator's --builder-image",
+                   self.ctx.builder_image),
+                  ("serving.image" if spec.serving.image else "the operator's --serving-image", self.ctx.serving_image)]
+        refused = [f"{where} '{image}'" for where, image in images if not config.image_allowed(image, allowed)]
+        if not refused:
+            self.cond(st.IMAGE_ALLOWED, True, "Allowed", "the builder and serving images pass the image policy")
+            return None
+        message = (f"the operator's image policy does not allow {' and '.join(refused)} (allowed: "
+                   f"{', '.join(allowed)}): use images under those prefixes or pinned to those digests, or ask the "
+                   "operator's administrators to allow them; nothing of this revision is created")
+        self.cond(st.IMAGE_ALLOWED, False, "ImageNotAllowed", message)
+        return message
 
     def check_secrets(self) -> bool:
         missing = self.obs.missing_secrets

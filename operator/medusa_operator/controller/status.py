@@ -6,6 +6,8 @@ Condition types:
 - ``Ready``: the stable Service points at a validated revision whose pods are ready.
 - ``CredentialsFound``: every referenced credentials Secret exists.
 - ``CandidateSchedulable``: the candidate's pods found room (False when they waited too long).
+- ``ImageAllowed``: the builder and serving images pass the operator's image policy (present only
+  when the operator has one).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ AVAILABLE = "Available"
 READY = "Ready"
 CREDENTIALS_FOUND = "CredentialsFound"
 CANDIDATE_SCHEDULABLE = "CandidateSchedulable"
+IMAGE_ALLOWED = "ImageAllowed"
 STEP_CONDITIONS = (ENGINE_BUILT, PACKAGED, VALIDATED)
 
 

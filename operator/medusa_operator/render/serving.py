@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import names
+from . import names, pod_security
 from .context import RenderContext
-from .jobs import storage_volumes
+from .jobs import artifacts_access, storage_volumes
+from .pod_security import MODEL_DIR
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
-MODEL_DIR = "/models"
 # The engine's model in a packaged TensorRT-LLM repository: the only model ranks above 0 load.
 TRTLLM_MODEL = "tensorrt_llm"
 
@@ -81,19 +81,17 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
     """A Triton Deployment serving ``repository``; ``replicas=None`` leaves them to an autoscaler."""
     name = names.deployment_name(ctx.model.name, revision, variant)
     selector = names.revision_selector(ctx.model.name, revision, variant)
-    volumes, mounts, storage_args = storage_volumes(ctx)
-    volumes = [v for v in volumes if v["name"] != "work"] + [
-        {"name": "models", "emptyDir": {}},
-        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
-    ]
-    fetch_mounts = [m for m in mounts if m["name"] != "work"] + [{"name": "models", "mountPath": MODEL_DIR}]
+    # Only the copy from the artifact store needs credentials; Triton gets none.
+    volumes, fetch_mounts, storage_args = storage_volumes([artifacts_access(ctx, writes=False)])
+    shm_volume, shm_mount = pod_security.shared_memory()
+    volumes += [pod_security.scratch_volume("models"), shm_volume]
+    fetch_mounts.append({"name": "models", "mountPath": MODEL_DIR})
     fetch = {
         "name": "fetch-model-repository",
         "image": ctx.builder_image,
         "command": ["medusa-builder"],
         "args": ["fetch", repository, "--dest", MODEL_DIR, *storage_args],
         "volumeMounts": fetch_mounts,
-        "securityContext": {"allowPrivilegeEscalation": False},
     }
     command, args = triton_launch(ctx)
     triton = {
@@ -104,8 +102,7 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
         "ports": [{"name": "http", "containerPort": HTTP_PORT}, {"name": "grpc", "containerPort": GRPC_PORT},
                   {"name": "metrics", "containerPort": METRICS_PORT}],
         "resources": _resources(ctx),
-        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
-                         {"name": "shm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True}, shm_mount],
         "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
                          "periodSeconds": 10, "failureThreshold": 180},
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5},
@@ -121,8 +118,8 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
                 "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
                                 "prometheus.io/path": "/metrics"},
             },
-            "spec": {"initContainers": [fetch], "containers": [triton], "volumes": volumes,
-                     "terminationGracePeriodSeconds": 60, **_scheduling(ctx)},
+            "spec": pod_security.harden({"initContainers": [fetch], "containers": [triton], "volumes": volumes,
+                                         "terminationGracePeriodSeconds": 60, **_scheduling(ctx)}),
         },
     }
     if replicas is not None:
