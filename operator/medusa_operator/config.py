@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 DEFAULT_BUILDER_IMAGE = "ghcr.io/medusa-operator/medusa-builder:0.1.0"
 DEFAULT_SERVING_IMAGE = "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
 FIELD_MANAGER = "medusa-operator"
+# Sets only a Deployment's replicas. Handing the count to an autoscaler through a manager of its
+# own keeps the value when the main manager stops applying it (else it falls back to 1), and
+# scales a revision the operator no longer renders in full.
+REPLICAS_FIELD_MANAGER = "medusa-operator-replicas"
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
 
 import pytest
-from lightkube import Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
@@ -23,58 +21,10 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 
 from fixtures.cluster import exists, wait_for
+from fixtures.manifests import GPU, apply, condition, job_names, model, model_manifest, status, wait_phase
 from jobscript import Outcome, arg
-from localcluster import LocalCluster
-from medusa_operator.controller.kube import MedusaModelResource
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-GPU = "NVIDIA-H100-80GB-HBM3"
-
-
-def model_manifest(name: str = "smol", **spec_overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "baseModel": {"uri": "s3://models/smollm2-135m-instruct/"},
-        "medusa": {"uri": "s3://models/smollm2-heads/", "tree": {"preset": "auto"}},
-        "engine": {"backend": "reference", "gpu": {"count": 1, "product": GPU}},
-        "artifacts": {"uri": "s3://engines/"},
-        "validation": {"throughput": {"minSpeedup": 1.5}, "accuracy": {"maxDropVsBase": 0.02}},
-        "serving": {"autoscaling": {"minReplicas": 1, "maxReplicas": 3, "targetTokensPerSecondPerReplica": 150}},
-    }
-    for path, value in spec_overrides.items():
-        node = spec
-        *parents, last = path.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return {"apiVersion": "inference.medusa.dev/v1alpha1", "kind": "MedusaModel",
-            "metadata": {"name": name}, "spec": spec}
-
-
-def apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "--server-side", "--field-manager=user", "-n", namespace, "-f", "-",
-                    input=json.dumps(manifest))
-
-
-def model(kube: Client, namespace: str, name: str = "smol") -> dict[str, Any]:
-    return kube.get(MedusaModelResource, name, namespace=namespace).to_dict()
-
-
-def status(kube: Client, namespace: str, name: str = "smol") -> dict[str, Any]:
-    return model(kube, namespace, name).get("status") or {}
-
-
-def wait_phase(kube: Client, namespace: str, phase: str, name: str = "smol", timeout: float = 90) -> dict:
-    return wait_for(lambda: (s := status(kube, namespace, name)).get("phase") == phase and s, timeout=timeout,
-                    what=lambda: f"{name} to reach phase {phase}; status now: {status(kube, namespace, name)}")
-
-
-def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in st.get("conditions", []) if c["type"] == type_)
-
-
-def job_names(kube: Client, namespace: str) -> list[str]:
-    return sorted(j.metadata.name for j in kube.list(Job, namespace=namespace))
 
 
 def test_happy_path_to_serving_fills_every_status_field(local_cluster, kube, namespace, operator, scripter):
@@ -403,11 +353,13 @@ def test_make_room_hands_the_serving_gpus_to_the_candidate(local_cluster, kube, 
         scripter.script("lookup-base", found)
         apply(local_cluster, namespace, model_manifest(validation={"throughput": {"minSpeedup": 1.4},
                                                                    "accuracy": {"maxDropVsBase": 0.02}}, **spec))
-        cond = wait_for(lambda: next((c for c in status(kube, namespace).get("conditions", [])
-                                      if c["type"] == "CandidateSchedulable" and c["status"] == "False"), None),
-                        timeout=90, what="the CandidateSchedulable=False condition")
-        assert f"serving revision {old} is scaled to zero to make room" in cond["message"]
-        wait_for(lambda: kube.get(Deployment, f"smol-{old[:8]}", namespace=namespace).spec.replicas == 0,
+        # The condition flips back once the candidate's pods run; the Event of the flip stays.
+        cond = wait_for(lambda: next((e for e in kube.list(Event, namespace=namespace)
+                                      if e.reason == "Unschedulable" and e.involvedObject.kind == "MedusaModel"), None),
+                        timeout=90, what="the CandidateSchedulable=False event")
+        assert f"serving revision {old} is scaled to zero to make room" in cond.message
+        wait_for(lambda: not exists(kube, Deployment, f"smol-{old[:8]}", namespace)  # promoted and drained
+                 or kube.get(Deployment, f"smol-{old[:8]}", namespace=namespace).spec.replicas == 0,
                  timeout=30, what="the serving revision to be scaled to zero")
         st = wait_for(lambda: (s := status(kube, namespace)).get("phase") == "Serving"
                       and s["revisions"]["current"] != old and s,

@@ -18,53 +18,8 @@ from medusa_operator.render import names
 from medusa_operator.render.context import ModelRef, RenderContext
 from medusa_operator.revision import engine_cache_key, revision_of
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
-CONFIG = OperatorConfig(builder_image="b:1", serving_image="t:1", infra_retry_seconds=60)
-SPEC = {
-    "baseModel": {"uri": "s3://models/base/"},
-    "medusa": {"uri": "s3://models/heads/", "tree": {"choices": [[0], [0, 0], [1]]}},
-    "engine": {"backend": "reference", "gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
-    "artifacts": {"uri": "s3://engines/"},
-    "validation": {"baseline": "none"},
-}
-
-
-def ctx(**changes) -> RenderContext:
-    spec = json.loads(json.dumps(SPEC))
-    for path, value in changes.items():
-        node = spec
-        *parents, last = path.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return RenderContext(ModelRef("m", "ns", "uid-1"), MedusaModelSpec.model_validate(spec), CONFIG)
-
-
-def rev(c: RenderContext) -> str:
-    return revision_of(c.spec, c.builder_image, c.serving_image)
-
-
-def ok(step: str, **result) -> StepResult:
-    return StepResult(step=step, ok=True, result=result)
-
-
-def built_and_packaged(r: str) -> dict[str, JobObs]:
-    """Observed Jobs of revision ``r`` up to a packaged repository."""
-    build, package = names.job_name("m", r, "build"), names.job_name("m", r, "package")
-    return {build: JobObs(build, r, "succeeded", result=ok("build", engineUri="s3://e/k")),
-            package: JobObs(package, r, "succeeded", result=ok("package", repositoryUri="s3://e/repo"))}
-
-
-def kinds(p) -> list[tuple[str, str]]:
-    return [(m["kind"], m["metadata"]["name"]) for m in p.apply]
-
-
-def cond(status: MedusaModelStatus, type_: str):
-    return next(c for c in status.conditions if c.type == type_)
-
-
-def container(manifest: dict) -> dict:
-    return manifest["spec"]["template"]["spec"]["containers"][0]
+from plan_helpers import (CONFIG, NOW, SPEC, built_and_packaged, cond, container, ctx, kinds, ok, rev,
+                          validated)
 
 
 def test_new_model_looks_its_engine_up_without_a_gpu_then_builds_on_a_miss() -> None:
@@ -221,19 +176,12 @@ def test_engine_change_makes_a_new_revision_while_the_current_one_serves() -> No
     assert stable["spec"]["selector"][names.LABEL_REVISION] == r
 
 
-def test_validation_verdict_promotes_and_retires_the_previous_revision() -> None:
+def test_validation_verdict_promotes_and_retires_the_previous_revision_after_its_drain() -> None:
     old, c = "0ld0ld0ld0", ctx()
     r = rev(c)
     status = _serving_status(old)
     status.revisions.candidate = r
-    jobs = {
-        names.job_name("m", r, "build"): JobObs(names.job_name("m", r, "build"), r, "succeeded",
-                                                result=ok("build", engineUri="s3://e/k")),
-        names.job_name("m", r, "package"): JobObs(names.job_name("m", r, "package"), r, "succeeded",
-                                                  result=ok("package", repositoryUri="s3://e/repo")),
-        names.job_name("m", r, "validate"): JobObs(names.job_name("m", r, "validate"), r, "succeeded",
-                                                   result=ok("validate", passed=True, speedup=2.1)),
-    }
+    jobs = validated(r, speedup=2.1)
     deps = {names.deployment_name("m", x): DeploymentObs(names.deployment_name("m", x), x, "medusa", 1)
             for x in (old, r)}
     p = plan(c, 3, status, Observed(now=NOW, jobs=jobs, deployments=deps))
@@ -241,8 +189,12 @@ def test_validation_verdict_promotes_and_retires_the_previous_revision() -> None
     assert p.status.validation.speedup == 2.1 and p.status.phase == "Serving"
     stable = next(m for m in p.apply if m["metadata"]["name"] == "m" and m["kind"] == "Service")
     assert stable["spec"]["selector"][names.LABEL_REVISION] == r
-    assert ("Deployment", names.deployment_name("m", old)) in [(d.kind, d.name) for d in p.delete]
+    assert p.delete == [] and p.status.revisions.retiring == old, "requests in flight drain first"
     assert ("Deployment", names.deployment_name("m", old)) not in kinds(p)
+
+    drained = plan(c, 3, p.status, Observed(now=NOW + timedelta(seconds=30), deployments=deps))
+    assert ("Deployment", names.deployment_name("m", old)) in [(d.kind, d.name) for d in drained.delete]
+    assert drained.status.revisions.retiring is None and drained.status.phase == "Serving"
 
 
 def test_candidate_waiting_too_long_for_gpus_gets_a_condition() -> None:

@@ -328,6 +328,14 @@ class RolloutSpec(ApiModel):
         default=600, ge=30, le=86400,
         description="How long a candidate may wait for GPUs before the CandidateUnschedulable condition is set.",
     )
+    drain_seconds: int = Field(
+        default=30, ge=0, le=3600,
+        description=(
+            "After a promotion, how long the previous revision keeps its pods (no longer behind the stable "
+            "Service) so that requests in flight finish, before it is deleted (or scaled to zero with "
+            "keepPreviousRevision)."
+        ),
+    )
     make_room: bool = Field(
         default=False,
         description=(
@@ -399,6 +407,24 @@ class RevisionsStatus(ApiModel):
     serving_scaled_down: bool | None = Field(
         default=None, description="The serving revision is scaled to zero to make room for the candidate "
                                   "(rollout.makeRoom).",
+    )
+    promotion_replicas: int | None = Field(
+        default=None, description="Ready replicas the validated candidate must reach before it takes the stable "
+                                  "Service: the serving revision's count when the promotion began.",
+    )
+    promotion_since: str | None = Field(default=None, description="When the promotion began (RFC 3339).")
+    rolling_handover: bool | None = Field(
+        default=None, description="The cluster cannot fit both revisions at full size: the promotion hands "
+                                  "replicas over one at a time, with the stable Service selecting both.",
+    )
+    retiring: str | None = Field(
+        default=None, description="The revision served before the current one, draining until retireAfter.",
+    )
+    retire_after: str | None = Field(default=None, description="When the retiring revision goes (RFC 3339).")
+    restore_replicas: int | None = Field(
+        default=None, description="Replicas the serving revision had before it was held for a candidate (scaled "
+                                  "to zero to make room, or handing over replica by replica); it gets them back "
+                                  "if the candidate does not take over.",
     )
     infra_retries: int | None = Field(
         default=None, description="Steps of the candidate re-run after infrastructure failures so far; each retry "

@@ -24,7 +24,7 @@ from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.types import CascadeType, PatchType
 
 from ..api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
-from ..config import FIELD_MANAGER
+from ..config import FIELD_MANAGER, REPLICAS_FIELD_MANAGER
 from ..render import names
 from .observed import Observed, observe_deployment, observe_job
 from .plan import Deletion
@@ -87,6 +87,7 @@ class Kube:
             observed.services[svc["metadata"]["name"]] = svc["metadata"].get("labels", {}).get(names.LABEL_REVISION, "")
         for hpa in await self._list(HorizontalPodAutoscaler, namespace, labels):
             observed.autoscalers["HorizontalPodAutoscaler"] = hpa["metadata"]["name"]
+            observed.autoscaler_desired = (hpa.get("status") or {}).get("desiredReplicas")
         try:
             for scaled in await self._list(ScaledObject, namespace, labels):
                 observed.autoscalers["ScaledObject"] = scaled["metadata"]["name"]
@@ -105,6 +106,17 @@ class Kube:
 
     async def apply(self, manifest: dict[str, Any]) -> None:
         await self.client.apply(from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
+
+    async def set_replicas(self, namespace: str, deployment: str, replicas: int) -> None:
+        """Apply only ``spec.replicas``, under a field manager of its own (see REPLICAS_FIELD_MANAGER)."""
+        body = {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": deployment, "namespace": namespace}, "spec": {"replicas": replicas}}
+        try:
+            await self.client.patch(Deployment, deployment, body, namespace=namespace, patch_type=PatchType.APPLY,
+                                    field_manager=REPLICAS_FIELD_MANAGER, force=True)
+        except ApiError as exc:
+            if not _not_found(exc):  # not created yet: its first apply sets the count
+                raise
 
     async def delete(self, namespace: str, deletion: Deletion) -> None:
         resource = _KINDS[(deletion.api_version, deletion.kind)]

@@ -42,6 +42,7 @@ class DeploymentObs:
     variant: str
     ready_replicas: int
     unschedulable: Unschedulable | None = None
+    replicas: int | None = None  # spec.replicas: what the operator or the autoscaler asked for
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Observed:
     deployments: dict[str, DeploymentObs] = field(default_factory=dict)
     services: dict[str, str] = field(default_factory=dict)  # name -> revision label ("" if none)
     autoscalers: dict[str, str] = field(default_factory=dict)  # kind -> name
+    autoscaler_desired: int | None = None  # the HPA's desired replicas, when it has decided
     missing_secrets: list[str] = field(default_factory=list)
     keda_available: bool = True
     known_engines: dict[str, str] = field(default_factory=dict)  # cache key -> engine URI built before
@@ -136,4 +138,5 @@ def observe_deployment(deployment: dict[str, Any], pods: list[dict[str, Any]]) -
         variant=labels.get(names.LABEL_VARIANT, "medusa"),
         ready_replicas=int(deployment.get("status", {}).get("readyReplicas") or 0),
         unschedulable=unschedulable,
+        replicas=deployment.get("spec", {}).get("replicas"),
     )

@@ -9,13 +9,20 @@ apply and write.
 Flow of a candidate revision: build (an engine another status knows is reused at once; else a
 CPU-only Job looks it up in the store, and only a miss starts the GPU build Job) and, when the
 spec asks for a baseline, the base model's own build the same way -> package -> candidate (and
-baseline) Deployment and Service -> validate Job -> promote (stable Service and autoscaler move to it) -> Serving.
+baseline) Deployment and Service -> validate Job -> promote -> Serving.
 A failed step marks the revision failed; the previous revision keeps serving.
+
+Promotion never lowers capacity: the candidate is scaled to the serving revision's replica count
+and only once that many pods are Ready do the stable Service and the autoscaler move to it; the
+previous revision then drains for ``rollout.drainSeconds`` before it goes. When the cluster
+cannot fit both revisions at full size, the hand-over rolls: one replica of the previous revision
+goes for each candidate replica that becomes Ready, the stable Service selecting both meanwhile.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from ..api.v1alpha1 import (EngineStatus, FailedThreshold, MedusaModelStatus, RevisionsStatus, TopicStatus,
@@ -42,6 +49,9 @@ class Plan:
     apply: list[dict[str, Any]] = field(default_factory=list)
     delete: list[Deletion] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)  # facts for the operator's metrics
+    # Deployment name -> replicas, set on its own before ``apply`` (config.REPLICAS_FIELD_MANAGER):
+    # the count an autoscaler takes over, or the size of a revision that is no longer rendered.
+    replicas: dict[str, int] = field(default_factory=dict)
 
 
 class _Planner:
@@ -54,6 +64,7 @@ class _Planner:
         self.plan = Plan(status=self.status)
         self.model = ctx.model.name
         self.revision = revision_of(ctx.spec, ctx.builder_image, ctx.serving_image)
+        self.hold_serving: int | None = None  # replicas the served revision keeps during a rolling hand-over
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -86,9 +97,12 @@ class _Planner:
         """Mark the candidate revision failed; whatever serves today keeps serving."""
         rev = self.revision
         self.cond(condition, False, reason, message)
-        self.status.revisions.failed = rev
-        self.status.revisions.candidate = None
-        self.status.revisions.serving_scaled_down = None  # the next pass scales the serving revision back
+        revs = self.status.revisions
+        revs.failed = rev
+        revs.candidate = None
+        revs.promotion_replicas = revs.promotion_since = revs.rolling_handover = None
+        revs.serving_scaled_down = None  # scaled back in this pass if it made room or was handing over
+        self.hold_serving = None
         self.delete_revision_objects(rev, keep_jobs=True)
         # Finished Jobs stay for inspection; ones still running (a GPU build) are stopped.
         self.plan.delete += [Deletion("batch/v1", "Job", j.name) for j in self.obs.jobs.values()
@@ -109,7 +123,7 @@ class _Planner:
         current = self.status.revisions.current
         if self.revision in (current, self.status.revisions.failed):
             self.status.revisions.serving_scaled_down = None  # no candidate in flight needs the room
-        self.maintain_serving()
+        self.retire_previous()
         if self.revision == current:
             self.status.revisions.candidate = None
             self.clean_other_revisions(keep={current})
@@ -120,6 +134,8 @@ class _Planner:
             self.status.phase = "Degraded" if current else "Failed"
         else:
             self.advance_candidate()
+        # Last, once the candidate's steps decided how the served revision must look in this pass.
+        self.maintain_serving(self.hold_serving)
         self.finish_status()
         return self.plan
 
@@ -141,28 +157,65 @@ class _Planner:
             st.remove_condition(self.status, st.CREDENTIALS_FOUND)
         return True
 
-    def maintain_serving(self) -> None:
-        """Keep the served revision's objects as the spec says (replicas, resources, autoscaler),
-        or at zero replicas while it makes room for the candidate."""
-        rev = self.status.revisions.current
+    def maintain_serving(self, fixed_replicas: int | None = None) -> None:
+        """Keep the served revision's objects as the spec says (replicas, resources, autoscaler).
+
+        ``fixed_replicas`` holds it at that count without its autoscaler, during a rolling
+        hand-over, when the stable Service selects the validated pods of both revisions; while it
+        makes room for the candidate it sits at zero.
+        """
+        revs = self.status.revisions
+        rev = revs.current
         if rev is None:
             return
-        repo = self.status.revisions.current_repository_uri or ""
-        making_room = bool(self.status.revisions.serving_scaled_down and self.ctx.spec.rollout.make_room)
-        self.status.revisions.serving_scaled_down = making_room or None
-        auto = autoscaling.autoscaler(self.ctx, rev)
+        repo = revs.current_repository_uri or ""
+        making_room = bool(revs.serving_scaled_down and self.ctx.spec.rollout.make_room)
+        revs.serving_scaled_down = making_room or None
         if making_room:
-            replicas = 0
+            fixed_replicas = 0
+        auto = autoscaling.autoscaler(self.ctx, rev)
+        if fixed_replicas is not None:
+            replicas = fixed_replicas
         else:
-            replicas = None if auto is not None else max(self.ctx.spec.serving.autoscaling.min_replicas, 1)
-        self.plan.apply.append(serving.deployment(self.ctx, rev, repo, image=self.status.revisions.current_image,
-                                                  replicas=replicas))
+            replicas = None if auto is not None else self.spec_replicas()
+        name = names.deployment_name(self.model, rev)
+        if fixed_replicas is None and revs.restore_replicas is not None:
+            # Back from making room: the count it had, not the Deployment default of 1.
+            if auto is not None and name in self.obs.deployments:
+                self.plan.replicas[name] = revs.restore_replicas
+            revs.restore_replicas = None
+        self.plan.apply.append(serving.deployment(self.ctx, rev, repo, image=revs.current_image, replicas=replicas))
         self.plan.apply.append(serving.revision_service(self.ctx, rev))
-        self.plan.apply.append(serving.stable_service(self.ctx, rev))
-        self.apply_autoscaler(None if making_room else auto)
+        stable = serving.stable_service(self.ctx, rev)
+        if fixed_replicas is not None and not making_room:
+            del stable["spec"]["selector"][names.LABEL_REVISION]  # the rolling hand-over's pods too
+        self.plan.apply.append(stable)
+        self.apply_autoscaler(None if fixed_replicas is not None else auto)
         if making_room and auto is not None:
             self.cond("AutoscalerReady", False, "MakingRoom",
                       f"revision {rev} is scaled to zero while candidate {self.revision} takes its GPUs")
+        elif fixed_replicas is not None and auto is not None:
+            self.cond("AutoscalerReady", False, "RollingHandover",
+                      f"revision {rev} is held at {fixed_replicas} replica(s) while it hands over to "
+                      f"candidate {self.revision}; the autoscaler follows the promoted revision")
+
+    def spec_replicas(self) -> int:
+        """Replicas of a revision without an autoscaler (and the least with one)."""
+        return max(self.ctx.spec.serving.autoscaling.min_replicas, 1)
+
+    def serving_replica_count(self) -> int:
+        """How many replicas serve today: the count a candidate must reach before it takes over."""
+        auto = self.ctx.spec.serving.autoscaling
+        if not autoscaling.autoscaling_enabled(self.ctx):
+            return self.spec_replicas()
+        revs = self.status.revisions
+        if revs.restore_replicas is not None:
+            seen = revs.restore_replicas
+        else:
+            dep = self.obs.deployments.get(names.deployment_name(self.model, revs.current or ""))
+            seen = max(dep.replicas or 0, dep.ready_replicas) if dep is not None else 0
+            seen = max(seen, self.obs.autoscaler_desired or 0)
+        return min(max(seen, self.spec_replicas()), auto.max_replicas)
 
     def apply_autoscaler(self, auto: dict[str, Any] | None) -> None:
         name = names.autoscaler_name(self.model)
@@ -188,6 +241,8 @@ class _Planner:
         needs neither its finished Jobs nor its baseline any more.
         """
         kept = {r for r in keep if r}
+        if self.status.revisions.retiring:
+            kept.add(self.status.revisions.retiring)  # drains first (retire_previous)
         previous = self.status.revisions.previous
         if self.ctx.spec.rollout.keep_previous_revision and previous:
             kept.add(previous)
@@ -210,7 +265,8 @@ class _Planner:
                 self.plan.metrics["superseded"] = revs.candidate
             self.status.revisions = RevisionsStatus(
                 current=revs.current, previous=revs.previous, current_repository_uri=revs.current_repository_uri,
-                current_image=revs.current_image, candidate=rev, candidate_since=st.rfc3339(self.now))
+                current_image=revs.current_image, retiring=revs.retiring, retire_after=revs.retire_after,
+                restore_replicas=revs.restore_replicas, candidate=rev, candidate_since=st.rfc3339(self.now))
             self.status.engine = EngineStatus()
             for type_ in st.STEP_CONDITIONS + (st.CANDIDATE_SCHEDULABLE,):
                 st.remove_condition(self.status, type_)
@@ -229,6 +285,9 @@ class _Planner:
             return
         self.status.revisions.candidate_repository_uri = repo
         self.status.revisions.candidate_base_repository_uri = base_repo
+        if self.status.revisions.promotion_since:
+            self.promote()  # validated: the baseline is gone and the candidate is being scaled up
+            return
         if not self.step_deploy(repo, base_repo):
             return
         self.step_validate(baseline)
@@ -360,6 +419,8 @@ class _Planner:
         current = self.status.revisions.current
         serving_note = ""
         if current and self.ctx.spec.rollout.make_room:
+            if not self.status.revisions.serving_scaled_down:
+                self.status.revisions.restore_replicas = self.serving_replica_count()
             self.status.revisions.serving_scaled_down = True
             serving_note = f"; serving revision {current} is scaled to zero to make room (rollout.makeRoom)"
         elif current:
@@ -403,22 +464,104 @@ class _Planner:
             report_uri=result.get("reportUri"))
 
     def promote(self) -> None:
+        """Hand the stable Service and the autoscaler to the validated candidate, never lowering capacity.
+
+        The candidate is scaled to the serving revision's replica count and takes over once that
+        many of its pods are Ready. If its pods cannot be scheduled for
+        ``rollout.unschedulableTimeoutSeconds``, the cluster cannot fit both revisions: the
+        hand-over rolls one replica at a time (see ``rolling_handover``).
+        """
+        revs = self.status.revisions
+        self.delete_revision_objects(self.revision, keep_jobs=True, variants=("base",))  # frees its GPUs
+        revs.promotion_since = revs.promotion_since or st.rfc3339(self.now)
+        if revs.current is None or revs.serving_scaled_down:
+            # Nothing serves (or it made room and serves nothing): no capacity to keep, take over now.
+            self.finish_promotion(revs.restore_replicas or self.spec_replicas())
+            return
+        if revs.promotion_replicas is None:
+            revs.promotion_replicas = self.serving_replica_count()
+        target = revs.promotion_replicas
+        cand = self.obs.deployments.get(names.deployment_name(self.model, self.revision))
+        ready = cand.ready_replicas if cand is not None else 0
+        if not revs.rolling_handover:
+            if ready >= target:
+                self.finish_promotion(target)
+                return
+            unschedulable = cand.unschedulable if cand is not None else None
+            waited = (self.now - unschedulable.since).total_seconds() if unschedulable else 0.0
+            if unschedulable is None or waited < self.ctx.spec.rollout.unschedulable_timeout_seconds:
+                self.apply_candidate(target)
+                self.status.phase = "Promoting"
+                self.status.message = (f"revision {self.revision} passed validation; scaling it to {target} ready "
+                                       f"replica(s) ({ready} ready) before it takes the stable Service")
+                return
+            revs.rolling_handover = True
+            revs.restore_replicas = target
+            self.rolling_handover(target, ready, start=True)
+            return
+        self.rolling_handover(target, ready)
+
+    def apply_candidate(self, replicas: int) -> None:
+        repo = self.status.revisions.candidate_repository_uri or ""
+        self.plan.apply.append(serving.deployment(self.ctx, self.revision, repo, replicas=replicas))
+
+    def rolling_handover(self, target: int, ready: int, start: bool = False) -> None:
+        """The fallback when both revisions cannot fit: each pass that finds every requested
+        candidate replica Ready asks for one more and removes one of the serving revision's, so
+        the stable Service (selecting both revisions meanwhile) is at most one replica short."""
+        cand = self.obs.deployments.get(names.deployment_name(self.model, self.revision))
+        wanted = max(ready, 1) if start or cand is None or cand.replicas is None else cand.replicas
+        if ready >= wanted and wanted < target:
+            wanted += 1
+        old = self.obs.deployments.get(names.deployment_name(self.model, self.status.revisions.current or ""))
+        old_ready = old.ready_replicas if old is not None else 0
+        if wanted >= target and (ready >= target or old_ready == 0):
+            self.finish_promotion(max(wanted, ready))
+            return
+        self.apply_candidate(wanted)
+        self.hold_serving = max(target - wanted, 0)
+        current = self.status.revisions.current
+        self.cond(st.CANDIDATE_SCHEDULABLE, False, "RollingHandover",
+                  f"the cluster cannot fit {target} replica(s) of both revisions: handing over one replica at a "
+                  f"time (candidate {wanted} requested, {ready} ready; revision {current} keeps "
+                  f"{max(target - wanted, 0)}); the stable Service selects both meanwhile")
+        self.status.phase = "Promoting"
+        self.status.message = (f"revision {self.revision} passed validation; rolling hand-over from {current}: "
+                               f"{ready} of {target} candidate replica(s) ready")
+
+    def finish_promotion(self, replicas: int) -> None:
+        """The candidate becomes the served revision; the previous one drains, then goes."""
         revs = self.status.revisions
         old = revs.current
+        drain = self.ctx.spec.rollout.drain_seconds
         self.status.revisions = RevisionsStatus(
             current=self.revision, previous=old, current_repository_uri=revs.candidate_repository_uri,
-            current_image=self.ctx.serving_image)
-        self.status.phase = "Promoting"
+            current_image=self.ctx.serving_image, retiring=old,
+            retire_after=st.rfc3339(self.now + timedelta(seconds=drain)) if old else None)
         self.plan.metrics["promoted"] = self.revision
-        self.maintain_serving()
-        self.delete_revision_objects(self.revision, keep_jobs=True, variants=("base",))
-        if old is not None:
-            if self.ctx.spec.rollout.keep_previous_revision:
-                self.plan.apply.append(serving.deployment(
-                    self.ctx, old, revs.current_repository_uri or "", image=revs.current_image, replicas=0))
-            else:
-                self.delete_revision_objects(old, keep_jobs=True)
-        self.status.message = f"revision {self.revision} passed validation and takes the stable Service"
+        name = names.deployment_name(self.model, self.revision)
+        if autoscaling.autoscaling_enabled(self.ctx) and name in self.obs.deployments:
+            self.plan.replicas[name] = replicas  # the autoscaler starts from here, not from 1
+        if revs.rolling_handover:
+            self.cond(st.CANDIDATE_SCHEDULABLE, True, "HandedOver", "the rolling hand-over finished")
+        self.status.message = f"revision {self.revision} passed validation and took the stable Service" + (
+            f"; revision {old} drains for {drain}s" if old else "")
+
+    def retire_previous(self) -> None:
+        """After its drain, the previous revision goes (or is scaled to zero with keepPreviousRevision)."""
+        revs = self.status.revisions
+        if not revs.retiring:
+            return
+        if revs.retire_after and self.now < st.parse_time(revs.retire_after):
+            return
+        old = revs.retiring
+        name = names.deployment_name(self.model, old)
+        if self.ctx.spec.rollout.keep_previous_revision and old == revs.previous:
+            if name in self.obs.deployments:
+                self.plan.replicas[name] = 0
+        else:
+            self.delete_revision_objects(old, keep_jobs=True)
+        revs.retiring = revs.retire_after = None
 
     # -- summary ---------------------------------------------------------------------------
 

@@ -131,6 +131,8 @@ class Reconciler:
         engine = result.status.engine
         if engine.cache_key and engine.uri and st.is_true(result.status, st.ENGINE_BUILT):
             self.known_engines[engine.cache_key] = engine.uri
+        for deployment, replicas in result.replicas.items():  # before apply: see Plan.replicas
+            await self.kube.set_replicas(namespace, deployment, replicas)
         for manifest in result.apply:
             await self.kube.apply(manifest)
         for deletion in result.delete:

@@ -36,6 +36,10 @@ def rfc3339(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def get_condition(status: MedusaModelStatus, type_: str) -> Condition | None:
     return next((c for c in status.conditions if c.type == type_), None)
 
