@@ -5,13 +5,17 @@ Each test names the bullet of the issue it covers.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
-from medusa_operator.controller.observed import DeploymentObs, Observed, Unschedulable
+from medusa_operator.api.v1alpha1 import MedusaModelStatus
+from medusa_operator.controller.observed import (DeploymentObs, Observed, Unschedulable, observe_deployment,
+                                                 observe_job)
 from medusa_operator.controller.plan import plan
+from medusa_operator.controller.status import rfc3339
 from medusa_operator.render import names
 
-from plan_helpers import NOW, cond, ctx, manifest, rev, serving_status, validated
+from plan_helpers import NOW, built_and_packaged, cond, ctx, manifest, rev, serving_status, validated
 
 OLD = "0ld0ld0ld0"
 AUTOSCALED = {"autoscaling": {"minReplicas": 1, "maxReplicas": 6, "targetTokensPerSecondPerReplica": 100}}
@@ -107,3 +111,132 @@ def test_promotion_rolls_one_replica_at_a_time_when_both_revisions_cannot_fit() 
     assert cond(p.status, "CandidateSchedulable").status == "True"
     assert manifest(p, "HorizontalPodAutoscaler", "m")["spec"]["scaleTargetRef"]["name"] == \
         names.deployment_name("m", r)
+
+
+# -- Bullet: makeRoom with a candidate that never becomes Ready; a serving pod whose init container
+# cannot fetch the repository; a missing image shows the pod's reason (Job pods and serving pods).
+
+BACKOFF_FETCH = {
+    "metadata": {"name": "m-cand-7d9-x2", "labels": {}},
+    "spec": {"restartPolicy": "Always"},
+    "status": {
+        "phase": "Pending",
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "initContainerStatuses": [{
+            "name": "fetch-model-repository",
+            "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                  "message": "back-off 40s restarting failed container=fetch-model-repository"}},
+            "lastState": {"terminated": {"exitCode": 3, "reason": "Error", "message": json.dumps(
+                {"schemaVersion": 1, "step": "fetch", "ok": False,
+                 "error": {"kind": "infrastructure", "message": "cannot read s3://engines/repositories: AccessDenied"}})}},
+        }],
+        "containerStatuses": [{"name": "triton", "state": {"waiting": {"reason": "PodInitializing"}}}],
+    },
+}
+
+
+def _candidate_deployment(r: str, pods: list[dict]) -> DeploymentObs:
+    labels = names.revision_selector("m", r)
+    for pod in pods:
+        pod["metadata"]["labels"] = dict(labels)
+    return observe_deployment({"metadata": {"name": names.deployment_name("m", r),
+                                            "labels": {names.LABEL_REVISION: r, names.LABEL_VARIANT: "medusa"}},
+                               "spec": {"replicas": 1, "selector": {"matchLabels": labels}},
+                               "status": {"readyReplicas": 0}}, pods)
+
+
+def test_a_candidate_that_never_gets_ready_shows_the_pods_reason_and_fails_at_the_deadline() -> None:
+    c = ctx(rollout={"deployTimeoutSeconds": 600})
+    r = rev(c)
+    cand = _candidate_deployment(r, [json.loads(json.dumps(BACKOFF_FETCH))])
+    observed = Observed(now=NOW, jobs=built_and_packaged(r), deployments={cand.name: cand})
+    status = MedusaModelStatus.model_validate({"revisions": {"candidate": r, "deployingSince": rfc3339(NOW)}})
+
+    p = plan(c, 1, status, observed)
+    ready = cond(p.status, "CandidateReady")
+    assert ready.status == "False" and ready.reason == "CrashLoopBackOff"
+    assert "init container 'fetch-model-repository'" in ready.message
+    assert "exit code 3: cannot read s3://engines/repositories: AccessDenied" in ready.message
+    assert p.status.phase == "Deploying"
+
+    observed.now = NOW + timedelta(seconds=600)
+    p = plan(c, 1, p.status, observed)
+    failed = cond(p.status, "CandidateReady")
+    assert failed.reason == "DeployTimeout" and "AccessDenied" in failed.message
+    assert p.status.phase == "Failed" and p.status.revisions.failed == r
+    assert ("Deployment", cand.name) in [(d.kind, d.name) for d in p.delete]
+
+
+def test_make_room_is_undone_when_the_candidate_misses_its_deadline() -> None:
+    c = ctx(serving=AUTOSCALED, rollout={"makeRoom": True, "deployTimeoutSeconds": 600})
+    r = rev(c)
+    status = serving_status(OLD, candidate=r, servingScaledDown=True, restoreReplicas=3,
+                            deployingSince=rfc3339(NOW))
+    crashing = {"metadata": {"name": "m-cand-x", "labels": {}}, "status": {
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": "triton", "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                               "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}}
+    cand = _candidate_deployment(r, [crashing])
+    deployments = {cand.name: cand, **dict([dep(OLD, 0, replicas=0)])}
+    observed = Observed(now=NOW + timedelta(seconds=599), jobs=built_and_packaged(r), deployments=deployments)
+    p = plan(c, 2, status, observed)
+    assert manifest(p, "Deployment", names.deployment_name("m", OLD))["spec"]["replicas"] == 0
+    assert cond(p.status, "CandidateReady").reason == "CrashLoopBackOff"
+
+    observed.now = NOW + timedelta(seconds=600)
+    p = plan(c, 2, p.status, observed)
+    assert p.status.revisions.failed == r and p.status.phase == "Degraded"
+    assert ("Deployment", cand.name) in [(d.kind, d.name) for d in p.delete]
+    serving_dep = manifest(p, "Deployment", names.deployment_name("m", OLD))
+    assert "replicas" not in serving_dep["spec"] and manifest(p, "HorizontalPodAutoscaler", "m") is not None
+    assert p.replicas == {names.deployment_name("m", OLD): 3}, "scaled back to its 3 replicas, in this pass"
+    assert not p.status.revisions.serving_scaled_down
+
+
+def test_a_promotion_that_cannot_reach_the_serving_count_fails_at_the_deadline_and_keeps_the_old_revision() -> None:
+    c = ctx(serving=AUTOSCALED, rollout={"deployTimeoutSeconds": 600})
+    r = rev(c)
+    status = serving_status(OLD, candidate=r, promotionReplicas=4, promotionSince=rfc3339(NOW),
+                            candidateRepositoryUri="s3://e/repo")
+    deployments = dict([dep(OLD, 4), dep(r, 2, replicas=4)])
+    observed = Observed(now=NOW + timedelta(seconds=600), jobs=validated(r), deployments=deployments,
+                        autoscalers={"HorizontalPodAutoscaler": "m"})
+    p = plan(c, 2, status, observed)
+    failed = cond(p.status, "CandidateReady")
+    assert failed.reason == "PromotionTimeout" and "4 Ready replica(s)" in failed.message and "2 were Ready" in failed.message
+    assert p.status.revisions.current == OLD and stable_revision(p) == OLD
+    assert ("Deployment", names.deployment_name("m", r)) in [(d.kind, d.name) for d in p.delete]
+    assert ("Deployment", names.deployment_name("m", OLD)) not in [(d.kind, d.name) for d in p.delete]
+
+
+def test_a_job_pod_that_cannot_pull_its_image_shows_the_reason_in_the_step_condition() -> None:
+    c = ctx()
+    r = rev(c)
+    job = {"metadata": {"name": names.job_name("m", r, "lookup"), "labels": {names.LABEL_REVISION: r}}, "status": {}}
+    pod = {"metadata": {"name": "m-lookup-abcde", "labels": {"job-name": job["metadata"]["name"]},
+                        "creationTimestamp": "2026-11-27T12:00:00Z"},
+           "spec": {"restartPolicy": "Never"},
+           "status": {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}],
+                      "containerStatuses": [{"name": "builder", "state": {"waiting": {
+                          "reason": "ImagePullBackOff",
+                          "message": 'Back-off pulling image "example.invalid/medusa-builder:test"'}}}]}}
+    seen = observe_job(job, [pod])
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs={seen.name: seen}))
+    built = cond(p.status, "EngineBuilt")
+    assert built.reason == "ImagePullBackOff"
+    assert "container 'builder' is waiting: ImagePullBackOff" in built.message
+    assert 'example.invalid/medusa-builder:test' in built.message
+
+
+def test_a_serving_revision_without_ready_pods_says_why() -> None:
+    c = ctx()
+    r = rev(c)
+    pull = {"metadata": {"name": "m-x", "labels": {}}, "status": {
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": "triton", "state": {"waiting": {"reason": "ErrImagePull",
+                                                                         "message": "not found"}}}]}}
+    served = _candidate_deployment(r, [pull])
+    p = plan(c, 2, serving_status(r), Observed(now=NOW, deployments={served.name: served}))
+    available = cond(p.status, "Available")
+    assert available.status == "False" and available.reason == "ErrImagePull" and "not found" in available.message
+    assert p.status.phase == "Degraded" and "ErrImagePull" in p.status.message

@@ -328,6 +328,16 @@ class RolloutSpec(ApiModel):
         default=600, ge=30, le=86400,
         description="How long a candidate may wait for GPUs before the CandidateUnschedulable condition is set.",
     )
+    deploy_timeout_seconds: int = Field(
+        default=2400, ge=60, le=86400,
+        description=(
+            "How long the candidate's pods (and the baseline's) may take to become Ready, and a validated "
+            "candidate to reach the serving replica count. Past it the candidate fails: its objects are "
+            "deleted and a serving revision scaled down for it (makeRoom, rolling hand-over) is scaled back. "
+            "The default leaves Triton's startup probe its 30 minutes to load an engine and 10 more to pull "
+            "the image."
+        ),
+    )
     drain_seconds: int = Field(
         default=30, ge=0, le=3600,
         description=(
@@ -407,6 +417,9 @@ class RevisionsStatus(ApiModel):
     serving_scaled_down: bool | None = Field(
         default=None, description="The serving revision is scaled to zero to make room for the candidate "
                                   "(rollout.makeRoom).",
+    )
+    deploying_since: str | None = Field(
+        default=None, description="When the candidate's Deployments were first applied (RFC 3339).",
     )
     promotion_replicas: int | None = Field(
         default=None, description="Ready replicas the validated candidate must reach before it takes the stable "

@@ -25,6 +25,13 @@ class Unschedulable:
 
 
 @dataclass(frozen=True)
+class PodProblem:
+    """Why a pod does not run: a container's waiting reason or failed termination."""
+    reason: str  # the kubelet's reason: ImagePullBackOff, CrashLoopBackOff, Error, ...
+    message: str  # a sentence naming the pod and the container
+
+
+@dataclass(frozen=True)
 class JobObs:
     name: str
     revision: str
@@ -33,6 +40,7 @@ class JobObs:
     problem: str | None = None  # why no usable result: a readable sentence
     unschedulable: Unschedulable | None = None
     finished_at: datetime | None = None
+    pod_problem: PodProblem | None = None  # while running: why its pod does not start
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class DeploymentObs:
     ready_replicas: int
     unschedulable: Unschedulable | None = None
     replicas: int | None = None  # spec.replicas: what the operator or the autoscaler asked for
+    pod_problem: PodProblem | None = None  # why a pod that is not Ready does not run
 
 
 @dataclass
@@ -70,6 +79,50 @@ def pod_unschedulable(pod: dict[str, Any]) -> Unschedulable | None:
                 and cond.get("reason") == "Unschedulable":
             since = _parse_time(cond.get("lastTransitionTime")) or _parse_time(pod["metadata"].get("creationTimestamp"))
             return Unschedulable(since=since, message=cond.get("message") or "no node fits the pod")
+    return None
+
+
+# Waiting reasons of a container that is on its way: anything else is a problem to surface.
+_STARTING = {"ContainerCreating", "PodInitializing"}
+
+
+def _failure_detail(term: dict[str, Any]) -> str:
+    """Exit code and, when the container wrote one, what its termination message says."""
+    detail = f"exit code {term.get('exitCode')}"
+    message = (term.get("message") or "").strip()
+    if message:
+        try:
+            parsed = parse_message(message)
+            message = parsed.error_message or message
+        except ResultParseError:
+            pass
+        detail += f": {message[:300]}"
+    return detail
+
+
+def pod_problem(pod: dict[str, Any]) -> PodProblem | None:
+    """Why a pod that is not Ready does not run, from its containers' states; None if nothing is wrong."""
+    status = pod.get("status") or {}
+    if any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
+        return None
+    name = pod["metadata"].get("name", "?")
+    for kind, statuses in (("init container", status.get("initContainerStatuses")),
+                           ("container", status.get("containerStatuses"))):
+        for cs in statuses or []:
+            state = cs.get("state") or {}
+            waiting, term = state.get("waiting"), state.get("terminated")
+            last = (cs.get("lastState") or {}).get("terminated")
+            where = f"pod {name}: {kind} '{cs.get('name')}'"
+            if waiting and waiting.get("reason") not in _STARTING | {None}:
+                text = f"{where} is waiting: {waiting['reason']}"
+                if waiting.get("message"):
+                    text += f" ({waiting['message'].strip()[:300]})"
+                if last and last.get("exitCode"):
+                    text += f"; it last ended with {_failure_detail(last)}"
+                return PodProblem(waiting["reason"], text)
+            if term and term.get("exitCode") and (kind == "init container" or pod.get("spec", {}).get(
+                    "restartPolicy", "Always") == "Always"):
+                return PodProblem(term.get("reason") or "Error", f"{where} ended with {_failure_detail(term)}")
     return None
 
 
@@ -124,7 +177,8 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
         return JobObs(name, revision, "failed",
                       problem=f"the Job succeeded but left no usable result: {latest_problem or 'no pod found'}")
     unschedulable = next((u for u in (pod_unschedulable(p) for p in own) if u is not None), None)
-    return JobObs(name, revision, "running", unschedulable=unschedulable)
+    problem = next((q for q in (pod_problem(p) for p in own[:1]) if q is not None), None)
+    return JobObs(name, revision, "running", unschedulable=unschedulable, pod_problem=problem)
 
 
 def observe_deployment(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> DeploymentObs:
@@ -139,4 +193,5 @@ def observe_deployment(deployment: dict[str, Any], pods: list[dict[str, Any]]) -
         ready_replicas=int(deployment.get("status", {}).get("readyReplicas") or 0),
         unschedulable=unschedulable,
         replicas=deployment.get("spec", {}).get("replicas"),
+        pod_problem=next((q for q in (pod_problem(p) for p in own) if q is not None), None),
     )

@@ -268,7 +268,7 @@ class _Planner:
                 current_image=revs.current_image, retiring=revs.retiring, retire_after=revs.retire_after,
                 restore_replicas=revs.restore_replicas, candidate=rev, candidate_since=st.rfc3339(self.now))
             self.status.engine = EngineStatus()
-            for type_ in st.STEP_CONDITIONS + (st.CANDIDATE_SCHEDULABLE,):
+            for type_ in st.STEP_CONDITIONS + (st.CANDIDATE_SCHEDULABLE, st.CANDIDATE_READY):
                 st.remove_condition(self.status, type_)
         self.clean_other_revisions(keep={revs.current, rev}, keep_jobs_of={rev})
         baseline = self.ctx.spec.validation.baseline == "base-engine"
@@ -303,6 +303,8 @@ class _Planner:
             self.cond(condition, False, running_reason, f"{what} is running")
             if job is not None and job.unschedulable is not None:
                 self.cond(condition, False, "Waiting", f"{what} waits for a node: {job.unschedulable.message}")
+            if job is not None and job.pod_problem is not None:
+                self.cond(condition, False, job.pod_problem.reason, f"{what} cannot run: {job.pod_problem.message}")
             self.status.message = f"revision {self.revision}: {what} is running"
             return None
         if job.state == "failed" and job.result is not None and job.result.error_kind == "infrastructure":
@@ -391,20 +393,52 @@ class _Planner:
         return repo
 
     def step_deploy(self, repo: str, base_repo: str | None) -> bool:
+        revs = self.status.revisions
+        revs.deploying_since = revs.deploying_since or st.rfc3339(self.now)
         wanted = [("medusa", repo)] + ([("base", base_repo)] if base_repo else [])
-        ready = True
+        waiting: list[tuple[str, str]] = []  # (reason, sentence) per Deployment without a Ready pod
         for variant, repository in wanted:
             self.plan.apply.append(serving.deployment(self.ctx, self.revision, repository, variant=variant))
             self.plan.apply.append(serving.revision_service(self.ctx, self.revision, variant))
             dep = self.obs.deployments.get(names.deployment_name(self.model, self.revision, variant))
-            if dep is None or dep.ready_replicas < 1:
-                ready = False
-                self.check_schedulable(dep.unschedulable if dep is not None else None)
-        if not ready:
-            self.status.phase = "Deploying"
-            self.status.message = f"revision {self.revision}: waiting for candidate pods to become ready"
+            if dep is not None and dep.ready_replicas >= 1:
+                continue
+            what = "candidate" if variant == "medusa" else "baseline"
+            self.check_schedulable(dep.unschedulable if dep is not None else None)
+            if dep is not None and dep.pod_problem is not None:
+                waiting.append((dep.pod_problem.reason, f"{what} {dep.pod_problem.message}"))
+            elif dep is not None and dep.unschedulable is not None:
+                waiting.append(("Unschedulable", f"{what} pods wait for a node: {dep.unschedulable.message}"))
+            else:
+                waiting.append(("PodsStarting", f"{what} pods are starting"))
+        if not waiting:
+            self.cond(st.CANDIDATE_SCHEDULABLE, True, "Scheduled", "candidate pods are running")
+            self.cond(st.CANDIDATE_READY, True, "PodsReady", "candidate pods are Ready")
+            return True
+        why = "; ".join(sentence for _, sentence in waiting)
+        limit = self.ctx.spec.rollout.deploy_timeout_seconds
+        waited = (self.now - st.parse_time(revs.deploying_since)).total_seconds()
+        if waited >= limit:
+            self.fail(st.CANDIDATE_READY, "DeployTimeout",
+                      f"candidate pods were not Ready within rollout.deployTimeoutSeconds ({limit}s): {why}")
             return False
-        self.cond(st.CANDIDATE_SCHEDULABLE, True, "Scheduled", "candidate pods are running")
+        self.cond(st.CANDIDATE_READY, False, waiting[0][0], f"{why} ({waited:.0f}s of {limit}s)")
+        self.status.phase = "Deploying"
+        self.status.message = f"revision {self.revision}: waiting for candidate pods to become ready: {why}"
+        return False
+
+    def promotion_timed_out(self, target: int, ready: int) -> bool:
+        """A validated candidate that cannot reach the serving count in time fails; the serving
+        revision keeps (or gets back) its replicas."""
+        limit = self.ctx.spec.rollout.deploy_timeout_seconds
+        waited = (self.now - st.parse_time(self.status.revisions.promotion_since)).total_seconds()
+        if waited < limit:
+            return False
+        cand = self.obs.deployments.get(names.deployment_name(self.model, self.revision))
+        problem = f": {cand.pod_problem.message}" if cand is not None and cand.pod_problem is not None else ""
+        self.fail(st.CANDIDATE_READY, "PromotionTimeout",
+                  f"the validated candidate did not reach the serving revision's {target} Ready replica(s) within "
+                  f"rollout.deployTimeoutSeconds ({limit}s); {ready} were Ready{problem}")
         return True
 
     def check_schedulable(self, unschedulable) -> None:
@@ -483,6 +517,8 @@ class _Planner:
         target = revs.promotion_replicas
         cand = self.obs.deployments.get(names.deployment_name(self.model, self.revision))
         ready = cand.ready_replicas if cand is not None else 0
+        if ready < target and self.promotion_timed_out(target, ready):
+            return
         if not revs.rolling_handover:
             if ready >= target:
                 self.finish_promotion(target)
@@ -578,8 +614,10 @@ class _Planner:
         dep = self.obs.deployments.get(names.deployment_name(self.model, rev))
         ready = dep.ready_replicas if dep is not None else 0
         s.replicas = ready
+        problem = dep.pod_problem if dep is not None else None
         if ready > 0:
-            self.cond(st.AVAILABLE, True, "PodsReady", f"{ready} ready replica(s) of revision {rev}")
+            self.cond(st.AVAILABLE, True, "PodsReady", f"{ready} ready replica(s) of revision {rev}" + (
+                f"; a pod is not Ready: {problem.message}" if problem is not None else ""))
             self.cond(st.READY, True, "Serving", f"{s.endpoint} serves validated revision {rev}")
         elif s.revisions.serving_scaled_down:
             why = (f"revision {rev} is scaled to zero to make room for candidate {s.revisions.candidate} "
@@ -587,14 +625,15 @@ class _Planner:
             self.cond(st.AVAILABLE, False, "MakingRoom", why)
             self.cond(st.READY, False, "MakingRoom", why)
         else:
-            self.cond(st.AVAILABLE, False, "NoReadyPods", f"revision {rev} has no ready pods")
-            self.cond(st.READY, False, "NoReadyPods", f"revision {rev} has no ready pods behind {s.endpoint}")
+            reason, why = (problem.reason, f": {problem.message}") if problem is not None else ("NoReadyPods", "")
+            self.cond(st.AVAILABLE, False, reason, f"revision {rev} has no ready pods{why}")
+            self.cond(st.READY, False, reason, f"revision {rev} has no ready pods behind {s.endpoint}{why}")
         candidate_busy = s.revisions.candidate is not None
         failed_now = s.revisions.failed is not None and s.revisions.failed == self.revision
         if not candidate_busy and not failed_now:
             s.phase = "Serving" if ready > 0 else ("Promoting" if s.phase == "Promoting" else "Degraded")
             if s.phase == "Degraded":
-                s.message = f"revision {rev} has no ready pods"
+                s.message = f"revision {rev} has no ready pods" + (f": {problem.message}" if problem else "")
         elif failed_now:
             s.phase = "Degraded"
 

@@ -6,6 +6,8 @@ Condition types:
 - ``Ready``: the stable Service points at a validated revision whose pods are ready.
 - ``CredentialsFound``: every referenced credentials Secret exists.
 - ``CandidateSchedulable``: the candidate's pods found room (False when they waited too long).
+- ``CandidateReady``: the candidate's pods are Ready; False names the reason a pod gives
+  (ImagePullBackOff, CrashLoopBackOff, an init container that failed) and the deadline.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ AVAILABLE = "Available"
 READY = "Ready"
 CREDENTIALS_FOUND = "CredentialsFound"
 CANDIDATE_SCHEDULABLE = "CandidateSchedulable"
+CANDIDATE_READY = "CandidateReady"
 STEP_CONDITIONS = (ENGINE_BUILT, PACKAGED, VALIDATED)
 
 
@@ -87,4 +90,4 @@ def transition_events(old: MedusaModelStatus, new: MedusaModelStatus) -> list[Ev
 
 # Reasons for a False condition that describe progress rather than trouble.
 _QUIET_REASONS = {"Building", "Packaging", "Waiting", "Validating", "Deploying", "NotServing", "Superseded",
-                  "CandidatePending"}
+                  "CandidatePending", "PodsStarting"}
