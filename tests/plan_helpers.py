@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from medusa_builder.result import StepResult
 from medusa_operator.api.v1alpha1 import MedusaModelSpec, MedusaModelStatus
 from medusa_operator.config import OperatorConfig
-from medusa_operator.controller.observed import JobObs
-from medusa_operator.render import names
+from medusa_operator.controller.observed import DeploymentObs, JobObs, Unschedulable
+from medusa_operator.render import names, recorded
 from medusa_operator.render.context import ModelRef, RenderContext
 from medusa_operator.revision import revision_of
 
@@ -77,3 +77,11 @@ def serving_status(r: str, **revisions) -> MedusaModelStatus:
 
 def manifest(p, kind: str, name: str) -> dict | None:
     return next((m for m in p.apply if m["kind"] == kind and m["metadata"]["name"] == name), None)
+
+
+def served(revision: str, ready: int, *, replicas: int | None = None, unschedulable: Unschedulable | None = None,
+           validated_with: RenderContext | None = None) -> DeploymentObs:
+    """The Deployment of a promoted revision, carrying the record of what it was validated with."""
+    return DeploymentObs(names.deployment_name("m", revision), revision, "medusa", ready, unschedulable=unschedulable,
+                         replicas=ready if replicas is None else replicas,
+                         record=recorded.record(validated_with or ctx(), "s3://r"))

@@ -17,6 +17,9 @@ from .api.v1alpha1 import MedusaModelSpec
 
 ENGINE_KEY_LENGTH = 24
 REVISION_LENGTH = 10
+# ``spec.serving`` fields that change a served revision in place. Its other field (the image)
+# is part of the revision; a served revision renders everything else from what was validated.
+IN_PLACE_SERVING_FIELDS = ("autoscaling", "resources", "node_selector", "tolerations")
 
 
 def _digest(payload: Any) -> str:

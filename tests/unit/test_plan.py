@@ -18,7 +18,7 @@ from medusa_operator.render import names
 from medusa_operator.render.context import ModelRef, RenderContext
 from medusa_operator.revision import engine_cache_key, revision_of
 
-from plan_helpers import (CONFIG, NOW, SPEC, built_and_packaged, cond, container, ctx, kinds, ok, rev,
+from plan_helpers import (CONFIG, NOW, SPEC, built_and_packaged, cond, container, ctx, kinds, ok, rev, served,
                           validated)
 
 
@@ -283,8 +283,7 @@ def _waiting_candidate(c: RenderContext, serving: str) -> tuple[MedusaModelStatu
     waiting = Unschedulable(since=NOW - timedelta(seconds=90), message="0/3 nodes: Insufficient nvidia.com/gpu")
     deps = {names.deployment_name("m", r): DeploymentObs(names.deployment_name("m", r), r, "medusa", 0,
                                                          unschedulable=waiting),
-            names.deployment_name("m", serving): DeploymentObs(names.deployment_name("m", serving), serving,
-                                                               "medusa", 2)}
+            names.deployment_name("m", serving): served(serving, 2)}
     return status, Observed(now=NOW, jobs=jobs, deployments=deps,
                             autoscalers={"HorizontalPodAutoscaler": "m"})
 

@@ -8,23 +8,23 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from medusa_operator.api.v1alpha1 import MedusaModelStatus
+from medusa_operator.api.v1alpha1 import MedusaModelStatus, ServingSpec
 from medusa_operator.controller.observed import (DeploymentObs, Observed, Unschedulable, observe_deployment,
                                                  observe_job)
 from medusa_operator.controller.plan import plan
 from medusa_operator.controller.status import rfc3339
-from medusa_operator.render import names
+from medusa_operator.render import names, recorded
+from medusa_operator.revision import IN_PLACE_SERVING_FIELDS
 
-from plan_helpers import NOW, built_and_packaged, cond, ctx, manifest, rev, serving_status, validated
+from plan_helpers import NOW, built_and_packaged, cond, ctx, manifest, rev, served, serving_status, validated
 
 OLD = "0ld0ld0ld0"
 AUTOSCALED = {"autoscaling": {"minReplicas": 1, "maxReplicas": 6, "targetTokensPerSecondPerReplica": 100}}
 
 
 def dep(revision: str, ready: int, replicas: int | None = None, unschedulable: Unschedulable | None = None):
-    name = names.deployment_name("m", revision)
-    return name, DeploymentObs(name, revision, "medusa", ready, unschedulable=unschedulable,
-                               replicas=ready if replicas is None else replicas)
+    return names.deployment_name("m", revision), served(revision, ready, replicas=replicas,
+                                                        unschedulable=unschedulable)
 
 
 def stable_revision(p) -> str | None:
@@ -240,3 +240,50 @@ def test_a_serving_revision_without_ready_pods_says_why() -> None:
     available = cond(p.status, "Available")
     assert available.status == "False" and available.reason == "ErrImagePull" and "not found" in available.message
     assert p.status.phase == "Degraded" and "ErrImagePull" in p.status.message
+
+
+# -- Bullet: the live revision runs only what was validated.
+
+def test_the_served_revision_renders_from_what_was_validated_while_a_candidate_builds() -> None:
+    validated_with = ctx(artifacts={"uri": "s3://engines/", "credentialsSecretRef": {"name": "store-a"}})
+    changed = ctx(engine__gpu={"count": 1, "product": "NVIDIA-H200"}, engine__builderImage="b:2",
+                  artifacts={"uri": "s3://engines/", "credentialsSecretRef": {"name": "store-b"}},
+                  serving__resources={"requests": {"cpu": "4"}},
+                  serving__tolerations=[{"key": "dedicated", "operator": "Exists"}])
+    served_dep = served(OLD, 1, validated_with=validated_with)
+    p = plan(changed, 2, serving_status(OLD), Observed(now=NOW, deployments={served_dep.name: served_dep}))
+    assert p.status.revisions.candidate == rev(changed) != OLD
+    live = manifest(p, "Deployment", served_dep.name)
+    pod = live["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, "GPU product changed in place"
+    assert pod["initContainers"][0]["image"] == "b:1" and pod["containers"][0]["image"] == "t:1"
+    assert [s["secret"]["name"] for v in pod["volumes"] if "projected" in v for s in v["projected"]["sources"]] \
+        == ["store-a"]
+    # ... while the fields meant to change in place do.
+    assert pod["containers"][0]["resources"]["requests"] == {"cpu": "4"}
+    assert {"key": "dedicated", "operator": "Exists"} in pod["tolerations"]
+    assert recorded.decode(live["metadata"]["annotations"]).spec == served_dep.record.spec
+
+
+def test_a_promoted_revision_records_what_it_was_validated_with() -> None:
+    c = ctx(serving=AUTOSCALED)
+    r = rev(c)
+    status = serving_status(OLD, candidate=r, candidateRepositoryUri="s3://e/repo")
+    deployments = dict([dep(OLD, 1), dep(r, 1)])
+    p = plan(c, 2, status, Observed(now=NOW, jobs=validated(r), deployments=deployments))
+    assert p.status.revisions.current == r
+    record = recorded.decode(manifest(p, "Deployment", names.deployment_name("m", r))["metadata"]["annotations"])
+    assert record.repository_uri == "s3://e/repo"
+    assert record.spec.engine.builder_image == "b:1" and record.spec.serving.image == "t:1"
+
+
+def test_only_the_in_place_serving_fields_leave_the_revision_unchanged() -> None:
+    """Every spec.serving field either changes a served revision in place or makes a new revision."""
+    base = ctx()
+    changes = {"image": "t:2", "autoscaling": {"minReplicas": 2, "maxReplicas": 3}, "resources": {"limits": {"cpu": "2"}},
+               "nodeSelector": {"pool": "llm"}, "tolerations": [{"key": "x", "operator": "Exists"}]}
+    fields = {ServingSpec.model_fields[name].alias or name: name for name in ServingSpec.model_fields}
+    assert set(changes) == set(fields), "a new serving field: decide whether it applies in place"
+    for alias, value in changes.items():
+        in_place = fields[alias] in IN_PLACE_SERVING_FIELDS
+        assert (rev(ctx(**{f"serving__{alias}": value})) == rev(base)) == in_place, alias

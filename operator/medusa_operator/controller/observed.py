@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from medusa_builder.result import ResultParseError, StepResult, parse_message
 
-from ..render import names
+from ..render import names, recorded
 
 JobState = Literal["running", "succeeded", "failed"]
 
@@ -52,6 +52,7 @@ class DeploymentObs:
     unschedulable: Unschedulable | None = None
     replicas: int | None = None  # spec.replicas: what the operator or the autoscaler asked for
     pod_problem: PodProblem | None = None  # why a pod that is not Ready does not run
+    record: recorded.Record | None = None  # what a served revision was validated with
 
 
 @dataclass
@@ -194,4 +195,5 @@ def observe_deployment(deployment: dict[str, Any], pods: list[dict[str, Any]]) -
         unschedulable=unschedulable,
         replicas=deployment.get("spec", {}).get("replicas"),
         pod_problem=next((q for q in (pod_problem(p) for p in own) if q is not None), None),
+        record=recorded.decode(deployment["metadata"].get("annotations")),
     )

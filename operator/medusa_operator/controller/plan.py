@@ -27,7 +27,7 @@ from typing import Any
 
 from ..api.v1alpha1 import (EngineStatus, FailedThreshold, MedusaModelStatus, RevisionsStatus, TopicStatus,
                             ValidationStatus)
-from ..render import autoscaling, jobs, names, serving
+from ..render import autoscaling, jobs, names, recorded, serving
 from ..render.context import RenderContext, engine_uri
 from ..revision import base_engine_cache_key, engine_cache_key, revision_of
 from . import status as st
@@ -65,6 +65,8 @@ class _Planner:
         self.model = ctx.model.name
         self.revision = revision_of(ctx.spec, ctx.builder_image, ctx.serving_image)
         self.hold_serving: int | None = None  # replicas the served revision keeps during a rolling hand-over
+        self.promoted: recorded.Record | None = None  # what the revision promoted in this pass was validated with
+        self.unrecorded: str | None = None  # a served revision that cannot be rendered: nothing records it
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -168,7 +170,6 @@ class _Planner:
         rev = revs.current
         if rev is None:
             return
-        repo = revs.current_repository_uri or ""
         making_room = bool(revs.serving_scaled_down and self.ctx.spec.rollout.make_room)
         revs.serving_scaled_down = making_room or None
         if making_room:
@@ -184,7 +185,11 @@ class _Planner:
             if auto is not None and name in self.obs.deployments:
                 self.plan.replicas[name] = revs.restore_replicas
             revs.restore_replicas = None
-        self.plan.apply.append(serving.deployment(self.ctx, rev, repo, image=revs.current_image, replicas=replicas))
+        record = self.served_record(rev)
+        if record is not None:
+            self.plan.apply.append(recorded.served_deployment(self.ctx, record, rev, replicas=replicas))
+        else:
+            self.unrecorded = rev  # left as it is: rendering it from today's spec would run unvalidated inputs
         self.plan.apply.append(serving.revision_service(self.ctx, rev))
         stable = serving.stable_service(self.ctx, rev)
         if fixed_replicas is not None and not making_room:
@@ -198,6 +203,18 @@ class _Planner:
             self.cond("AutoscalerReady", False, "RollingHandover",
                       f"revision {rev} is held at {fixed_replicas} replica(s) while it hands over to "
                       f"candidate {self.revision}; the autoscaler follows the promoted revision")
+
+    def served_record(self, rev: str) -> recorded.Record | None:
+        """What the served revision was validated with: recorded on its Deployment (by the pass
+        that promoted it), or today's spec when it is that very revision."""
+        if self.promoted is not None and rev == self.revision:
+            return self.promoted
+        dep = self.obs.deployments.get(names.deployment_name(self.model, rev))
+        if dep is not None and dep.record is not None:
+            return dep.record
+        if rev == self.revision:
+            return recorded.record(self.ctx, self.status.revisions.current_repository_uri or "")
+        return None
 
     def spec_replicas(self) -> int:
         """Replicas of a revision without an autoscaler (and the least with one)."""
@@ -575,6 +592,7 @@ class _Planner:
             current_image=self.ctx.serving_image, retiring=old,
             retire_after=st.rfc3339(self.now + timedelta(seconds=drain)) if old else None)
         self.plan.metrics["promoted"] = self.revision
+        self.promoted = recorded.record(self.ctx, revs.candidate_repository_uri or "")
         name = names.deployment_name(self.model, self.revision)
         if autoscaling.autoscaling_enabled(self.ctx) and name in self.obs.deployments:
             self.plan.replicas[name] = replicas  # the autoscaler starts from here, not from 1
@@ -624,6 +642,11 @@ class _Planner:
                    "(rollout.makeRoom)")
             self.cond(st.AVAILABLE, False, "MakingRoom", why)
             self.cond(st.READY, False, "MakingRoom", why)
+        elif self.unrecorded == rev and dep is None:
+            why = (f"the Deployment of revision {rev} is gone and the inputs it was validated with are not recorded "
+                   "anywhere else: it serves again once a candidate is promoted")
+            self.cond(st.AVAILABLE, False, "ValidatedInputsLost", why)
+            self.cond(st.READY, False, "ValidatedInputsLost", why)
         else:
             reason, why = (problem.reason, f": {problem.message}") if problem is not None else ("NoReadyPods", "")
             self.cond(st.AVAILABLE, False, reason, f"revision {rev} has no ready pods{why}")
