@@ -13,10 +13,12 @@ import time
 import pytest
 from lightkube import Client
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from fixtures.cluster import exists, wait_for
-from fixtures.manifests import apply, model_manifest, status, wait_phase
+from fixtures.manifests import apply, condition, model_manifest, status, wait_phase
+from jobscript import Outcome
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -63,3 +65,35 @@ def test_promotion_never_drops_ready_endpoints_of_the_stable_service(local_clust
         watcher.join(5)
     assert lowest[0] == 3, f"the stable Service fell to {lowest[0]} ready endpoints during the rollout"
     assert kube.get(Deployment, f"smol-{new[:8]}", namespace=namespace).spec.replicas == 3
+
+
+def test_a_wiped_status_deletes_nothing_that_serves(local_cluster, kube, namespace, operator, scripter):
+    """Bullet: empty or unreadable status deletes what serves. The status is wiped through the
+    API server (as a restore or a GitOps replace leaves it), once alone and once with a spec
+    change whose build takes long: the served Deployment stays, with its pods, in both cases."""
+    apply(local_cluster, namespace, model_manifest())
+    old = wait_phase(kube, namespace, "Serving")["revisions"]["current"]
+    served = kube.get(Deployment, f"smol-{old[:8]}", namespace=namespace)
+    ran = dict(scripter.pods_seen)
+
+    def wipe_status() -> None:
+        local_cluster.kubectl("patch", "medusamodel", "smol", "-n", namespace, "--subresource=status",
+                              "--type=merge", "-p", '{"status": null}')
+
+    wipe_status()
+    st = wait_for(lambda: (s := status(kube, namespace)).get("phase") == "Serving" and s, timeout=30,
+                  what="the status to be rebuilt")
+    assert st["revisions"]["current"] == old
+    time.sleep(3)
+    assert dict(scripter.pods_seen) == ran, "a wiped status ran the Jobs again"
+    assert kube.get(Deployment, f"smol-{old[:8]}", namespace=namespace).metadata.uid == served.metadata.uid
+
+    scripter.script("build", Outcome(hold=True))
+    apply(local_cluster, namespace, model_manifest(engine__maxBatchSize=16))
+    wipe_status()
+    wait_for(lambda: scripter.pods_seen["build"] > ran.get("build", 0), timeout=60, what="the new build to run")
+    st = status(kube, namespace)
+    assert st["revisions"]["current"] == old and st["revisions"]["candidate"] != old
+    assert exists(kube, Deployment, f"smol-{old[:8]}", namespace)
+    assert kube.get(Service, "smol", namespace=namespace).spec.selector["medusa.dev/revision"] == old
+    assert condition(st, "Ready")["status"] == "True"

@@ -287,3 +287,36 @@ def test_only_the_in_place_serving_fields_leave_the_revision_unchanged() -> None
     for alias, value in changes.items():
         in_place = fields[alias] in IN_PLACE_SERVING_FIELDS
         assert (rev(ctx(**{f"serving__{alias}": value})) == rev(base)) == in_place, alias
+
+
+# -- Bullet: empty or unreadable status deletes what serves.
+
+def test_a_lost_status_finds_the_served_revision_again_and_deletes_nothing() -> None:
+    c = ctx(serving=AUTOSCALED)
+    r = rev(c)
+    deployments = dict([dep(r, 3)])
+    observed = Observed(now=NOW, deployments=deployments, services={names.deployment_name("m", r): r, "m": ""},
+                        stable_revision=r, autoscalers={"HorizontalPodAutoscaler": "m"})
+    p = plan(c, 4, MedusaModelStatus(), observed)
+    assert p.delete == [] and p.status.revisions.current == r and p.status.phase == "Serving"
+    assert not [m for m in p.apply if m["kind"] == "Job"], "nothing is built or validated again"
+    assert "replicas" not in manifest(p, "Deployment", names.deployment_name("m", r))["spec"]
+
+
+def test_a_lost_status_with_a_changed_spec_keeps_the_served_revision_while_the_candidate_builds() -> None:
+    """A GitOps tool replaced the object: status gone, spec changed. Two promoted revisions are
+    found (one still draining); the one the stable Service selects serves, the other drains."""
+    c = ctx(engine__maxBatchSize=16)
+    draining = "dra1n1ng00"
+    deployments = dict([dep(OLD, 2), dep(draining, 1)])
+    observed = Observed(now=NOW, deployments=deployments, stable_revision=OLD,
+                        services={names.deployment_name("m", OLD): OLD, names.deployment_name("m", draining): draining})
+    p = plan(c, 5, MedusaModelStatus(), observed)
+    assert p.status.revisions.current == OLD and p.status.revisions.candidate == rev(c)
+    assert p.status.revisions.retiring == draining
+    assert p.delete == [] and stable_revision(p) == OLD
+    assert cond(p.status, "Ready").status == "True"
+    observed.now = NOW + timedelta(seconds=30)
+    p = plan(c, 5, p.status, observed)
+    assert [(d.kind, d.name) for d in p.delete if d.kind == "Deployment"] == \
+        [("Deployment", names.deployment_name("m", draining))]

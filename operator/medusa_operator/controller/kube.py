@@ -85,6 +85,8 @@ class Kube:
             observed.deployments[seen.name] = seen
         for svc in services:
             observed.services[svc["metadata"]["name"]] = svc["metadata"].get("labels", {}).get(names.LABEL_REVISION, "")
+            if svc["metadata"]["name"] == names.stable_service_name(model):
+                observed.stable_revision = (svc.get("spec", {}).get("selector") or {}).get(names.LABEL_REVISION)
         for hpa in await self._list(HorizontalPodAutoscaler, namespace, labels):
             observed.autoscalers["HorizontalPodAutoscaler"] = hpa["metadata"]["name"]
             observed.autoscaler_desired = (hpa.get("status") or {}).get("desiredReplicas")

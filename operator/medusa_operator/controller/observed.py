@@ -61,6 +61,7 @@ class Observed:
     jobs: dict[str, JobObs] = field(default_factory=dict)
     deployments: dict[str, DeploymentObs] = field(default_factory=dict)
     services: dict[str, str] = field(default_factory=dict)  # name -> revision label ("" if none)
+    stable_revision: str | None = None  # the revision the stable Service selects (None: none or several)
     autoscalers: dict[str, str] = field(default_factory=dict)  # kind -> name
     autoscaler_desired: int | None = None  # the HPA's desired replicas, when it has decided
     missing_secrets: list[str] = field(default_factory=list)

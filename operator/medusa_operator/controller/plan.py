@@ -67,6 +67,7 @@ class _Planner:
         self.hold_serving: int | None = None  # replicas the served revision keeps during a rolling hand-over
         self.promoted: recorded.Record | None = None  # what the revision promoted in this pass was validated with
         self.unrecorded: str | None = None  # a served revision that cannot be rendered: nothing records it
+        self.retired: str | None = None  # the previous revision, retired in this pass after its drain
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -118,6 +119,7 @@ class _Planner:
 
     def run(self) -> Plan:
         self.status.observed_generation = self.generation
+        self.recover_served_revision()
         if not self.check_secrets():
             self.maintain_serving()
             self.finish_status()
@@ -140,6 +142,31 @@ class _Planner:
         self.maintain_serving(self.hold_serving)
         self.finish_status()
         return self.plan
+
+    def recover_served_revision(self) -> None:
+        """Status can be lost (a restore, a GitOps tool replacing the object, a schema change).
+        Before anything is deleted, the served revision is found again from the children: a
+        Deployment that records what it was validated with was promoted; the one the stable
+        Service selects (else the one with most Ready pods) serves, another with Ready pods drains."""
+        revs = self.status.revisions
+        if revs.current is not None:
+            return
+        promoted = sorted((d for d in self.obs.deployments.values() if d.variant == "medusa" and d.record is not None),
+                          key=lambda d: (d.revision != self.obs.stable_revision, -d.ready_replicas, d.name))
+        if not promoted:
+            return
+        served = promoted[0]
+        revs.current = served.revision
+        revs.current_repository_uri = served.record.repository_uri
+        revs.current_image = served.record.spec.serving.image
+        if revs.candidate == served.revision:
+            revs.candidate = None
+        others = [d for d in promoted[1:] if d.ready_replicas > 0]
+        if others and not revs.retiring:
+            revs.retiring = others[0].revision
+            revs.retire_after = st.rfc3339(self.now + timedelta(seconds=self.ctx.spec.rollout.drain_seconds))
+        self.plan.metrics["recovered"] = served.revision
+        self.status.message = f"serving revision {served.revision} found again from its Deployment (status was lost)"
 
     def check_secrets(self) -> bool:
         missing = self.obs.missing_secrets
@@ -204,6 +231,11 @@ class _Planner:
                       f"revision {rev} is held at {fixed_replicas} replica(s) while it hands over to "
                       f"candidate {self.revision}; the autoscaler follows the promoted revision")
 
+    def serves(self, rev: str) -> bool:
+        """Whether ``rev`` has a promoted Deployment with Ready pods."""
+        dep = self.obs.deployments.get(names.deployment_name(self.model, rev))
+        return dep is not None and dep.record is not None and dep.ready_replicas > 0
+
     def served_record(self, rev: str) -> recorded.Record | None:
         """What the served revision was validated with: recorded on its Deployment (by the pass
         that promoted it), or today's spec when it is that very revision."""
@@ -265,7 +297,14 @@ class _Planner:
             kept.add(previous)
         seen = ({d.revision for d in self.obs.deployments.values()} | set(self.obs.services.values())
                 | {j.revision for j in self.obs.jobs.values()})
-        for rev in seen - kept - {""}:
+        for rev in sorted(seen - kept - {""}):
+            if self.serves(rev) and rev != self.retired:
+                # Promoted and Ready, but status does not know it: it drains like any previous revision.
+                if not self.status.revisions.retiring:
+                    self.status.revisions.retiring = rev
+                    self.status.revisions.retire_after = st.rfc3339(
+                        self.now + timedelta(seconds=self.ctx.spec.rollout.drain_seconds))
+                continue
             self.delete_revision_objects(rev)
         current = self.status.revisions.current
         if current is not None and current not in keep_jobs_of:
@@ -615,6 +654,7 @@ class _Planner:
                 self.plan.replicas[name] = 0
         else:
             self.delete_revision_objects(old, keep_jobs=True)
+        self.retired = old
         revs.retiring = revs.retire_after = None
 
     # -- summary ---------------------------------------------------------------------------
