@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
 from medusa_builder.result import StepResult
-from medusa_operator.api.v1alpha1 import MedusaModelSpec, MedusaModelStatus
-from medusa_operator.config import OperatorConfig
+from medusa_operator.api.v1alpha1 import EngineStatus, MedusaModelStatus
 from medusa_operator.controller.observed import (DeploymentObs, JobObs, Observed, Unschedulable, observe_job,
                                                  pod_result)
-from medusa_operator.controller.plan import plan
+from medusa_operator.controller.plan import known_engine_key, plan
 from medusa_operator.controller.reconciler import merge_patch
 from medusa_operator.render import names
-from medusa_operator.render.context import ModelRef, RenderContext
-from medusa_operator.revision import engine_cache_key, revision_of
+from medusa_operator.render.context import RenderContext
+from medusa_operator.revision import engine_cache_key
 
-from plan_helpers import (CONFIG, NOW, SPEC, built_and_packaged, cond, container, ctx, kinds, ok, rev, served,
+from plan_helpers import (NOW, built_and_packaged, cond, container, ctx, kinds, ok, rev, served,
                           validated)
 
 
@@ -79,7 +78,8 @@ def test_finished_build_leads_to_packaging_with_the_engine_uri() -> None:
 def test_an_engine_built_before_needs_no_build_job() -> None:
     c = ctx()
     key = engine_cache_key(c.spec, c.builder_image)
-    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, known_engines={key: "s3://engines/engines/" + key}))
+    known = {known_engine_key(c, key): EngineStatus(cache_key=key, uri="s3://engines/engines/" + key)}
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, known_engines=known))
     assert [k for k, _ in kinds(p)] == ["Job"] and kinds(p)[0][1].endswith("-package")
     assert p.status.engine.reused is True and cond(p.status, "EngineBuilt").reason == "CacheHit"
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from medusa_operator.api.v1alpha1 import MedusaModelStatus, ServingSpec
-from medusa_operator.controller.observed import (DeploymentObs, Observed, Unschedulable, observe_deployment,
+import pytest
+
+from medusa_builder.result import StepResult
+from medusa_operator.api.v1alpha1 import EngineStatus, MedusaModelStatus, ServingSpec
+from medusa_operator.controller.observed import (DeploymentObs, JobObs, Observed, Unschedulable, observe_deployment,
                                                  observe_job)
-from medusa_operator.controller.plan import plan
+from medusa_operator.controller.plan import known_engine_key, plan
 from medusa_operator.controller.status import rfc3339
-from medusa_operator.render import names, recorded
-from medusa_operator.revision import IN_PLACE_SERVING_FIELDS
+from medusa_operator.render import jobs, names, recorded
+from medusa_operator.render.context import ModelRef, RenderContext
+from medusa_operator.revision import IN_PLACE_SERVING_FIELDS, engine_cache_key
 
 from plan_helpers import NOW, built_and_packaged, cond, ctx, manifest, rev, served, serving_status, validated
 
@@ -320,3 +324,85 @@ def test_a_lost_status_with_a_changed_spec_keeps_the_served_revision_while_the_c
     p = plan(c, 5, p.status, observed)
     assert [(d.kind, d.name) for d in p.delete if d.kind == "Deployment"] == \
         [("Deployment", names.deployment_name("m", draining))]
+
+
+# -- Bullets: the revision hash covers numHeads, numLayers, artifacts.uri and credential refs;
+# numLayers reaches the build; reused engines carry the full engine description; known engines
+# are keyed by store location; Triton repositories of two models cannot collide.
+
+@pytest.mark.parametrize("change", [
+    {"medusa__numHeads": 3}, {"medusa__numLayers": 1}, {"artifacts__uri": "s3://other-store/"},
+    {"baseModel__credentialsSecretRef": {"name": "hf"}}, {"medusa__credentialsSecretRef": {"name": "s3-heads"}},
+    {"artifacts__credentialsSecretRef": {"name": "s3-store"}},
+])
+def test_the_revision_covers_what_the_build_checks_and_where_it_is_kept(change) -> None:
+    assert rev(ctx(**change)) != rev(ctx())
+
+
+def test_fixing_a_wrong_num_heads_after_a_failed_build_starts_a_new_revision() -> None:
+    wrong = ctx(medusa__numHeads=4)
+    r = rev(wrong)
+    failed = JobObs(names.job_name("m", r, "build"), r, "failed", result=StepResult(
+        "build", False, error_kind="user", error_message="the spec declares 4 heads but the checkpoint holds 3 heads."))
+    p = plan(wrong, 1, MedusaModelStatus(), Observed(now=NOW, jobs={failed.name: failed}))
+    assert p.status.phase == "Failed"
+    fixed = ctx(medusa__numHeads=3)
+    p = plan(fixed, 2, p.status, Observed(now=NOW, jobs={failed.name: failed}))
+    assert p.status.revisions.candidate == rev(fixed) != r and p.status.phase == "Building"
+    lookup = next(m for m in p.apply if m["kind"] == "Job")
+    assert lookup["metadata"]["name"] == names.job_name("m", rev(fixed), "lookup")
+
+
+def test_num_layers_reaches_the_build() -> None:
+    c = ctx(medusa__numLayers=2, medusa__numHeads=3)
+    args = jobs.build_job(c, rev(c), "k")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--num-layers") + 1] == "2" and args[args.index("--num-heads") + 1] == "3"
+
+
+def test_an_engine_reused_from_another_model_carries_its_full_description() -> None:
+    c = ctx()
+    key = engine_cache_key(c.spec, c.builder_image)
+    known = EngineStatus(cache_key=key, uri=f"s3://engines/engines/{key}", num_heads=3, num_layers=1, tree_size=5,
+                         reused=False, build_seconds=1834.0)
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, known_engines={known_engine_key(c, key): known}))
+    engine = p.status.engine
+    assert (engine.uri, engine.num_heads, engine.num_layers, engine.tree_size) == (known.uri, 3, 1, 5)
+    assert engine.reused is True and engine.build_seconds is None
+
+
+@pytest.mark.parametrize("where", [("other-namespace", "s3://engines"), ("ns", "s3://other-store")])
+def test_an_engine_known_in_another_namespace_or_store_is_not_handed_over(where) -> None:
+    c = ctx()
+    key = engine_cache_key(c.spec, c.builder_image)
+    elsewhere = {(*where, key): EngineStatus(cache_key=key, uri=f"{where[1]}/engines/{key}", num_heads=3)}
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, known_engines=elsewhere))
+    assert [m["metadata"]["name"] for m in p.apply] == [names.job_name("m", rev(c), "lookup")]
+    assert p.status.engine.uri is None
+
+
+def test_a_known_engine_the_store_no_longer_has_is_forgotten_and_looked_up_again() -> None:
+    c = ctx()
+    r = rev(c)
+    key = engine_cache_key(c.spec, c.builder_image)
+    known = {known_engine_key(c, key): EngineStatus(cache_key=key, uri=f"s3://engines/engines/{key}", num_heads=3)}
+    package = names.job_name("m", r, "package")
+    gone = JobObs(package, r, "failed", result=StepResult(
+        "package", False, error_kind="user", error_message=f"no engine at s3://engines/engines/{key}"))
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs={package: gone}, known_engines=known))
+    assert p.forget_engines == [known_engine_key(c, key)]
+    assert [(d.kind, d.name) for d in p.delete] == [("Job", package)]
+    assert p.status.revisions.failed is None and cond(p.status, "Packaged").reason == "EngineLookedUpAgain"
+    p = plan(c, 1, p.status, Observed(now=NOW))
+    assert [m["metadata"]["name"] for m in p.apply] == [names.job_name("m", r, "lookup")]
+
+
+def test_two_models_with_the_same_inputs_package_into_different_repositories() -> None:
+    a = ctx()
+    b = RenderContext(ModelRef("twin", "ns", "uid-2"), a.spec, a.config)
+    other_ns = RenderContext(ModelRef("m", "other", "uid-3"), a.spec, a.config)
+    r = rev(a)
+    outputs = set()
+    for c in (a, b, other_ns):
+        args = jobs.package_job(c, r, "s3://engines/engines/k")["spec"]["template"]["spec"]["containers"][0]["args"]
+        outputs.add(args[args.index("--output-uri") + 1])
+    assert len(outputs) == 3

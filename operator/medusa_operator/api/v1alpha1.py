@@ -451,6 +451,7 @@ class EngineStatus(ApiModel):
     reused: bool | None = Field(default=None, description="True when the engine came from the cache.")
     build_seconds: float | None = Field(default=None, description="How long the build took.")
     num_heads: int | None = Field(default=None, description="Heads counted in the checkpoint.")
+    num_layers: int | None = Field(default=None, description="Residual layers per head counted in the checkpoint.")
     tree_size: int | None = Field(default=None, description="Nodes in the token tree.")
 
 

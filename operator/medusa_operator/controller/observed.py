@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from medusa_builder.result import ResultParseError, StepResult, parse_message
 
+from ..api.v1alpha1 import EngineStatus
 from ..render import names, recorded
 
 JobState = Literal["running", "succeeded", "failed"]
@@ -66,7 +67,8 @@ class Observed:
     autoscaler_desired: int | None = None  # the HPA's desired replicas, when it has decided
     missing_secrets: list[str] = field(default_factory=list)
     keda_available: bool = True
-    known_engines: dict[str, str] = field(default_factory=dict)  # cache key -> engine URI built before
+    # Engines built or found before, by known_engine_key (plan.py): (namespace, store, cache key).
+    known_engines: dict[tuple[str, str, str], EngineStatus] = field(default_factory=dict)
 
 
 def _parse_time(value: str | None) -> datetime | None:

@@ -52,6 +52,14 @@ class Plan:
     # Deployment name -> replicas, set on its own before ``apply`` (config.REPLICAS_FIELD_MANAGER):
     # the count an autoscaler takes over, or the size of a revision that is no longer rendered.
     replicas: dict[str, int] = field(default_factory=dict)
+    forget_engines: list[tuple[str, str, str]] = field(default_factory=list)  # known engines the store lacks
+
+
+def known_engine_key(ctx: RenderContext, cache_key: str) -> tuple[str, str, str]:
+    """Where an engine the operator remembers is: namespace, artifact store and cache key. The
+    same store URI can mean another endpoint and other credentials in another namespace, so an
+    engine is handed only to models of the namespace and store it was built or found in."""
+    return (ctx.model.namespace, ctx.spec.artifacts.uri.rstrip("/"), cache_key)
 
 
 class _Planner:
@@ -68,6 +76,7 @@ class _Planner:
         self.promoted: recorded.Record | None = None  # what the revision promoted in this pass was validated with
         self.unrecorded: str | None = None  # a served revision that cannot be rendered: nothing records it
         self.retired: str | None = None  # the previous revision, retired in this pass after its drain
+        self.from_memory: dict[str, str] = {}  # cache key -> URI of engines handed over from known_engines
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -396,9 +405,12 @@ class _Planner:
         store by a CPU-only lookup Job, or built by the GPU Job, created only when the lookup
         misses, so an engine already in the store never waits for a GPU."""
         if build["metadata"]["name"] not in self.obs.jobs:
-            known = self.obs.known_engines.get(key)
-            if known is not None:
-                return {"cacheKey": key, "cacheHit": True, "engineUri": known}
+            known = self.obs.known_engines.get(known_engine_key(self.ctx, key))
+            if known is not None and known.uri and lookup["metadata"]["name"] not in self.obs.jobs:
+                self.from_memory[key] = known.uri
+                described = {"numHeads": known.num_heads, "numLayers": known.num_layers, "treeSize": known.tree_size}
+                return {"cacheKey": key, "cacheHit": True, "engineUri": known.uri,
+                        **{k: v for k, v in described.items() if v is not None}}
             found = self.job_outcome(self.job(lookup), st.ENGINE_BUILT, "Building", "Building",
                                      f"the store lookup for {what}")
             if found is None or found.get("cacheHit"):
@@ -419,6 +431,7 @@ class _Planner:
         self.status.engine = EngineStatus(
             cache_key=result.get("cacheKey") or key, uri=uri, reused=reused,
             build_seconds=result.get("buildSeconds"), num_heads=result.get("numHeads"),
+            num_layers=result.get("numLayers"),
             tree_size=len(tree) if isinstance(tree, list) else result.get("treeSize"))
         self.cond(st.ENGINE_BUILT, True, "CacheHit" if reused else "Built",
                   f"engine {'reused from' if reused else 'built into'} {uri}")
@@ -437,6 +450,18 @@ class _Planner:
     def step_package(self, engine: str, variant: str) -> str | None:
         job = self.job(jobs.package_job(self.ctx, self.revision, engine, variant))
         what = "packaging" if variant == "medusa" else "packaging the base model"
+        remembered = next((k for k, uri in self.from_memory.items() if uri == engine), None)
+        if job is not None and job.state == "failed" and remembered is not None:
+            # The engine came from memory, not from the store: it may be gone from there. Forget
+            # it and look it up again (a lookup Job, then a build on a miss) instead of failing.
+            self.plan.forget_engines.append(known_engine_key(self.ctx, remembered))
+            self.plan.delete.append(Deletion("batch/v1", "Job", job.name))
+            self.status.engine = EngineStatus()
+            self.cond(st.PACKAGED, False, "EngineLookedUpAgain",
+                      f"{what} failed on the engine {engine} known from an earlier build "
+                      f"({job.result.error_message if job.result else job.problem}); it is looked up in the store again")
+            self.status.phase = "Building"
+            return None
         result = self.job_outcome(job, st.PACKAGED, "Packaging", "Packaging", what)
         if result is None:
             return None

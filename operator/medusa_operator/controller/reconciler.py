@@ -15,14 +15,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..api.v1alpha1 import MedusaModelSpec, MedusaModelStatus
+from ..api.v1alpha1 import EngineStatus, MedusaModelSpec, MedusaModelStatus
 from ..config import OperatorConfig
 from ..render.context import ModelRef, RenderContext
 from ..render.jobs import secret_names
 from .. import metrics
 from . import status as st
 from .kube import Kube
-from .plan import plan
+from .plan import known_engine_key, plan
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class Reconciler:
         self.due: dict[Key, float] = {}
         self.failures: dict[Key, int] = {}
         self.last_phase: dict[Key, tuple[str | None, float]] = {}
-        self.known_engines: dict[str, str] = {}  # engines any model here has built or reused
+        # Engines any model here has built or found, by plan.known_engine_key; full descriptions.
+        self.known_engines: dict[tuple[str, str, str], EngineStatus] = {}
         self.wakeup = asyncio.Event()
 
     def wake(self, key: Key) -> None:
@@ -130,7 +131,9 @@ class Reconciler:
         result = plan(ctx, generation, old_status, observed)
         engine = result.status.engine
         if engine.cache_key and engine.uri and st.is_true(result.status, st.ENGINE_BUILT):
-            self.known_engines[engine.cache_key] = engine.uri
+            self.known_engines[known_engine_key(ctx, engine.cache_key)] = engine.model_copy()
+        for gone in result.forget_engines:
+            self.known_engines.pop(gone, None)
         for deployment, replicas in result.replicas.items():  # before apply: see Plan.replicas
             await self.kube.set_replicas(namespace, deployment, replicas)
         for manifest in result.apply:

@@ -132,6 +132,8 @@ def _build_args(ctx: RenderContext, cache_key: str) -> list[str]:
         args += ["--heads-revision", spec.medusa.revision]
     if spec.medusa.num_heads:
         args += ["--num-heads", str(spec.medusa.num_heads)]
+    if spec.medusa.num_layers:
+        args += ["--num-layers", str(spec.medusa.num_layers)]
     tree = spec.medusa.tree
     if tree is not None and tree.choices is not None:
         args += ["--tree-choices", json.dumps(tree.choices, separators=(",", ":"))]
