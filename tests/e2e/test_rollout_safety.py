@@ -12,6 +12,8 @@ import time
 
 import pytest
 from lightkube import Client
+from lightkube.codecs import from_dict
+from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Service
 from lightkube.resources.discovery_v1 import EndpointSlice
@@ -19,6 +21,11 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 from fixtures.cluster import exists, wait_for
 from fixtures.manifests import apply, condition, model_manifest, status, wait_phase
 from jobscript import Outcome
+from medusa_operator.api.v1alpha1 import MedusaModelSpec
+from medusa_operator.config import OperatorConfig
+from medusa_operator.controller.kube import MedusaModelResource
+from medusa_operator.render import autoscaling, jobs, names, recorded, serving
+from medusa_operator.render.context import ModelRef, RenderContext
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -97,3 +104,41 @@ def test_a_wiped_status_deletes_nothing_that_serves(local_cluster, kube, namespa
     assert exists(kube, Deployment, f"smol-{old[:8]}", namespace)
     assert kube.get(Service, "smol", namespace=namespace).spec.selector["medusa.dev/revision"] == old
     assert condition(st, "Ready")["status"] == "True"
+
+
+@pytest.mark.parametrize("model_name", ["llama-3.1-8b", "3b-instruct", "a" * 253])
+def test_every_derived_name_is_accepted_by_the_api_server(kube, namespace, medusa_crd, model_name):
+    """Bullet: a model named llama-3.1-8b gives Service names with dots. Every object the
+    operator would create for a dotted, a digit-leading and a 253-character model name goes
+    through the real API server's validation (server-side dry run: nothing is stored)."""
+    spec = MedusaModelSpec.model_validate(model_manifest()["spec"])
+    ctx = RenderContext(ModelRef(model_name, namespace, "6a1f3c2e-0000-4000-8000-000000000000"), spec,
+                        OperatorConfig(builder_image="b:1", serving_image="t:1"))
+    revision = "0123456789"
+    manifests = [jobs.lookup_job(ctx, revision, "k"), jobs.base_lookup_job(ctx, revision, "k"),
+                 jobs.build_job(ctx, revision, "k"), jobs.base_build_job(ctx, revision, "k"),
+                 jobs.package_job(ctx, revision, "s3://e/k"), jobs.package_job(ctx, revision, "s3://e/b", "base"),
+                 jobs.validate_job(ctx, revision, baseline=True),
+                 recorded.served_deployment(ctx, recorded.record(ctx, "s3://r"), revision, replicas=None),
+                 serving.deployment(ctx, revision, "s3://r", variant="base"),
+                 serving.revision_service(ctx, revision), serving.revision_service(ctx, revision, "base"),
+                 serving.stable_service(ctx, revision), autoscaling.horizontal_pod_autoscaler(ctx, revision)]
+    model_object = model_manifest(model_name)
+    model_object["metadata"]["namespace"] = namespace
+    for manifest in [model_object, *manifests]:
+        try:
+            kube.apply(from_dict(manifest) if manifest["kind"] != "MedusaModel"
+                       else MedusaModelResource.from_dict(manifest), field_manager="medusa-tests", dry_run=True)
+        except ApiError as exc:
+            pytest.fail(f"the API server refused {manifest['kind']} {manifest['metadata']['name']}: "
+                        f"{exc.status.message}")
+
+
+def test_a_dotted_model_name_reaches_serving(local_cluster, kube, namespace, operator, scripter):
+    """Bullet: a model named llama-3.1-8b loops forever today (its Services are refused)."""
+    apply(local_cluster, namespace, model_manifest("llama-3.1-8b"))
+    st = wait_phase(kube, namespace, "Serving", name="llama-3.1-8b")
+    stable = names.stable_service_name("llama-3.1-8b")
+    assert st["endpoint"] == f"http://{stable}.{namespace}.svc:8000"
+    assert kube.get(Service, stable, namespace=namespace).spec.selector["medusa.dev/revision"] == \
+        st["revisions"]["current"]

@@ -50,7 +50,7 @@ def storage_volumes(ctx: RenderContext) -> tuple[list[dict], list[dict], list[st
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
         args += ["--credentials-dir", CREDENTIALS_DIR]
     for claim in pvc_claims(ctx):
-        volume = f"pvc-{names.fit(claim, 50)}"
+        volume = f"pvc-{names.dns_label(claim, 50)}"  # volume names are DNS labels; claims may hold dots
         volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}"})
     return volumes, mounts, args
