@@ -22,7 +22,7 @@ from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 
 from fixtures.cluster import exists, wait_for
 from fixtures.manifests import GPU, apply, condition, job_names, model, model_manifest, status, wait_phase
-from jobscript import Outcome, arg
+from jobscript import Outcome, arg, default_outcome
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -136,11 +136,22 @@ def test_build_failure_names_the_reason_and_deploys_nothing(local_cluster, kube,
     assert any("5120" in e.message for e in warnings)
 
 
-def test_missing_termination_message_is_a_clear_failure(local_cluster, kube, namespace, operator, scripter):
-    scripter.script("package", Outcome(exit_code=0, raw_message=""))
+def test_a_job_that_succeeds_without_a_result_is_retried(local_cluster, kube, namespace, operator, scripter):
+    """Issue 21, bullet: exit code 0 without a result is an infrastructure failure to retry."""
+    attempts = []
+
+    def first_empty(pod) -> Outcome:
+        attempts.append(pod.metadata.name)
+        return Outcome(exit_code=0, raw_message="") if len(attempts) == 1 else default_outcome("package", pod)
+
+    scripter.script("package", first_empty)
     apply(local_cluster, namespace, model_manifest())
-    st = wait_phase(kube, namespace, "Failed")
-    assert "left no result (empty termination message)" in condition(st, "Packaged")["message"]
+    cond = wait_for(lambda: next((c for c in status(kube, namespace).get("conditions", [])
+                                  if c["type"] == "Packaged" and c["reason"] == "RetryingAfterInfrastructureError"),
+                                 None), what="the retrying condition")
+    assert "left no result (empty termination message)" in cond["message"]
+    wait_phase(kube, namespace, "Serving")
+    assert len(attempts) == 2
 
 
 def test_validation_failure_keeps_the_previous_revision_serving(local_cluster, kube, namespace, operator,

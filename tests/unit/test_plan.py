@@ -224,15 +224,25 @@ def _pod(message: str | None, exit_code: int = 0, job: str = "j") -> dict:
     ('["not", "an", "object"]', "not a JSON object"),
 ])
 def test_malformed_termination_messages_become_readable_problems(message, expected) -> None:
-    result, problem = pod_result(_pod(message, exit_code=1))
-    assert result is None and expected in problem and "exit code 1" in problem
+    seen = pod_result(_pod(message, exit_code=1))
+    assert seen.result is None and expected in seen.problem and "exit code 1" in seen.problem
 
 
-def test_a_completed_job_without_a_result_is_a_failure_not_a_crash() -> None:
-    job = {"metadata": {"name": "j", "labels": {names.LABEL_REVISION: "r"}},
-           "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+def test_a_completed_job_without_a_result_is_an_infrastructure_failure_to_retry() -> None:
+    """Issue 21, bullet: exit 0 without a result is retried, not a permanent failure."""
+    job = {"metadata": {"name": "j", "labels": {names.LABEL_REVISION: "r", names.LABEL_STEP: "package"}},
+           "status": {"conditions": [{"type": "Complete", "status": "True",
+                                      "lastTransitionTime": "2026-11-27T12:00:00Z"}]}}
     seen = observe_job(job, [_pod("")])
-    assert seen.state == "failed" and "no usable result" in seen.problem
+    assert seen.state == "failed" and seen.result.error_kind == "infrastructure"
+    assert "left no usable result: the step left no result (empty termination message)" in seen.result.error_message
+    c = ctx()
+    r = rev(c)
+    name = names.job_name("m", r, "build")
+    observed = Observed(now=NOW, jobs={name: JobObs(name, r, "failed", result=seen.result, finished_at=NOW)})
+    p = plan(c, 1, MedusaModelStatus(), observed)
+    assert p.status.revisions.failed is None
+    assert cond(p.status, "EngineBuilt").reason == "RetryingAfterInfrastructureError"
 
 
 def test_a_user_error_settles_the_job_before_its_retries() -> None:

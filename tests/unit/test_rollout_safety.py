@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from medusa_builder.result import StepResult
+from medusa_builder.result import StepResult, parse_message
 from medusa_operator.api.v1alpha1 import EngineStatus, MedusaModelStatus, ServingSpec
 from medusa_operator.controller.observed import (DeploymentObs, JobObs, Observed, Unschedulable, observe_deployment,
                                                  observe_job)
@@ -406,3 +406,87 @@ def test_two_models_with_the_same_inputs_package_into_different_repositories() -
         args = jobs.package_job(c, r, "s3://engines/engines/k")["spec"]["template"]["spec"]["containers"][0]["args"]
         outputs.add(args[args.index("--output-uri") + 1])
     assert len(outputs) == 3
+
+
+# -- Bullets: Job results validated against typed models; step name checked; termination message
+# capped by bytes; disruptions ignored by the pod failure policy; a documented retry annotation.
+
+def _finished_job(r: str, step: str, message: str, exit_code: int = 0) -> JobObs:
+    name = names.job_name("m", r, step)
+    job = {"metadata": {"name": name, "labels": {names.LABEL_REVISION: r, names.LABEL_STEP: step}},
+           "status": {"conditions": [{"type": "Complete" if exit_code == 0 else "Failed", "status": "True"}]}}
+    pod = {"metadata": {"name": f"{name}-x", "labels": {"job-name": name}, "creationTimestamp": "2026-11-27T12:00:00Z"},
+           "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": exit_code, "message": message}}}]}}
+    return observe_job(job, [pod])
+
+
+@pytest.mark.parametrize("result, field", [
+    ({"cacheKey": "k", "engineUri": 123}, "result.engineUri must be a string, not 123"),
+    ({"cacheKey": "k", "engineUri": "s3://e/k", "treeSize": "big"}, 'result.treeSize must be an integer, not "big"'),
+    ({"cacheKey": "k", "engineUri": "s3://e/k", "tree": [[0], ["x"]]}, 'result.tree[1][0] must be an integer'),
+    ({"cacheKey": "k", "engineUri": "s3://e/k", "numHeads": True}, "result.numHeads must be an integer, not true"),
+])
+def test_a_result_of_the_wrong_type_is_a_failed_step_with_a_clear_message(result, field) -> None:
+    c = ctx()
+    r = rev(c)
+    seen = _finished_job(r, "build", StepResult("build", True, result=result).to_message())
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs={seen.name: seen}))
+    built = cond(p.status, "EngineBuilt")
+    assert p.status.phase == "Failed" and built.reason == "BuildingFailed"
+    assert f"the build step's result cannot be used: {field}" in built.message
+
+
+def test_a_validation_verdict_of_the_wrong_type_fails_validation_clearly() -> None:
+    c = ctx()
+    r = rev(c)
+    seen = _finished_job(r, "validate", StepResult("validate", True, result={
+        "passed": True, "perTopic": [{"topic": "coding", "speedup": "fast"}]}).to_message())
+    jobs_seen = {**built_and_packaged(r), seen.name: seen}
+    deployments = {names.deployment_name("m", r): DeploymentObs(names.deployment_name("m", r), r, "medusa", 1)}
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs=jobs_seen, deployments=deployments))
+    assert p.status.phase == "Failed" and p.status.revisions.current is None
+    assert 'result.perTopic[0].speedup must be a number, not "fast"' in cond(p.status, "Validated").message
+
+
+def test_a_result_of_another_step_is_refused() -> None:
+    c = ctx()
+    r = rev(c)
+    seen = _finished_job(r, "lookup-base", StepResult("package", True, result={"repositoryUri": "s3://x"}).to_message())
+    assert seen.state == "failed" and seen.result is None
+    assert "a result of step 'package' but its Job runs 'build'" in seen.problem
+
+
+@pytest.mark.parametrize("text", ["é" * 3000, "模型" * 2000, "🙂" * 1500, "x" * 10_000])
+def test_the_termination_message_fits_the_kubelets_4096_bytes_whatever_the_text(text) -> None:
+    message = StepResult("build", False, error_kind="infrastructure", error_message=text,
+                         result={"cacheKey": "k"}).to_message()
+    assert len(message.encode()) <= 4096
+    parsed = parse_message(message)
+    assert parsed.error_kind == "infrastructure" and text.startswith(parsed.error_message.removesuffix("..."))
+    assert len(parsed.error_message) > 100
+
+
+def test_job_disruptions_do_not_use_up_the_jobs_retries() -> None:
+    rules = jobs.build_job(ctx(), "0123456789", "k")["spec"]["podFailurePolicy"]["rules"]
+    ignore = next(i for i, rule in enumerate(rules) if rule["action"] == "Ignore")
+    assert rules[ignore]["onPodConditions"] == [{"type": "DisruptionTarget"}]
+    assert ignore < next(i for i, rule in enumerate(rules) if rule["action"] == "FailJob"), "first match wins"
+
+
+def test_a_failed_revision_is_retried_when_the_retry_annotation_changes() -> None:
+    c = ctx()
+    r = rev(c)
+    failed = JobObs(names.job_name("m", r, "build"), r, "failed",
+                    result=StepResult("build", False, error_kind="user", error_message="heads unreadable"))
+    observed = Observed(now=NOW, jobs={failed.name: failed}, retry_token="before")
+    p = plan(c, 1, MedusaModelStatus(), observed)
+    assert p.status.phase == "Failed" and p.status.revisions.retry_token == "before"
+    assert plan(c, 1, p.status, observed).status.phase == "Failed", "the same value retries nothing"
+
+    observed.retry_token = "2026-11-27T12:05"
+    p = plan(c, 1, p.status, observed)
+    assert ("Job", failed.name) in [(d.kind, d.name) for d in p.delete]
+    assert p.status.revisions.failed is None and p.status.phase == "Pending"
+    p = plan(c, 1, p.status, Observed(now=NOW, retry_token="2026-11-27T12:05"))
+    assert [m["metadata"]["name"] for m in p.apply] == [names.job_name("m", r, "lookup")]
+    assert p.status.revisions.candidate == r and p.status.phase == "Building"

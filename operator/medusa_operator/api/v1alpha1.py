@@ -405,7 +405,12 @@ class RevisionsStatus(ApiModel):
     candidate: str | None = Field(default=None, description="The revision being built or validated.")
     previous: str | None = Field(default=None, description="The revision served before the current one.")
     failed: str | None = Field(
-        default=None, description="The latest revision that failed; it is not retried until the spec changes.",
+        default=None, description="The latest revision that failed; it is not retried until the spec changes or "
+                                  "the annotation medusa.dev/retry gets a new value.",
+    )
+    retry_token: str | None = Field(
+        default=None, description="The value of the medusa.dev/retry annotation when the revision last failed or "
+                                  "was retried; another value retries it.",
     )
     current_repository_uri: str | None = Field(default=None, description="Model repository of the current revision.")
     current_image: str | None = Field(default=None, description="Triton image of the current revision.")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from medusa_builder.result import ResultParseError, StepResult, parse_message
+from medusa_builder.result import ResultParseError, ResultTypeError, StepResult, check_result, parse_message
 
 from ..api.v1alpha1 import EngineStatus
 from ..render import names, recorded
@@ -67,6 +67,7 @@ class Observed:
     autoscaler_desired: int | None = None  # the HPA's desired replicas, when it has decided
     missing_secrets: list[str] = field(default_factory=list)
     keda_available: bool = True
+    retry_token: str | None = None  # the model's medusa.dev/retry annotation
     # Engines built or found before, by known_engine_key (plan.py): (namespace, store, cache key).
     known_engines: dict[tuple[str, str, str], EngineStatus] = field(default_factory=dict)
 
@@ -138,17 +139,32 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def pod_result(pod: dict[str, Any]) -> tuple[StepResult | None, str | None]:
-    """The step result a finished pod left, or a sentence saying why there is none."""
+@dataclass(frozen=True)
+class PodResult:
+    result: StepResult | None = None
+    problem: str | None = None  # why there is no usable result: a readable sentence
+    missing: bool = False  # no result at all (nothing, or not a step result): the step may not have run
+
+
+def pod_result(pod: dict[str, Any], command: str | None = None) -> PodResult:
+    """The step result a finished pod left, checked against the types the operator reads and,
+    when ``command`` is given, against the command its Job runs."""
     term = _terminated(pod)
     if term is None:
-        return None, None
+        return PodResult()
+    where = f"(exit code {term.get('exitCode')}, {term.get('reason') or 'unknown reason'})"
     try:
-        return parse_message(term.get("message")), None
+        result = parse_message(term.get("message"))
     except ResultParseError as exc:
-        code = term.get("exitCode")
-        reason = term.get("reason") or "unknown reason"
-        return None, f"{exc} (exit code {code}, {reason})"
+        return PodResult(problem=f"{exc} {where}", missing=True)
+    if command is not None and result.step != command:
+        return PodResult(problem=f"the pod reported a result of step '{result.step}' but its Job runs "
+                                 f"'{command}' {where}")
+    try:
+        check_result(result)
+    except ResultTypeError as exc:
+        return PodResult(problem=f"{exc} {where}")
+    return PodResult(result=result)
 
 
 def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
@@ -156,30 +172,40 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
 
     A pod that ended with a definitive result (success, or a user or validation error that a
     retry cannot change) settles the Job at once, without waiting for the Job controller's retries.
+    A Job that completed without leaving any result failed for a reason outside the spec (the
+    container never wrote one): that is an infrastructure failure, retried like one.
     """
     name = job["metadata"]["name"]
-    revision = job["metadata"].get("labels", {}).get(names.LABEL_REVISION, "")
+    labels = job["metadata"].get("labels", {})
+    revision = labels.get(names.LABEL_REVISION, "")
+    step = labels.get(names.LABEL_STEP)
+    command = names.builder_command(step) if step in names.STEPS else None
     own = sorted((p for p in pods if p["metadata"].get("labels", {}).get("job-name") == name),
                  key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
-    results = [(pod_result(p), p) for p in own]
-    for (result, _problem), _pod in results:
-        if result is not None and result.ok:
-            return JobObs(name, revision, "succeeded", result=result)
-    latest_result, latest_problem = results[0][0] if results else (None, None)
-    if latest_result is not None and latest_result.error_kind in ("user", "validation"):
-        return JobObs(name, revision, "failed", result=latest_result)
+    results = [pod_result(p, command) for p in own]
+    for seen in results:
+        if seen.result is not None and seen.result.ok:
+            return JobObs(name, revision, "succeeded", result=seen.result)
+    latest = results[0] if results else PodResult(problem="no pod found", missing=True)
+    if latest.result is not None and latest.result.error_kind in ("user", "validation"):
+        return JobObs(name, revision, "failed", result=latest.result)
     conditions = {c.get("type"): c for c in job.get("status", {}).get("conditions") or []
                   if c.get("status") == "True"}
     if "Failed" in conditions or "FailureTarget" in conditions:
         cond = conditions.get("Failed") or conditions["FailureTarget"]
         finished = _parse_time(cond.get("lastTransitionTime"))
-        if latest_result is not None:
-            return JobObs(name, revision, "failed", result=latest_result, finished_at=finished)
-        why = latest_problem or f"the Job failed ({cond.get('reason')}: {cond.get('message', '').strip()})"
+        if latest.result is not None:
+            return JobObs(name, revision, "failed", result=latest.result, finished_at=finished)
+        why = latest.problem or f"the Job failed ({cond.get('reason')}: {cond.get('message', '').strip()})"
         return JobObs(name, revision, "failed", problem=why, finished_at=finished)
     if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
-        return JobObs(name, revision, "failed",
-                      problem=f"the Job succeeded but left no usable result: {latest_problem or 'no pod found'}")
+        cond = conditions.get("Complete") or conditions["SuccessCriteriaMet"]
+        why = f"the Job succeeded but left no usable result: {latest.problem}"
+        if latest.missing:
+            return JobObs(name, revision, "failed", finished_at=_parse_time(cond.get("lastTransitionTime")),
+                          result=StepResult(command or "unknown", False, error_kind="infrastructure",
+                                            error_message=why))
+        return JobObs(name, revision, "failed", problem=why)
     unschedulable = next((u for u in (pod_unschedulable(p) for p in own) if u is not None), None)
     problem = next((q for q in (pod_problem(p) for p in own[:1]) if q is not None), None)
     return JobObs(name, revision, "running", unschedulable=unschedulable, pod_problem=problem)

@@ -111,6 +111,7 @@ class _Planner:
         self.cond(condition, False, reason, message)
         revs = self.status.revisions
         revs.failed = rev
+        revs.retry_token = self.obs.retry_token
         revs.candidate = None
         revs.promotion_replicas = revs.promotion_since = revs.rolling_handover = None
         revs.serving_scaled_down = None  # scaled back in this pass if it made room or was handing over
@@ -141,6 +142,8 @@ class _Planner:
             self.status.revisions.candidate = None
             self.clean_other_revisions(keep={current})
             self.status.message = f"serving revision {current}"
+        elif self.revision == self.status.revisions.failed and self.retry_requested():
+            self.clean_other_revisions(keep={current})
         elif self.revision == self.status.revisions.failed:
             self.clean_other_revisions(keep={current, self.revision}, keep_jobs_of={self.revision})
             self.status.revisions.candidate = None
@@ -176,6 +179,19 @@ class _Planner:
             revs.retire_after = st.rfc3339(self.now + timedelta(seconds=self.ctx.spec.rollout.drain_seconds))
         self.plan.metrics["recovered"] = served.revision
         self.status.message = f"serving revision {served.revision} found again from its Deployment (status was lost)"
+
+    def retry_requested(self) -> bool:
+        """A new value of the medusa.dev/retry annotation retries the failed revision: its Jobs
+        (kept for inspection) go in this pass, and the next pass starts it again from the lookup."""
+        revs = self.status.revisions
+        token = self.obs.retry_token
+        if token is None or token == revs.retry_token:
+            return False
+        revs.failed, revs.retry_token, revs.infra_retries = None, token, None
+        self.plan.metrics["retried"] = self.revision
+        self.status.phase = "Pending"
+        self.status.message = f"revision {self.revision} is retried ({names.RETRY_ANNOTATION}={token})"
+        return True
 
     def check_secrets(self) -> bool:
         missing = self.obs.missing_secrets

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from ..api.v1alpha1 import EngineStatus, MedusaModelSpec, MedusaModelStatus
 from ..config import OperatorConfig
 from ..render.context import ModelRef, RenderContext
+from ..render import names
 from ..render.jobs import secret_names
 from .. import metrics
 from . import status as st
@@ -128,6 +129,7 @@ class Reconciler:
         ctx = RenderContext(ModelRef(name, namespace, meta["uid"]), spec, self.config)
         observed = await self.kube.observe(namespace, name, secret_names(ctx), now)
         observed.known_engines = dict(self.known_engines)
+        observed.retry_token = (meta.get("annotations") or {}).get(names.RETRY_ANNOTATION)
         result = plan(ctx, generation, old_status, observed)
         engine = result.status.engine
         if engine.cache_key and engine.uri and st.is_true(result.status, st.ENGINE_BUILT):

@@ -78,7 +78,7 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, g
         "name": "builder",
         "image": ctx.builder_image,
         "command": ["medusa-builder"],
-        "args": [command or step.removesuffix("-base"), *args, *storage_args],
+        "args": [command or names.builder_command(step), *args, *storage_args],
         "resources": resources,
         "volumeMounts": mounts,
         "terminationMessagePath": "/dev/termination-log",
@@ -99,6 +99,9 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, g
             "backoffLimit": 2,
             "activeDeadlineSeconds": deadline_seconds,
             "podFailurePolicy": {"rules": [
+                # An eviction, a preemption or a lost node says nothing about the step: retry it
+                # without spending one of the Job's retries.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                 {"action": "FailJob", "onExitCodes": {"containerName": "builder", "operator": "In",
                                                       "values": FINAL_EXIT_CODES}},
             ]},

@@ -18,8 +18,15 @@ LABEL_REVISION = "medusa.dev/revision"
 LABEL_VARIANT = "medusa.dev/variant"  # medusa (the candidate or served model) | base (the baseline)
 LABEL_STEP = "medusa.dev/step"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# Set by users on a MedusaModel: a new value retries its failed revision without a spec change.
+RETRY_ANNOTATION = "medusa.dev/retry"
 
 STEPS = ("lookup", "lookup-base", "build", "build-base", "package", "package-base", "validate")
+
+
+def builder_command(step: str) -> str:
+    """The ``medusa-builder`` command a step's Job runs (a lookup is ``build --lookup-only``)."""
+    return "build" if step.startswith("lookup") else step.removesuffix("-base")
 VARIANTS = ("medusa", "base")
 
 
