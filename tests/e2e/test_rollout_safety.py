@@ -14,8 +14,10 @@ import pytest
 from lightkube import Client
 from lightkube.codecs import from_dict
 from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Service
+from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.core_v1 import Secret, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from fixtures.cluster import exists, wait_for
@@ -142,3 +144,32 @@ def test_a_dotted_model_name_reaches_serving(local_cluster, kube, namespace, ope
     assert st["endpoint"] == f"http://{stable}.{namespace}.svc:8000"
     assert kube.get(Service, stable, namespace=namespace).spec.selector["medusa.dev/revision"] == \
         st["revisions"]["current"]
+
+
+def test_a_secret_deleted_while_serving_is_reported_holds_scale_up_and_recovers(local_cluster, kube, namespace,
+                                                                                operator, scripter):
+    """Bullet: a Secret deleted after the model is Serving. kwok's pods never mount anything, so
+    what is checked is the operator's part against the real API server: the status says so, the
+    HPA may not add pods that would hang on the mount, and restoring the Secret recovers."""
+    kube.create(Secret(metadata=ObjectMeta(name="store-creds"), stringData={"AWS_ACCESS_KEY_ID": "a",
+                                                                             "AWS_SECRET_ACCESS_KEY": "b"}),
+                namespace=namespace)
+    manifest = model_manifest(artifacts={"uri": "s3://engines/", "credentialsSecretRef": {"name": "store-creds"}})
+    apply(local_cluster, namespace, manifest)
+    wait_phase(kube, namespace, "Serving")
+
+    kube.delete(Secret, "store-creds", namespace=namespace)
+    st = wait_phase(kube, namespace, "Degraded", timeout=30)
+    found = condition(st, "CredentialsFound")
+    assert found["status"] == "False" and "new pods could not mount 'store-creds'" in found["message"]
+    assert condition(st, "Ready")["status"] == "True"
+    wait_for(lambda: kube.get(HorizontalPodAutoscaler, "smol", namespace=namespace).spec.maxReplicas == 1,
+             timeout=30, what="scale-up to be held at the one replica it has")
+
+    kube.create(Secret(metadata=ObjectMeta(name="store-creds"), stringData={"AWS_ACCESS_KEY_ID": "a",
+                                                                             "AWS_SECRET_ACCESS_KEY": "b"}),
+                namespace=namespace)
+    st = wait_phase(kube, namespace, "Serving", timeout=30)
+    assert condition(st, "CredentialsFound")["status"] == "True"
+    wait_for(lambda: kube.get(HorizontalPodAutoscaler, "smol", namespace=namespace).spec.maxReplicas == 3,
+             timeout=30, what="the autoscaler's maxReplicas back")

@@ -490,3 +490,40 @@ def test_a_failed_revision_is_retried_when_the_retry_annotation_changes() -> Non
     p = plan(c, 1, p.status, Observed(now=NOW, retry_token="2026-11-27T12:05"))
     assert [m["metadata"]["name"] for m in p.apply] == [names.job_name("m", r, "lookup")]
     assert p.status.revisions.candidate == r and p.status.phase == "Building"
+
+
+# -- Bullet: a Secret deleted after the model is Serving.
+
+def test_a_secret_deleted_while_serving_holds_the_revision_and_says_so_then_recovers() -> None:
+    c = ctx(serving=AUTOSCALED, artifacts={"uri": "s3://engines/", "credentialsSecretRef": {"name": "store"}})
+    r = rev(c)
+    served_dep = served(r, 2, replicas=2, validated_with=c)
+    observed = Observed(now=NOW, deployments={served_dep.name: served_dep}, missing_secrets=["store"],
+                        autoscalers={"HorizontalPodAutoscaler": "m"})
+    p = plan(c, 3, serving_status(r), observed)
+    found = cond(p.status, "CredentialsFound")
+    assert found.status == "False" and "'store' not found" in found.message
+    assert "new pods could not mount 'store'" in found.message
+    assert p.status.phase == "Degraded" and "no new pod can start" in p.status.message
+    assert cond(p.status, "Ready").status == "True", "its running pods still serve"
+    assert manifest(p, "Deployment", served_dep.name) is None, "no template change may start pods"
+    hpa = manifest(p, "HorizontalPodAutoscaler", "m")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 2), "scale-up is held at the 2 replicas it has"
+    assert cond(p.status, "AutoscalerReady").reason == "CredentialsMissing"
+
+    observed.missing_secrets = []
+    p = plan(c, 3, p.status, observed)
+    assert cond(p.status, "CredentialsFound").status == "True" and p.status.phase == "Serving"
+    assert manifest(p, "HorizontalPodAutoscaler", "m")["spec"]["maxReplicas"] == 6
+    assert manifest(p, "Deployment", served_dep.name) is not None
+
+
+def test_a_new_revision_can_replace_the_secret_the_served_revision_lost() -> None:
+    old_spec = ctx(artifacts={"uri": "s3://engines/", "credentialsSecretRef": {"name": "store-old"}})
+    served_dep = served(OLD, 1, validated_with=old_spec)
+    c = ctx(artifacts={"uri": "s3://engines/", "credentialsSecretRef": {"name": "store-new"}})
+    p = plan(c, 4, serving_status(OLD), Observed(now=NOW, deployments={served_dep.name: served_dep},
+                                                 missing_secrets=["store-old"]))
+    assert p.status.revisions.candidate == rev(c) and p.status.phase == "Building"
+    assert "'store-old' not found" in cond(p.status, "CredentialsFound").message
+    assert manifest(p, "Deployment", served_dep.name) is None

@@ -97,7 +97,9 @@ class Kube:
             if not _not_found(exc):
                 raise
             observed.keda_available = False
-        for name in secret_names:
+        # The served revision mounts the Secrets it was validated with, which today's spec may no longer name.
+        recorded_secrets = {n for d in observed.deployments.values() if d.record for n in d.record.secret_names()}
+        for name in sorted(set(secret_names) | recorded_secrets):
             try:
                 await self.client.get(Secret, name, namespace=namespace)
             except ApiError as exc:

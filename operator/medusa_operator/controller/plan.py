@@ -77,6 +77,7 @@ class _Planner:
         self.unrecorded: str | None = None  # a served revision that cannot be rendered: nothing records it
         self.retired: str | None = None  # the previous revision, retired in this pass after its drain
         self.from_memory: dict[str, str] = {}  # cache key -> URI of engines handed over from known_engines
+        self.secrets_held: list[str] = []  # Secrets the served revision mounts that are missing
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -194,22 +195,33 @@ class _Planner:
         return True
 
     def check_secrets(self) -> bool:
-        missing = self.obs.missing_secrets
-        if missing:
-            listed = ", ".join(f"'{m}'" for m in missing)
-            self.cond(st.CREDENTIALS_FOUND, False, "SecretNotFound",
-                      f"credentials Secret {listed} not found in namespace '{self.ctx.model.namespace}': create it "
-                      "(keys: HF_TOKEN for hf://, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://); "
-                      "the operator retries and continues on its own")
-            if self.status.revisions.current is None:
-                self.status.phase = "Pending"
-            self.status.message = f"waiting for credentials Secret {listed}"
-            return False
-        if jobs.secret_names(self.ctx):
-            self.cond(st.CREDENTIALS_FOUND, True, "SecretsFound", "every referenced credentials Secret exists")
-        else:
-            st.remove_condition(self.status, st.CREDENTIALS_FOUND)
-        return True
+        """Whether the candidate's work may go on: every Secret the spec names exists. A missing
+        Secret the served revision mounts also holds that revision as it is (``secrets_held``)."""
+        missing = set(self.obs.missing_secrets)
+        current = self.status.revisions.current
+        served = set(self.served_record(current).secret_names()) if current and self.served_record(current) else set()
+        live = set(jobs.secret_names(self.ctx))
+        self.secrets_held = sorted(missing & served)
+        blocking = sorted(missing & live)
+        if not (missing & (served | live)):
+            if live or served:
+                self.cond(st.CREDENTIALS_FOUND, True, "SecretsFound", "every referenced credentials Secret exists")
+            else:
+                st.remove_condition(self.status, st.CREDENTIALS_FOUND)
+            return True
+        listed = ", ".join(f"'{m}'" for m in sorted(missing & (served | live)))
+        message = (f"credentials Secret {listed} not found in namespace '{self.ctx.model.namespace}': create it "
+                   "(keys: HF_TOKEN for hf://, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://); "
+                   "the operator retries and continues on its own")
+        if self.secrets_held:
+            message += (f". Revision {current} keeps serving with the pods it has, but new pods could not mount "
+                        f"{', '.join(repr(m) for m in self.secrets_held)}: its Deployment is left as it is and "
+                        "scale-up is held until the Secret is back")
+        self.cond(st.CREDENTIALS_FOUND, False, "SecretNotFound", message)
+        if current is None:
+            self.status.phase = "Pending"
+        self.status.message = f"waiting for credentials Secret {listed}"
+        return not blocking
 
     def maintain_serving(self, fixed_replicas: int | None = None) -> None:
         """Keep the served revision's objects as the spec says (replicas, resources, autoscaler).
@@ -238,7 +250,9 @@ class _Planner:
                 self.plan.replicas[name] = revs.restore_replicas
             revs.restore_replicas = None
         record = self.served_record(rev)
-        if record is not None:
+        if self.secrets_held:
+            pass  # a changed template or count would start pods into a mount failure: left as it is
+        elif record is not None:
             self.plan.apply.append(recorded.served_deployment(self.ctx, record, rev, replicas=replicas))
         else:
             self.unrecorded = rev  # left as it is: rendering it from today's spec would run unvalidated inputs
@@ -247,8 +261,15 @@ class _Planner:
         if fixed_replicas is not None and not making_room:
             del stable["spec"]["selector"][names.LABEL_REVISION]  # the rolling hand-over's pods too
         self.plan.apply.append(stable)
+        if auto is not None and self.secrets_held and fixed_replicas is None:
+            auto = self.hold_autoscaler(auto, name)
         self.apply_autoscaler(None if fixed_replicas is not None else auto)
-        if making_room and auto is not None:
+        if auto is not None and self.secrets_held and fixed_replicas is None:
+            self.cond("AutoscalerReady", False, "CredentialsMissing",
+                      f"scale-up is held at {auto['spec'].get('maxReplicas', auto['spec'].get('maxReplicaCount'))} "
+                      f"replica(s) while Secret {', '.join(repr(m) for m in self.secrets_held)} is missing: new "
+                      "pods could not mount it")
+        elif making_room and auto is not None:
             self.cond("AutoscalerReady", False, "MakingRoom",
                       f"revision {rev} is scaled to zero while candidate {self.revision} takes its GPUs")
         elif fixed_replicas is not None and auto is not None:
@@ -260,6 +281,17 @@ class _Planner:
         """Whether ``rev`` has a promoted Deployment with Ready pods."""
         dep = self.obs.deployments.get(names.deployment_name(self.model, rev))
         return dep is not None and dep.record is not None and dep.ready_replicas > 0
+
+    def hold_autoscaler(self, auto: dict[str, Any], deployment: str) -> dict[str, Any]:
+        """The autoscaler, unable to add pods: its most is what the Deployment has now."""
+        dep = self.obs.deployments.get(deployment)
+        now = max((dep.replicas or 0, dep.ready_replicas) if dep is not None else (0,)) or 1
+        held = {**auto, "spec": dict(auto["spec"])}
+        low, high = ("minReplicas", "maxReplicas") if auto["kind"] == "HorizontalPodAutoscaler" else \
+            ("minReplicaCount", "maxReplicaCount")
+        held["spec"][high] = now
+        held["spec"][low] = min(held["spec"][low], now)
+        return held
 
     def served_record(self, rev: str) -> recorded.Record | None:
         """What the served revision was validated with: recorded on its Deployment (by the pass
@@ -732,6 +764,11 @@ class _Planner:
             reason, why = (problem.reason, f": {problem.message}") if problem is not None else ("NoReadyPods", "")
             self.cond(st.AVAILABLE, False, reason, f"revision {rev} has no ready pods{why}")
             self.cond(st.READY, False, reason, f"revision {rev} has no ready pods behind {s.endpoint}{why}")
+        if self.secrets_held and s.revisions.candidate is None:
+            s.phase = "Degraded"
+            s.message = (f"revision {rev} serves with the pods it has; credentials Secret "
+                         f"{', '.join(repr(m) for m in self.secrets_held)} is missing, so no new pod can start")
+            return
         candidate_busy = s.revisions.candidate is not None
         failed_now = s.revisions.failed is not None and s.revisions.failed == self.revision
         if not candidate_busy and not failed_now:

@@ -17,8 +17,9 @@ from pydantic import ValidationError
 
 from ..api.v1alpha1 import MedusaModelSpec
 from ..revision import IN_PLACE_SERVING_FIELDS
-from . import serving
-from .context import RenderContext
+from ..config import OperatorConfig
+from . import jobs, serving
+from .context import ModelRef, RenderContext
 
 ANNOTATION = "medusa.dev/validated-inputs"
 
@@ -27,6 +28,10 @@ ANNOTATION = "medusa.dev/validated-inputs"
 class Record:
     spec: MedusaModelSpec  # images resolved: engine.builderImage and serving.image are always set
     repository_uri: str
+
+    def secret_names(self) -> list[str]:
+        """The credentials Secrets this revision's pods mount."""
+        return jobs.secret_names(RenderContext(ModelRef("", "", ""), self.spec, OperatorConfig()))
 
     def encode(self) -> str:
         doc = {"spec": self.spec.model_dump(by_alias=True, mode="json", exclude_none=True),
