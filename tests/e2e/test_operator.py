@@ -257,38 +257,29 @@ def test_operator_restarted_mid_phase_creates_no_duplicate_jobs(local_cluster, k
     assert scripter.pods_seen["validate"] == 1
 
 
-def test_leader_failover_within_15_seconds_and_never_two_leaders(local_cluster, kube, namespace,
-                                                                 operator_factory, scripter):
+def test_leader_failover_within_15_seconds(local_cluster, kube, namespace, operator_factory, scripter):
+    """A killed leader is replaced in time. That two replicas never act at once is checked by
+    test_a_paused_leader_writes_nothing_once_its_lease_could_be_taken (test_rollout_safety.py):
+    a killed process cannot act, so this test could not show it."""
     lease_args = ("--leader-elect", "--lease-namespace", namespace, "--lease-name", "medusa-operator")
     a = operator_factory(*lease_args, "--identity", "replica-a", name="replica-a")
     wait_for(lambda: exists(kube, Lease, "medusa-operator", namespace), what="the Lease")
     b = operator_factory(*lease_args, "--identity", "replica-b", name="replica-b")
-    replicas = {"replica-a": a, "replica-b": b}
 
-    def leaders() -> list[str]:
-        out = []
-        for name, proc in replicas.items():
-            try:
-                if "medusa_operator_leader 1.0" in proc.metrics():
-                    out.append(name)
-            except OSError:
-                pass
-        return out
+    def leading(proc) -> bool:
+        try:
+            return "medusa_operator_leader 1.0" in proc.metrics()
+        except OSError:
+            return False
 
-    assert wait_for(lambda: leaders() == ["replica-a"], what="replica-a to lead")
+    wait_for(lambda: leading(a) and not leading(b), what="replica-a to lead")
     apply(local_cluster, namespace, model_manifest())
     wait_phase(kube, namespace, "Serving")
-    assert len(leaders()) == 1
 
     a.kill()
     killed = time.monotonic()
-    while True:
-        current = leaders()
-        assert len(current) <= 1, "two replicas acted as leader at once"
-        if current == ["replica-b"]:
-            break
-        assert time.monotonic() - killed < 15, "no takeover within 15 s"
-        time.sleep(0.2)
+    wait_for(lambda: leading(b), timeout=15, interval=0.2, what="replica-b to take over within 15 s")
+    assert time.monotonic() - killed < 15
     assert kube.get(Lease, "medusa-operator", namespace=namespace).spec.holderIdentity == "replica-b"
     # The new leader acts: a spec change is carried through.
     apply(local_cluster, namespace, model_manifest(engine__maxBatchSize=4))

@@ -7,25 +7,30 @@ nodes. Simulated: what each Job reports (hack/jobscript.py scripts it; kwok ends
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
 import threading
 import time
 
 import pytest
-from lightkube import Client
+from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.codecs import from_dict
 from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Secret, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from fixtures.cluster import exists, wait_for
-from fixtures.manifests import apply, condition, model_manifest, status, wait_phase
+from fixtures.manifests import apply, condition, model, model_manifest, status, wait_phase
 from jobscript import Outcome
 from medusa_operator.api.v1alpha1 import MedusaModelSpec
 from medusa_operator.config import OperatorConfig
-from medusa_operator.controller.kube import MedusaModelResource
+from medusa_operator.controller.kube import Kube, MedusaModelResource
 from medusa_operator.render import autoscaling, jobs, names, recorded, serving
 from medusa_operator.render.context import ModelRef, RenderContext
 
@@ -173,3 +178,68 @@ def test_a_secret_deleted_while_serving_is_reported_holds_scale_up_and_recovers(
     assert condition(st, "CredentialsFound")["status"] == "True"
     wait_for(lambda: kube.get(HorizontalPodAutoscaler, "smol", namespace=namespace).spec.maxReplicas == 3,
              timeout=30, what="the autoscaler's maxReplicas back")
+
+
+def write_batches(log_text: str) -> list[dict]:
+    records = []
+    for line in log_text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("message") == "write batch":
+            records.append(record)
+    return records
+
+
+def test_a_paused_leader_writes_nothing_once_its_lease_could_be_taken(local_cluster, kube, namespace,
+                                                                    operator_factory, scripter):
+    """Bullet: leadership. The leader is frozen (SIGSTOP: a long pause, as a stalled node or a
+    garbage-collection pause gives), the other replica takes the Lease and acts, then the old
+    leader resumes: it must not write anything before it steps down. Each replica logs every
+    write batch it starts, so the frozen one's log after the resume says whether it acted."""
+    lease_args = ("--leader-elect", "--lease-namespace", namespace, "--lease-name", "medusa-operator",
+                  "--log-level", "DEBUG")
+    a = operator_factory(*lease_args, "--identity", "replica-a", name="replica-a")
+    wait_for(lambda: exists(kube, Lease, "medusa-operator", namespace)
+             and kube.get(Lease, "medusa-operator", namespace=namespace).spec.holderIdentity == "replica-a",
+             what="replica-a to lead")
+    b = operator_factory(*lease_args, "--identity", "replica-b", name="replica-b")
+    apply(local_cluster, namespace, model_manifest())
+    wait_phase(kube, namespace, "Serving")
+    assert write_batches(a.log_path.read_text()), "the leader accounts for its writes in its log"
+    assert not write_batches(b.log_path.read_text()), "the follower wrote"
+
+    os.killpg(a.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: kube.get(Lease, "medusa-operator", namespace=namespace).spec.holderIdentity == "replica-b",
+                 timeout=20, what="replica-b to take the Lease")
+        apply(local_cluster, namespace, model_manifest(engine__maxBatchSize=4))
+        wait_for(lambda: (s := status(kube, namespace)).get("phase") == "Serving" and s["observedGeneration"] == 2,
+                 timeout=60, what="replica-b to reconcile generation 2")
+        resumed_at = len(a.log_path.read_bytes())
+    finally:
+        os.killpg(a.proc.pid, signal.SIGCONT)
+    assert a.proc.wait(30) == 1, "the old leader steps down (exits to restart as a follower)"
+    after = a.log_path.read_bytes()[resumed_at:].decode(errors="replace")
+    assert write_batches(after) == [], f"replica-a wrote after its Lease was taken:\n{after[-2000:]}"
+    assert b.proc.poll() is None
+
+
+def test_a_status_write_onto_a_changed_model_is_refused(local_cluster, kube, namespace, medusa_crd):
+    """Bullet: leadership; status writes are conditional (resourceVersion), checked against the
+    real API server: a writer that read the model before someone else changed it is refused."""
+    apply(local_cluster, namespace, model_manifest())
+    read = model(kube, namespace)
+    apply(local_cluster, namespace, model_manifest(engine__maxBatchSize=4))
+
+    async def write(resource_version: str) -> None:
+        await Kube(AsyncClient(config=KubeConfig.from_file(str(local_cluster.kubeconfig)),
+                               field_manager="medusa-tests")).patch_status(
+            namespace, "smol", {"message": "stale"}, resource_version)
+
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(write(read["metadata"]["resourceVersion"]))
+    assert refused.value.status.code == 409
+    asyncio.run(write(model(kube, namespace)["metadata"]["resourceVersion"]))
+    assert status(kube, namespace)["message"] == "stale"

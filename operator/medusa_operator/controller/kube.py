@@ -131,8 +131,14 @@ class Kube:
             if not _not_found(exc):
                 raise
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self.client.patch(MedusaModelResource.Status, name, {"status": status}, namespace=namespace,
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                           resource_version: str | None = None) -> None:
+        """Merge ``status`` in; with ``resource_version`` the API server refuses (409) a model
+        that changed since it was read, so no writer overwrites a status it has not seen."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        await self.client.patch(MedusaModelResource.Status, name, body, namespace=namespace,
                                 patch_type=PatchType.MERGE)
 
     async def emit(self, namespace: str, model: dict[str, Any], event: StatusEvent, now: str) -> None:
