@@ -176,7 +176,7 @@ async def run_operator(config: OperatorConfig, bind_address: str) -> int:
         standalone=True,
         clusterwide=config.all_namespaces,
         namespaces=list(config.namespaces),
-        memo=kopf.Memo(config=config),
+        memo=kopf.Memo(config=config, may_act=elector.is_leader if elector else None),
         stop_flag=kopf_stop,
     )
     relay_task.cancel()

@@ -15,6 +15,10 @@ DEFAULT_SERVING_IMAGE = TRITON_TRTLLM_IMAGE
 # builder steps, the PyTorch runtime and tritonserver with its Python backend.
 DEFAULT_REFERENCE_IMAGE = "ghcr.io/medusa-operator/medusa-reference:0.1.0"
 FIELD_MANAGER = "medusa-operator"
+# Sets only a Deployment's replicas. Handing the count to an autoscaler through a manager of its
+# own keeps the value when the main manager stops applying it (else it falls back to 1), and
+# scales a revision the operator no longer renders in full.
+REPLICAS_FIELD_MANAGER = "medusa-operator-replicas"
 
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -12,8 +12,9 @@ from image_policy_cases import POLICY, VERDICTS
 from medusa_operator.api.v1alpha1 import MedusaModelSpec, MedusaModelStatus
 from medusa_operator.cli import build_parser, config_from_args
 from medusa_operator.config import OperatorConfig, image_allowed
-from medusa_operator.controller.observed import Observed
+from medusa_operator.controller.observed import DeploymentObs, Observed
 from medusa_operator.controller.plan import plan
+from medusa_operator.render import names, recorded
 from medusa_operator.render.context import ModelRef, RenderContext
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=timezone.utc)
@@ -36,6 +37,7 @@ def context(policy: tuple[str, ...], **spec_changes) -> RenderContext:
     for section, values in spec_changes.items():
         spec[section] = {**spec.get(section, {}), **values}
     config = OperatorConfig(builder_image="registry.example.com/ml/medusa-builder:default",
+                            reference_image="registry.example.com/ml/medusa-reference:default",
                             serving_image="nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3",
                             allowed_images=policy)
     return RenderContext(ModelRef("m", "ns", "uid-1"), MedusaModelSpec.model_validate(spec), config)
@@ -64,7 +66,10 @@ def test_a_refused_image_leaves_the_served_revision_serving() -> None:
         "current": "0123456789", "currentRepositoryUri": "s3://engines/repositories/0123456789/medusa",
         "currentImage": "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"}})
     c = context(POLICY, engine={"builderImage": "docker.io/someone/builder:1"})
-    p = plan(c, 2, served, Observed(now=NOW))
+    # The served revision's Deployment records what it was validated with (promotion writes it).
+    deployment = DeploymentObs(names.deployment_name("m", "0123456789"), "0123456789", "medusa", 1, replicas=1,
+                               record=recorded.record(allowed, "s3://engines/repositories/0123456789/medusa"))
+    p = plan(c, 2, served, Observed(now=NOW, deployments={deployment.name: deployment}))
     assert {m["kind"] for m in p.apply} == {"Deployment", "Service"}  # the served revision, kept as it is
     assert not [m for m in p.apply if m["kind"] == "Job"]
     assert "engine.builderImage 'docker.io/someone/builder:1'" in condition(p.status, "ImageAllowed").message
@@ -73,10 +78,18 @@ def test_a_refused_image_leaves_the_served_revision_serving() -> None:
 
 
 def test_the_operators_own_default_images_are_checked_too() -> None:
-    c = context(("registry.example.com/ml",), engine={"builderImage": None})
+    c = context(("registry.example.com/ml",), engine={"builderImage": None, "backend": "tensorrt-llm"})
     p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW))
     message = condition(p.status, "ImageAllowed").message
     assert "the operator's --serving-image 'nvcr.io/nvidia/tritonserver" in message and p.apply == []
+
+
+def test_the_reference_backends_one_image_is_named_once() -> None:
+    c = context(("registry.example.com/other",), engine={"builderImage": None})
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW))
+    message = condition(p.status, "ImageAllowed").message
+    assert message.count("the operator's --reference-image 'registry.example.com/ml/medusa-reference:default'") == 1
+    assert p.apply == []
 
 
 def test_without_a_policy_there_is_no_condition() -> None:

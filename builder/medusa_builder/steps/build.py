@@ -49,7 +49,8 @@ def register(subparsers) -> None:
 def check_sources(args: argparse.Namespace) -> None:
     if args.base_only:
         given = [flag for flag, value in (("--heads-uri", args.heads_uri), ("--num-heads", args.num_heads),
-                                          ("--tree-preset", args.tree_preset), ("--tree-choices", args.tree_choices))
+                                          ("--num-layers", args.num_layers), ("--tree-preset", args.tree_preset),
+                                          ("--tree-choices", args.tree_choices))
                  if value is not None]
         if given:
             raise UserError(f"--base-only builds the base model alone; drop {', '.join(given)}")
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     heads_dir = work / "sources" / "heads"
     heads = storage.download(args.heads_uri, heads_dir, revision=args.heads_revision)
     sources["heads"] = {"uri": args.heads_uri, "revision": heads["revision"], "bytes": heads["bytes"]}
-    report = checkpoint.inspect(base_dir, heads_dir, expected_heads=args.num_heads)
+    report = checkpoint.inspect(base_dir, heads_dir, expected_heads=args.num_heads, expected_layers=args.num_layers)
     tree, extra = resolve_build_tree(args, base_dir, heads_dir, report, spec.backend)
     return build_and_publish(args, spec, key=key, base_dir=base_dir, heads_dir=heads_dir, report=report,
                              tree=tree, extra=extra, sources=sources)

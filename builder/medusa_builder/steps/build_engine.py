@@ -31,6 +31,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"named tree ({', '.join(sorted(PRESETS))}) or 'auto' (calibrated from the heads)")
     tree.add_argument("--tree-choices", metavar="JSON", help="explicit tree, e.g. '[[0], [0, 0], [1]]'")
     parser.add_argument("--num-heads", type=int, metavar="N", help="expected head count (fails when different)")
+    parser.add_argument("--num-layers", type=int, metavar="N",
+                        help="expected residual layers per head (fails when different)")
     parser.add_argument("--dtype", choices=engine.DTYPES, default="float16")
     parser.add_argument("--quantization", choices=engine.QUANTIZATIONS, default="none",
                         help="fp8 quantises the base weights; the heads stay in --dtype")
@@ -133,7 +135,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     storage.apply_storage_arguments(args)
     spec = spec_from_args(args)
-    report = checkpoint.inspect(args.base_dir, args.heads_dir, expected_heads=args.num_heads)
+    report = checkpoint.inspect(args.base_dir, args.heads_dir, expected_heads=args.num_heads,
+                                expected_layers=args.num_layers)
     tree, calibration = resolve_build_tree(args, args.base_dir, args.heads_dir, report)
     key = check_cache_key(args.cache_key or engine.compute_cache_key(engine.cache_inputs(
         spec, base_uri=str(Path(args.base_dir).resolve()), base_revision=storage.folder_fingerprint(args.base_dir),

@@ -404,6 +404,24 @@ class RolloutSpec(ApiModel):
         default=600, ge=30, le=86400,
         description="How long a candidate may wait for GPUs before the CandidateUnschedulable condition is set.",
     )
+    deploy_timeout_seconds: int = Field(
+        default=2400, ge=60, le=86400,
+        description=(
+            "How long the candidate's pods (and the baseline's) may take to become Ready, and a validated "
+            "candidate to reach the serving replica count. Past it the candidate fails: its objects are "
+            "deleted and a serving revision scaled down for it (makeRoom, rolling hand-over) is scaled back. "
+            "The default leaves Triton's startup probe its 30 minutes to load an engine and 10 more to pull "
+            "the image."
+        ),
+    )
+    drain_seconds: int = Field(
+        default=30, ge=0, le=3600,
+        description=(
+            "After a promotion, how long the previous revision keeps its pods (no longer behind the stable "
+            "Service) so that requests in flight finish, before it is deleted (or scaled to zero with "
+            "keepPreviousRevision)."
+        ),
+    )
     make_room: bool = Field(
         default=False,
         description=(
@@ -463,7 +481,12 @@ class RevisionsStatus(ApiModel):
     candidate: str | None = Field(default=None, description="The revision being built or validated.")
     previous: str | None = Field(default=None, description="The revision served before the current one.")
     failed: str | None = Field(
-        default=None, description="The latest revision that failed; it is not retried until the spec changes.",
+        default=None, description="The latest revision that failed; it is not retried until the spec changes or "
+                                  "the annotation medusa.dev/retry gets a new value.",
+    )
+    retry_token: str | None = Field(
+        default=None, description="The value of the medusa.dev/retry annotation when the revision last failed or "
+                                  "was retried; another value retries it.",
     )
     current_repository_uri: str | None = Field(default=None, description="Model repository of the current revision.")
     current_image: str | None = Field(default=None, description="Triton image of the current revision.")
@@ -475,6 +498,27 @@ class RevisionsStatus(ApiModel):
     serving_scaled_down: bool | None = Field(
         default=None, description="The serving revision is scaled to zero to make room for the candidate "
                                   "(rollout.makeRoom).",
+    )
+    deploying_since: str | None = Field(
+        default=None, description="When the candidate's Deployments were first applied (RFC 3339).",
+    )
+    promotion_replicas: int | None = Field(
+        default=None, description="Ready replicas the validated candidate must reach before it takes the stable "
+                                  "Service: the serving revision's count when the promotion began.",
+    )
+    promotion_since: str | None = Field(default=None, description="When the promotion began (RFC 3339).")
+    rolling_handover: bool | None = Field(
+        default=None, description="The cluster cannot fit both revisions at full size: the promotion hands "
+                                  "replicas over one at a time, with the stable Service selecting both.",
+    )
+    retiring: str | None = Field(
+        default=None, description="The revision served before the current one, draining until retireAfter.",
+    )
+    retire_after: str | None = Field(default=None, description="When the retiring revision goes (RFC 3339).")
+    restore_replicas: int | None = Field(
+        default=None, description="Replicas the serving revision had before it was held for a candidate (scaled "
+                                  "to zero to make room, or handing over replica by replica); it gets them back "
+                                  "if the candidate does not take over.",
     )
     infra_retries: int | None = Field(
         default=None, description="Steps of the candidate re-run after infrastructure failures so far; each retry "
@@ -488,6 +532,7 @@ class EngineStatus(ApiModel):
     reused: bool | None = Field(default=None, description="True when the engine came from the cache.")
     build_seconds: float | None = Field(default=None, description="How long the build took.")
     num_heads: int | None = Field(default=None, description="Heads counted in the checkpoint.")
+    num_layers: int | None = Field(default=None, description="Residual layers per head counted in the checkpoint.")
     tree_size: int | None = Field(default=None, description="Nodes in the token tree.")
     tensorrt_llm_version: str | None = Field(
         default=None, description="TensorRT-LLM version that built the engine, as the build step reported it.",

@@ -68,7 +68,9 @@ def engine_uri(ctx: RenderContext, cache_key: str) -> str:
 
 
 def repository_uri(ctx: RenderContext, revision: str, variant: str) -> str:
-    return artifact_path(ctx, "repositories", revision, variant)
+    """Per namespace and model: two models with the same inputs (the same revision) must not
+    overwrite a repository the other's pods may be fetching."""
+    return artifact_path(ctx, "repositories", ctx.model.namespace, ctx.model.name, revision, variant)
 
 
 def report_uri(ctx: RenderContext, revision: str) -> str:

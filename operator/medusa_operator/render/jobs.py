@@ -100,7 +100,7 @@ def storage_volumes(accesses: list[Access]) -> tuple[list[dict], list[dict], lis
         if claim is not None:
             claims[claim] = claims.get(claim, False) or access.writes
     for claim, writes in sorted(claims.items()):
-        volume = f"pvc-{names.fit(claim, 50)}"
+        volume = f"pvc-{names.dns_label(claim, 50)}"  # volume names are DNS labels; claims may hold dots
         volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}", **({} if writes else {"readOnly": True})})
     return volumes, mounts, args
@@ -139,7 +139,7 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], acce
         "name": "builder",
         "image": ctx.builder_image,
         "command": ["medusa-builder"],
-        "args": [command or step.removesuffix("-base"), *args, *storage_args],
+        "args": [command or names.builder_command(step), *args, *storage_args],
         "resources": resources,
         "volumeMounts": mounts,
         "terminationMessagePath": "/dev/termination-log",
@@ -163,6 +163,9 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], acce
             "backoffLimit": 2,
             "activeDeadlineSeconds": deadline_seconds,
             "podFailurePolicy": {"rules": [
+                # An eviction, a preemption or a lost node says nothing about the step: retry it
+                # without spending one of the Job's retries.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                 {"action": "FailJob", "onExitCodes": {"containerName": "builder", "operator": "In",
                                                       "values": FINAL_EXIT_CODES}},
             ]},
@@ -196,6 +199,8 @@ def _build_args(ctx: RenderContext, cache_key: str) -> list[str]:
         args += ["--heads-revision", spec.medusa.revision]
     if spec.medusa.num_heads:
         args += ["--num-heads", str(spec.medusa.num_heads)]
+    if spec.medusa.num_layers:
+        args += ["--num-layers", str(spec.medusa.num_layers)]
     tree = spec.medusa.tree
     if tree is not None and tree.choices is not None:
         args += ["--tree-choices", json.dumps(tree.choices, separators=(",", ":"))]
