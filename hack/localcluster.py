@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import realnode
+from hoststate import HostError  # realnode.NodeError is one
 # The real node's facts, defined in hack/realnode.py and importable from here.
 from realnode import (  # noqa: F401
     CLUSTER_DNS_IP, NODE_IP, POD_CIDR, REAL_NODE_LABELS, REAL_NODE_NAME, REAL_NODE_SELECTOR,
-    REAL_NODE_TAINT, REAL_NODE_TOLERATIONS, NodeError, RealNode,
+    REAL_NODE_TAINT, REAL_NODE_TOLERATIONS, RealNode,
 )
 
 HACK = Path(__file__).resolve().parent
@@ -125,7 +126,7 @@ class LocalCluster:
         try:
             if self.node:
                 self.node.prepare_host()
-        except NodeError as exc:
+        except HostError as exc:
             raise ClusterError(str(exc)) from exc
         self._start("etcd", self._etcd_args())
         self._wait_http(f"http://{HOST}:{self.ports.etcd_client}/health", "etcd", timeout)
@@ -139,7 +140,7 @@ class LocalCluster:
         if self.node:
             try:
                 self.node.start(timeout)
-            except NodeError as exc:
+            except HostError as exc:
                 raise ClusterError(str(exc)) from exc
         self.kubectl("wait", "--for=condition=Ready", "node", "--all", f"--timeout={int(timeout)}s")
         self._wait_default_service_account(timeout)
@@ -153,7 +154,7 @@ class LocalCluster:
         node = self.node or RealNode(self)
         try:
             node.down()
-        except NodeError as exc:
+        except HostError as exc:
             raise ClusterError(str(exc)) from exc
         # One at a time, etcd last: an API server whose etcd is gone first hangs in its shutdown.
         for name in reversed(COMPONENTS):
@@ -174,7 +175,7 @@ class LocalCluster:
             raise ClusterError("this cluster runs without the real node (MEDUSA_REAL_NODE=0): nowhere to load images")
         try:
             return self.node.load_image(Path(archive))
-        except NodeError as exc:
+        except HostError as exc:
             raise ClusterError(str(exc)) from exc
 
     def healthy(self) -> bool:

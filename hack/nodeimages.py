@@ -197,6 +197,39 @@ def write_docker_archive(path: Path, ref: str, layers: list[bytes], config: dict
     os.replace(tmp, path)
 
 
+def archive_image_names(archive: Path) -> list[str]:
+    """The image names an archive carries, as containerd will store them: RepoTags of a
+    docker-archive, or the name annotations of an OCI layout's index."""
+    with tarfile.open(archive) as tar:
+        names: list[str] = []
+        members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
+        if "index.json" in members and "oci-layout" in members:
+            index = json.load(tar.extractfile(members["index.json"]))
+            for m in index.get("manifests", []):
+                ann = m.get("annotations", {})
+                name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
+                if name:
+                    names.append(normalize_image_name(name))
+        elif "manifest.json" in members:
+            for m in json.load(tar.extractfile(members["manifest.json"])):
+                names += [normalize_image_name(t) for t in m.get("RepoTags") or []]
+    if not names:
+        raise ImageError(f"{archive} names no image (a docker-archive needs RepoTags, an OCI layout "
+                        "an io.containerd.image.name annotation)")
+    return names
+
+
+def normalize_image_name(name: str) -> str:
+    """The full name containerd stores: docker.io and library/ are implied, like everywhere else."""
+    first, _, rest = name.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        name = f"docker.io/{name}" if rest else f"docker.io/library/{name}"
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last and "@" not in last:
+        name += ":latest"
+    return name
+
+
 def main() -> None:
     bin_dir = Path(subprocess.run(["bash", str(HACK / "build-binaries.sh")], check=True, stdout=subprocess.PIPE,
                                   text=True).stdout.strip().splitlines()[-1])

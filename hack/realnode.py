@@ -3,7 +3,8 @@
 containerd (with Debian's runc and CNI plugins), the kubelet and kube-proxy run as local processes
 and join the local control plane as node ``real-node-0``; CoreDNS runs on it as a Deployment behind
 the ``kube-dns`` Service. Images are never pulled: hack/nodeimages.py builds them and
-``load_image`` imports archives into containerd.
+``load_image`` imports archives into containerd. hack/nodeconfig.py writes containerd's and
+CoreDNS's configuration; hack/hoststate.py holds the tools that change the host and put it back.
 
 The node changes the host, and ``down`` undoes every change, using what ``prepare_host`` recorded
 before making any (``host-state.json`` in the node's folder):
@@ -29,16 +30,15 @@ import hashlib
 import ipaddress
 import json
 import os
-import shlex
 import shutil
-import signal
 import subprocess
-import tarfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import hoststate
+import nodeconfig
 import nodeimages
 
 if TYPE_CHECKING:
@@ -84,12 +84,10 @@ SYSCTLS = (
     "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables",
 )
 FORWARDING_GLOBS = ("net/ipv4/conf/*/forwarding", "net/ipv6/conf/*/forwarding")
-IPTABLES = ("iptables", "ip6tables")
-BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
 HOST_OWNER = Path("/run/medusa-real-node.owner")  # which cluster folder holds the real node
 
 
-class NodeError(RuntimeError):
+class NodeError(hoststate.HostError):
     pass
 
 
@@ -118,12 +116,12 @@ class RealNode:
         if not self.state_file.exists():  # a half-finished earlier up keeps its first record
             HOST_OWNER.write_text(str(self.cluster.root))
             self.state_file.write_text(json.dumps({**_host_snapshot(), "bin": str(self.cluster.bin)}, indent=1))
-        if not _link_exists(HOST_LINK):
-            _ip("link", "add", HOST_LINK, "type", "bridge")
-        _ip("addr", "replace", f"{NODE_IP}/32", "dev", HOST_LINK)
-        _ip("link", "set", HOST_LINK, "up")
+        if not hoststate.link_exists(HOST_LINK):
+            hoststate.ip("link", "add", HOST_LINK, "type", "bridge")
+        hoststate.ip("addr", "replace", f"{NODE_IP}/32", "dev", HOST_LINK)
+        hoststate.ip("link", "set", HOST_LINK, "up")
         for name, value in _record(self.state_file)["sysctl_needed"].items():
-            _sysctl_write(name, value)
+            hoststate.sysctl_write(name, value)
         self._install_guards()
 
     def start(self, timeout: float) -> None:
@@ -145,7 +143,9 @@ class RealNode:
         c._start("kube-proxy", [f"--config={self.root / 'kube-proxy.json'}", "--v=1"], env=self._env())
         for image in images:
             self.load_image(image.archive)
-        c.kubectl("apply", "-f", "-", input=json.dumps(coredns_manifests(images[1].ref)))
+        coredns = nodeconfig.coredns_manifests(images[1].ref, domain=CLUSTER_DOMAIN, service_ip=CLUSTER_DNS_IP,
+                                               node_selector=REAL_NODE_SELECTOR, tolerations=REAL_NODE_TOLERATIONS)
+        c.kubectl("apply", "-f", "-", input=json.dumps(coredns))
         _wait(lambda: _http_ok(f"http://127.0.0.1:{c.ports.kube_proxy_healthz}/healthz"), timeout,
               f"kube-proxy did not become healthy; see {c.logs / 'kube-proxy.log'}")
         self._install_guards()  # kube-proxy put its FORWARD jump first; the guard goes before it
@@ -172,18 +172,18 @@ class RealNode:
         if c._alive("containerd"):
             self._remove_containers(bin_dir)
         c._stop("containerd")
-        for pid in _pids_of(str(bin_dir / "containerd-shim-runc-v2")):
-            _kill(pid)
+        for pid in hoststate.pids_of(str(bin_dir / "containerd-shim-runc-v2")):
+            hoststate.kill(pid)
         self._kill_pod_processes(record)
-        _unmount_under(self.root)
+        hoststate.unmount_under(self.root)
         if (bin_dir / "kube-proxy").exists():  # kube-proxy's own cleanup first, then whatever is left
-            _run([str(bin_dir / "kube-proxy"), "--cleanup", "--v=0"], check=False, timeout=60)
-        _remove_new_netfilter(record)
-        for veth in _links_on(BRIDGE):
-            _ip("link", "del", veth, check=False)
-        _ip("link", "del", BRIDGE, check=False)
-        _ip("link", "del", HOST_LINK, check=False)
-        _restore_sysctls(record)
+            hoststate.run([str(bin_dir / "kube-proxy"), "--cleanup", "--v=0"], check=False, timeout=60)
+        hoststate.remove_new_netfilter(record["netfilter"], record["nft_tables"])
+        for veth in hoststate.links_on(BRIDGE):
+            hoststate.ip("link", "del", veth, check=False)
+        hoststate.ip("link", "del", BRIDGE, check=False)
+        hoststate.ip("link", "del", HOST_LINK, check=False)
+        hoststate.restore_sysctls(record["sysctls"])
         self._remove_cgroups(record)
         for path, existed in ((CONTAINERD_RUN, record["containerd_run"]), (CNI_CACHE, record["cni_cache"])):
             if not existed:
@@ -191,10 +191,10 @@ class RealNode:
         if record["cni_cache"]:
             for f in glob.glob(str(CNI_CACHE / "results" / f"{CNI_NETWORK}-*")):
                 Path(f).unlink(missing_ok=True)
-        _unmount_under(self.root)
+        hoststate.unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
-        if HOST_OWNER.exists() and HOST_OWNER.read_text().strip() == str(c.root):
-            HOST_OWNER.unlink()
+        if real_node_owner() is None:
+            HOST_OWNER.unlink(missing_ok=True)
 
     def load_image(self, archive: Path) -> list[str]:
         """Import an image archive (docker-archive or OCI layout tarball) into containerd's k8s.io
@@ -211,7 +211,7 @@ class RealNode:
             names = json.loads(record.read_text())
             if set(names) <= set(self._ctr("images", "ls", "-q").stdout.split()):
                 return names
-        names = archive_image_names(archive)
+        names = nodeimages.archive_image_names(archive)
         proc = self._ctr("images", "import", "--local", str(archive), check=False)
         if proc.returncode != 0:
             raise NodeError(f"importing {archive} failed: {proc.stderr.strip()}")
@@ -225,24 +225,24 @@ class RealNode:
             raise NodeError("the real node needs root (network, cgroups, mounts); "
                             "MEDUSA_REAL_NODE=0 starts the cluster without it")
         needed = ["ip", "iptables", "iptables-save", "ip6tables", "ip6tables-save", "runc", "mount", "umount"]
-        missing = [t for t in needed if not shutil.which(t, path=_system_path())]
+        missing = [t for t in needed if not shutil.which(t, path=hoststate.system_path())]
         missing += [str(CNI_BIN_DIR / p) for p in ("bridge", "host-local", "loopback") if not (CNI_BIN_DIR / p).exists()]
         if missing:
             raise NodeError(f"missing for the real node: {', '.join(missing)} (hack/system-deps.sh installs them)")
-        owner = HOST_OWNER.read_text().strip() if HOST_OWNER.exists() else None
+        owner = real_node_owner()
         if owner and owner != str(self.cluster.root):
             raise NodeError(f"the cluster in {owner} runs this machine's real node; stop it first "
                             f"(MEDUSA_CLUSTER_DIR={owner} python hack/localcluster.py down), "
                             f"or set MEDUSA_REAL_NODE=0")
         for link in (BRIDGE, HOST_LINK):
-            if _link_exists(link) and owner is None:
+            if hoststate.link_exists(link) and owner is None:
                 raise NodeError(f"interface {link} exists but no local cluster claims it; "
                                 f"remove it (ip link del {link}) if it is left over")
         if not Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
             raise NodeError("bridge netfilter (br_netfilter) is missing: Service traffic between pods "
                             "on one bridge needs it")
         ours = {ipaddress.ip_network(POD_CIDR), ipaddress.ip_network(f"{NODE_IP}/32")}
-        for route in json.loads(_ip("-j", "-4", "route", "show", "table", "all").stdout or "[]"):
+        for route in json.loads(hoststate.ip("-j", "-4", "route", "show", "table", "all").stdout or "[]"):
             dst = route.get("dst", "")
             if dst in ("default", "") or route.get("dev") in (BRIDGE, HOST_LINK):
                 continue
@@ -265,21 +265,21 @@ class RealNode:
                           ["-p", "tcp", "--dport", api, "-j", "DROP"]],
         }
         hooks = {GUARD_FORWARD: "FORWARD", GUARD_INPUT: "INPUT"}
-        for family in IPTABLES:
+        for family in hoststate.IPTABLES:
             for chain, chain_rules in rules.items():
                 if family == "ip6tables" and chain == GUARD_FORWARD:
                     continue  # the pods have no IPv6 addresses
-                if _run([family, "-w", "-n", "-L", chain], check=False).returncode != 0:
-                    _run([family, "-w", "-N", chain])
+                if hoststate.run([family, "-w", "-n", "-L", chain], check=False).returncode != 0:
+                    hoststate.run([family, "-w", "-N", chain])
                     for rule in chain_rules:
-                        _run([family, "-w", "-A", chain, *rule])
-                while _run([family, "-w", "-D", hooks[chain], "-j", chain], check=False).returncode == 0:
+                        hoststate.run([family, "-w", "-A", chain, *rule])
+                while hoststate.run([family, "-w", "-D", hooks[chain], "-j", chain], check=False).returncode == 0:
                     pass
-                _run([family, "-w", "-I", hooks[chain], "1", "-j", chain])
+                hoststate.run([family, "-w", "-I", hooks[chain], "1", "-j", chain])
 
     def _env(self) -> dict[str, str]:
         # containerd finds its shim in the binaries folder, runc and iptables in the system's.
-        return {**os.environ, "PATH": f"{self.cluster.bin}{os.pathsep}{_system_path()}"}
+        return {**os.environ, "PATH": f"{self.cluster.bin}{os.pathsep}{hoststate.system_path()}"}
 
     def _ctr(self, *args: str, check: bool = True, bin_dir: Path | None = None) -> subprocess.CompletedProcess:
         ctr = (bin_dir or self.cluster.bin) / "ctr"
@@ -332,7 +332,7 @@ class RealNode:
                 except OSError:
                     continue
                 for pid in pids:
-                    _kill(pid)
+                    hoststate.kill(pid)
 
     def _remove_cgroups(self, record: dict) -> None:
         for hierarchy in record["cgroup_hierarchies"]:
@@ -362,10 +362,13 @@ class RealNode:
     def _write_configs(self, sandbox_image: str) -> None:
         c = self.cluster
         pki = c.pki
-        runc = shutil.which("runc", path=_system_path())
-        (self.root / "containerd.toml").write_text(containerd_config(
+        runc = shutil.which("runc", path=hoststate.system_path())
+        if runc is None:
+            raise NodeError("runc is missing (hack/system-deps.sh installs Debian's runc)")
+        (self.root / "containerd.toml").write_text(nodeconfig.containerd_config(
             root=self.containerd_root, state=self.containerd_state, socket=self.socket, runc=runc,
-            cni_conf_dir=self.cni_conf_dir, sandbox_image=sandbox_image, registry_dir=self.root / "registry"))
+            cni_bin_dir=CNI_BIN_DIR, cni_conf_dir=self.cni_conf_dir, sandbox_image=sandbox_image,
+            registry_dir=self.root / "registry"))
         (self.cni_conf_dir / f"10-{CNI_NETWORK}.conflist").write_text(json.dumps({
             "cniVersion": "1.0.0",
             "name": CNI_NETWORK,
@@ -424,252 +427,20 @@ class RealNode:
         }, indent=1))
 
 
-# -- configuration text ---------------------------------------------------------------------------
-
-
-def containerd_config(*, root: Path, state: Path, socket: Path, runc: str | None, cni_conf_dir: Path,
-                      sandbox_image: str, registry_dir: Path) -> str:
-    if runc is None:
-        raise NodeError("runc is missing (hack/system-deps.sh installs Debian's runc)")
-    cri_runtime = "plugins.'io.containerd.cri.v1.runtime'"
-    cri_images = "plugins.'io.containerd.cri.v1.images'"
-    return f"""version = 4
-root = "{root}"
-state = "{state}"
-# Storage drivers and services this node does not use.
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile",
-  "io.containerd.snapshotter.v1.erofs", "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing", "io.containerd.nri.v1.nri",
-]
-
-[plugins.'io.containerd.server.v1.grpc']
-  address = "{socket}"
-
-[plugins.'io.containerd.server.v1.ttrpc']
-  address = "{socket}.ttrpc"
-
-[{cri_runtime}]
-  # root on this machine lacks CAP_SYS_RESOURCE: runc must not try to lower oom_score_adj.
-  restrict_oom_score_adj = true
-  # Network namespaces are mounted in the node's folder, not /var/run/netns.
-  netns_mounts_under_state_dir = true
-  enable_selinux = false
-
-[{cri_runtime}.containerd]
-  default_runtime_name = "runc"
-
-[{cri_runtime}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[{cri_runtime}.containerd.runtimes.runc.options]
-  BinaryName = "{runc}"
-  Root = "{state / 'runc'}"
-  SystemdCgroup = false
-
-[{cri_runtime}.cni]
-  bin_dirs = ["{CNI_BIN_DIR}"]
-  conf_dir = "{cni_conf_dir}"
-
-[{cri_images}]
-  snapshotter = "overlayfs"
-
-[{cri_images}.pinned_images]
-  sandbox = "{sandbox_image}"
-
-[{cri_images}.registry]
-  # No registry configuration: every image is imported from an archive.
-  config_path = "{registry_dir}"
-
-[plugins.'io.containerd.grpc.v1.cri']
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-
-# Paths outside the node's folder by default.
-[plugins.'io.containerd.internal.v1.opt']
-  path = "{root / 'opt'}"
-
-[plugins.'io.containerd.image-verifier.v1.bindir']
-  bin_dir = "{root / 'image-verifier'}"
-"""
-
-
-def coredns_manifests(image: str) -> dict:
-    """CoreDNS behind the kube-dns Service, on the real node. It serves the cluster's names
-    only: nothing is forwarded, so a query for any other name stays on the machine."""
-    corefile = f""".:53 {{
-    errors
-    health :8080
-    ready :8181
-    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-        ttl 5
-    }}
-    cache 5
-    loop
-}}
-"""
-    labels = {"k8s-app": "kube-dns"}
-    ns = "kube-system"
-    items = [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": ns}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "system:coredns"},
-         "rules": [{"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"],
-                    "verbs": ["list", "watch"]},
-                   {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": "system:coredns"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
-         "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": ns}]},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": ns},
-         "data": {"Corefile": corefile}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coredns", "namespace": ns, "labels": labels},
-         "spec": {
-             "replicas": 1,
-             "selector": {"matchLabels": labels},
-             "template": {"metadata": {"labels": labels}, "spec": {
-                 "serviceAccountName": "coredns",
-                 "dnsPolicy": "Default",
-                 "nodeSelector": REAL_NODE_SELECTOR,
-                 "tolerations": REAL_NODE_TOLERATIONS,
-                 "priorityClassName": "system-cluster-critical",
-                 "containers": [{
-                     "name": "coredns", "image": image, "imagePullPolicy": "Never",
-                     "args": ["-conf", "/etc/coredns/Corefile"],
-                     "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                               {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"}],
-                     "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-                     "readinessProbe": {"httpGet": {"path": "/ready", "port": 8181}, "periodSeconds": 2},
-                     "livenessProbe": {"httpGet": {"path": "/health", "port": 8080}, "periodSeconds": 10},
-                     "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                         "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}},
-                     "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns", "readOnly": True}],
-                 }],
-                 "volumes": [{"name": "config", "configMap": {"name": "coredns"}}],
-             }},
-         }},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "namespace": ns, "labels": labels},
-         "spec": {"clusterIP": CLUSTER_DNS_IP, "selector": labels,
-                  "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
-                            {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
-    ]
-    return {"apiVersion": "v1", "kind": "List", "items": items}
-
-
-def archive_image_names(archive: Path) -> list[str]:
-    """The image names an archive carries, as containerd will store them: RepoTags of a
-    docker-archive, or the name annotations of an OCI layout's index."""
-    with tarfile.open(archive) as tar:
-        names: list[str] = []
-        members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
-        if "index.json" in members and "oci-layout" in members:
-            index = json.load(tar.extractfile(members["index.json"]))
-            for m in index.get("manifests", []):
-                ann = m.get("annotations", {})
-                name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
-                if name:
-                    names.append(normalize_image_name(name))
-        elif "manifest.json" in members:
-            for m in json.load(tar.extractfile(members["manifest.json"])):
-                names += [normalize_image_name(t) for t in m.get("RepoTags") or []]
-    if not names:
-        raise NodeError(f"{archive} names no image (a docker-archive needs RepoTags, an OCI layout "
-                        "an io.containerd.image.name annotation)")
-    return names
-
-
-def normalize_image_name(name: str) -> str:
-    """The full name containerd stores: docker.io and library/ are implied, like everywhere else."""
-    first, _, rest = name.partition("/")
-    if not rest or ("." not in first and ":" not in first and first != "localhost"):
-        name = f"docker.io/{name}" if rest else f"docker.io/library/{name}"
-    last = name.rsplit("/", 1)[-1]
-    if ":" not in last and "@" not in last:
-        name += ":latest"
-    return name
-
-
-# -- the host ---------------------------------------------------------------------------------------
-
-
-def _system_path() -> str:
-    return os.pathsep.join(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
-
-
-def _run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PATH": _system_path()}, **kw)
-    if check and proc.returncode != 0:
-        raise NodeError(f"{shlex.join(cmd)} failed: {proc.stderr.strip()}")
-    return proc
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return _run(["ip", *args], check=check)
-
-
-def _link_exists(name: str) -> bool:
-    return Path("/sys/class/net", name).exists()
-
-
-def _links_on(bridge: str) -> list[str]:
-    brif = Path("/sys/class/net", bridge, "brif")
-    return sorted(p.name for p in brif.iterdir()) if brif.is_dir() else []
-
-
-def _sysctl_path(name: str) -> Path:
-    return Path("/proc/sys", name.replace(".", "/"))
-
-
-def _sysctl_read(name: str) -> str | None:
+def real_node_owner() -> str | None:
+    """The folder of the cluster holding this machine's real node, if one does. A claim whose
+    cluster kept no record (its folder was deleted) holds nothing that down could restore."""
     try:
-        return _sysctl_path(name).read_text().strip()
-    except OSError:
+        owner = HOST_OWNER.read_text().strip()
+    except FileNotFoundError:
         return None
-
-
-def _sysctl_write(name: str, value: str) -> None:
-    path = name if name.startswith("/") else _sysctl_path(name)
-    Path(path).write_text(value)
-
-
-def _cgroup_hierarchies() -> list[str]:
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        fstype = fields[fields.index("-") + 1]
-        if fstype in ("cgroup", "cgroup2"):
-            out.append(fields[4])
-    return out
-
-
-def _netfilter_chains() -> dict[str, dict[str, list[str]]]:
-    """{family: {table: [chains]}} as iptables-save and ip6tables-save list them."""
-    out: dict[str, dict[str, list[str]]] = {}
-    for family in IPTABLES:
-        tables: dict[str, list[str]] = {}
-        table = None
-        for line in _run([f"{family}-save"], check=False).stdout.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-                tables[table] = []
-            elif line.startswith(":") and table:
-                tables[table].append(line[1:].split()[0])
-        out[family] = tables
-    return out
-
-
-def _nft_tables() -> list[str] | None:
-    if not shutil.which("nft", path=_system_path()):
-        return None
-    return sorted(_run(["nft", "list", "tables"], check=False).stdout.splitlines())
+    return owner if (Path(owner) / "node" / "host-state.json").exists() else None
 
 
 def _host_snapshot() -> dict:
     """What ``down`` needs to give the host back: taken before the node changes anything."""
-    hierarchies = _cgroup_hierarchies()
-    sysctls = {name: _sysctl_read(name) for name in SYSCTLS}
+    hierarchies = hoststate.cgroup_hierarchies()
+    sysctls = {name: hoststate.sysctl_read(name) for name in SYSCTLS}
     for pattern in FORWARDING_GLOBS:
         for path in glob.glob(f"/proc/sys/{pattern}"):
             sysctls[path] = Path(path).read_text().strip()
@@ -680,8 +451,8 @@ def _host_snapshot() -> dict:
     return {
         "sysctls": {k: v for k, v in sysctls.items() if v is not None},
         "sysctl_needed": needed,
-        "netfilter": _netfilter_chains(),
-        "nft_tables": _nft_tables(),
+        "netfilter": hoststate.netfilter_chains(),
+        "nft_tables": hoststate.nft_tables(),
         "cgroup_hierarchies": hierarchies,
         "cgroups": [str(Path(h) / "kubepods") for h in hierarchies if (Path(h) / "kubepods").exists()],
         "containerd_run": CONTAINERD_RUN.exists(),
@@ -691,106 +462,6 @@ def _host_snapshot() -> dict:
 
 def _record(path: Path) -> dict:
     return json.loads(path.read_text())
-
-
-def _restore_sysctls(record: dict) -> None:
-    items = record["sysctls"]
-    # ip_forward first: writing it resets every interface's forwarding switch, restored after.
-    order = sorted(items, key=lambda k: (k != "net.ipv4.ip_forward", k))
-    for name in order:
-        path = Path(name) if name.startswith("/") else _sysctl_path(name)
-        try:
-            if path.exists() and path.read_text().strip() != items[name]:
-                path.write_text(items[name])
-        except OSError:
-            pass  # an interface that went away with the node
-
-
-def _remove_new_netfilter(record: dict) -> None:
-    """Delete every iptables chain (and nftables table) that was not there at the record, after
-    removing the rules of older chains that jump to them."""
-    before = record["netfilter"]
-    now = _netfilter_chains()
-    for family in IPTABLES:
-        for table, chains in now[family].items():
-            old = set(before.get(family, {}).get(table, []))
-            new = [c for c in chains if c not in old]
-            if not new:
-                continue
-            save = _run([f"{family}-save", "-t", table], check=False).stdout.splitlines()
-            for line in save:
-                if not line.startswith("-A "):
-                    continue
-                args = shlex.split(line)
-                chain = args[1]
-                target = _rule_target(args)
-                if chain not in new and target in new:
-                    _run([family, "-w", "-t", table, "-D", *args[1:]], check=False)
-            for chain in new:
-                _run([family, "-w", "-t", table, "-F", chain], check=False)
-            for chain in new:
-                if chain not in BUILTIN_CHAINS:
-                    _run([family, "-w", "-t", table, "-X", chain], check=False)
-    tables_before = record.get("nft_tables")
-    tables_now = _nft_tables()
-    if tables_before is not None and tables_now is not None:
-        for line in tables_now:
-            if line not in tables_before:  # e.g. "table ip nat", made by iptables-nft for these chains
-                _run(["nft", "delete", *line.split()[1:]], check=False)
-
-
-def _rule_target(args: list[str]) -> str | None:
-    for flag in ("-j", "-g", "--jump", "--goto"):
-        if flag in args:
-            i = args.index(flag)
-            if i + 1 < len(args):
-                return args[i + 1]
-    return None
-
-
-def _mounts_under(root: Path) -> list[str]:
-    prefix = str(root.resolve()) + "/"
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = line.split()[4].replace("\\040", " ")
-        if point == prefix[:-1] or point.startswith(prefix):
-            points.append(point)
-    return points
-
-
-def _unmount_under(root: Path) -> None:
-    """Unmount everything at or under root, deepest first, until nothing is left."""
-    if not root.exists():
-        return
-    for _ in range(20):
-        points = _mounts_under(root)
-        if not points:
-            return
-        for point in sorted(set(points), key=lambda p: p.count("/"), reverse=True):
-            if _run(["umount", point], check=False).returncode != 0:
-                _run(["umount", "-l", point], check=False)
-    raise NodeError(f"mounts under {root} would not go away: {_mounts_under(root)}")
-
-
-def _pids_of(binary: str | None) -> list[int]:
-    if not binary:
-        return []
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if os.readlink(proc / "exe") == binary:
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _http_ok(url: str) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from localcluster import REAL_NODE_NAME, LocalCluster, Ports
-from realnode import HOST_OWNER
+from realnode import real_node_owner
 
 pytestmark = [pytest.mark.cluster, pytest.mark.host_state]
 
@@ -103,8 +103,8 @@ def _differences(before: dict, after: dict) -> dict[str, object]:
 
 @pytest.fixture
 def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    if HOST_OWNER.exists():
-        pytest.skip(f"a cluster started outside this test ({HOST_OWNER.read_text().strip()}) holds the real node")
+    if owner := real_node_owner():
+        pytest.skip(f"a cluster started outside this test ({owner}) holds the real node")
     # Clear of the session cluster's ports, so both could run (the session's starts later).
     ports = Ports(**{f.name: getattr(Ports(), f.name) + 300 for f in dataclasses.fields(Ports)})
     cluster = LocalCluster(root=tmp_path_factory.mktemp("host-state-cluster"), ports=ports, real_node=True)
