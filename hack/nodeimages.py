@@ -64,7 +64,7 @@ def pause_image() -> Image:
                                    str(source)], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise ImageError(f"compiling {source} failed (gcc -static needs libc6-dev):\n{proc.stderr}")
-            layer = _layer([("pause", out.read_bytes(), 0o755)])
+            layer = layer_tar([("pause", out.read_bytes(), 0o755)])
         return [layer], {"Entrypoint": ["/pause"], "User": "65535:65535"}
 
     return _cached("pause", key, build)
@@ -75,7 +75,7 @@ def coredns_image(bin_dir: Path) -> Image:
     binary = (bin_dir / "coredns").read_bytes()
     key = _key(ARCHIVE_FORMAT, binary)
     return _cached("coredns", key, lambda: (
-        [_layer([("coredns", binary, 0o755)])],
+        [layer_tar([("coredns", binary, 0o755)])],
         {"Entrypoint": ["/coredns"], "Env": [PATH_ENV]},
     ))
 
@@ -96,7 +96,7 @@ def probe_image(bin_dir: Path) -> Image:
         entries: list[tuple] = [("bin/busybox", busybox, 0o755), ("bin/probe", probe, 0o755),
                                 ("tmp", None, 0o1777), ("etc", None, 0o755)]
         entries += [(applet, "/bin/busybox") for applet in applets if applet != "bin/busybox"]
-        return [_layer(entries)], {"Entrypoint": [], "Cmd": ["/bin/sh"], "Env": [PATH_ENV]}
+        return [layer_tar(entries)], {"Entrypoint": [], "Cmd": ["/bin/sh"], "Env": [PATH_ENV]}
 
     return _cached("probe", key, build)
 
@@ -126,7 +126,7 @@ def _cached(name: str, key: str, build) -> Image:
     return Image(ref, archive)
 
 
-def _layer(entries: Iterable[tuple]) -> bytes:
+def layer_tar(entries: Iterable[tuple]) -> bytes:
     """An uncompressed layer tar, byte-for-byte reproducible. Entries: (path, bytes, mode) for a
     file, (path, None, mode) for a directory, (path, target) for a symlink. Parent directories
     are added as needed."""
@@ -198,8 +198,9 @@ def write_docker_archive(path: Path, ref: str, layers: list[bytes], config: dict
 
 
 def archive_image_names(archive: Path) -> list[str]:
-    """The image names an archive carries, as containerd will store them: RepoTags of a
-    docker-archive, or the name annotations of an OCI layout's index."""
+    """The image names an archive carries, as `ctr images import` stores them: the RepoTags of
+    a docker-archive, normalized (docker.io/library/ implied); the name annotations of an OCI
+    layout's index as they are, when they are full names."""
     with tarfile.open(archive) as tar:
         names: list[str] = []
         members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
@@ -207,15 +208,15 @@ def archive_image_names(archive: Path) -> list[str]:
             index = json.load(tar.extractfile(members["index.json"]))
             for m in index.get("manifests", []):
                 ann = m.get("annotations", {})
-                name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
-                if name:
-                    names.append(normalize_image_name(name))
+                name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name", "")
+                if any(c in name for c in "/:@"):
+                    names.append(name)
         elif "manifest.json" in members:
             for m in json.load(tar.extractfile(members["manifest.json"])):
                 names += [normalize_image_name(t) for t in m.get("RepoTags") or []]
     if not names:
         raise ImageError(f"{archive} names no image (a docker-archive needs RepoTags, an OCI layout "
-                        "an io.containerd.image.name annotation)")
+                         "full names in its index's io.containerd.image.name annotations)")
     return names
 
 

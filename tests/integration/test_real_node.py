@@ -6,7 +6,10 @@ messages, logs, HTTP answers) is what the containers wrote."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from lightkube import Client
@@ -15,10 +18,13 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Node, Pod
 
+import nodeimages
 from fixtures.cluster import on_real_node, wait_for
 from localcluster import REAL_NODE_NAME, REAL_NODE_SELECTOR, LocalCluster, RealNode
 
 pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _job(name: str, image: str, command: list[str]) -> Job:
@@ -184,3 +190,35 @@ def test_pod_becomes_ready_in_seconds(kube: Client, namespace: str, probe_image:
 
     wait_for(ready, timeout=30, interval=0.05, what=lambda: f"the pod to be Ready: {_describe_pods(kube, namespace)}")
     assert time.monotonic() - started < 10
+
+
+def test_load_image_imports_an_archive_again_only_when_its_content_or_image_changed(
+        local_cluster: LocalCluster, real_node: RealNode, tmp_path) -> None:
+    ref = "localhost/medusa/load-test:1"
+
+    def archive(name: str, text: bytes):
+        path = tmp_path / name
+        nodeimages.write_docker_archive(path, ref, [nodeimages.layer_tar([("hello.txt", text, 0o644)])], {})
+        return path
+
+    def digest() -> str | None:
+        out = subprocess.run([str(local_cluster.bin / "ctr"), "--address", str(real_node.socket), "-n", "k8s.io",
+                              "images", "ls"], capture_output=True, text=True, check=True).stdout
+        return next((line.split()[2] for line in out.splitlines() if line.startswith(ref + " ")), None)
+
+    first, second = archive("a.tar", b"first"), archive("b.tar", b"second")
+    cli = [sys.executable, str(REPO / "hack" / "localcluster.py"), "load-image"]
+    loaded = subprocess.run([*cli, str(first)], capture_output=True, text=True, env=local_cluster.env())
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == [ref]
+    first_digest = digest()
+    assert first_digest is not None
+    # Same name, other content: imported, and the name now points at it.
+    assert local_cluster.load_image(second) == [ref]
+    assert digest() not in (None, first_digest)
+    # The image removed behind the node's back: the same archive is imported again.
+    subprocess.run([str(local_cluster.bin / "ctr"), "--address", str(real_node.socket), "-n", "k8s.io",
+                    "images", "rm", ref], check=True, capture_output=True)
+    assert digest() is None
+    local_cluster.load_image(second)
+    assert digest() not in (None, first_digest)
