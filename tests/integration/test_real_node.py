@@ -5,9 +5,11 @@ messages, logs, HTTP answers) is what the containers wrote."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from lightkube.resources.core_v1 import Node, Pod
 
 import nodeimages
 from fixtures.cluster import on_real_node, wait_for
-from localcluster import REAL_NODE_NAME, REAL_NODE_SELECTOR, LocalCluster, RealNode
+from localcluster import NODE_IP, REAL_NODE_NAME, REAL_NODE_SELECTOR, LocalCluster, RealNode
 
 pytestmark = pytest.mark.cluster
 
@@ -222,3 +224,33 @@ def test_load_image_imports_an_archive_again_only_when_its_content_or_image_chan
     assert digest() is None
     local_cluster.load_image(second)
     assert digest() not in (None, first_digest)
+
+
+def test_pod_reaches_a_server_on_this_machine_at_node_ip(
+        local_cluster: LocalCluster, kube: Client, namespace: str, probe_image: str) -> None:
+    """Servers the tests run on the host (S3, Prometheus) listen on NODE_IP for pods."""
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"host saw {self.client_address[0]}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((NODE_IP, 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://{NODE_IP}:{server.server_address[1]}/"
+        kube.create(_job("hostcall", probe_image, ["probe", "get", url]), namespace=namespace)
+        finished = wait_for(lambda: _job_finished(kube, "hostcall", namespace), timeout=60,
+                            what=lambda: f"the Job to finish: {_describe_pods(kube, namespace)}")
+        logs = local_cluster.kubectl("logs", "-n", namespace, "job/hostcall").stdout
+        assert finished == "Complete", logs
+    finally:
+        server.shutdown()
+        server.server_close()
+    pod_ip = _job_pod(kube, "hostcall", namespace).status.podIP
+    assert logs == f"host saw {pod_ip}"  # not masqueraded: the pod's own address
