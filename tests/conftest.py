@@ -7,3 +7,9 @@ pytest_plugins = [
     "fixtures.triton",
     "fixtures.operator",
 ]
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Tests marked host_state start and stop a real node of their own; a machine holds one real
+    node at a time, so they run first, before the session's cluster starts its own."""
+    items.sort(key=lambda item: item.get_closest_marker("host_state") is None)

@@ -1,0 +1,3 @@
+module medusa.dev/tools/probe
+
+go 1.26.0
