@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 VENV = $(shell hack/venv.sh)
 PY = $(VENV)/bin/python
 
-.PHONY: help deps venv binaries test unit cluster-up cluster-down cluster-status demo crds clean-cache
+.PHONY: help deps venv binaries images test unit cluster-up cluster-down cluster-status demo crds clean-cache
 
 help:
 	@echo "make demo         run the operator on an embedded local cluster"
@@ -17,6 +17,7 @@ help:
 	@echo "make unit         fast tests that need no cluster, server or model"
 	@echo "make cluster-up   start the local control plane (kubeconfig: $(MEDUSA_CACHE)/cluster/kubeconfig)"
 	@echo "make cluster-down stop it"
+	@echo "make images       build the operator and reference images here (cached by content key)"
 	@echo "make crds         regenerate crds/ from the API types"
 
 deps:
@@ -28,11 +29,14 @@ venv: deps
 binaries:
 	@hack/build-binaries.sh >/dev/null
 
+images: venv
+	$(PY) hack/images.py
+
 test: venv binaries
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: venv
-	$(PY) -m pytest -m "not cluster and not triton and not s3 and not model and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not cluster and not triton and not s3 and not model and not slow and not images" $(PYTEST_ARGS)
 
 cluster-up: venv binaries
 	$(PY) hack/localcluster.py up

@@ -1,0 +1,262 @@
+"""The project's images (hack/images.py), run the way the cluster runs them.
+
+Each container runs with the image's own numeric user (or the chart's), a read-only root
+filesystem, every capability dropped, writable tmpfs only where a pod mounts an emptyDir, and no
+network but loopback. The first run builds the images (minutes); later runs reuse them by key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import yaml
+
+import images
+from medusa_operator.api.v1alpha1 import MedusaModelSpec
+from medusa_operator.config import OperatorConfig
+from medusa_operator.render import jobs, serving
+from medusa_operator.render.context import ModelRef, RenderContext
+
+pytestmark = [pytest.mark.images, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CHART_VALUES = REPO / "charts" / "medusa-operator" / "values.yaml"
+REFERENCE_EXAMPLE = REPO / "examples" / "smollm2-reference.yaml"
+# Every reference pod mounts an emptyDir here: HOME and the libraries' caches (runtime/Dockerfile).
+SCRATCH = "/tmp"
+SERVER_READY_TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, images.Image]:
+    if shutil.which("podman") is None or shutil.which("buildah") is None:
+        pytest.skip("podman and buildah are missing: run hack/system-deps.sh")
+    if os.geteuid() != 0:
+        pytest.skip("the local image build runs as root")
+    result = images.ensure_images()
+    for image in result.values():
+        images.ensure_loaded(image)
+    return result
+
+
+def _podman(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([*images.container_command(), *args], env=images.container_env(),
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _locked_down(user: str | None, scratch: list[str], volumes: list[str] = ()) -> list[str]:
+    """podman run options for a pod's restricted container: read-only root, no capabilities, no
+    privilege escalation, no network but loopback, tmpfs where the pod mounts emptyDirs."""
+    options = ["--read-only", "--read-only-tmpfs=false", "--network=none", "--cap-drop=all",
+               "--security-opt=no-new-privileges"]
+    if user:
+        options += ["--user", user]
+    for path in dict.fromkeys(scratch):
+        if path != "/dev/shm":  # podman always gives a container a writable /dev/shm of its own
+            options += ["--tmpfs", f"{path}:rw,mode=1777"]
+    for volume in volumes:
+        options += ["--volume", volume]
+    return options
+
+
+def _image_user(image: images.Image) -> str:
+    return json.loads(_podman("image", "inspect", image.reference).stdout)[0]["Config"]["User"]
+
+
+def _reference_context(image: images.Image) -> RenderContext:
+    doc = yaml.safe_load(REFERENCE_EXAMPLE.read_text())
+    spec = MedusaModelSpec.model_validate(doc["spec"])
+    config = OperatorConfig(builder_image=image.reference, serving_image=image.reference)
+    return RenderContext(ModelRef(doc["metadata"]["name"], "models", "0000-uid"), spec, config)
+
+
+def test_images_are_cached_by_key(built):
+    again = images.ensure_images()
+    assert {name: image.key for name, image in again.items()} == {name: image.key for name, image in built.items()}
+    assert all(image.build_seconds is None and image.exists for image in again.values()), again
+    manifest = images.manifest(again)
+    assert set(manifest["images"]) == {"operator", "reference"} and "builder" in manifest["not_built"]
+
+
+@pytest.mark.parametrize("name", ["operator", "reference"])
+def test_images_declare_a_numeric_non_root_user(built, name):
+    # runAsNonRoot can only be verified by the kubelet for a numeric user.
+    user, _, group = _image_user(built[name]).partition(":")
+    assert user.isdigit() and int(user) != 0, user
+    assert not group or group.isdigit(), group
+
+
+def test_operator_image_runs_as_the_chart_runs_it(built):
+    values = yaml.safe_load(CHART_VALUES.read_text())
+    pod, container = values["podSecurityContext"], values["securityContext"]
+    assert container["readOnlyRootFilesystem"] is True
+    user = f"{pod['runAsUser']}:{pod['runAsGroup']}"
+    # The chart mounts one emptyDir, at /tmp.
+    result = _podman("run", "--rm", *_locked_down(user, ["/tmp"]), built["operator"].reference, "--help")
+    assert "run" in result.stdout, result.stdout
+
+
+def test_reference_image_runs_the_builder_steps_as_a_job(built):
+    image = built["reference"]
+    job = jobs.step_job(_reference_context(image), "r1", "package", ["--help"])
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    scratch = [SCRATCH, *(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "work")]
+    result = _podman("run", "--rm", *_locked_down(None, scratch), "--entrypoint", container["command"][0],
+                     image.reference, *container["args"][:1], "--help")
+    assert "usage" in result.stdout.lower(), result.stdout
+
+
+def test_reference_image_imports_its_runtime_and_writes_only_to_scratch(built):
+    probe = textwrap.dedent("""
+        import os, json, pathlib
+        import torch, transformers, matplotlib.pyplot
+        import medusa_builder.runtime.triton_repo
+        x = torch.ones(2, 2) @ torch.ones(2, 2)
+        try:
+            pathlib.Path("/opt/venv/probe").write_text("x")
+            root_writable = True
+        except OSError:
+            root_writable = False
+        print(json.dumps({"uid": os.getuid(), "sum": float(x.sum()), "root_writable": root_writable,
+                          "scratch": sorted(p.name for p in pathlib.Path(os.environ["HOME"]).iterdir())}))
+    """)
+    result = _podman("run", "--rm", *_locked_down(None, [SCRATCH]), built["reference"].reference,
+                     "python", "-c", probe)
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert facts["uid"] != 0 and facts["sum"] == 8.0 and facts["root_writable"] is False, facts
+
+
+PROBE_CONFIG = """\
+name: "probe"
+backend: "python"
+max_batch_size: 0
+input [ { name: "INPUT" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_STRING dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+PROBE_MODEL = '''\
+import contextlib
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        import medusa_builder.runtime.triton_repo
+        import torch
+
+        self.facts = {"uid": os.getuid(), "torch": torch.__version__}
+
+    def execute(self, requests):
+        out = np.array([json.dumps(self.facts).encode()], dtype=np.object_)
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT", out)]) for _ in requests]
+'''
+# Runs inside the serving container: waits for readiness, then POSTs one request over loopback.
+CLIENT = """
+import json, sys, time, urllib.request
+base, path, body, timeout = sys.argv[1:5]
+deadline = time.time() + float(timeout)
+while True:
+    try:
+        if urllib.request.urlopen(base + "/v2/health/ready", timeout=2).status == 200:
+            break
+    except OSError:
+        pass
+    if time.time() > deadline:
+        sys.exit("not ready after " + timeout + " s")
+    time.sleep(1)
+request = urllib.request.Request(base + path, data=body.encode(), headers={"Content-Type": "application/json"})
+print(json.dumps(json.load(urllib.request.urlopen(request, timeout=300))))
+"""
+
+
+@contextlib.contextmanager
+def _serving(image: images.Image, repository: Path) -> Iterator[Callable[[str, dict], dict]]:
+    """The reference image running the Triton container the operator renders, with ``repository``
+    where the init container would have fetched it; yields ``post(path, body)``."""
+    deployment = serving.deployment(_reference_context(image), "r1", "s3://bucket/repo")
+    triton = deployment["spec"]["template"]["spec"]["containers"][0]
+    volumes, scratch = [], [SCRATCH]
+    for mount in triton["volumeMounts"]:
+        if mount["name"] == "models":
+            volumes.append(f"{repository}:{mount['mountPath']}:ro")
+        else:
+            scratch.append(mount["mountPath"])
+    http_port = next(p["containerPort"] for p in triton["ports"] if p["name"] == "http")
+    name = f"medusa-images-test-{uuid.uuid4().hex[:8]}"
+    _podman("run", "--detach", "--name", name, *_locked_down(None, scratch, volumes), "--entrypoint",
+            triton["command"][0], image.reference, *triton["args"])
+
+    def post(path: str, body: dict) -> dict:
+        result = _podman("exec", name, "python", "-c", CLIENT, f"http://127.0.0.1:{http_port}", path,
+                         json.dumps(body), str(SERVER_READY_TIMEOUT_S), timeout=SERVER_READY_TIMEOUT_S + 300,
+                         check=False)
+        if result.returncode != 0:
+            logs = _podman("logs", name, check=False)
+            raise AssertionError(f"{result.stdout}\n{result.stderr}\nserver log:\n{logs.stdout}\n{logs.stderr}")
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    try:
+        yield post
+    finally:
+        _podman("rm", "--force", "--time", "5", name, check=False)
+
+
+def _readable_by_others(repository: Path) -> None:
+    """In a pod the init container fetches the repository as the serving user. Here it holds hard
+    links into the test caches, some owner-only (safetensors): give those files copies of their own
+    that the container's user can read, leaving the cached files as they are."""
+    for path in repository.rglob("*"):
+        if path.is_file() and not path.stat().st_mode & stat.S_IROTH:
+            copy = path.with_name(path.name + ".copy")
+            shutil.copyfile(path, copy)
+            copy.chmod(0o644)
+            copy.replace(path)
+
+
+def test_reference_image_serves_a_python_backend_model_as_the_deployment_runs_it(built, tmp_path):
+    repository = tmp_path / "repository"
+    (repository / "probe" / "1").mkdir(parents=True)
+    (repository / "probe" / "config.pbtxt").write_text(PROBE_CONFIG)
+    (repository / "probe" / "1" / "model.py").write_text(PROBE_MODEL)
+    started = time.monotonic()
+    with _serving(built["reference"], repository) as post:
+        body = {"inputs": [{"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}
+        facts = json.loads(post("/v2/models/probe/infer", body)["outputs"][0]["data"][0])
+    assert facts["uid"] != 0 and facts["torch"], facts
+    print(f"tritonserver answered after {time.monotonic() - started:.1f} s: {facts}")
+
+
+@pytest.mark.model
+def test_reference_image_serves_smollm2_with_medusa_heads(built, tmp_path, smollm2_dir, medusa_heads_dir,
+                                                          medusa_tree):
+    from medusa_builder.runtime.triton_repo import write_reference_repository
+    from medusa_builder.tree import REFERENCE_DRAFT_VOCAB
+
+    repository = tmp_path / "repository"
+    write_reference_repository(repository, base_dir=smollm2_dir, heads_dir=medusa_heads_dir, tree=medusa_tree,
+                               device="cpu", draft_vocab=REFERENCE_DRAFT_VOCAB)
+    _readable_by_others(repository)
+    with _serving(built["reference"], repository) as post:
+        answer = post("/v2/models/ensemble/generate", {"text_input": "What is the capital of France?",
+                                                       "max_tokens": 16, "return_perf_metrics": True})
+    assert answer["text_output"].strip(), answer
+    assert answer["total_draft_tokens"] > 0, answer  # the Medusa heads drafted
+    print(f"SmolLM2 with Medusa heads in the reference image: {answer}")
