@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from localcluster import REPO, LocalCluster
-from realnode import NODE_IP, REAL_NODE_NAME, REAL_NODE_SELECTOR, REAL_NODE_TOLERATIONS
+from realnode import NODE_IP, REAL_NODE_NAME, REAL_NODE_SELECTOR, REAL_NODE_TOLERATIONS  # noqa: F401 - for callers
 
 CHART = REPO / "charts" / "medusa-operator"
 EXAMPLE = REPO / "examples" / "smollm2-reference.yaml"
@@ -185,3 +187,53 @@ def operator_logs(cluster: LocalCluster) -> str:
     out = cluster.kubectl("logs", "-n", OPERATOR_NAMESPACE, "-l", f"app.kubernetes.io/instance={RELEASE}",
                           "--all-containers", "--prefix", "--tail=-1", check=False)
     return out.stdout + out.stderr
+
+
+def run_python_pod(cluster: LocalCluster, namespace: str, image: str, script: str, timeout: float = 180) -> str:
+    """Runs ``python3 -c script`` in a one-off restricted pod on the real node; returns its log, or
+    raises StackError with it when the pod fails."""
+    name = f"client-{secrets.token_hex(3)}"
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "nodeSelector": REAL_NODE_SELECTOR, "tolerations": REAL_NODE_TOLERATIONS,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "client", "image": image, "command": ["python3", "-c", script],
+                            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                                "capabilities": {"drop": ["ALL"]}}}],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    try:
+        deadline = time.monotonic() + timeout
+        phase = None
+        while time.monotonic() < deadline:
+            out = cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}", check=False)
+            phase = out.stdout.strip()
+            if phase in ("Succeeded", "Failed"):
+                break
+            time.sleep(1)
+        log = cluster.kubectl("logs", name, "-n", namespace, check=False).stdout
+        if phase != "Succeeded":
+            raise StackError(f"pod {name} ended {phase or 'nowhere'} after {timeout:.0f}s at most: {log[-2000:]}")
+        return log
+    finally:
+        cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false", check=False)
+
+
+_GENERATE = """
+import json, sys, urllib.request
+body = json.dumps({"text_input": sys.argv[2], "max_tokens": int(sys.argv[3])}).encode()
+request = urllib.request.Request(sys.argv[1] + "/v2/models/ensemble/generate", data=body,
+                                 headers={"Content-Type": "application/json"})
+print(json.dumps(json.load(urllib.request.urlopen(request, timeout=120))))
+"""
+
+
+def generate(cluster: LocalCluster, namespace: str, image: str, endpoint: str,
+             prompt: str = "What is the capital of France?", max_tokens: int = 16) -> dict:
+    """One generate request to ``endpoint`` (a Service URL) from a pod in ``namespace``."""
+    script = f"import sys; sys.argv = {['-', endpoint, prompt, str(max_tokens)]!r}\n{_GENERATE}"
+    return json.loads(run_python_pod(cluster, namespace, image, script).strip().splitlines()[-1])

@@ -19,7 +19,6 @@ import json
 import secrets
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,41 +97,15 @@ def condition(st: dict, type_: str) -> dict:
 
 
 def run_in_pod(cluster: LocalCluster, namespace: str, image: str, script: str, timeout: float = 180) -> str:
-    """Runs ``python -c script`` in a one-off restricted pod on the real node; returns its log."""
     import realstack
 
-    name = f"client-{secrets.token_hex(3)}"
-    pod = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "nodeSelector": realstack.REAL_NODE_SELECTOR, "tolerations": realstack.REAL_NODE_TOLERATIONS,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{"name": "client", "image": image, "command": ["python3", "-c", script],
-                            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                                "capabilities": {"drop": ["ALL"]}}}],
-        },
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
-    try:
-        wait_for(lambda: kubectl_json(cluster, "get", "pod", name, "-n", namespace)["status"].get("phase")
-                 in ("Succeeded", "Failed"), timeout=timeout, what=f"pod {name} to finish")
-        phase = kubectl_json(cluster, "get", "pod", name, "-n", namespace)["status"]["phase"]
-        log = cluster.kubectl("logs", name, "-n", namespace).stdout
-        assert phase == "Succeeded", log
-        return log
-    finally:
-        cluster.kubectl("delete", "pod", name, "-n", namespace, "--wait=false", check=False)
+    return realstack.run_python_pod(cluster, namespace, image, script, timeout)
 
 
-GENERATE = """
-import json, sys, urllib.request
-body = json.dumps({"text_input": "What is the capital of France?", "max_tokens": 16}).encode()
-request = urllib.request.Request("%s/v2/models/ensemble/generate", data=body,
-                                 headers={"Content-Type": "application/json"})
-print(json.dumps(json.load(urllib.request.urlopen(request, timeout=120))))
-"""
+def generate(cluster: LocalCluster, namespace: str, image: str, endpoint: str) -> dict:
+    import realstack
+
+    return realstack.generate(cluster, namespace, image, endpoint)
 
 
 def test_reference_model_goes_from_apply_to_serving_with_every_step_in_a_real_container(stack, local_cluster):
@@ -171,7 +144,7 @@ def test_reference_model_goes_from_apply_to_serving_with_every_step_in_a_real_co
     assert serving and all(p["spec"]["nodeName"] == realstack.REAL_NODE_NAME for p in serving)
 
     # A request through the stable Service, by its DNS name, from a pod in the namespace.
-    reply = json.loads(run_in_pod(local_cluster, ns, stack["images"].reference, GENERATE % st["endpoint"]))
+    reply = generate(local_cluster, ns, stack["images"].reference, st["endpoint"])
     assert isinstance(reply["text_output"], str) and reply["text_output"].strip()
 
 
@@ -293,7 +266,7 @@ def test_failed_validation_keeps_the_previous_revision_serving_across_a_leader_k
     # The stable Service still selects the validated revision, which still answers.
     after = kubectl_json(local_cluster, "get", "service", stable["metadata"]["name"], "-n", ns)
     assert after["spec"]["selector"] == stable["spec"]["selector"]
-    reply = json.loads(run_in_pod(local_cluster, ns, stack["images"].reference, GENERATE % st["endpoint"]))
+    reply = generate(local_cluster, ns, stack["images"].reference, st["endpoint"])
     assert reply["text_output"].strip()
     # The failed candidate's Deployments are gone.
     deployments = kubectl_json(local_cluster, "get", "deployments", "-n", ns, "-l", f"medusa.dev/revision={candidate}")
