@@ -9,10 +9,11 @@ PYTEST_ARGS ?=
 VENV = $(shell hack/venv.sh)
 PY = $(VENV)/bin/python
 
-.PHONY: help deps venv binaries images test unit cluster-up cluster-down cluster-status demo crds clean-cache
+.PHONY: help deps venv binaries images test unit cluster-up cluster-down cluster-status demo demo-simulated crds clean-cache
 
 help:
-	@echo "make demo         run the operator on an embedded local cluster"
+	@echo "make demo         run the operator on an embedded local cluster, in real containers"
+	@echo "make demo-simulated  the same with kwok pods and scripted Job results (GPU scenarios)"
 	@echo "make test         run the whole test suite (what CI runs)"
 	@echo "make unit         fast tests that need no cluster, server or model"
 	@echo "make cluster-up   start the local control plane (kubeconfig: $(MEDUSA_CACHE)/cluster/kubeconfig)"
@@ -52,6 +53,9 @@ crds: venv
 
 demo: venv binaries
 	$(PY) hack/demo.py
+
+demo-simulated: venv binaries
+	$(PY) hack/demo.py --simulated
 
 clean-cache:
 	rm -rf $(MEDUSA_CACHE)

@@ -1,13 +1,21 @@
 """`make demo`: the operator on the embedded local cluster, from `kubectl apply` to Serving.
 
-What is real: the Kubernetes control plane (kube-apiserver, etcd, controller-manager, scheduler),
-the CRD and its validation, the operator process and everything it creates. What is simulated:
-kwok plays the GPU nodes and pods, and the results the build, package and validation Jobs report
-are scripted (hack/jobscript.py), because no container can run on this machine.
+By default everything runs for real on the local cluster's real node (hack/realnode.py): the
+operator's and the reference runtime's images are built here from the repo's Dockerfiles and
+loaded into the node's containerd; the operator is installed with `helm install` (its chart's
+ServiceAccount, RBAC, two replicas, leader election); every Job's container runs its
+`medusa-builder` step; Triton serves SmolLM2-135M-Instruct with Medusa heads on the CPU; the
+validation Job measures accuracy and tokens/s against the base model through Service DNS names;
+the model namespace enforces the `restricted` Pod Security Standard.
+
+`--simulated` runs the older path instead: the operator as a local process, kwok playing the GPU
+nodes and pods, and scripted Job results (hack/jobscript.py): what GPU and TensorRT-LLM scenarios
+look like without a GPU.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -23,6 +31,7 @@ from localcluster import REPO, LocalCluster
 NAMESPACE = "medusa-demo"
 EXAMPLE = REPO / "examples" / "smollm2-reference.yaml"
 PHASE_TIMEOUT = 120
+REAL_PIPELINE_TIMEOUT = 1800
 
 
 def say(text: str) -> None:
@@ -34,7 +43,7 @@ def show(cluster: LocalCluster, *args: str) -> None:
     print(cluster.kubectl(*args, check=False).stdout.rstrip(), flush=True)
 
 
-def main() -> None:
+def main_simulated() -> None:
     cluster = LocalCluster()
     say("Starting the local control plane (binaries are built once and cached)")
     cluster.up()
@@ -89,9 +98,9 @@ def main() -> None:
           "kubectl explain medusamodel.spec.medusa.tree")
 
 
-def watch_phases(cluster: LocalCluster, name: str) -> None:
+def watch_phases(cluster: LocalCluster, name: str, timeout: float = PHASE_TIMEOUT) -> None:
     seen: str | None = None
-    deadline = time.monotonic() + PHASE_TIMEOUT
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = cluster.kubectl("get", "medusamodel", name, "-n", NAMESPACE, "-o", "json", check=False)
         status = json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
@@ -102,7 +111,79 @@ def watch_phases(cluster: LocalCluster, name: str) -> None:
         if phase in ("Serving", "Failed"):
             return
         time.sleep(0.5)
-    raise SystemExit(f"the demo model did not reach Serving in {PHASE_TIMEOUT}s")
+    raise SystemExit(f"the demo model did not reach Serving in {timeout:.0f}s")
+
+
+def main_real() -> None:
+    import realstack
+    from s3server import running_s3_server
+
+    cluster = LocalCluster()
+    say("Starting the local control plane and its real node (binaries are built once and cached)")
+    cluster.up()
+    show(cluster, "get", "nodes", "-o", "wide")
+
+    say("Building the operator and reference images from the repo's Dockerfiles (cached by content)")
+    images = realstack.load_images(cluster)
+    print(f"operator image:  {images.operator}\nreference image: {images.reference}", flush=True)
+
+    say(f"Namespace {NAMESPACE}, enforcing the restricted Pod Security Standard")
+    cluster.kubectl("delete", "medusamodel", "--all", "-n", NAMESPACE, "--wait=true", check=False)
+    realstack.create_namespace(cluster, NAMESPACE)
+
+    with running_s3_server(realstack.NODE_IP) as s3:
+        say(f"An S3-compatible store on the node address ({s3.endpoint_url}): SmolLM2-135M-Instruct, "
+            "its Medusa heads (trained once on the CPU, cached) and a small MMLU-format question set")
+        realstack.upload_model_inputs(s3)
+        realstack.credentials_secret(cluster, NAMESPACE, s3)
+
+        say("helm install charts/medusa-operator (two replicas, leader election, the chart's RBAC)")
+        realstack.install_operator(cluster, images, [NAMESPACE])
+        show(cluster, "get", "pods", "-n", realstack.OPERATOR_NAMESPACE, "-o", "wide")
+
+        say("Refused by the API server itself: a tree with both a preset and explicit choices")
+        bad = realstack.reference_model("smollm2-medusa")
+        bad["spec"]["medusa"]["tree"] = {"preset": "mc_sim_7b_63", "choices": [[0], [1]]}
+        print(cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(bad), check=False).stderr.strip())
+
+        manifest = realstack.reference_model(
+            "smollm2-medusa", **{"validation__throughput__minSpeedup": 0.05,
+                                 "validation__accuracy__maxDropVsBase": 0.25})
+        say(f"kubectl apply: {EXAMPLE.relative_to(REPO)}, pointed at the local store and placed on the real node")
+        realstack.apply_model(cluster, NAMESPACE, manifest)
+        watch_phases(cluster, "smollm2-medusa", timeout=REAL_PIPELINE_TIMEOUT)
+
+        say("The result: every step ran in a container on the real node")
+        show(cluster, "get", "medusamodels", "-n", NAMESPACE)
+        show(cluster, "get", "pods", "-n", NAMESPACE, "-o", "wide")
+        print("$ kubectl get pods -n medusa-demo -o custom-columns=POD:.metadata.name,NODE:.spec.nodeName,"
+              "CONTAINER:.status.containerStatuses[0].containerID")
+        print(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "custom-columns=POD:.metadata.name,"
+                              "NODE:.spec.nodeName,CONTAINER:.status.containerStatuses[0].containerID").stdout.rstrip())
+        status = realstack.model_status(cluster, NAMESPACE, "smollm2-medusa")
+        print("measured by the validation Job:", json.dumps(
+            {k: status.get("validation", {}).get(k) for k in
+             ("passed", "accuracy", "baseAccuracy", "tokensPerSecond", "baseTokensPerSecond", "speedup")}))
+        if status.get("phase") != "Serving":
+            raise SystemExit(f"the demo model ended {status.get('phase')}: {status.get('message', '')}")
+
+        say(f"A request through the stable Service ({status['endpoint']}) from a pod")
+        reply = realstack.generate(cluster, NAMESPACE, images.reference, status["endpoint"])
+        print(f"text_output: {reply['text_output']!r}")
+    say("Inspect it yourself (the cluster and the operator keep running; the demo's S3 store has "
+        "stopped, so new pods cannot fetch; `make cluster-down` stops everything)")
+    print(f"export KUBECONFIG={cluster.kubeconfig}\nexport PATH={cluster.bin}:$PATH\n"
+          f"kubectl get mm,pods -n {NAMESPACE} -o wide\n"
+          f"kubectl get mm smollm2-medusa -n {NAMESPACE} -o jsonpath='{{.status.validation}}'\n"
+          f"kubectl logs -n {realstack.OPERATOR_NAMESPACE} -l app.kubernetes.io/instance={realstack.RELEASE}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--simulated", action="store_true",
+                        help="kwok pods and scripted Job results instead of real containers")
+    args = parser.parse_args()
+    main_simulated() if args.simulated else main_real()
 
 
 if __name__ == "__main__":
