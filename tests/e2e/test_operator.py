@@ -219,7 +219,7 @@ def test_serving_only_change_applies_in_place(local_cluster, kube, namespace, op
              what="the resources to be applied")
     dep = kube.get(Deployment, f"smol-{rev[:8]}", namespace=namespace)
     assert any(t.key == "dedicated" for t in dep.spec.template.spec.tolerations)
-    assert container.image == "example.invalid/tritonserver:test"
+    assert container.image == "example.invalid/medusa-reference:test"  # a reference model serves with that image
     st = status(kube, namespace)
     assert st["revisions"]["current"] == rev and st["phase"] == "Serving"
     assert dict(scripter.pods_seen) == jobs_before, "a serving-only change ran Jobs"
@@ -356,10 +356,13 @@ def test_make_room_hands_the_serving_gpus_to_the_candidate(local_cluster, kube, 
         apply(local_cluster, namespace, model_manifest(validation={"throughput": {"minSpeedup": 1.4},
                                                                    "accuracy": {"maxDropVsBase": 0.02}}, **spec))
         # The condition flips back once the candidate's pods run; the Event of the flip stays.
-        cond = wait_for(lambda: next((e for e in kube.list(Event, namespace=namespace)
-                                      if e.reason == "Unschedulable" and e.involvedObject.kind == "MedusaModel"), None),
-                        timeout=90, what="the CandidateSchedulable=False event")
-        assert f"serving revision {old} is scaled to zero to make room" in cond.message
+        # CandidateReady reports the same wait in its own words; this is CandidateSchedulable's.
+        making_room = f"serving revision {old} is scaled to zero to make room"
+        wait_for(lambda: next((e for e in kube.list(Event, namespace=namespace)
+                               if e.reason == "Unschedulable" and e.involvedObject.kind == "MedusaModel"
+                               and making_room in e.message), None),
+                 timeout=90, what=lambda: "the CandidateSchedulable=False event; events: " + "; ".join(
+                     e.message for e in kube.list(Event, namespace=namespace) if e.reason == "Unschedulable"))
         wait_for(lambda: not exists(kube, Deployment, f"smol-{old[:8]}", namespace)  # promoted and drained
                  or kube.get(Deployment, f"smol-{old[:8]}", namespace=namespace).spec.replicas == 0,
                  timeout=30, what="the serving revision to be scaled to zero")
