@@ -51,6 +51,8 @@ REGISTRY_PREFIX = "localhost/medusa"  # a name no registry answers for; pods mus
 ARCHIVE_FORMAT = "docker-archive"
 KEY_LENGTH = 16
 ARCHIVES_KEPT = 2  # per image: the newest ones (another checkout may still use the previous key)
+LOGS = CACHE / "logs"  # every build's full output, one file per image key
+TRANSCRIPT_TAIL_LINES = 40
 
 DEBIAN_SUITE = "bookworm"  # Python 3.11, what the project requires and python:3.11-slim carries
 DEBIAN_MIRROR = os.environ.get("MEDUSA_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -262,12 +264,20 @@ def container_env() -> dict[str, str]:
     return _environment()
 
 
-def _run(command: list[str], log, **kwargs) -> subprocess.CompletedProcess:
-    print("+ " + shlex.join(command), file=log, flush=True)
-    result = subprocess.run(command, env=_environment(), stdout=log, stderr=subprocess.STDOUT, **kwargs)
-    if result.returncode != 0:
-        raise ImageError(f"{command[0]} failed with exit code {result.returncode}: {shlex.join(command)}")
-    return result
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run(command: list[str], transcript: Path) -> None:
+    """Run ``command`` with its output appended to ``transcript``; a failure quotes its end."""
+    transcript.parent.mkdir(parents=True, exist_ok=True)
+    with open(transcript, "a") as out:
+        out.write("+ " + shlex.join(command) + "\n")
+        out.flush()
+        returncode = subprocess.run(command, env=_environment(), stdout=out, stderr=subprocess.STDOUT).returncode
+    if returncode != 0:
+        tail = "\n".join(transcript.read_text(errors="replace").splitlines()[-TRANSCRIPT_TAIL_LINES:])
+        raise ImageError(f"{command[0]} failed with exit code {returncode}; the end of {transcript}:\n{tail}")
 
 
 def _image_present(reference: str) -> bool:
@@ -275,22 +285,24 @@ def _image_present(reference: str) -> bool:
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
 
 
-def ensure_loaded(image: Image, log=sys.stderr) -> None:
+def ensure_loaded(image: Image) -> None:
     """Make ``image`` runnable with ``container_command()`` (loads its archive if the store lacks it)."""
     _require_tools("podman")
     if not _image_present(image.reference):
         if not image.exists:
             raise ImageError(f"{image.name}: no archive at {image.archive}; run hack/images.py")
-        _run(["podman", *_store_options(), "load", "--input", image.archive], log)
+        _run(["podman", *_store_options(), "load", "--input", image.archive],
+             LOGS / f"load-{image.name}-{image.key}.log")
 
 
 # ---------------------------------------------------------------------------------------------
 # Building
 
 
-def _ensure_base(log) -> str:
+def _ensure_base() -> str:
     reference = base_reference()
     rootfs = CACHE / "base" / f"debian-{base_key()}.tar"
+    transcript = LOGS / f"base-{base_key()}.log"
     if not rootfs.is_file():
         rootfs.parent.mkdir(parents=True, exist_ok=True)
         partial = rootfs.with_suffix(".partial.tar")
@@ -298,11 +310,12 @@ def _ensure_base(log) -> str:
         _run(["mmdebstrap", "--mode=root", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES),
               "--aptopt=Acquire::Languages \"none\"",
               *(f"--dpkgopt=path-exclude={p}" for p in BASE_EXCLUDED_PATHS),
-              DEBIAN_SUITE, str(partial), *_debian_sources()], log)
+              DEBIAN_SUITE, str(partial), *_debian_sources()], transcript)
         partial.rename(rootfs)
-        print(f"base root filesystem: {rootfs} ({time.monotonic() - started:.0f} s)", file=log, flush=True)
+        _say(f"base root filesystem: {rootfs} ({time.monotonic() - started:.0f} s)")
     if not _image_present(reference):
-        _run(["podman", *_store_options(), "import", "--change", "CMD [\"/bin/bash\"]", str(rootfs), reference], log)
+        _run(["podman", *_store_options(), "import", "--change", 'CMD ["/bin/bash"]', str(rootfs), reference],
+             transcript)
     return reference
 
 
@@ -322,7 +335,7 @@ def _normalised(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def _ensure_wheels(recipe: Recipe, log) -> None:
+def _ensure_wheels(recipe: Recipe, transcript: Path) -> None:
     """Download the recipe's pinned wheels for the images' interpreter that the wheelhouse lacks."""
     WHEELS.mkdir(parents=True, exist_ok=True)
     have = {(_normalised(w.name.split("-")[0]), w.name.split("-")[1]) for w in WHEELS.glob("*.whl")}
@@ -334,7 +347,7 @@ def _ensure_wheels(recipe: Recipe, log) -> None:
     platforms += [f"manylinux2014_{arch}"]  # pip adds manylinux2010 and manylinux1 to it
     _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--implementation", "cp",
           "--python-version", IMAGE_PYTHON, *(a for p in platforms for a in ("--platform", p)),
-          "--dest", str(WHEELS), "--requirement", str(lock)], log)
+          "--dest", str(WHEELS), "--requirement", str(lock)], transcript)
 
 
 def _stage_context(recipe: Recipe, files: list[str], target: Path) -> None:
@@ -344,10 +357,12 @@ def _stage_context(recipe: Recipe, files: list[str], target: Path) -> None:
         shutil.copy2(REPO / name, destination)
 
 
-def _build(recipe: Recipe, image: Image, log) -> float:
+def _build(recipe: Recipe, image: Image) -> float:
     started = time.monotonic()
+    transcript = LOGS / f"{image.name}-{image.key}.log"
+    _say(f"building {image.reference} from {recipe.dockerfile} (output: {transcript})")
     files = context_files(copy_sources(REPO / recipe.dockerfile))
-    _ensure_wheels(recipe, log)
+    _ensure_wheels(recipe, transcript)
     phases = {"wheels": time.monotonic() - started}
     with tempfile.TemporaryDirectory(prefix=f"context-{recipe.name}-", dir=CACHE) as tmp:
         context = Path(tmp) / "context"
@@ -360,31 +375,31 @@ def _build(recipe: Recipe, image: Image, log) -> float:
         build_args = [a for k, v in _build_args().items() for a in ("--build-arg", f"{k}={v}")]
         _run(["buildah", *_store_options(), "build", "--pull=never", "--network=none", "--layers",
               *build_args, *volumes, "--file", str(context / recipe.dockerfile),
-              "--tag", image.reference, str(context)], log)
+              "--tag", image.reference, str(context)], transcript)
     phases["build"] = time.monotonic() - started - sum(phases.values())
     partial = Path(image.archive + ".partial")
     partial.unlink(missing_ok=True)
     _run(["podman", *_store_options(), "save", "--format", ARCHIVE_FORMAT, "--output", str(partial),
-          image.reference], log)
+          image.reference], transcript)
     partial.rename(image.archive)
     phases["save"] = time.monotonic() - started - sum(phases.values())
-    print(f"{image.reference}: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()), file=log, flush=True)
+    _say(f"{image.reference}: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
     return time.monotonic() - started
 
 
-def _prune(recipe: Recipe, keep: Image, log) -> None:
+def _prune(recipe: Recipe, keep: Image) -> None:
     archives = sorted(CACHE.glob(f"{recipe.name}-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in archives[ARCHIVES_KEPT:]:
         if str(old) == keep.archive:
             continue
         reference = f"{REGISTRY_PREFIX}/{recipe.name}:{old.stem.removeprefix(recipe.name + '-')}"
-        print(f"removing the older {recipe.name} image {reference}", file=log, flush=True)
+        _say(f"removing the older {recipe.name} image {reference}")
         old.unlink()
         subprocess.run(["podman", *_store_options(), "rmi", "--ignore", reference], env=_environment(),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def ensure_images(names: list[str] | None = None, log=sys.stderr) -> dict[str, Image]:
+def ensure_images(names: list[str] | None = None) -> dict[str, Image]:
     """Build the images (all, or ``names``) whose archive is missing and return every one's record.
     One build at a time per cache: concurrent callers wait and reuse the result."""
     wanted = plan(names)
@@ -401,10 +416,9 @@ def ensure_images(names: list[str] | None = None, log=sys.stderr) -> dict[str, I
             image = wanted[recipe.name]
             if image.exists:
                 continue
-            _ensure_base(log)
-            print(f"building {image.reference} from {recipe.dockerfile}", file=log, flush=True)
-            durations[recipe.name] = _build(recipe, image, log)
-            _prune(recipe, image, log)
+            _ensure_base()
+            durations[recipe.name] = _build(recipe, image)
+            _prune(recipe, image)
         built = plan(names)
         for name, seconds in durations.items():
             built[name] = Image(**{**asdict(built[name]), "build_seconds": round(seconds, 1)})
@@ -438,7 +452,7 @@ def _build_system_requirements() -> list[str]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
 
 
-def write_lock(recipe: Recipe, log=sys.stderr) -> Path:
+def write_lock(recipe: Recipe) -> Path:
     """Resolve the recipe's requirements (with pip and the project's build requirements, which
     the Dockerfiles install first) for this interpreter and write them pinned."""
     if sys.version_info[:2] != (3, 11) or sys.platform != "linux":
@@ -447,7 +461,7 @@ def write_lock(recipe: Recipe, log=sys.stderr) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                        "--report", str(report), *requirements], cwd=REPO, check=True, stdout=log)
+                        "--report", str(report), *requirements], cwd=REPO, check=True)
         resolved = json.loads(report.read_text())["install"]
     pins = sorted((item["metadata"]["name"], item["metadata"]["version"]) for item in resolved
                   if not item["download_info"]["url"].startswith("file:"))  # the project itself
@@ -475,7 +489,8 @@ def _describe(images: dict[str, Image]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", help=f"images to handle (default: all of {', '.join(r.name for r in RECIPES)})")
+    parser.add_argument("names", nargs="*",
+                        help=f"images to handle (default: all of {', '.join(r.name for r in RECIPES)})")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     parser.add_argument("--plan", action="store_true", help="print keys and references, build nothing")
     parser.add_argument("--lock", action="store_true", help="re-pin the requirements the images install")

@@ -1,8 +1,10 @@
 """The project's images (hack/images.py), run the way the cluster runs them.
 
-Each container runs with the image's own numeric user (or the chart's), a read-only root
-filesystem, every capability dropped, writable tmpfs only where a pod mounts an emptyDir, and no
-network but loopback. The first run builds the images (minutes); later runs reuse them by key.
+The reference image runs the containers the operator renders for a reference model (a Job's
+step, the Triton container of a serving Deployment) and the operator image runs as the chart
+runs it: with their user, their environment, a read-only root filesystem, every capability
+dropped, a tmpfs for each emptyDir they mount and no network but loopback. The first run builds
+the images (minutes); later runs reuse them by key.
 """
 
 from __future__ import annotations
@@ -33,8 +35,6 @@ pytestmark = [pytest.mark.images, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 CHART_VALUES = REPO / "charts" / "medusa-operator" / "values.yaml"
 REFERENCE_EXAMPLE = REPO / "examples" / "smollm2-reference.yaml"
-# Every reference pod mounts an emptyDir here: HOME and the libraries' caches (runtime/Dockerfile).
-SCRATCH = "/tmp"
 SERVER_READY_TIMEOUT_S = 180
 
 
@@ -58,18 +58,27 @@ def _podman(*args: str, timeout: float = 300, check: bool = True) -> subprocess.
     return result
 
 
-def _locked_down(user: str | None, scratch: list[str], volumes: list[str] = ()) -> list[str]:
-    """podman run options for a pod's restricted container: read-only root, no capabilities, no
-    privilege escalation, no network but loopback, tmpfs where the pod mounts emptyDirs."""
+def _as_rendered(pod: dict, container: dict, binds: dict[str, str] | None = None) -> list[str]:
+    """``podman run`` options that run ``container`` of ``pod`` as a kubelet would, locked down
+    whatever the pod says: its user, its environment, a read-only root, no capabilities, no
+    privilege escalation, no network but loopback, a tmpfs for each emptyDir it mounts. ``binds``
+    maps volume names to host folders standing in for what another container would have filled."""
+    security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
     options = ["--read-only", "--read-only-tmpfs=false", "--network=none", "--cap-drop=all",
                "--security-opt=no-new-privileges"]
-    if user:
-        options += ["--user", user]
-    for path in dict.fromkeys(scratch):
-        if path != "/dev/shm":  # podman always gives a container a writable /dev/shm of its own
-            options += ["--tmpfs", f"{path}:rw,mode=1777"]
-    for volume in volumes:
-        options += ["--volume", volume]
+    if "runAsUser" in security:
+        options += ["--user", f"{security['runAsUser']}:{security.get('runAsGroup', security['runAsUser'])}"]
+    for variable in container.get("env", []):
+        if "value" in variable:
+            options += ["--env", f"{variable['name']}={variable['value']}"]
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        path = mount["mountPath"]
+        if mount["name"] in (binds or {}):
+            options += ["--volume", f"{binds[mount['name']]}:{path}{':ro' if mount.get('readOnly') else ''}"]
+        elif "emptyDir" in volumes[mount["name"]] and path != "/dev/shm":  # podman always gives one
+            # An emptyDir starts empty: no copy of what the image has at that path.
+            options += ["--tmpfs", f"{path}:rw,mode=1777,notmpcopyup"]
     return options
 
 
@@ -80,8 +89,16 @@ def _image_user(image: images.Image) -> str:
 def _reference_context(image: images.Image) -> RenderContext:
     doc = yaml.safe_load(REFERENCE_EXAMPLE.read_text())
     spec = MedusaModelSpec.model_validate(doc["spec"])
-    config = OperatorConfig(builder_image=image.reference, serving_image=image.reference)
+    assert spec.engine.backend == "reference"
+    config = OperatorConfig(reference_image=image.reference)
     return RenderContext(ModelRef(doc["metadata"]["name"], "models", "0000-uid"), spec, config)
+
+
+def _rendered_job_container(image: images.Image) -> tuple[dict, dict]:
+    job = jobs.package_job(_reference_context(image), "r1", "s3://bucket/engines/key")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == image.reference
+    return pod, pod["containers"][0]
 
 
 def test_images_are_cached_by_key(built):
@@ -102,21 +119,17 @@ def test_images_declare_a_numeric_non_root_user(built, name):
 
 def test_operator_image_runs_as_the_chart_runs_it(built):
     values = yaml.safe_load(CHART_VALUES.read_text())
-    pod, container = values["podSecurityContext"], values["securityContext"]
-    assert container["readOnlyRootFilesystem"] is True
-    user = f"{pod['runAsUser']}:{pod['runAsGroup']}"
-    # The chart mounts one emptyDir, at /tmp.
-    result = _podman("run", "--rm", *_locked_down(user, ["/tmp"]), built["operator"].reference, "--help")
+    pod = {"securityContext": values["podSecurityContext"], "volumes": [{"name": "tmp", "emptyDir": {}}]}
+    # The chart's Deployment mounts one emptyDir, at /tmp.
+    container = {"securityContext": values["securityContext"], "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}
+    result = _podman("run", "--rm", *_as_rendered(pod, container), built["operator"].reference, "--help")
     assert "run" in result.stdout, result.stdout
 
 
-def test_reference_image_runs_the_builder_steps_as_a_job(built):
-    image = built["reference"]
-    job = jobs.step_job(_reference_context(image), "r1", "package", ["--help"])
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    scratch = [SCRATCH, *(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "work")]
-    result = _podman("run", "--rm", *_locked_down(None, scratch), "--entrypoint", container["command"][0],
-                     image.reference, *container["args"][:1], "--help")
+def test_reference_image_runs_a_builder_step_as_its_job_does(built):
+    pod, container = _rendered_job_container(built["reference"])
+    result = _podman("run", "--rm", *_as_rendered(pod, container), "--entrypoint", container["command"][0],
+                     container["image"], container["args"][0], "--help")
     assert "usage" in result.stdout.lower(), result.stdout
 
 
@@ -131,11 +144,11 @@ def test_reference_image_imports_its_runtime_and_writes_only_to_scratch(built):
             root_writable = True
         except OSError:
             root_writable = False
-        print(json.dumps({"uid": os.getuid(), "sum": float(x.sum()), "root_writable": root_writable,
-                          "scratch": sorted(p.name for p in pathlib.Path(os.environ["HOME"]).iterdir())}))
+        print(json.dumps({"uid": os.getuid(), "sum": float(x.sum()), "root_writable": root_writable}))
     """)
-    result = _podman("run", "--rm", *_locked_down(None, [SCRATCH]), built["reference"].reference,
-                     "python", "-c", probe)
+    pod, container = _rendered_job_container(built["reference"])
+    result = _podman("run", "--rm", *_as_rendered(pod, container), "--entrypoint", "python", container["image"],
+                     "-c", probe)
     facts = json.loads(result.stdout.strip().splitlines()[-1])
     assert facts["uid"] != 0 and facts["sum"] == 8.0 and facts["root_writable"] is False, facts
 
@@ -192,17 +205,15 @@ def _serving(image: images.Image, repository: Path) -> Iterator[Callable[[str, d
     """The reference image running the Triton container the operator renders, with ``repository``
     where the init container would have fetched it; yields ``post(path, body)``."""
     deployment = serving.deployment(_reference_context(image), "r1", "s3://bucket/repo")
-    triton = deployment["spec"]["template"]["spec"]["containers"][0]
-    volumes, scratch = [], [SCRATCH]
-    for mount in triton["volumeMounts"]:
-        if mount["name"] == "models":
-            volumes.append(f"{repository}:{mount['mountPath']}:ro")
-        else:
-            scratch.append(mount["mountPath"])
+    pod = deployment["spec"]["template"]["spec"]
+    triton = pod["containers"][0]
+    assert triton["image"] == image.reference
+    # The init container fills the models volume in a pod; here it is the test's repository.
+    options = _as_rendered(pod, triton, {"models": str(repository)})
     http_port = next(p["containerPort"] for p in triton["ports"] if p["name"] == "http")
     name = f"medusa-images-test-{uuid.uuid4().hex[:8]}"
-    _podman("run", "--detach", "--name", name, *_locked_down(None, scratch, volumes), "--entrypoint",
-            triton["command"][0], image.reference, *triton["args"])
+    _podman("run", "--detach", "--name", name, *options, "--entrypoint", triton["command"][0], triton["image"],
+            *triton["args"])
 
     def post(path: str, body: dict) -> dict:
         result = _podman("exec", name, "python", "-c", CLIENT, f"http://127.0.0.1:{http_port}", path,
