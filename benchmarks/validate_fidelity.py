@@ -37,7 +37,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ROOT / "tests" / "data" / "prompts.json"
+PROMPTS = ROOT / "tests" / "data" / "prompts" / "prompts.json"
 AIPERF_VERSION = "0.13.0"
 AGREEMENT = 0.05
 

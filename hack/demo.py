@@ -146,9 +146,7 @@ def main_real() -> None:
         bad["spec"]["medusa"]["tree"] = {"preset": "mc_sim_7b_63", "choices": [[0], [1]]}
         print(cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(bad), check=False).stderr.strip())
 
-        manifest = realstack.reference_model(
-            "smollm2-medusa", **{"validation__throughput__minSpeedup": 0.05,
-                                 "validation__accuracy__maxDropVsBase": 0.25})
+        manifest = realstack.reference_model("smollm2-medusa", **realstack.CPU_GATES)
         say(f"kubectl apply: {EXAMPLE.relative_to(REPO)}, pointed at the local store and placed on the real node")
         realstack.apply_model(cluster, NAMESPACE, manifest)
         watch_phases(cluster, "smollm2-medusa", timeout=REAL_PIPELINE_TIMEOUT)

@@ -50,7 +50,7 @@ CONTAINERS_CONF = HACK / "containers.conf"
 REGISTRY_PREFIX = "localhost/medusa"  # a name no registry answers for; pods must not pull it
 ARCHIVE_FORMAT = "docker-archive"
 KEY_LENGTH = 16
-ARCHIVES_KEPT = 2  # per image: the newest ones (another checkout may still use the previous key)
+ARCHIVES_KEPT = 1  # per image: the reference image is gigabytes, and a rebuild after a source change reuses its dependency layer
 LOGS = CACHE / "logs"  # every build's full output, one file per image key
 TRANSCRIPT_TAIL_LINES = 40
 

@@ -403,10 +403,13 @@ class RealNode:
             "podLogsDir": str(self.root / "pod-logs"),
             "registerWithTaints": [REAL_NODE_TAINT],
             # Images are loaded by hand and can't be pulled again: never collect them, and evict
-            # only when the disk is really full.
+            # only when the disk is really full. Absolute sizes, not shares: a share of a large
+            # disk is gigabytes, which writing one image archive can dip under for a moment, and
+            # the pressure taint would then hold pods back for minutes.
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "2%", "imagefs.available": "2%",
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1Gi", "imagefs.available": "1Gi",
                              "nodefs.inodesFree": "2%"},
+            "evictionPressureTransitionPeriod": "30s",
             "serializeImagePulls": False,
             "rotateCertificates": False, "serverTLSBootstrap": False,
         }, indent=1))

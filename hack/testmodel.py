@@ -60,3 +60,4 @@ def smollm2_dir() -> Path:
 
 
 DATASET_DIR = Path(__file__).resolve().parent.parent / "tests" / "data" / "mmlu"
+PROMPTS_DIR = DATASET_DIR.parent / "prompts"  # throughput prompts by topic

@@ -174,6 +174,9 @@ async def run_operator(config: OperatorConfig, bind_address: str) -> int:
                                            "identity": config.identity})
     await kopf.operator(
         standalone=True,
+        # Named here: kopf would otherwise derive one from the login name, which a container
+        # user without a passwd entry (the chart's UID 65532) does not have.
+        identity=config.identity,
         clusterwide=config.all_namespaces,
         namespaces=list(config.namespaces),
         memo=kopf.Memo(config=config, may_act=elector.is_leader if elector else None),

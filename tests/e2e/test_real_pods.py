@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import realstack
 from fixtures.cluster import wait_for
 from localcluster import LocalCluster
 
@@ -31,20 +32,17 @@ pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.slow]
 
 MODEL = "smollm2-medusa"
 PIPELINE_TIMEOUT = 1200
-# Thresholds every working candidate passes on two shared CPU cores (tree verification costs
-# more than a plain step on a CPU, so the speedup is well below a GPU's), and one it cannot.
-PASSING = {"validation__throughput__minSpeedup": 0.05, "validation__accuracy__maxDropVsBase": 0.25}
+PASSING = realstack.CPU_GATES
 # Any sustained load is many times this target on a CPU, so the HPA must go to maxReplicas; the
 # short scale-down window lets the test see the way back within minutes.
 AUTOSCALING = {"serving__autoscaling": {"minReplicas": 1, "maxReplicas": 2, "targetTokensPerSecondPerReplica": 1,
                                         "scaleDownStabilizationSeconds": 30}}
-UNREACHABLE_SPEEDUP = 50.0
+UNREACHABLE_SPEEDUP = 50.0  # a gate no candidate passes
 STEPS = ("lookup", "build", "package", "lookup-base", "build-base", "package-base", "validate")
 
 
 @pytest.fixture(scope="module")
 def stack(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    import realstack
     from s3server import running_s3_server
 
     if local_cluster.node is None:
@@ -71,8 +69,6 @@ def kubectl_json(cluster: LocalCluster, *args: str) -> dict:
 
 
 def status(cluster: LocalCluster, namespace: str, name: str = MODEL) -> dict:
-    import realstack
-
     return realstack.model_status(cluster, namespace, name)
 
 
@@ -97,20 +93,14 @@ def condition(st: dict, type_: str) -> dict:
 
 
 def run_in_pod(cluster: LocalCluster, namespace: str, image: str, script: str, timeout: float = 180) -> str:
-    import realstack
-
     return realstack.run_python_pod(cluster, namespace, image, script, timeout)
 
 
 def generate(cluster: LocalCluster, namespace: str, image: str, endpoint: str) -> dict:
-    import realstack
-
     return realstack.generate(cluster, namespace, image, endpoint)
 
 
 def test_reference_model_goes_from_apply_to_serving_with_every_step_in_a_real_container(stack, local_cluster):
-    import realstack
-
     ns = stack["namespace"]
     realstack.apply_model(local_cluster, ns, realstack.reference_model(MODEL, **PASSING, **AUTOSCALING))
     seen, st = watch_phases(local_cluster, ns, {"Serving", "Failed"}, PIPELINE_TIMEOUT)
@@ -176,8 +166,6 @@ print(json.dumps(counts))
 def test_hpa_scales_the_promoted_deployment_on_measured_tokens_per_second(stack, local_cluster):
     from monitoring import pod_metric, running_custom_metrics_api, running_prometheus
 
-    import realstack
-
     ns = stack["namespace"]
     st = status(local_cluster, ns)
     assert st.get("phase") == "Serving", "needs the model the first test promoted"
@@ -220,8 +208,6 @@ def test_hpa_scales_the_promoted_deployment_on_measured_tokens_per_second(stack,
 
 
 def leader(cluster: LocalCluster) -> str:
-    import realstack
-
     lease = kubectl_json(cluster, "get", "lease", "-n", realstack.OPERATOR_NAMESPACE, realstack.RELEASE)
     return lease["spec"].get("holderIdentity", "")
 
@@ -229,8 +215,6 @@ def leader(cluster: LocalCluster) -> str:
 def test_failed_validation_keeps_the_previous_revision_serving_across_a_leader_kill(stack, local_cluster):
     """A threshold SmolLM2 cannot reach fails the new revision on its real measurement; the leader
     pod is killed while that rollout is in flight and the other replica finishes it."""
-    import realstack
-
     ns = stack["namespace"]
     before = status(local_cluster, ns)
     assert before.get("phase") == "Serving"
@@ -274,8 +258,6 @@ def test_failed_validation_keeps_the_previous_revision_serving_across_a_leader_k
 
 
 def test_a_missing_image_shows_the_pods_reason_in_the_models_conditions(stack, local_cluster):
-    import realstack
-
     ns = stack["namespace"]
     name = "missing-image"
     realstack.apply_model(local_cluster, ns, realstack.reference_model(
@@ -294,8 +276,6 @@ def test_a_missing_image_shows_the_pods_reason_in_the_models_conditions(stack, l
 
 
 def test_the_operator_ran_under_the_charts_rbac_without_a_forbidden_request(stack, local_cluster):
-    import realstack
-
     pods = kubectl_json(local_cluster, "get", "pods", "-n", realstack.OPERATOR_NAMESPACE, "-l",
                         f"app.kubernetes.io/instance={realstack.RELEASE}")["items"]
     assert pods and all(p["spec"]["serviceAccountName"] == realstack.RELEASE for p in pods)

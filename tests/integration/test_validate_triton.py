@@ -18,6 +18,7 @@ import pytest
 pytestmark = [pytest.mark.triton, pytest.mark.model, pytest.mark.slow]
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+PROMPTS = DATA / "prompts" / "prompts.json"
 COMMAND = [sys.executable, "-c", "from medusa_builder.cli import main; main()", "validate"]
 # SmolLM2-135M answers most questions with "A" (a third of the test answers here); decoding is
 # greedy, so the candidate's answers match the baseline's. Tokens/s on two shared CPU cores, next
@@ -54,7 +55,7 @@ def passing_run(tmp_path_factory, triton_base, triton_medusa, smollm2_dir, s3_se
     code, doc, output = validate(
         tmp, "--candidate", triton_medusa.http_url, "--baseline", triton_base.http_url,
         "--dataset-uri", str(DATA / "mmlu"), "--shots", "3", "--max-examples-per-subject", "2",
-        "--prompts-uri", str(DATA / "prompts.json"), "--topics", "coding,math", "--tokenizer", str(smollm2_dir),
+        "--prompts-uri", str(PROMPTS), "--topics", "coding,math", "--tokenizer", str(smollm2_dir),
         "--concurrency", "1,2", "--max-tokens", "12", "--warmup-requests", "1",
         "--report-uri", f"s3://{bucket}/runs/report.json", "--credentials-dir", str(credentials),
         "--retries", "1", *PASSING)
@@ -104,7 +105,7 @@ def test_out_of_reach_thresholds_fail_with_named_reasons_over_grpc(tmp_path, tri
     code, doc, output = validate(
         tmp_path, "--candidate", f"grpc://{triton_medusa.grpc_url}", "--baseline", f"grpc://{triton_base.grpc_url}",
         "--dataset-uri", str(DATA / "mmlu"), "--subjects", "world_capitals", "--shots", "3",
-        "--max-examples-per-subject", "2", "--prompts-uri", str(DATA / "prompts.json"), "--topics", "math",
+        "--max-examples-per-subject", "2", "--prompts-uri", str(PROMPTS), "--topics", "math",
         "--tokenizer", str(smollm2_dir), "--max-tokens", "8", "--report-uri", str(report),
         "--min-score", "1.0", "--max-drop-vs-base", "0.5", "--min-speedup", "50")
     assert code == 4, output
@@ -187,7 +188,7 @@ def test_streaming_over_grpc_measures_time_to_first_token_and_inter_token_latenc
                                                                                   smollm2_dir):
     report = tmp_path / "report.json"
     code, doc, output = validate(
-        tmp_path, "--candidate", f"grpc://{streaming_server.grpc_url}", "--prompts-uri", str(DATA / "prompts.json"),
+        tmp_path, "--candidate", f"grpc://{streaming_server.grpc_url}", "--prompts-uri", str(PROMPTS),
         "--topics", "math", "--tokenizer", str(smollm2_dir), "--max-tokens", "10", "--concurrency", "1,2",
         "--stream", "on", "--report-uri", str(report), "--dataset-uri", str(DATA / "mmlu"), "--shots", "0",
         "--max-examples-per-subject", "1", "--answer-max-tokens", "2", timeout=300)
@@ -209,7 +210,7 @@ def test_streaming_over_grpc_measures_time_to_first_token_and_inter_token_latenc
 
 def test_a_decoupled_model_over_http_asks_for_grpc(tmp_path, streaming_server, smollm2_dir):
     code, doc, output = validate(
-        tmp_path, "--candidate", streaming_server.http_url, "--prompts-uri", str(DATA / "prompts.json"),
+        tmp_path, "--candidate", streaming_server.http_url, "--prompts-uri", str(PROMPTS),
         "--tokenizer", str(smollm2_dir), timeout=120)
     assert code == 2, output
     assert "decoupled" in doc["error"]["message"] and "--protocol grpc" in doc["error"]["message"]

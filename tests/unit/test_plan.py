@@ -340,3 +340,38 @@ def test_make_room_scales_the_serving_revision_to_zero_and_back_if_the_candidate
     assert "replicas" not in _serving_deployment(restored, "oldrev0001")["spec"]
     assert any(m["kind"] == "HorizontalPodAutoscaler" for m in restored.apply)
     assert restored.status.phase == "Degraded"
+
+
+def test_the_served_revisions_finished_jobs_stay_until_it_retires() -> None:
+    """`kubectl get pods` keeps showing how the serving revision was built and validated (the Jobs'
+    pods, Completed); they go with the revision when a newer one has replaced it."""
+    old, c = "0ld0ld0ld0", ctx()
+    r = rev(c)
+    status = _serving_status(old)
+    status.revisions.candidate = r
+    jobs = validated(r, speedup=2.1)
+    deps = {names.deployment_name("m", x, v): DeploymentObs(names.deployment_name("m", x, v), x, v, 1)
+            for x, v in ((old, "medusa"), (r, "medusa"), (r, "base"))}
+    promoted = plan(c, 3, status, Observed(now=NOW, jobs=jobs, deployments=deps))
+    assert promoted.status.revisions.current == r
+    settled = plan(c, 3, promoted.status, Observed(now=NOW + timedelta(seconds=31), jobs=jobs, deployments=deps))
+    deleted = [(d.kind, d.name) for d in settled.delete]
+    assert not [name for kind, name in deleted if kind == "Job"], deleted
+    assert ("Deployment", names.deployment_name("m", old)) in deleted, "the previous revision retires"
+    assert ("Deployment", names.deployment_name("m", r, "base")) in deleted, \
+        "the served revision no longer needs its baseline"
+
+    # A newer revision is promoted; once r has drained, its Jobs go with it.
+    newer = ctx(engine__maxBatchSize=32)
+    r2 = rev(newer)
+    serving_r = settled.status.model_copy(deep=True)
+    serving_r.revisions.candidate = r2
+    deps2 = {names.deployment_name("m", x): DeploymentObs(names.deployment_name("m", x), x, "medusa", 1)
+             for x in (r, r2)}
+    jobs2 = {**jobs, **validated(r2, speedup=2.0)}
+    handed = plan(newer, 4, serving_r, Observed(now=NOW + timedelta(seconds=60), jobs=jobs2, deployments=deps2))
+    assert handed.status.revisions.current == r2 and handed.status.revisions.retiring == r
+    retired = plan(newer, 4, handed.status, Observed(now=NOW + timedelta(seconds=91), jobs=jobs2, deployments=deps2))
+    gone = {d.name for d in retired.delete if d.kind == "Job"}
+    assert {j.name for j in jobs.values()} <= gone
+    assert not gone & {j.name for j in validated(r2, speedup=2.0).values()}

@@ -11,6 +11,7 @@ from medusa_builder.errors import UserError
 from medusa_builder.validation.dataset import load_subjects, load_topic_prompts, make_question
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+PROMPTS = DATA / "prompts" / "prompts.json"
 
 
 def test_mmlu_release_layout_from_the_test_data():
@@ -103,7 +104,7 @@ def test_answers_given_as_letters_or_indexes():
 
 
 def test_topic_prompts_from_the_test_data_and_other_shapes(tmp_path):
-    topics = load_topic_prompts(DATA / "prompts.json")
+    topics = load_topic_prompts(PROMPTS)
     assert sorted(topics) == ["coding", "math", "writing"]
     assert all(len(p) == 2 for p in topics.values())
     folder = tmp_path / "prompts"
@@ -112,7 +113,7 @@ def test_topic_prompts_from_the_test_data_and_other_shapes(tmp_path):
     (folder / "more.jsonl").write_text(json.dumps({"topic": "chat", "prompt": "Hi"}) + "\n")
     (folder / ".medusa-fetch.json").write_text('{"uri": "s3://x", "files": []}')
     assert load_topic_prompts(folder) == {"chat": ["Hello there", "How are you?", "Hi"]}
-    assert load_topic_prompts(DATA / "prompts.json", ["math"]) == {"math": topics["math"]}
+    assert load_topic_prompts(PROMPTS, ["math"]) == {"math": topics["math"]}
 
 
 @pytest.mark.parametrize("name, content, fragment", [
@@ -136,4 +137,4 @@ def test_the_built_in_prompt_set_covers_several_topics():
 
 def test_unknown_topic_is_a_user_error():
     with pytest.raises(UserError, match="cooking have no prompts"):
-        load_topic_prompts(DATA / "prompts.json", ["cooking"])
+        load_topic_prompts(PROMPTS, ["cooking"])

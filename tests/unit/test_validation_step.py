@@ -9,6 +9,7 @@ import pytest
 from medusa_builder import cli
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+PROMPTS = DATA / "prompts" / "prompts.json"
 
 
 def _dead_url() -> str:
@@ -38,7 +39,7 @@ def run_validate(tmp_path, *argv) -> tuple[int, dict]:
     (["--dataset-uri", "ftp://x/y"], "unsupported location scheme"),
 ])
 def test_bad_input_is_refused_with_exit_2_before_any_endpoint_is_contacted(tmp_path, argv, fragment):
-    argv = [a.replace("DATA", str(DATA / "mmlu")).replace("PROMPTS", str(DATA / "prompts.json")) for a in argv]
+    argv = [a.replace("DATA", str(DATA / "mmlu")).replace("PROMPTS", str(PROMPTS)) for a in argv]
     code, doc = run_validate(tmp_path, "--candidate", _dead_url(), *argv)
     assert code == 2, doc
     assert doc["ok"] is False and doc["error"]["kind"] == "user"

@@ -381,8 +381,9 @@ class _Planner:
     def clean_other_revisions(self, keep: set[str | None], keep_jobs_of: set[str] = frozenset()) -> None:
         """Delete what belongs to revisions that are neither kept nor in flight.
 
-        Jobs of a failed revision stay for inspection (``keep_jobs_of``); the served revision
-        needs neither its finished Jobs nor its baseline any more.
+        Jobs of a failed revision stay for inspection (``keep_jobs_of``), and so do the served
+        revision's finished Jobs (how it was built and validated, their pods Completed): they go
+        with the revision when it retires. The served revision no longer needs its baseline.
         """
         kept = {r for r in keep if r}
         if self.status.revisions.retiring:
@@ -403,8 +404,6 @@ class _Planner:
             self.delete_revision_objects(rev)
         current = self.status.revisions.current
         if current is not None and current not in keep_jobs_of:
-            self.plan.delete += [Deletion("batch/v1", "Job", j.name) for j in self.obs.jobs.values()
-                                 if j.revision == current]
             self.delete_revision_objects(current, keep_jobs=True, variants=("base",))
 
     # -- the candidate ---------------------------------------------------------------------
