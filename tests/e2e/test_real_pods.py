@@ -108,8 +108,13 @@ def test_reference_model_goes_from_apply_to_serving_with_every_step_in_a_real_co
     for phase in ("Building", "Deploying", "Validating", "Serving"):
         assert phase in seen, seen
 
-    # Every step ran in a container of the real node, and finished there.
-    pods = kubectl_json(local_cluster, "get", "pods", "-n", ns, "-l", "medusa.dev/step")["items"]
+    # Every step ran in a container of the real node, and finished there. The kubelet reports a
+    # pod's phase a moment after its container's exit, which the operator acts on.
+    def finished_step_pods() -> list[dict] | None:
+        pods = kubectl_json(local_cluster, "get", "pods", "-n", ns, "-l", "medusa.dev/step")["items"]
+        return pods if all(p["status"].get("phase") in ("Succeeded", "Failed") for p in pods) else None
+
+    pods = wait_for(finished_step_pods, timeout=60, what="the step pods' phases")
     steps = {p["metadata"]["labels"]["medusa.dev/step"]: p for p in pods}
     assert {"build", "package", "validate"} <= set(steps), sorted(steps)
     for step, pod in steps.items():
