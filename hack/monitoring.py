@@ -2,10 +2,12 @@
 
 Both run as processes on this machine, the way a cluster add-on would run in pods:
 
-- Prometheus (Debian's binary) discovers the serving pods through the API server with the
-  project's own scrape job (deploy/prometheus/prometheus.yml), scrapes their Triton metrics port
-  over the node's pod network and evaluates the chart's recording rules
-  (charts/medusa-operator/files/prometheus-rules.yaml).
+- Prometheus (Debian's binary) runs the project's own scrape job (deploy/prometheus/prometheus.yml),
+  scrapes the serving pods' Triton metrics port over the node's pod network and evaluates the
+  chart's recording rules (charts/medusa-operator/files/prometheus-rules.yaml). Debian builds
+  Prometheus without Kubernetes service discovery, so a thread here lists the pods through the API
+  server and hands Prometheus, through a file, the targets and `__meta_kubernetes_*` labels that
+  Kubernetes pod discovery would give: the job's relabelling runs unchanged.
 - prometheus-adapter (built from tools/adapter) serves the chart's adapter rules as the custom
   metrics API. The API server reaches it through an APIService and a selector-less Service whose
   Endpoints name the node address the adapter listens on (Endpoints may not point at loopback).
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -72,16 +76,74 @@ def _process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen]:
                 proc.wait()
 
 
-def prometheus_config(cluster: LocalCluster, namespaces: list[str], scrape_interval: str = "5s") -> dict:
-    """The project's serving scrape job, discovering pods of ``namespaces`` with the cluster's
-    kubeconfig, and the chart's recording rules."""
+def prometheus_config(targets_file: Path, scrape_interval: str = "5s") -> dict:
+    """The project's serving scrape job, its pods read from ``targets_file`` (see PodTargets),
+    and the chart's recording rules."""
     shipped = yaml.safe_load(SCRAPE_CONFIG.read_text())
     job = next(j for j in shipped["scrape_configs"] if j["job_name"] == "medusa-serving")
-    job = {**job, "scrape_interval": scrape_interval,
-           "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(cluster.kubeconfig),
-                                      "namespaces": {"names": namespaces}}]}
+    job = {key: value for key, value in job.items() if key != "kubernetes_sd_configs"}
+    job.update(scrape_interval=scrape_interval,
+               file_sd_configs=[{"files": [str(targets_file)], "refresh_interval": scrape_interval}])
     return {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
             "rule_files": [str(RULES)], "scrape_configs": [job]}
+
+
+def _meta_name(label: str) -> str:
+    """A Kubernetes label key as Prometheus's discovery spells it inside a meta label name."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+def pod_targets(pods: list[dict]) -> list[dict]:
+    """What Kubernetes pod discovery (role: pod) gives for ``pods``: a target per container port of
+    each pod with an address, and the meta labels the project's scrape job reads."""
+    groups = []
+    for pod in pods:
+        ip = pod.get("status", {}).get("podIP")
+        if not ip:
+            continue
+        meta, labels = pod["metadata"], pod["metadata"].get("labels", {})
+        common = {"__meta_kubernetes_namespace": meta["namespace"], "__meta_kubernetes_pod_name": meta["name"],
+                  "__meta_kubernetes_pod_phase": pod["status"].get("phase", "")}
+        for key, value in labels.items():
+            common[f"__meta_kubernetes_pod_label_{_meta_name(key)}"] = value
+            common[f"__meta_kubernetes_pod_labelpresent_{_meta_name(key)}"] = "true"
+        for container in pod["spec"]["containers"]:
+            for port in container.get("ports", []):
+                groups.append({"targets": [f"{ip}:{port['containerPort']}"], "labels": {
+                    **common, "__meta_kubernetes_pod_container_name": container["name"],
+                    "__meta_kubernetes_pod_container_port_name": port.get("name", ""),
+                    "__meta_kubernetes_pod_container_port_number": str(port["containerPort"])}})
+    return groups
+
+
+@contextlib.contextmanager
+def discovering_pods(cluster: LocalCluster, namespaces: list[str], targets_file: Path,
+                     interval: float = 2.0) -> Iterator[None]:
+    """Keep ``targets_file`` listing the pods of ``namespaces`` (pod_targets) until the block ends."""
+    stop = threading.Event()
+
+    def refresh() -> None:
+        pods = []
+        for namespace in namespaces:
+            out = cluster.kubectl("get", "pods", "-n", namespace, "-o", "json", check=False)
+            if out.returncode == 0:
+                pods += json.loads(out.stdout)["items"]
+        partial = targets_file.with_suffix(".partial")
+        partial.write_text(json.dumps(pod_targets(pods)))
+        partial.replace(targets_file)  # Prometheus never reads half a file
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            refresh()
+
+    refresh()
+    thread = threading.Thread(target=loop, name="pod-discovery", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass
@@ -112,11 +174,13 @@ def running_prometheus(cluster: LocalCluster, workdir: Path, namespaces: list[st
         raise RuntimeError("prometheus is missing: run hack/system-deps.sh (Debian package prometheus)")
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(cluster, namespaces)))
+    targets = workdir / "pods.json"
+    config.write_text(yaml.safe_dump(prometheus_config(targets)))
     port = _free_port("127.0.0.1")
     log = workdir / "prometheus.log"
-    with _process([binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                   f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"], log):
+    with discovering_pods(cluster, namespaces, targets), \
+            _process([binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+                      f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"], log):
         prometheus = Prometheus(f"http://127.0.0.1:{port}")
         _wait(prometheus.ready, 60, "Prometheus", log)
         yield prometheus

@@ -18,12 +18,12 @@ from lightkube.resources.core_v1 import Namespace
 
 from fixtures.cluster import wait_for
 from localcluster import LocalCluster
+from realstack import CRD_NAME, adopt_crd
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "medusa-operator"
-CRD_NAME = "medusamodels.inference.medusa.dev"
 CRD_FILE = REPO / "crds" / f"{CRD_NAME}.yaml"
 RELEASE = "medusa-operator"
 
@@ -52,15 +52,6 @@ def apply_repo_crd(cluster: LocalCluster) -> None:
     """Apply crds/ server-side, taking every field back from Helm, so the shared CRD matches the repo."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     wait_for(lambda: crd_established(cluster), timeout=60, what="the CRD to be established")
-
-
-def adopt_crd(cluster: LocalCluster, release: str, namespace: str) -> None:
-    """Hand an existing CRD to a release: the procedure docs/helm.md gives for CRDs applied with kubectl."""
-    if cluster.kubectl("get", "crd", CRD_NAME, check=False).returncode != 0:
-        return
-    cluster.kubectl("label", "--overwrite", "crd", CRD_NAME, "app.kubernetes.io/managed-by=Helm")
-    cluster.kubectl("annotate", "--overwrite", "crd", CRD_NAME,
-                    f"meta.helm.sh/release-name={release}", f"meta.helm.sh/release-namespace={namespace}")
 
 
 @pytest.fixture
