@@ -162,14 +162,16 @@ async def run_operator(config: OperatorConfig, bind_address: str) -> int:
         stopping.cancel()
     lost = asyncio.Event()
     holder = asyncio.create_task(elector.hold(lost)) if elector else None
-    kopf_stop = asyncio.Event()
 
-    async def relay() -> None:
-        await asyncio.wait([asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
-        kopf_stop.set()
+    async def stop_when_lost() -> None:
+        await lost.wait()
+        stop.set()
 
-    relay_task = asyncio.create_task(relay())
+    # Every task of ours exists before kopf starts and spawns none: kopf waits 5 s for tasks
+    # created while it runs to end before it returns, so a waiter left pending would make each
+    # shutdown that long. kopf takes SIGTERM and SIGINT over while it runs; ``stop`` stops it
+    # too, and the cleanup handler raises it (see controller/handlers.py).
+    stopper = asyncio.create_task(stop_when_lost())
     log.info("starting controller", extra={"namespaces": list(config.namespaces) or "all",
                                            "identity": config.identity})
     await kopf.operator(
@@ -179,18 +181,21 @@ async def run_operator(config: OperatorConfig, bind_address: str) -> int:
         identity=config.identity,
         clusterwide=config.all_namespaces,
         namespaces=list(config.namespaces),
-        memo=kopf.Memo(config=config, may_act=elector.is_leader if elector else None),
-        stop_flag=kopf_stop,
+        memo=kopf.Memo(config=config, may_act=elector.is_leader if elector else None, stop_flag=stop),
+        stop_flag=stop,
     )
-    relay_task.cancel()
-    if holder:
-        holder.cancel()
+    # kopf's cleanup has stopped the reconcile loop: nothing acts any more.
+    for task in (stopper, holder):
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # no renewal may follow the release
     if lost.is_set():
         log.error("stopping: leadership lost; exiting so that this replica restarts as a follower")
         return 1
     if elector:
         await elector.release()
     await health.cleanup()
+    log.info("stopped", extra={"identity": config.identity})
     return 0
 
 

@@ -9,7 +9,10 @@ message), because no builder image can run on this machine.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 
 import pytest
@@ -286,6 +289,39 @@ def test_leader_failover_within_15_seconds(local_cluster, kube, namespace, opera
     wait_for(lambda: (s := status(kube, namespace)).get("phase") == "Serving" and s["observedGeneration"] == 2,
              what="replica-b to reconcile generation 2")
     assert scripter.pods_seen["build"] == 2
+
+
+def test_a_leader_stops_within_seconds_of_sigterm_and_hands_over_its_lease(local_cluster, kube, namespace,
+                                                                          operator_factory, scripter):
+    """Issue 25, bullet: the operator stops within a few seconds of SIGTERM (a rolling update of
+    the operator itself), mid-pipeline and holding the Lease, and gives the Lease up so the
+    standby takes over at once rather than after the Lease expires."""
+    scripter.script("build", Outcome(result={"cacheKey": "k", "engineUri": "s3://engines/engines/k"}, hold=True))
+    lease_args = ("--leader-elect", "--lease-namespace", namespace, "--lease-name", "medusa-operator")
+    a = operator_factory(*lease_args, "--identity", "replica-a", name="replica-a")
+    wait_for(lambda: exists(kube, Lease, "medusa-operator", namespace)
+             and kube.get(Lease, "medusa-operator", namespace=namespace).spec.holderIdentity == "replica-a",
+             what="replica-a to lead")
+    b = operator_factory(*lease_args, "--identity", "replica-b", name="replica-b")
+    apply(local_cluster, namespace, model_manifest())
+    wait_phase(kube, namespace, "Building")
+    wait_for(lambda: scripter.pods_seen["build"] == 1, what="the build pod to run")
+    wait_for(b.healthy, what="replica-b to be up")
+
+    os.killpg(a.proc.pid, signal.SIGTERM)
+    sent = time.monotonic()
+    try:
+        code = a.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"replica-a still runs 30 s after SIGTERM:\n{a.log_tail()}")
+    stopped_in = time.monotonic() - sent
+    assert stopped_in < 5, f"replica-a took {stopped_in:.1f}s to stop:\n{a.log_tail()}"
+    assert code == 0
+    assert kube.get(Lease, "medusa-operator", namespace=namespace).spec.holderIdentity in (None, "", "replica-b")
+    # Released, not expired: the standby takes it within its retry period, not the Lease's duration.
+    wait_for(lambda: kube.get(Lease, "medusa-operator", namespace=namespace).spec.holderIdentity == "replica-b",
+             timeout=5, interval=0.2, what="replica-b to take the released Lease")
+    assert b.proc.poll() is None
 
 
 def test_missing_secret_is_a_condition_and_recovers_when_created(local_cluster, kube, namespace, operator,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from lightkube import Client
@@ -104,9 +105,26 @@ def test_gpu_requests_beyond_capacity_stay_pending(kube: Client, namespace: str)
     assert kube.get(Pod, "too-big", namespace=namespace).status.phase == "Pending"
 
 
-def test_job_completes(kube: Client, namespace: str) -> None:
-    kube.create(_job("ok"), namespace=namespace)
-    assert wait_for(lambda: _job_condition(kube, "ok", namespace), what="the Job to finish") == "Complete"
+def test_a_job_pod_runs_until_its_scripted_result_is_attached(kube: Client, namespace: str) -> None:
+    """Issue 25, bullet "the harness must not race": a Job pod finishes only once its result is
+    attached, however late the annotation comes, never on its own without one."""
+    kube.create(_job("late"), namespace=namespace)
+
+    def running_pod() -> Pod | None:
+        pods = list(kube.list(Pod, namespace=namespace, labels={"job-name": "late"}))
+        return pods[0] if pods and pods[0].status.phase == "Running" else None
+
+    pod = wait_for(running_pod, what="the Job's pod to run")
+    time.sleep(8)  # a loaded machine scripts late: kwok must keep waiting
+    assert kube.get(Pod, pod.metadata.name, namespace=namespace).status.phase == "Running"
+    assert _job_condition(kube, "late", namespace) is None
+
+    message = '{"schemaVersion":1,"step":"build","ok":false,"error":{"kind":"infrastructure","message":"store down"}}'
+    kube.patch(Pod, pod.metadata.name, {"metadata": {"annotations": {
+        "kwok.medusa.dev/exit-code": "3", "kwok.medusa.dev/termination-message": message}}}, namespace=namespace)
+    assert wait_for(lambda: _job_condition(kube, "late", namespace), what="the Job to finish") == "Failed"
+    terminated = kube.get(Pod, pod.metadata.name, namespace=namespace).status.containerStatuses[0].state.terminated
+    assert (terminated.exitCode, terminated.message) == (3, message)
 
 
 def test_job_scripted_to_fail_keeps_its_termination_message(kube: Client, namespace: str) -> None:

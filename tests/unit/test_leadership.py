@@ -93,3 +93,53 @@ async def test_leadership_lost_in_the_middle_of_a_batch_stops_it_at_the_next_wri
     reconciler = Reconciler(kube, OperatorConfig(), may_act=lambda: not kube.writes)
     await reconciler.reconcile(("ns", "m"))
     assert kube.writes == ["apply Job"]
+
+
+class SlowKube(RecordingKube):
+    """Every read takes a while, as on a busy API server; counts the passes begun."""
+
+    def __init__(self, read_seconds: float) -> None:
+        super().__init__()
+        self.read_seconds = read_seconds
+        self.passes = 0
+        self.first_pass = asyncio.Event()
+
+    async def get_model(self, namespace, name):
+        self.passes += 1
+        self.first_pass.set()
+        await asyncio.sleep(self.read_seconds)
+        return await super().get_model(namespace, name)
+
+
+async def test_a_shutdown_waits_for_the_pass_in_flight_not_for_the_whole_round() -> None:
+    """Issue 25, bullet: the operator stops within a few seconds of SIGTERM, however many models
+    are due when it comes."""
+    kube = SlowKube(read_seconds=0.1)
+    reconciler = Reconciler(kube, OperatorConfig())
+    for i in range(100):
+        reconciler.wake(("ns", f"m{i}"))
+    stopped = asyncio.Event()
+    loop_task = asyncio.create_task(reconciler.run(stopped))
+    await kube.first_pass.wait()
+    stopped.set()
+    await asyncio.wait_for(loop_task, timeout=5)
+    assert kube.passes == 1
+
+
+async def test_a_shutdown_cuts_a_hanging_pass_short() -> None:
+    """Issue 25, bullet: the operator stops within a few seconds of SIGTERM, even while the API
+    server does not answer the pass in flight."""
+    import kopf
+
+    from medusa_operator.controller import handlers
+
+    kube = SlowKube(read_seconds=3600)
+    reconciler = Reconciler(kube, OperatorConfig())
+    reconciler.wake(("ns", "m"))
+    memo = kopf.Memo(reconciler=reconciler, stopped=asyncio.Event(), stop_flag=asyncio.Event())
+    memo.loop_task = asyncio.create_task(reconciler.run(memo.stopped))
+    await kube.first_pass.wait()
+    started = time.monotonic()
+    await asyncio.wait_for(handlers.stop(memo=memo), timeout=10)
+    assert time.monotonic() - started < 5 and memo.loop_task.done()
+    assert memo.stop_flag.is_set(), "kopf's own wait on its stop flag ends too"

@@ -245,6 +245,41 @@ def test_a_completed_job_without_a_result_is_an_infrastructure_failure_to_retry(
     assert cond(p.status, "EngineBuilt").reason == "RetryingAfterInfrastructureError"
 
 
+_COMPLETE_JOB = {"metadata": {"name": "j", "labels": {names.LABEL_REVISION: "r", names.LABEL_STEP: "package"}},
+                 "status": {"conditions": [{"type": "Complete", "status": "True",
+                                            "lastTransitionTime": "2026-11-27T12:00:00Z"}]}}
+
+
+@pytest.mark.parametrize("pods,expected", [
+    ([], "no pod found"),
+    ([_pod(None)], "the step left no result (empty termination message)"),
+    ([{"metadata": {"name": "j-x", "labels": {"job-name": "j"}}, "status": {"phase": "Succeeded"}}],
+     "its pod j-x shows no finished container"),
+    ([{"metadata": {"name": "j-x", "labels": {"job-name": "j"}},
+       "status": {"phase": "Running", "containerStatuses": [{"state": {"running": {}}}]}}],
+     "its pod j-x shows no finished container"),
+], ids=["pod-gone", "message-dropped", "status-lost", "status-not-yet-seen"])
+def test_a_completed_job_whose_result_was_lost_is_retried(pods, expected) -> None:
+    """Issue 25, bullet: a Job that completed with exit 0 but whose result was lost (pod
+    garbage-collected, message dropped) is an infrastructure failure to retry, not a permanent one."""
+    seen = observe_job(_COMPLETE_JOB, pods)
+    assert seen.state == "failed" and seen.result is not None and seen.result.error_kind == "infrastructure"
+    assert expected in seen.result.error_message
+    c = ctx()
+    r = rev(c)
+    name = names.job_name("m", r, "build")
+    lost = JobObs(name, r, "failed", result=seen.result, finished_at=seen.finished_at)
+    first = plan(c, 1, MedusaModelStatus(), Observed(now=seen.finished_at, jobs={name: lost}))
+    assert first.status.revisions.failed is None and first.status.phase != "Failed"
+    retrying = cond(first.status, "EngineBuilt")
+    assert retrying.reason == "RetryingAfterInfrastructureError" and expected in retrying.message
+    assert not any(d.name == name for d in first.delete)  # it waits out the retry delay first
+    later = seen.finished_at + timedelta(seconds=c.config.infra_retry_seconds)
+    again = plan(c, 1, first.status, Observed(now=later, jobs={name: lost}))
+    assert any(d.name == name for d in again.delete)  # then runs the step again
+    assert again.status.revisions.infra_retries == 1
+
+
 def test_a_user_error_settles_the_job_before_its_retries() -> None:
     job = {"metadata": {"name": "j", "labels": {}}, "status": {}}
     message = json.dumps({"schemaVersion": 1, "step": "build", "ok": False,

@@ -22,6 +22,7 @@ from .reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
+STOP_GRACE_SECONDS = 2.0  # how long a shutdown waits for the reconcile pass in flight
 
 
 @kopf.on.startup()
@@ -38,9 +39,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """Let the pass in flight finish, for a short while: a pass cut short is only redone (every
+    write is idempotent), but a replica that is slow to stop holds up its successor."""
+    stop_flag = getattr(memo, "stop_flag", None)
+    if stop_flag is not None:
+        # Stopped by a signal, kopf leaves its own waiter on the stop flag pending and then waits
+        # 5 s for it before it returns: raising the flag now ends that waiter at once.
+        stop_flag.set()
     memo.stopped.set()
     memo.reconciler.wakeup.set()
-    await asyncio.wait_for(memo.loop_task, timeout=30)
+    try:
+        await asyncio.wait_for(memo.loop_task, timeout=STOP_GRACE_SECONDS)
+    except asyncio.TimeoutError:
+        log.warning("stopped the reconcile pass in flight", extra={"grace_seconds": STOP_GRACE_SECONDS})
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

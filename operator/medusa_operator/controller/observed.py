@@ -173,7 +173,8 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
     A pod that ended with a definitive result (success, or a user or validation error that a
     retry cannot change) settles the Job at once, without waiting for the Job controller's retries.
     A Job that completed without leaving any result failed for a reason outside the spec (the
-    container never wrote one): that is an infrastructure failure, retried like one.
+    container never wrote one, or its pod or the pod's status is gone): that is an
+    infrastructure failure, retried like one.
     """
     name = job["metadata"]["name"]
     labels = job["metadata"].get("labels", {})
@@ -200,6 +201,11 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
         return JobObs(name, revision, "failed", problem=why, finished_at=finished)
     if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
         cond = conditions.get("Complete") or conditions["SuccessCriteriaMet"]
+        if latest.result is None and latest.problem is None:
+            # The Job saw its pod succeed, but the pod as read shows no finished container: its
+            # status was lost or is not yet seen. Either way nothing says the spec is at fault.
+            latest = PodResult(problem=f"its pod {own[0]['metadata'].get('name', '?')} shows no finished "
+                                       "container (its status was lost)", missing=True)
         why = f"the Job succeeded but left no usable result: {latest.problem}"
         if latest.missing:
             return JobObs(name, revision, "failed", finished_at=_parse_time(cond.get("lastTransitionTime")),

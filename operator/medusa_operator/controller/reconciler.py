@@ -81,6 +81,8 @@ class Reconciler:
             now = time.monotonic()
             ready = [k for k, t in self.due.items() if t <= now]
             for key in ready:
+                if stopped.is_set():
+                    return  # a shutdown waits for the pass in flight, not for the whole round
                 await self.reconcile(key)
             upcoming = [t for t in self.due.values()]
             timeout = max(min(upcoming) - time.monotonic(), 0.05) if upcoming else self.config.reconcile_interval
