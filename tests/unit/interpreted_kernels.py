@@ -253,3 +253,24 @@ def test_head_features_match_the_torch_heads(layers):
     kernels.head_features(x, last, model.final_norm, model.cfg.rms_norm_eps, heads.res_weight, heads.res_bias, out)
     want = heads.features(model.final_hidden(x[4:5]))[:, 0]
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+
+
+def test_row_tiles_sharing_a_program_change_no_bit():
+    """Issue 26: a program that takes up to four 16-row tiles (so a 64-row tree reads each weight
+    block once) computes every row as programs of one tile each do, for each projection kind."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(70, 40, generator=gen)  # a fifth, partial tile beyond the first program's four
+    w, bias, norm = torch.randn(48, 40, generator=gen), torch.randn(48, generator=gen), torch.rand(40, generator=gen)
+    residual, vocab = torch.randn(70, 48, generator=gen), torch.randn(300, 40, generator=gen)
+    results = []
+    for row_tiles in (1, 2, 4):
+        tiles = kernels.LinearTiles(16, 16, 2, None, row_tiles)
+        table = {(kind, n, 40): tiles for kind, n in (("norm", 48), ("gated", 24), ("plain", 48), ("argmax", 300))}
+        with kernels.tile_table(table):
+            results.append([kernels.linear(x, w, bias=bias, norm=norm, eps=1e-5),
+                            kernels.linear(x, w, norm=norm, eps=1e-5, gated=True),
+                            kernels.linear(x, w, residual=residual.clone()),
+                            kernels.greedy_tokens(x, vocab, norm=norm, eps=1e-5)])
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+    torch.testing.assert_close(results[0][2], residual + x @ w.T, rtol=1e-4, atol=1e-4)
