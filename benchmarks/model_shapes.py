@@ -69,7 +69,8 @@ def plain_step_bytes(model: LlamaModel) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def random_weights(cfg: LlamaConfig, device: torch.device, dtype: torch.dtype, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_weights(cfg: LlamaConfig, device: torch.device, dtype: torch.dtype,
+                   seed: int = 0) -> dict[str, torch.Tensor]:
     """Hugging Face-named random weights, drawn on ``device`` in ``dtype`` (an 8B model in seconds
     on a GPU rather than minutes of float32 on the CPU)."""
     gen = torch.Generator(device=device).manual_seed(seed)

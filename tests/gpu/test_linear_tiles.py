@@ -14,8 +14,9 @@ from medusa_builder.runtime.kernels import LARGE_WEIGHT_TILES, LinearTiles
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-TILINGS = [LinearTiles(16, 256, 2, 3, 4), LinearTiles(32, 128, 4, 3, 2), LinearTiles(64, 256, 8, 3, 4),
-           LinearTiles(128, 64, 4, 4, 4), LARGE_WEIGHT_TILES]
+TILINGS = [LinearTiles(16, 256, 2, 3, 4), LinearTiles(32, 128, 4, 3, 2), LinearTiles(128, 64, 4, 4, 4),
+           LinearTiles(64, 128, 4, 3, 1, 64), LinearTiles(128, 64, 8, 3, 1, 64),
+           *dict.fromkeys(LARGE_WEIGHT_TILES.values())]
 N, K = 384, 2048
 
 

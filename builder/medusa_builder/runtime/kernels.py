@@ -7,9 +7,11 @@ pick different kernels, tile shapes and split reductions for different row count
 bfloat16 those rounding differences flip greedy choices within a few hundred tokens. These
 kernels make every row's arithmetic independent of the other rows:
 
-- ``linear``: tile shapes chosen by the weight's shape alone, never by the row count, and a
-  fixed K order; RMSNorm, bias, SiLU gate, residual and greedy argmax fused in; the residual
-  stream stays in float32 while weights may be bfloat16.
+- ``linear``: tile shapes chosen by the weight's shape alone (``LINEAR_TILE_TABLE``), never by
+  the row count, and a fixed K order; each 16- or 64-row tile is its own matrix product, which
+  a one-token step pads its row to, so a program may take a whole 63-node tree (a weight block
+  read once) without a row's bits changing; RMSNorm, bias, SiLU gate, residual and greedy argmax
+  fused in; the residual stream stays in float32 while weights may be bfloat16.
 - ``attention``: keys are taken by *logical* position, in fixed chunks, then the chunks are
   combined in order. A tree node's ancestors live in scattered cache slots, so positions at or
   past ``committed`` are mapped through the node's ancestor list; the keys, their order and
@@ -23,7 +25,8 @@ emitted): ``head_features`` (final norm and residual blocks of the last accepted
 ``tree_candidates`` (int8 output layers, each head's top-k, the tree's tokens) in one launch.
 
 They also cut a layer to seven launches, which matters more than bandwidth for small models at
-batch 1. ``TRITON_INTERPRET=1`` runs them on the CPU (tests).
+batch 1; a 7-8B model's step is bound by reading its weights, and the tile table serves both.
+``TRITON_INTERPRET=1`` runs them on the CPU (tests).
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
                    ROW_TILES: tl.constexpr):
     """Columns ``BN`` wide of ROW_TILES tiles of BM rows: each weight block is read once for all
     of the program's row tiles, each tile its own matrix product (so a row's arithmetic never
-    depends on how many tiles share the program)."""
+    depends on how many tiles share the program, nor on the other rows of its tile)."""
     col0 = tl.program_id(0) * BN
     cols = col0 + tl.arange(0, BN)
     col_ok = cols < N
@@ -128,17 +131,17 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
         if ROW_TILES > 3:
             acc3, up3, sq3 = _linear_rows(x_ptr, norm_ptr, rows3, rows3 < M, ks, k_ok, wt, ut, acc3, up3, sq3, K,
                                           HAS_NORM, GATED, IEEE)
-    _linear_finish(acc0, up0, sq0, rows0, rows0 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr, index_ptr, N, K, eps,
-                   HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+    _linear_finish(acc0, up0, sq0, rows0, rows0 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                   index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
     if ROW_TILES > 1:
-        _linear_finish(acc1, up1, sq1, rows1, rows1 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr, index_ptr, N, K,
-                       eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+        _linear_finish(acc1, up1, sq1, rows1, rows1 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                       index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
     if ROW_TILES > 2:
-        _linear_finish(acc2, up2, sq2, rows2, rows2 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr, index_ptr, N, K,
-                       eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+        _linear_finish(acc2, up2, sq2, rows2, rows2 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                       index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
     if ROW_TILES > 3:
-        _linear_finish(acc3, up3, sq3, rows3, rows3 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr, index_ptr, N, K,
-                       eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+        _linear_finish(acc3, up3, sq3, rows3, rows3 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                       index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
 
 @dataclass(frozen=True)
 class LinearTiles:
@@ -150,21 +153,24 @@ class LinearTiles:
     block_k: int  # K step of the loop
     warps: int
     stages: int | None  # software-pipelining depth; None: Triton's default
-    row_tiles: int  # 16-row tiles one program takes (1-4): each weight block is then read once for them all
+    row_tiles: int  # row tiles one program takes (1-4): each weight block is then read once for them all
+    # Rows of one matrix-product tile. 16 suits small models; 64 lets Hopper's warpgroup matrix
+    # instructions take a 63-node tree at once, a one-token step then padding its row to 64.
+    block_m: int = 16
 
     @classmethod
     def from_json(cls, entry: dict) -> "LinearTiles":
-        return cls(entry["blockN"], entry["blockK"], entry["warps"], entry.get("stages"), entry["rowTiles"])
+        return cls(entry["blockN"], entry["blockK"], entry["warps"], entry.get("stages"), entry["rowTiles"],
+                   entry.get("blockM", 16))
 
     def to_json(self) -> dict:
         return {"blockN": self.block_n, "blockK": self.block_k, "warps": self.warps, "stages": self.stages,
-                "rowTiles": self.row_tiles}
+                "rowTiles": self.row_tiles, "blockM": self.block_m}
 
 
-ROW_TILE = 16  # rows of one matrix-product tile; a tree's rows share tiles, a one-token step pads one
-MAX_ROW_TILES = 4  # the kernel's unrolled limit: 64 rows (a 63-node tree) read each weight block once
-# Projections at least this deep (the hidden size or wider) are bound by reading their weights:
-# without a table entry they get LARGE_WEIGHT_TILES rather than the small-model rule.
+MAX_ROW_TILES = 4  # the kernel's unrolled limit: 4 x 16 rows (a 63-node tree) read a weight block once
+# Projections at least this deep (a 1B model's hidden size or wider) are bound by reading their
+# weights: without a table entry they get LARGE_WEIGHT_TILES rather than the small-model rule.
 LARGE_K = 2048
 
 
@@ -177,12 +183,38 @@ def _rule_tiles(n: int, k: int, kind: str) -> LinearTiles:
 
 
 # Tile choices by (kind, output width N, input width K), kind as in ``_tile_kind``. Measured with
-# ``benchmarks/linear_tiles.py`` (every candidate at 1, 32 and 64 rows in CUDA graphs, the least
-# total time wins) on the card and date named with each group; other cards may prefer others, and
-# the script prints entries for them.
-LINEAR_TILE_TABLE: dict[tuple[str, int, int], LinearTiles] = {}
-# Large projections no entry names (another model's shapes).
-LARGE_WEIGHT_TILES = LinearTiles(64, 128, 4, 3, MAX_ROW_TILES)
+# ``benchmarks/linear_tiles.py --rows 1 32 64`` (every candidate in CUDA graphs, weights rotating
+# past the L2 cache; the least total time over a one-token step and 31- and 63-node trees wins)
+# on an NVIDIA H100 80GB HBM3, 2026-12-06 (benchmarks/results/h100-2026-12-06-large-models.json).
+# Other cards may prefer others: the script prints entries for them. Each entry serves every
+# row count of its projection, which keeps a row's bits the same in every step.
+LINEAR_TILE_TABLE: dict[tuple[str, int, int], LinearTiles] = {
+    # Llama-3-8B (Mistral-7B shares all but the output layer)
+    ("norm", 6144, 4096): LinearTiles(64, 64, 4, 4, 1, 64),
+    ("plain", 4096, 4096): LinearTiles(32, 128, 4, 3, 1, 64),
+    ("gated", 14336, 4096): LinearTiles(64, 64, 4, 4, 1, 64),
+    ("plain", 4096, 14336): LinearTiles(32, 256, 4, 3, 4, 16),
+    ("argmax", 128256, 4096): LinearTiles(128, 64, 4, 3, 1, 64),
+    # Qwen2-7B
+    ("norm", 4608, 3584): LinearTiles(64, 64, 4, 4, 1, 64),
+    ("plain", 3584, 3584): LinearTiles(32, 128, 4, 3, 1, 64),
+    ("gated", 18944, 3584): LinearTiles(256, 64, 8, 3, 1, 64),
+    ("plain", 3584, 18944): LinearTiles(32, 256, 4, 3, 4, 16),
+    ("argmax", 152064, 3584): LinearTiles(128, 64, 4, 3, 1, 64),
+    # Llama-3.2-1B (its attention and down projections kept the small-model rule)
+    ("norm", 3072, 2048): LinearTiles(32, 256, 2, None, 1),
+    ("plain", 2048, 2048): LinearTiles(32, 256, 2, None, 1),
+    ("gated", 8192, 2048): LinearTiles(64, 64, 4, 4, 1, 64),
+    ("plain", 2048, 8192): LinearTiles(32, 256, 2, None, 1),
+    ("argmax", 128256, 2048): LinearTiles(128, 64, 4, 3, 1, 64),
+}
+# Large projections no entry names (another model's shapes), by kind: what won most often above.
+LARGE_WEIGHT_TILES: dict[str, LinearTiles] = {
+    "norm": LinearTiles(64, 64, 4, 4, 1, 64),
+    "plain": LinearTiles(32, 256, 4, 3, 4, 16),
+    "gated": LinearTiles(64, 64, 4, 4, 1, 64),
+    "argmax": LinearTiles(128, 64, 4, 3, 1, 64),
+}
 
 _tile_override: list[dict | None] = [None]
 
@@ -213,7 +245,7 @@ def linear_tiles(n: int, k: int, kind: str, element_size: int = 2) -> LinearTile
         if (kind, n, k) in LINEAR_TILE_TABLE:
             return LINEAR_TILE_TABLE[(kind, n, k)]
         if k >= LARGE_K:
-            return LARGE_WEIGHT_TILES
+            return LARGE_WEIGHT_TILES[kind]
     return _rule_tiles(n, k, kind)
 
 
@@ -221,14 +253,14 @@ def _launch_linear(x, weight, out, index, n, *, bias=None, norm=None, eps=1e-6, 
                    argmax=False) -> None:
     rows, k = x.shape
     tiles = linear_tiles(n, k, _tile_kind(norm, gated, argmax), weight.element_size())
-    row_tiles = min(tiles.row_tiles, triton.cdiv(rows, ROW_TILE))
-    grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(rows, ROW_TILE * row_tiles))
+    row_tiles = min(tiles.row_tiles, triton.cdiv(rows, tiles.block_m))
+    grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(rows, tiles.block_m * row_tiles))
     pipelining = {} if tiles.stages is None else {"num_stages": tiles.stages}
     _linear_kernel[grid](
         x, weight, bias if bias is not None else weight, norm if norm is not None else weight,
         residual if residual is not None else out, out, index, rows, n, k, eps,
         HAS_NORM=norm is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, GATED=gated,
-        ARGMAX=argmax, IEEE=weight.dtype == torch.float32, BM=ROW_TILE, BN=tiles.block_n, BK=tiles.block_k,
+        ARGMAX=argmax, IEEE=weight.dtype == torch.float32, BM=tiles.block_m, BN=tiles.block_n, BK=tiles.block_k,
         ROW_TILES=row_tiles, num_warps=tiles.warps, **pipelining,
     )
 
@@ -586,22 +618,29 @@ def _merge_tiles(key_ptr, head, COUNT, root_ptr, node_head_ptr, node_rank_ptr, t
                  TOPK: tl.constexpr, TOPK_PAD: tl.constexpr, COUNT_PAD: tl.constexpr, NODES: tl.constexpr,
                  NODES_PAD: tl.constexpr, HAS_TOKENS: tl.constexpr):
     """Head h's overall top-k from its tiles' top-k, written into the tree nodes that take them
-    (as the token ids of those output rows when the rows are a draft vocabulary). The k best
+    (as the token ids of those output rows when the rows are a draft vocabulary). The tiles'
+    keys are taken COUNT_PAD at a time, each chunk's k best merged with the k best so far (as one
+    block, a whole vocabulary's thousands of tiles made the merge the slowest part of a step). The k best
     keys are selected first and their token ids looked up together afterwards: a lookup inside
     the selection loop puts one memory round trip per rank on the step's critical path. Keys
     are read past the SM's own cache, which may hold an earlier step's."""
+    none = -(2**63) + 1
     entries = tl.arange(0, COUNT_PAD)
-    keys = tl.load(key_ptr + head * COUNT + entries, mask=entries < COUNT, other=-(2**63) + 1, cache_modifier=".cg")
+    ranks = tl.arange(0, TOPK_PAD)
+    chosen = tl.full((TOPK_PAD,), none, tl.int64)
+    for start in range(0, COUNT, COUNT_PAD):
+        keys = tl.load(key_ptr + head * COUNT + start + entries, mask=start + entries < COUNT, other=none,
+                       cache_modifier=".cg")
+        kept = chosen
+        for rank in tl.static_range(TOPK):
+            best = tl.maximum(tl.max(keys, axis=0), tl.max(kept, axis=0))
+            keys = tl.where(keys == best, none, keys)
+            kept = tl.where(kept == best, none, kept)
+            chosen = tl.where(ranks == rank, best, chosen)
     nodes = tl.arange(0, NODES_PAD)
     node_ok = nodes < NODES
     node_head = tl.load(node_head_ptr + nodes, mask=node_ok, other=-1)
     node_rank = tl.load(node_rank_ptr + nodes, mask=node_ok, other=-1)
-    ranks = tl.arange(0, TOPK_PAD)
-    chosen = tl.zeros((TOPK_PAD,), tl.int64)
-    for rank in tl.static_range(TOPK):
-        best = tl.max(keys, axis=0)
-        keys = tl.where(keys == best, -(2**63) + 1, keys)
-        chosen = tl.where(ranks == rank, best, chosen)
     tokens = 0x7FFFFFFF - (chosen & 0xFFFFFFFF)
     if HAS_TOKENS:
         tokens = tl.load(tokens_ptr + tokens, mask=ranks < TOPK, other=0).to(tl.int64)
@@ -617,6 +656,11 @@ def _merge_tiles(key_ptr, head, COUNT, root_ptr, node_head_ptr, node_rank_ptr, t
 # 49,152-token vocabulary; with a shared lm_head 64-256 were within 0.2%
 # (`step_cost.py --head-tile-rows`; docs/runtime.md has the figures).
 HEAD_TILE_ROWS = 128
+# Tiles' top-k keys a merge takes at a time. A whole 128K-token vocabulary gives a head 1,002
+# tiles, 10,020 keys for a 63-node tree's top-10: taken as one block (16,384 padded keys in one
+# program) they made a step's proposals take 14.9 ms (H100, Llama-3-8B shape), in chunks 1.13;
+# a draft vocabulary's few hundred keys fit one chunk.
+MERGE_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -673,7 +717,7 @@ def tree_candidates(features: torch.Tensor, outputs: HeadOutputs, topk: int, roo
     tokens = outputs.tokens if outputs.tokens is not None else node_head  # node_head: never read
     merge = (tiles_done, root, node_head, node_rank, tokens, out)
     merge_consts = dict(TOPK=topk, TOPK_PAD=triton.next_power_of_2(topk),
-                        COUNT_PAD=triton.next_power_of_2(tiles * topk), NODES=nodes,
+                        COUNT_PAD=min(triton.next_power_of_2(tiles * topk), MERGE_CHUNK), NODES=nodes,
                         NODES_PAD=triton.next_power_of_2(max(nodes, 2)), HAS_TOKENS=outputs.tokens is not None)
     if outputs.per_head:
         _own_head_topk_kernel[(heads, tiles)](features, outputs.weight, outputs.scale, keys, *merge, vocab, K=k,
