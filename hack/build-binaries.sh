@@ -24,6 +24,9 @@ build_adapter() { # folder
   echo "$adapter_key" > "$1/.prometheus-adapter.key"
 }
 
+mkdir -p "$cache_root/bin"
+exec 9>"$cache_root/bin/.lock"
+flock 9  # one builder at a time (tests, the demo and make may all ask at once); the others reuse its result
 complete=1
 for t in "${tools[@]}"; do [ -x "$bin/$t" ] || complete=0; done
 if [ "$complete" = 1 ] && [ "$(cat "$bin/.prometheus-adapter.key" 2>/dev/null)" = "$adapter_key" ]; then echo "$bin"; exit 0; fi

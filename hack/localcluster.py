@@ -244,8 +244,25 @@ class LocalCluster:
             "--requestheader-allowed-names=front-proxy-client,admin",
             f"--proxy-client-cert-file={pki / 'admin.crt'}", f"--proxy-client-key-file={pki / 'admin.key'}",
             "--enable-aggregator-routing=true",
+            # Like hardened clusters: setting blockOwnerDeletion needs the owner's finalizers update right.
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+            # What ServiceAccounts did, so tests can check an operator used every right it was granted.
+            f"--audit-policy-file={self._write_audit_policy()}", f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json", "--audit-log-maxsize=200", "--audit-log-maxbackup=1",
             "--v=1",
         ]
+
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one per request made by a ServiceAccount (metadata only, no bodies)."""
+        return self.logs / "audit.log"
+
+    def _write_audit_policy(self) -> Path:
+        policy = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+                  "rules": [{"level": "Metadata", "userGroups": ["system:serviceaccounts"]}, {"level": "None"}]}
+        path = self.root / "audit-policy.json"
+        path.write_text(json.dumps(policy))
+        return path
 
     def _component_common(self, port: int) -> list[str]:
         return [

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
 from medusa_builder.runtime.heads import MedusaHeads
 from medusa_builder.runtime.model import LlamaConfig, LlamaModel
 
@@ -31,9 +32,10 @@ def tiny_weights(seed: int = 0, layers: int = 2) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def tiny_model(seed: int = 0, layers: int = 2, kernels: bool = False) -> LlamaModel:
+def tiny_model(seed: int = 0, layers: int = 2, kernels: bool = False, *, dtype: torch.dtype = torch.float32,
+               device: str = "cpu") -> LlamaModel:
     cfg = LlamaConfig.from_hf({**HF_CONFIG, "num_hidden_layers": layers})
-    return LlamaModel(cfg, tiny_weights(seed, layers), torch.float32, torch.device("cpu"), kernels=kernels)
+    return LlamaModel(cfg, tiny_weights(seed, layers), dtype, torch.device(device), kernels=kernels)
 
 
 def write_tiny_model(folder: Path, layers: int = 2, **config) -> Path:
@@ -57,3 +59,61 @@ def random_heads(num_heads: int, seed: int = 1, scale: float = 0.3, *, layers: i
             start = lm_head if lm_head is not None else torch.zeros(VOCAB, HIDDEN)
             heads.out_weight.copy_(start + torch.randn(heads.out_weight.shape, generator=gen) * scale)
     return heads
+
+
+# How far the tiny model's float32 results may part on the CPU when computed in shapes that must
+# not matter (a batch or one sequence at a time, a tree step or one-token steps): BLAS libraries
+# round a row by the matrix's shape and, on some processors, by the row's place in a tile (NumPy's
+# OpenBLAS on an AMD EPYC rounds rows 0-5 of a 16-row tile unlike the others), up to about 3e-6
+# here. A wrong attention mask or cache slot moves values by 0.1 and more. The GPU kernels promise
+# bit identity and are held to it (tests/gpu, benchmarks/step_cost.py).
+CPU_ROUNDING = {"rtol": 1e-5, "atol": 1e-4}
+
+
+def assert_equal_but_for_cpu_rounding(actual, expected) -> None:
+    torch.testing.assert_close(actual, expected, **CPU_ROUNDING)
+
+
+def prefill(model: LlamaModel, prompt: list[int], max_len: int = 64):
+    """The prompt's rows (residual stream) through ``model.decode`` and the cache it filled."""
+    device = model.device
+    cache = model.new_cache(max_len)
+    positions = torch.arange(len(prompt), device=device)
+    first = torch.zeros(len(prompt), 1, dtype=torch.long, device=device)
+    committed = torch.tensor(len(prompt), device=device)
+    return model.decode(torch.tensor(prompt, device=device), positions, committed, first, cache, positions), cache
+
+
+def tree_and_one_token_rows(model: LlamaModel, prompt_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[3, hidden] twice: the rows of the chain root -> [0] -> [0, 1] from one tree step (with
+    decoys between its nodes) and the same three tokens decoded one at a time, after the same prompt."""
+    device = model.device
+    prompt, chain = [(5 + 11 * i) % VOCAB for i in range(prompt_length)], [11, 12, 13]
+    _, cache = prefill(model, prompt)
+    alone = []
+    for i, token in enumerate(chain):
+        n = torch.tensor(len(prompt) + i, device=device)
+        itself = torch.zeros(1, 1, dtype=torch.long, device=device)
+        alone.append(model.decode(torch.tensor([token], device=device), n.view(1), n, itself, cache, n.view(1))[0])
+    # Sorted nodes: root, [0], [1], [0, 0], [0, 1], [1, 0]; the chain's rows are 0, 1 and 4.
+    tb = build_tree_buffers([[0], [1], [0, 0], [0, 1], [1, 0]], device)
+    tokens = torch.tensor([11, 12, 90, 91, 13, 92], device=device)
+    _, cache = prefill(model, prompt)
+    n = torch.tensor(len(prompt), device=device)
+    tree = model.decode(tokens, n + tb.depths, n, tb.ancestors, cache, n + torch.arange(tb.size, device=device))
+    return tree[[0, 1, 4]], torch.stack(alone)
+
+
+# One whole 16-key chunk and part of the next; padded to 32 rows in prefill checks.
+PADDED_PROMPT = [(3 + 7 * i) % VOCAB for i in range(21)]
+
+
+def prefilled_state(model: LlamaModel, prompt: list[int], bucket: int) -> dict[str, torch.Tensor]:
+    """What a Medusa decoder's prefill of ``prompt`` padded to a multiple of ``bucket`` rows leaves
+    for the first step: the next token, the heads' features and the cache below the prompt's end."""
+    decoder = MedusaDecoder(model, random_heads(2), [[0], [0, 0]], prefill_bucket=bucket)
+    session = decoder._session(64)
+    decoder._prefill(session, prompt)
+    below = slice(0, len(prompt))
+    return {"n": session.n, "root": session.root, "features": session.features,
+            "k": session.cache.k[..., below, :], "v": session.cache.v[..., below, :]}

@@ -361,7 +361,8 @@ def _compare_config_claims(folder: Path, info: HeadsInfo) -> None:
 # --- compatibility ---------------------------------------------------------------------------
 
 
-def compatibility_problems(base: BaseInfo, heads: HeadsInfo, expected_heads: int | None = None) -> list[str]:
+def compatibility_problems(base: BaseInfo, heads: HeadsInfo, expected_heads: int | None = None,
+                           expected_layers: int | None = None) -> list[str]:
     """Every reason the heads cannot serve with this base model, one sentence each."""
     problems = []
     if base.family not in SUPPORTED_FAMILIES:
@@ -375,6 +376,9 @@ def compatibility_problems(base: BaseInfo, heads: HeadsInfo, expected_heads: int
                         f"has vocabulary size {base.vocab_size}.")
     if expected_heads is not None and expected_heads != heads.num_heads:
         problems.append(f"the spec declares {expected_heads} heads but the checkpoint holds {heads.num_heads} heads.")
+    if expected_layers is not None and expected_layers != heads.num_layers:
+        problems.append(f"the spec declares {expected_layers} residual layers per head but the checkpoint's heads "
+                        f"have {heads.num_layers}.")
     if heads.dtype in FP8_DTYPES and not heads.quantized:
         problems.append(f"the heads are stored as {heads.dtype} without scaling factors; export them with their "
                         "weight_scale and input_scale tensors or in float16.")
@@ -384,11 +388,12 @@ def compatibility_problems(base: BaseInfo, heads: HeadsInfo, expected_heads: int
     return problems
 
 
-def inspect(base_dir: str | Path, heads_dir: str | Path, expected_heads: int | None = None) -> dict[str, Any]:
+def inspect(base_dir: str | Path, heads_dir: str | Path, expected_heads: int | None = None,
+            expected_layers: int | None = None) -> dict[str, Any]:
     """Full report; raises UserError (carrying the report) when the pair is incompatible."""
     base = read_base_config(base_dir)
     heads = describe_heads(heads_dir)
-    problems = compatibility_problems(base, heads, expected_heads)
+    problems = compatibility_problems(base, heads, expected_heads, expected_layers)
     report = {
         "base": base.to_json(),
         "heads": heads.to_json(),

@@ -13,10 +13,11 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable
 
-from .errors import EXIT_OK, StepError
+from .errors import EXIT_OK, StepError, UserError
 from .result import StepResult, write_result
 
 log = logging.getLogger("medusa_builder")
@@ -58,7 +59,13 @@ def add_result_argument(parser: argparse.ArgumentParser) -> None:
 
 def run_step(step: str, func: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace) -> int:
     try:
-        body = func(args)
+        try:
+            body = func(args)
+        except PermissionError as exc:
+            # A file or folder the step's user may not read or write: no retry changes that.
+            where = exc.filename or "a file"
+            raise UserError(f"permission denied on {where} ({exc.strerror or exc}) for uid {os.getuid()}: make it "
+                            "readable (and, for outputs, writable) by the step's user or its group") from None
     except StepError as exc:
         log.error("%s failed (%s): %s", step, exc.kind, exc)
         res = StepResult(step=step, ok=False, error_kind=exc.kind, error_message=str(exc),

@@ -1,8 +1,9 @@
 """TensorRT-LLM engine builds: the exact commands, the engine manifest and the engine cache.
 
 Pinned toolchain: TensorRT-LLM ``TRTLLM_VERSION`` as shipped in the Triton image
-``TRITON_TRTLLM_IMAGE`` (the builder image's base, see builder/Dockerfile). Engines are not
-portable across TensorRT-LLM versions or GPU products, so both are part of the cache key.
+``TRITON_TRTLLM_IMAGE`` (the builder image's base, see builder/Dockerfile and toolchain.py).
+Engines are not portable across TensorRT-LLM versions or GPU products, so both are part of the
+cache key, and a build refuses to start on a TensorRT-LLM that cannot build Medusa engines.
 
 Cache layout in the artifact store: ``{artifacts}/engines/{cacheKey}/`` holds the engine files
 (``engine/``, ``tokenizer/``, ``tree.json``) and ``manifest.json``. The manifest is uploaded
@@ -25,16 +26,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import storage
+from . import storage, toolchain
 from .errors import InfraError, UserError
+from .toolchain import TRITON_TRTLLM_IMAGE, TRTLLM_VERSION
 from .tree import to_brace_form
 
 log = logging.getLogger(__name__)
 
-TRTLLM_VERSION = "1.1.0"
-TRITON_TRTLLM_IMAGE = "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
 EXAMPLES_DIR_ENV = "TRTLLM_EXAMPLES_DIR"
-DEFAULT_EXAMPLES_DIR = "/opt/tensorrt_llm/examples"
+# Where the Triton TensorRT-LLM image keeps the examples of its own TensorRT-LLM (the builder
+# image sets $TRTLLM_EXAMPLES_DIR to the folder it checked at build time).
+DEFAULT_EXAMPLES_DIR = "/app/examples"
+TRTLLM_DISTRIBUTION = "tensorrt_llm"
+TRTLLM_BUILD = "trtllm-build"
 MANIFEST = "manifest.json"
 MANIFEST_SCHEMA = 1
 DTYPES = ("float16", "bfloat16")
@@ -186,7 +190,7 @@ def plan_commands(spec: EngineSpec, paths: BuildPaths, *, num_heads: int, num_la
         ]
         convert_name = "convert"
     build = [
-        "trtllm-build",
+        TRTLLM_BUILD,
         "--checkpoint_dir", paths.checkpoint_dir,
         "--output_dir", paths.engine_dir,
         "--gemm_plugin", "auto" if spec.quantization == "fp8" else spec.dtype,
@@ -201,6 +205,36 @@ def plan_commands(spec: EngineSpec, paths: BuildPaths, *, num_heads: int, num_la
         "--workers", str(spec.tp_size),
     ]
     return [Command(convert_name, tuple(convert)), Command("build", tuple(build))]
+
+
+def installed_trtllm_version() -> str | None:
+    """The version of the tensorrt_llm distribution installed beside this package, read from its
+    metadata (importing tensorrt_llm would load CUDA libraries), or None when it is absent."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(TRTLLM_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_trtllm_toolchain() -> str:
+    """The installed TensorRT-LLM version, once it is known to build Medusa engines here.
+
+    A wrong builder image is the user's choice (``engine.builderImage``), not a passing failure:
+    every refusal is a UserError, so the step is not retried and no GPU build starts.
+    """
+    version = installed_trtllm_version()
+    if version is None:
+        raise UserError(f"TensorRT-LLM is not installed in this builder image; build TensorRT-LLM engines with the "
+                        f"image of builder/Dockerfile (TensorRT-LLM {TRTLLM_VERSION}, Triton "
+                        f"{toolchain.TRITON_TRTLLM_RELEASE}) or use engine.backend: reference")
+    if not toolchain.builds_medusa(version):
+        raise UserError(f"this builder image's {toolchain.unsupported_version_reason(version)}")
+    if shutil.which(TRTLLM_BUILD) is None:
+        raise UserError(f"TensorRT-LLM {version} is installed but {TRTLLM_BUILD} is not on PATH in this builder "
+                        f"image; use the image of builder/Dockerfile (TensorRT-LLM {TRTLLM_VERSION})")
+    return version
 
 
 def run_command(command: Command, *, log_tail: int = 40) -> float:
@@ -259,17 +293,22 @@ def lookup(artifacts_uri: str, cache_key: str) -> dict[str, Any] | None:
 
 def make_manifest(*, cache_key: str, spec: EngineSpec, entry_dir: str | Path, num_heads: int, num_layers: int,
                   tree: Sequence[Sequence[int]], sources: dict[str, Any], commands: Sequence[Command],
-                  build_seconds: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Describe a finished entry: key, versions, GPU, arguments, file sizes and build time."""
+                  build_seconds: float, extra: dict[str, Any] | None = None,
+                  trtllm_version: str | None = None) -> dict[str, Any]:
+    """Describe a finished entry: key, versions, GPU, arguments, file sizes and build time.
+
+    ``trtllm_version``: the TensorRT-LLM that built the engine (default: the pinned version)."""
     files = list(storage.iter_manifest_files(entry_dir))
     gpu = gpu_description()
+    trtllm = (trtllm_version or TRTLLM_VERSION) if spec.backend == "tensorrt-llm" else None
     return {
         "schemaVersion": MANIFEST_SCHEMA,
         "cacheKey": cache_key,
         "backend": spec.backend,
         "versions": {
-            "tensorrtLlm": TRTLLM_VERSION if spec.backend == "tensorrt-llm" else None,
-            "image": TRITON_TRTLLM_IMAGE if spec.backend == "tensorrt-llm" else None,
+            "tensorrtLlm": trtllm,
+            # The Triton image the pinned version comes from; unknown for any other version.
+            "image": TRITON_TRTLLM_IMAGE if trtllm == TRTLLM_VERSION else None,
             "builder": _builder_version(),
         },
         "gpu": {**gpu, "product": spec.gpu_product},

@@ -93,6 +93,9 @@ def parse_uri(uri: str) -> Location:
         if not head:
             raise UserError(f"{uri} names no bucket, repository or claim after {scheme}://")
         if scheme == "pvc":
+            if head in (".", "..") or ".." in tail.split("/"):
+                raise UserError(f"{uri} leaves its claim: a pvc://CLAIM/PATH location must not contain '..' "
+                                "segments; give the path inside the claim")
             return Location(uri=uri, scheme="local", path=os.path.join(pvc_root(), head, tail.strip("/")))
         if scheme == "hf":
             org_name, _, sub = tail.partition("/")
@@ -119,16 +122,28 @@ def load_credentials(credentials_dir: str | None) -> list[str]:
     if not credentials_dir:
         return []
     folder = Path(credentials_dir)
-    if not folder.is_dir():
-        raise UserError(f"the credentials folder {credentials_dir} does not exist; mount the credentials Secret there")
     loaded = []
-    for key in CREDENTIAL_KEYS:
-        file = folder / key
-        if file.is_file():
-            os.environ[key] = file.read_text(encoding="utf-8").strip()
-            loaded.append(key)
+    try:
+        if not folder.is_dir():
+            raise UserError(f"the credentials folder {credentials_dir} does not exist; mount the credentials Secret "
+                            "there")
+        for key in CREDENTIAL_KEYS:
+            file = folder / key
+            if file.is_file():
+                os.environ[key] = file.read_text(encoding="utf-8").strip()
+                loaded.append(key)
+    except PermissionError as exc:
+        raise UserError(unreadable_credentials_message(exc.filename or credentials_dir)) from None
     log.info("loaded credentials: %s", ", ".join(loaded) or "none")
     return loaded
+
+
+def unreadable_credentials_message(path: str) -> str:
+    """Why a mounted credential cannot be read, and what makes it readable."""
+    return (f"cannot read the credentials file {path} as uid {os.getuid()} (groups "
+            f"{', '.join(str(g) for g in sorted({os.getgid(), *os.getgroups()}))}): permission denied. The step's user "
+            "must be able to read the mounted Secret: give the pod an fsGroup the user belongs to and mount the "
+            "Secret readable by that group (for example defaultMode 0440), as the operator's Jobs do")
 
 
 def sha256_file(path: str | os.PathLike, prefix_hash: Any = None) -> str:
@@ -222,6 +237,14 @@ class RemoteObject:
     etag: str
 
 
+def _checked_rel(rel: str, key: str, uri: str) -> str:
+    """``rel``, the path an object is written to inside the download folder, if it stays there."""
+    if rel.startswith("/") or ".." in rel.split("/"):
+        raise UserError(f"{uri} holds the object {key!r}, whose name would be written outside the download "
+                        "folder ('..' segments or a leading '/'); nothing was fetched: rename or remove that object")
+    return rel
+
+
 def list_objects(loc: Location, client) -> list[RemoteObject]:
     """The objects under a prefix (as a folder), or the single object the key names."""
     prefix = loc.key.rstrip("/")
@@ -232,11 +255,14 @@ def list_objects(loc: Location, client) -> list[RemoteObject]:
             for item in page.get("Contents", []):
                 rel = item["Key"][len(folder_prefix):]
                 if rel and not rel.endswith("/"):
-                    found.append(RemoteObject(item["Key"], rel, int(item["Size"]), item["ETag"].strip('"')))
+                    found.append(RemoteObject(item["Key"], _checked_rel(rel, item["Key"], loc.uri),
+                                              int(item["Size"]), item["ETag"].strip('"')))
         if not found and prefix:
             head = client.head_object(Bucket=loc.bucket, Key=prefix)
-            found.append(RemoteObject(prefix, os.path.basename(prefix), int(head["ContentLength"]),
-                                      head["ETag"].strip('"')))
+            found.append(RemoteObject(prefix, _checked_rel(os.path.basename(prefix), prefix, loc.uri),
+                                      int(head["ContentLength"]), head["ETag"].strip('"')))
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001 - translated into a step error
         raise translate_error(exc, loc.uri) from None
     return sorted(found, key=lambda o: o.rel)

@@ -12,6 +12,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from .errors import UserError
+from .toolchain import MEDUSA_CHOICE_INDEX_LIMIT
 
 MAX_TREE_NODES = 256
 # Calibrated trees default to 63 nodes: the published mc_sim_7b_63 size, and with the root 64
@@ -139,6 +140,10 @@ def normalise_tree(choices: Any, num_heads: int | None, max_nodes: int = MAX_TRE
             if isinstance(index, bool) or not isinstance(index, int) or index < 0:
                 raise TreeError(f"tree path {json.dumps(path)} holds {json.dumps(index)}; every index must be "
                                 "a non-negative integer")
+            if index >= MEDUSA_CHOICE_INDEX_LIMIT:
+                raise TreeError(f"tree path {json.dumps(path)} holds {index}; indices must be below "
+                                f"{MEDUSA_CHOICE_INDEX_LIMIT} (TensorRT-LLM packs each one into 4 bits): use top-k "
+                                f"ranks 0 to {MEDUSA_CHOICE_INDEX_LIMIT - 1}")
         paths.add(tuple(path))
     if len(paths) > max_nodes:
         raise TreeError(f"the tree has {len(paths)} nodes but at most {max_nodes} are allowed; use a smaller tree")

@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Any
 
-from .config import DEFAULT_BUILDER_IMAGE, DEFAULT_SERVING_IMAGE, OperatorConfig
+from .config import DEFAULT_BUILDER_IMAGE, DEFAULT_REFERENCE_IMAGE, DEFAULT_SERVING_IMAGE, DIGEST, OperatorConfig
 
 log = logging.getLogger("medusa_operator")
 
@@ -40,6 +40,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+def _json_object(text: str) -> dict[str, str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise argparse.ArgumentTypeError('expected a JSON object of strings, e.g. {"pool": "build"}')
+    return value
+
+
+def _json_list(text: str) -> list[dict]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise argparse.ArgumentTypeError('expected a JSON list of objects, e.g. [{"key": "pool", "operator": '
+                                         '"Exists", "effect": "NoSchedule"}]')
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medusa-operator", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="this replica's name in the Lease")
     run.add_argument("--builder-image", default=DEFAULT_BUILDER_IMAGE, help="image of the build/package/validate Jobs")
     run.add_argument("--serving-image", default=DEFAULT_SERVING_IMAGE, help="Triton image of serving pods")
+    run.add_argument("--reference-image", default=DEFAULT_REFERENCE_IMAGE,
+                     help="image that builds and serves models on the reference backend")
+    run.add_argument("--job-node-selector", type=_json_object, default={}, metavar="JSON",
+                     help='node labels every Job pod selects, as a JSON object, e.g. {"pool": "build"}')
+    run.add_argument("--job-tolerations", type=_json_list, default=[], metavar="JSON",
+                     help="tolerations added to every Job pod, as a JSON list of Kubernetes tolerations")
+    run.add_argument("--allowed-image", action="append", default=[], type=_image_policy_entry,
+                     metavar="PREFIX_OR_DIGEST",
+                     help="allow models only builder and serving images under this reference prefix (e.g. "
+                          "registry.example.com/ml) or pinned to this digest (sha256:...); repeatable; "
+                          "without it every image is allowed")
     run.add_argument("--prometheus-url", default=OperatorConfig.prometheus_url,
                      help="Prometheus the KEDA trigger queries")
     run.add_argument("--reconcile-interval", type=float, default=5.0, help="seconds between passes per model")
@@ -70,14 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _image_policy_entry(value: str) -> str:
+    if not value or value.strip() != value:
+        raise argparse.ArgumentTypeError("an allowed image is a non-empty reference prefix or a sha256: digest")
+    if value.startswith("sha256:") and not DIGEST.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a digest: use sha256: and 64 lowercase hex digits")
+    return value
+
+
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
     return OperatorConfig(
-        builder_image=args.builder_image, serving_image=args.serving_image,
+        builder_image=args.builder_image, serving_image=args.serving_image, reference_image=args.reference_image,
+        job_node_selector=args.job_node_selector, job_tolerations=tuple(args.job_tolerations),
         namespaces=tuple(args.namespace), all_namespaces=not args.namespace,
         metrics_port=args.metrics_port, health_port=args.health_port, leader_elect=args.leader_elect,
         lease_name=args.lease_name, lease_namespace=args.lease_namespace, identity=args.identity,
         reconcile_interval=args.reconcile_interval, infra_retry_seconds=args.infra_retry_seconds,
-        prometheus_url=args.prometheus_url,
+        prometheus_url=args.prometheus_url, allowed_images=tuple(args.allowed_image),
     )
 
 
@@ -135,7 +176,7 @@ async def run_operator(config: OperatorConfig, bind_address: str) -> int:
         standalone=True,
         clusterwide=config.all_namespaces,
         namespaces=list(config.namespaces),
-        memo=kopf.Memo(config=config),
+        memo=kopf.Memo(config=config, may_act=elector.is_leader if elector else None),
         stop_flag=kopf_stop,
     )
     relay_task.cancel()

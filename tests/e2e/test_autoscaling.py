@@ -44,6 +44,7 @@ from lightkube.resources.core_v1 import Pod
 from fixtures.cluster import wait_for
 from fixtures.processes import free_port, stop_process
 from localcluster import LocalCluster
+from monitoring import pod_metric as pod_metrics, quantity
 
 pytestmark = [pytest.mark.cluster, pytest.mark.triton, pytest.mark.model, pytest.mark.slow]
 
@@ -226,23 +227,6 @@ def custom_metrics_api(cluster: LocalCluster, kube: Client, namespace: str) -> I
 def api_service_available(kube: Client, name: str) -> bool:
     conditions = (kube.get(APIService, name).status or {}).get("conditions") or []
     return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
-
-
-def pod_metrics(cluster: LocalCluster, namespace: str) -> dict[str, float]:
-    """medusa_tokens_per_second of every pod, as the custom metrics API answers it."""
-    proc = cluster.kubectl("get", "--raw",
-                           f"/apis/custom.metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/*/medusa_tokens_per_second",
-                           check=False)
-    if proc.returncode != 0:
-        return {}
-    return {item["describedObject"]["name"]: quantity(item["value"]) for item in json.loads(proc.stdout)["items"]}
-
-
-def quantity(text: str) -> float:
-    suffixes = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6}
-    if text and text[-1] in suffixes:
-        return float(text[:-1]) * suffixes[text[-1]]
-    return float(text)
 
 
 def prometheus_value(url: str, query: str) -> float | None:

@@ -107,7 +107,7 @@ def test_negative_tree_index(local_cluster: LocalCluster, ns: str) -> None:
 
 
 def test_more_than_256_tree_nodes(local_cluster: LocalCluster, ns: str) -> None:
-    choices = [[i] for i in range(64)] + [[i, j] for i in range(8) for j in range(25)]
+    choices = [[i] for i in range(16)] + [[i, j] for i in range(16) for j in range(16)]  # 272 nodes
     obj = _with("medusa.tree", {"choices": choices})
     obj["spec"]["medusa"].pop("numHeads")
     err = _refused(local_cluster, ns, obj)
@@ -191,3 +191,70 @@ def test_cpu_only_needs_the_reference_backend(local_cluster: LocalCluster, ns: s
 def test_unknown_dataset_uri_scheme(local_cluster: LocalCluster, ns: str) -> None:
     err = _refused(local_cluster, ns, _with("validation.accuracy.datasetUri", "http://evals.example/mmlu"))
     assert 'unsupported URI "http://evals.example/mmlu"' in err
+
+
+# Issue 23: what TensorRT-LLM 1.1.0 can hold and how it serves tensor parallelism.
+
+def test_tree_index_the_backend_cannot_pack(local_cluster: LocalCluster, ns: str) -> None:
+    """TensorRT-LLM packs each index into 4 bits (speculativeChoicesUtils.cpp, computePrefix)."""
+    err = _refused(local_cluster, ns, _with("medusa.tree", {"choices": [[0], [16], [0, 0]]}))
+    assert "tree indices must be below 16: TensorRT-LLM packs each index of a path into 4 bits" in err
+    proc = _apply(local_cluster, ns, _with("medusa.tree", {"choices": [[0], [15], [0, 0]]}))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_gpu_count_must_equal_tensor_parallel_size(local_cluster: LocalCluster, ns: str) -> None:
+    obj = _with("engine.gpu", {"count": 2, "product": "NVIDIA-H100-80GB-HBM3"})
+    err = _refused(local_cluster, ns, obj)
+    assert "engine.gpu.count must equal engine.tensorParallelSize for backend tensorrt-llm" in err
+    obj["spec"]["engine"]["tensorParallelSize"] = 2
+    proc = _apply(local_cluster, ns, obj)
+    assert proc.returncode == 0, proc.stderr
+    defaults = _with("engine.gpu", {"count": 4})
+    del defaults["spec"]["engine"]["tensorParallelSize"]
+    assert "must equal engine.tensorParallelSize" in _refused(local_cluster, ns, defaults), "TP defaults to 1"
+
+
+def test_tensor_parallel_needs_tensorrt_llm(local_cluster: LocalCluster, ns: str) -> None:
+    obj = _with("engine.backend", "reference")
+    obj["spec"]["engine"].update(tensorParallelSize=2, gpu={"count": 2})
+    assert "tensorParallelSize above 1 needs backend tensorrt-llm" in _refused(local_cluster, ns, obj)
+
+
+# -- bounds on fields that reach pods and node selection (issue 22, "Unbounded fields") ----------
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    ("engine.gpu.product", "x" * 64, "Too long: may not be more than 63"),
+    ("engine.gpu.product", "NVIDIA H100 80GB", "engine.gpu.product is a node label value"),
+    ("engine.gpu.product", "-NVIDIA-H100", "engine.gpu.product is a node label value"),
+    ("serving.nodeSelector", {f"pool-{i}": "x" for i in range(33)}, "must have at most 32 items"),
+    ("serving.nodeSelector", {"pool": "x" * 64}, "Too long: may not be more than 63"),
+    ("serving.nodeSelector", {"pool": "a b"}, "serving.nodeSelector: each value is a label value"),
+    ("serving.nodeSelector", {"bad key!": "x"}, "serving.nodeSelector: each key is a label key"),
+    ("serving.nodeSelector", {"x" * 64: "y"}, "serving.nodeSelector: each key is a label key"),
+    ("serving.resources", {"limits": {"memory": "lots"}}, "serving.resources.limits: each value is a quantity"),
+    ("serving.resources", {"requests": {"cpu": "1" * 65}}, "may not be more than 64"),
+    ("serving.resources", {"requests": {"cpu": "1e"}}, "serving.resources.requests: each value is a quantity"),
+    ("serving.resources", {"requests": {"bad name!": "1"}}, "serving.resources.requests: each key is a resource"),
+    ("serving.resources", {"limits": {f"example.com/r{i}": 1 for i in range(17)}}, "must have at most 16 items"),
+    ("serving.tolerations", [{"key": "k", "operator": "Equal", "value": "v" * 64}], "may not be more than 63"),
+    ("baseModel.uri", "pvc://models/../../etc", "contains a '..' segment"),
+    ("artifacts.uri", "s3://engines/../other", "contains a '..' segment"),
+    ("medusa.uri", "pvc://Bad_Claim/heads", "does not start with a PersistentVolumeClaim name"),
+])
+def test_unbounded_fields_are_bounded(local_cluster: LocalCluster, ns: str, path: str, value: Any,
+                                      message: str) -> None:
+    assert message in _refused(local_cluster, ns, _with(path, value))
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    ("engine.gpu.product", "NVIDIA-H100-80GB-HBM3"),
+    ("serving.nodeSelector", {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb", "pool": "llm_1.a"}),
+    ("serving.resources", {"limits": {"memory": "64Gi", "cpu": 8, "nvidia.com/gpu": "1"},
+                           "requests": {"cpu": "500m", "ephemeral-storage": "1.5Ti"}}),
+    ("baseModel.uri", "pvc://model-store.v1/llama3/8b"),
+    ("artifacts.uri", "s3://engines/a..b/"),
+])
+def test_bounded_fields_still_accept_real_values(local_cluster: LocalCluster, ns: str, path: str, value: Any) -> None:
+    proc = _apply(local_cluster, ns, _with(path, value))
+    assert proc.returncode == 0, proc.stderr

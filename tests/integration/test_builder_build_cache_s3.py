@@ -1,21 +1,19 @@
 """`build` and `build-engine` against a real S3-compatible server: cache lookup, upload, reuse.
 
 The reference backend runs for real. For the tensorrt-llm backend, TensorRT-LLM cannot run on
-this project's hardware (no NVIDIA GPU), so `test_mock_trtllm_*` put stand-in `trtllm-build` and
-converter scripts on PATH: they check the cache and upload logic around the build, not the build.
+this project's hardware (no NVIDIA GPU), so `test_mock_trtllm_*` install a stand-in TensorRT-LLM
+1.1.0 (tests/trtllm_standin.py: its metadata, `trtllm-build` and converter scripts): they check the
+cache and upload logic around the build, not the build.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import stat
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from builder_checkpoints import TINY_CONFIG, random_heads_state, write_tiny_base_with_weights
+from trtllm_standin import activate, install_trtllm_standin
 
 from medusa_builder import cli, engine, storage
 
@@ -153,40 +151,10 @@ def test_interrupted_upload_leaves_no_manifest(tmp_path, sources):
     assert engine.lookup(str(artifacts), "k3") is None
 
 
-def install_mock_trtllm(root: Path, fail_build: bool = False) -> Path:
-    """Stand-ins for the converter and trtllm-build that write placeholder files and log argv."""
-    examples = root / "examples" / "medusa"
-    examples.mkdir(parents=True)
-    (examples / "convert_checkpoint.py").write_text(textwrap.dedent("""
-        import json, os, sys
-        out = sys.argv[sys.argv.index("--output_dir") + 1]
-        os.makedirs(out, exist_ok=True)
-        json.dump({"architecture": "MedusaForCausalLM"}, open(os.path.join(out, "config.json"), "w"))
-        open(os.path.join(out, "rank0.safetensors"), "wb").write(b"checkpoint")
-        open(os.environ["MOCK_TRTLLM_LOG"], "a").write(json.dumps(sys.argv) + "\\n")
-    """))
-    bin_dir = root / "bin"
-    bin_dir.mkdir()
-    build = bin_dir / "trtllm-build"
-    body = ("print('[TRT-LLM] [E] Invalid max_draft_len'); sys.exit(1)" if fail_build else
-            "out = sys.argv[sys.argv.index('--output_dir') + 1]\n"
-            "os.makedirs(out, exist_ok=True)\n"
-            "open(os.path.join(out, 'rank0.engine'), 'wb').write(b'engine' * 100)\n"
-            "json.dump({'build_config': {}}, open(os.path.join(out, 'config.json'), 'w'))\n"
-            "print('[TRT-LLM] [I] Total time of building all engines: 00:00:01')")
-    build.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
-                     "open(os.environ['MOCK_TRTLLM_LOG'], 'a').write(json.dumps(sys.argv) + '\\n')\n" + body + "\n")
-    build.chmod(build.stat().st_mode | stat.S_IEXEC)
-    return root
-
-
 @pytest.fixture
 def mock_trtllm(tmp_path, monkeypatch):
-    root = install_mock_trtllm(tmp_path / "mock-trtllm")
-    monkeypatch.setenv("PATH", f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("MOCK_TRTLLM_LOG", str(tmp_path / "mock-calls.jsonl"))
-    monkeypatch.setenv(engine.EXAMPLES_DIR_ENV, str(root / "examples"))
-    return tmp_path / "mock-calls.jsonl"
+    root = install_trtllm_standin(tmp_path / "mock-trtllm")
+    return activate(monkeypatch, root, tmp_path / "mock-calls.jsonl", engine.EXAMPLES_DIR_ENV)
 
 
 def test_mock_trtllm_build_uploads_engine_and_reuses_it(tmp_path, s3_server, s3_bucket, sources, mock_trtllm):
@@ -226,10 +194,8 @@ def test_mock_trtllm_build_uploads_engine_and_reuses_it(tmp_path, s3_server, s3_
 
 
 def test_mock_trtllm_failed_build_uploads_nothing(tmp_path, s3_server, s3_bucket, sources, monkeypatch):
-    root = install_mock_trtllm(tmp_path / "failing", fail_build=True)
-    monkeypatch.setenv("PATH", f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("MOCK_TRTLLM_LOG", str(tmp_path / "calls.jsonl"))
-    monkeypatch.setenv(engine.EXAMPLES_DIR_ENV, str(root / "examples"))
+    root = install_trtllm_standin(tmp_path / "failing", fail_build=True)
+    activate(monkeypatch, root, tmp_path / "calls.jsonl", engine.EXAMPLES_DIR_ENV)
     base_uri, heads_uri = sources
     code, doc = build(tmp_path, "--backend", "tensorrt-llm", "--base-uri", base_uri, "--heads-uri", heads_uri,
                       "--tree-choices", TREE, "--artifacts-uri", f"s3://{s3_bucket}/artifacts",

@@ -201,3 +201,41 @@ def test_gs_uses_the_s3_compatible_api_with_hmac_keys(tmp_path, s3_server, heads
     monkeypatch.delenv("GOOGLE_HMAC_SECRET")
     with pytest.raises(UserError, match="GOOGLE_HMAC_SECRET"):
         storage.download(heads_prefix.replace("s3://", "gs://"), tmp_path / "again")
+
+
+# -- hostile object names and paths (issue 22, "Path traversal") ---------------------------------
+
+@pytest.mark.parametrize("hostile", ["../../escaped.txt", "nested/../../../escaped.txt", "/escaped.txt"])
+def test_object_keys_that_leave_the_download_folder_are_refused(tmp_path, s3_env, s3_server, s3_bucket, hostile):
+    """The real server stores such keys as they are; fetching the prefix must not write outside DEST."""
+    client = s3_server.client()
+    client.put_object(Bucket=s3_bucket, Key="models/heads/config.json", Body=b"{}")
+    client.put_object(Bucket=s3_bucket, Key=f"models/heads/{hostile}", Body=b"planted")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert f"models/heads/{hostile}" in keys, f"the server did not keep the key as written: {keys}"
+    sandbox = tmp_path / "a" / "b"
+    dest = sandbox / "heads"
+    code, doc = fetch(f"s3://{s3_bucket}/models/heads", dest, tmp_path)
+    assert code == 2 and doc["error"]["kind"] == "user"
+    message = doc["error"]["message"]
+    assert f"models/heads/{hostile}" in message and "outside the download folder" in message
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.read_bytes() == b"planted"]
+    assert written == [] and not (dest / "config.json").exists(), "nothing is fetched once a key is refused"
+
+
+def test_a_single_object_named_dot_dot_is_refused(tmp_path, s3_env, s3_server, s3_bucket):
+    s3_server.client().put_object(Bucket=s3_bucket, Key="models/..", Body=b"planted")
+    with pytest.raises(UserError, match="outside the download folder"):
+        storage.download(f"s3://{s3_bucket}/models/..", tmp_path / "a" / "dest")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("uri", ["pvc://claim/../../x", "pvc://claim/a/../../other-claim/x", "pvc://../etc",
+                                 "pvc://claim/.."])
+def test_pvc_paths_that_leave_their_claim_are_refused(tmp_path, monkeypatch, uri):
+    monkeypatch.setenv(storage.PVC_ROOT_ENV, str(tmp_path / "pvcs"))
+    (tmp_path / "x").write_text("outside every claim")
+    with pytest.raises(UserError, match="must not contain '..' segments"):
+        storage.download(uri, tmp_path / "copy")
+    with pytest.raises(UserError, match="must not contain '..' segments"):
+        storage.upload_dir(tmp_path / "pvcs", uri)

@@ -108,8 +108,11 @@ def printer_columns(cluster: LocalCluster) -> list[str]:
     return [c["name"] for c in crd["spec"]["versions"][0].get("additionalPrinterColumns", [])]
 
 
-def can_i(cluster: LocalCluster, service_account: str, verb: str, resource: str, namespace: str) -> bool:
-    proc = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace, f"--as={service_account}", check=False)
+def can_i(cluster: LocalCluster, service_account: str, verb: str, resource: str, namespace: str,
+          subresource: str | None = None) -> bool:
+    extra = [f"--subresource={subresource}"] if subresource else []
+    proc = cluster.kubectl("auth", "can-i", verb, resource, *extra, "-n", namespace, f"--as={service_account}",
+                           check=False)
     return proc.stdout.strip() == "yes"
 
 
@@ -147,7 +150,11 @@ def test_install_upgrade_and_uninstall(local_cluster: LocalCluster, release_name
         assert pod["status"]["phase"] == "Running"
         assert pod["spec"]["nodeName"] in {"gpu-node-0", "gpu-node-1", "cpu-node-0"}
     assert can_i(local_cluster, service_account, "create", "jobs.batch", extra_namespace)
-    assert can_i(local_cluster, service_account, "patch", "medusamodels.inference.medusa.dev/status", ns)
+    assert can_i(local_cluster, service_account, "patch", "medusamodels.inference.medusa.dev", ns, "status")
+    assert not can_i(local_cluster, service_account, "patch", "medusamodels.inference.medusa.dev", ns)
+    assert can_i(local_cluster, service_account, "get", "secrets", ns)
+    assert not can_i(local_cluster, service_account, "list", "secrets", ns)
+    assert not can_i(local_cluster, service_account, "watch", "secrets", ns)
     assert not can_i(local_cluster, service_account, "create", "jobs.batch", "default")
     assert not can_i(local_cluster, service_account, "create", "secrets", ns)
     assert not can_i(local_cluster, service_account, "update", "leases.coordination.k8s.io/someone-else", ns)

@@ -1,7 +1,12 @@
 """Checks of the Triton decoding kernels, run on the CPU by Triton's interpreter on a tiny random
-Llama: they agree with the torch implementation, a tree node's row is bit-identical to the same
-token decoded alone, the heads' kernels propose what the torch heads do, and Medusa decoding
-through them reproduces base greedy decoding.
+Llama: they agree with the torch implementation, a tree node's row equals the same token decoded
+alone, the heads' kernels propose what the torch heads do, and Medusa decoding through them
+reproduces base greedy decoding.
+
+The interpreter computes a ``tl.dot`` with NumPy's BLAS, which on some processors rounds a row by
+its place in the tile, so rows the kernels make bit-identical on a GPU (held to it in tests/gpu)
+agree here to float32 rounding (``CPU_ROUNDING``); each such check is shown to fail on a planted
+wrong cache slot.
 
 Triton reads ``TRITON_INTERPRET`` when it is first imported, so test_runtime_kernels.py runs
 this file in a fresh process with it set."""
@@ -15,19 +20,13 @@ import torch
 
 from medusa_builder.runtime import decoding
 from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
-from tiny_llama import random_heads, tiny_model
+from tiny_llama import (PADDED_PROMPT, assert_equal_but_for_cpu_rounding, prefill, prefilled_state, random_heads,
+                        tiny_model, tree_and_one_token_rows)
 
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("run by test_runtime_kernels.py with TRITON_INTERPRET=1", allow_module_level=True)
 
 from medusa_builder.runtime import kernels  # noqa: E402  (after the interpreter check)
-
-
-def prefill(model, prompt: list[int], max_len: int = 64):
-    cache = model.new_cache(max_len)
-    positions = torch.arange(len(prompt))
-    first = torch.zeros(len(prompt), 1, dtype=torch.long)
-    return model.decode(torch.tensor(prompt), positions, torch.tensor(len(prompt)), first, cache, positions), cache
 
 
 def test_linear_matches_torch_with_norm_bias_gate_and_residual():
@@ -75,44 +74,54 @@ def test_prefill_over_whole_shared_chunks_matches_torch(short_chunks):
 
 
 @pytest.mark.parametrize("prompt_length", [5, 40])
-def test_tree_rows_are_bit_identical_to_one_token_steps(short_chunks, prompt_length):
+def test_tree_rows_equal_one_token_steps(short_chunks, prompt_length):
     """Tree rows from a tree step equal the same tokens decoded one at a time, whether the keys
     are all in the chunk the tree reaches into (5) or mostly in whole chunks tokens share (40)."""
-    model = tiny_model(kernels=True)
-    prompt, chain = [(5 + 11 * i) % 97 for i in range(prompt_length)], [11, 12, 13]
-    _, cache = prefill(model, prompt)
-    alone = []
-    for i, token in enumerate(chain):
-        n = torch.tensor(len(prompt) + i)
-        itself = torch.zeros(1, 1, dtype=torch.long)
-        alone.append(model.decode(torch.tensor([token]), n.view(1), n, itself, cache, n.view(1))[0])
-    # Sorted nodes: root, [0], [1], [0, 0], [0, 1], [1, 0]; the chain is root -> [0] -> [0, 1],
-    # with decoys between its nodes.
-    tb = build_tree_buffers([[0], [1], [0, 0], [0, 1], [1, 0]], torch.device("cpu"))
-    tokens = torch.tensor([11, 12, 90, 91, 13, 92])
-    _, cache = prefill(model, prompt)
-    n = torch.tensor(len(prompt))
-    tree = model.decode(tokens, n + tb.depths, n, tb.ancestors, cache, n + torch.arange(tb.size))
-    for row, single in zip((0, 1, 4), alone):
-        assert torch.equal(tree[row], single)
+    tree, alone = tree_and_one_token_rows(tiny_model(kernels=True), prompt_length)
+    assert_equal_but_for_cpu_rounding(tree, alone)
 
 
-def test_padded_prefill_is_bit_identical(short_chunks):
-    """Padding a prompt by repeating its last token (graphed prefills) leaves its rows, the next
-    token, the heads' features and the cache below its end bit-identical."""
+def test_tree_row_check_fails_on_a_wrong_cache_slot(monkeypatch):
+    """Issue 19: the rounding tolerance still catches a real error. Planted: tree nodes read the
+    cache slot of node [1] where node [0]'s is (node [0] itself, node [0, 1]'s parent). Default
+    key chunks: fewer programs to interpret, and the slot is wrong whatever the chunking."""
+    attention = kernels.attention
+
+    def sibling_for_parent(q, k_cache, v_cache, positions, committed, ancestors, kv_heads):
+        return attention(q, k_cache, v_cache, positions, committed, torch.where(ancestors == 1, 2, ancestors), kv_heads)
+
+    monkeypatch.setattr(kernels, "attention", sibling_for_parent)
+    tree, alone = tree_and_one_token_rows(tiny_model(kernels=True), 5)
+    assert_equal_but_for_cpu_rounding(tree[0], alone[0])  # the root reads no tree slot: untouched
+    with pytest.raises(AssertionError, match="not close"):
+        assert_equal_but_for_cpu_rounding(tree, alone)
+
+
+def test_padded_prefill_changes_nothing(short_chunks):
+    """Padding a prompt by repeating its last token (graphed prefills) leaves the next token, the
+    heads' features and the cache below its end as an unpadded prefill leaves them."""
     model = tiny_model(kernels=True)
-    prompt = [(3 + 7 * i) % 97 for i in range(21)]  # one whole 16-key chunk, padded to 32 rows
-    sessions = []
-    for bucket in (1, 32):
-        decoder = MedusaDecoder(model, random_heads(2), [[0], [0, 0]], prefill_bucket=bucket)
-        s = decoder._session(64)
-        decoder._prefill(s, prompt)
-        sessions.append(s)
-    plain, padded = sessions
-    assert int(padded.n) == int(plain.n) == len(prompt)
-    assert torch.equal(padded.root, plain.root) and torch.equal(padded.features, plain.features)
-    assert torch.equal(padded.cache.k[..., : len(prompt), :], plain.cache.k[..., : len(prompt), :])
-    assert torch.equal(padded.cache.v[..., : len(prompt), :], plain.cache.v[..., : len(prompt), :])
+    padded, plain = prefilled_state(model, PADDED_PROMPT, 32), prefilled_state(model, PADDED_PROMPT, 1)
+    assert int(plain["n"]) == len(PADDED_PROMPT)
+    assert_equal_but_for_cpu_rounding(padded, plain)
+
+
+def test_padded_prefill_check_fails_on_a_wrong_cache_slot(monkeypatch):
+    """Issue 19: the rounding tolerance still catches a real error. Planted: the padding rows
+    write their keys and values one slot below the prompt's last token, where the one before it
+    belongs (default key chunks, as above)."""
+    rope_and_store = kernels.rope_and_store
+
+    def padding_one_slot_low(qkv, cos, sin, positions, slots, *rest):
+        repeated = torch.zeros_like(slots, dtype=torch.bool)
+        repeated[1:] = slots[1:] == slots[:-1]
+        return rope_and_store(qkv, cos, sin, positions, torch.where(repeated, slots - 1, slots), *rest)
+
+    monkeypatch.setattr(kernels, "rope_and_store", padding_one_slot_low)
+    model = tiny_model(kernels=True)
+    with pytest.raises(AssertionError, match="not close"):
+        assert_equal_but_for_cpu_rounding(prefilled_state(model, PADDED_PROMPT, 32),
+                                          prefilled_state(model, PADDED_PROMPT, 1))
 
 
 @pytest.mark.parametrize("output_layer", [False, True])

@@ -100,6 +100,8 @@ def test_default_tree_follows_the_head_count(tmp_path, capsys, sources):
 @pytest.mark.parametrize("extra, message", [
     (["--tree-preset", "medusa5_64"], "5 levels deep but the model has 4 head(s)"),
     (["--num-heads", "3"], "declares 3 heads but the checkpoint holds 4 heads"),
+    # Issue 21, bullet: medusa.numLayers is checked like numHeads.
+    (["--num-layers", "2"], "declares 2 residual layers per head but the checkpoint's heads have 1"),
     (["--cache-key", "bad/key"], "cache key 'bad/key'"),
 ])
 def test_bad_inputs_exit_2(tmp_path, capsys, sources, extra, message):

@@ -45,10 +45,11 @@ def test_invalid_trees_are_refused_with_a_message(choices, message):
 
 
 def test_size_limit():
-    wide = [[i] for i in range(MAX_TREE_NODES + 1)]
+    # Two levels of 16 ranks (indices stop at 15) hold more nodes than the limit, prefix-closed.
+    wide = ([[i] for i in range(16)] + [[i, j] for i in range(16) for j in range(16)])[:MAX_TREE_NODES + 1]
     with pytest.raises(TreeError, match=f"{MAX_TREE_NODES + 1} nodes but at most {MAX_TREE_NODES}"):
-        normalise_tree(wide, 1)
-    assert len(normalise_tree(wide[:MAX_TREE_NODES], 1)) == MAX_TREE_NODES
+        normalise_tree(wide, 2)
+    assert len(normalise_tree(wide[:MAX_TREE_NODES], 2)) == MAX_TREE_NODES
 
 
 def test_resolve_tree_preset_choices_and_defaults():

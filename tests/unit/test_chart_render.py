@@ -19,21 +19,25 @@ RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
 RELEASE, NAMESPACE = "mo", "medusa-system"
 
 NAMESPACED_RULES = {
-    ("inference.medusa.dev", "medusamodels"): {"get", "list", "watch", "patch", "update"},
-    ("inference.medusa.dev", "medusamodels/status"): {"get", "patch", "update"},
-    ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
-    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("keda.sh", "scaledobjects"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
-    ("", "secrets"): {"get", "list", "watch"},
+    ("inference.medusa.dev", "medusamodels"): {"get", "list", "watch"},
+    ("inference.medusa.dev", "medusamodels/status"): {"patch"},
+    ("inference.medusa.dev", "medusamodels/finalizers"): {"update"},
+    ("batch", "jobs"): {"list", "watch", "create", "patch", "delete"},
+    ("", "pods"): {"list", "watch"},
+    ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"list", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "create", "patch", "delete"},
+    ("keda.sh", "scaledobjects"): {"list", "create", "patch", "delete"},
+    ("", "events"): {"create"},
+    ("", "secrets"): {"get"},
 }
 CLUSTER_ONLY_RULES = {
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-    ("", "namespaces"): {"get", "list", "watch"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+}
+# Watching a list of namespaces, the operator also follows which of them exist.
+NAMESPACED_MODE_CLUSTER_RULES = {
+    **CLUSTER_ONLY_RULES,
+    ("", "namespaces"): {"list", "watch"},
 }
 
 
@@ -42,8 +46,10 @@ def helm() -> str:
     return LocalCluster().tool("helm")
 
 
-def render(helm: str, *sets: str, chart: Path = CHART) -> list[dict]:
+def render(helm: str, *sets: str, chart: Path = CHART, values: Path | None = None) -> list[dict]:
     args = [helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE]
+    if values is not None:
+        args += ["--values", str(values)]
     for item in sets:
         args += ["--set", item]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
@@ -113,7 +119,7 @@ def test_cluster_mode_grants_exactly_the_operator_rules_cluster_wide(helm: str) 
 
 def test_namespaced_mode_grants_a_role_per_watched_namespace_only(helm: str) -> None:
     docs = render(helm, "watchMode=namespaced", "watchNamespaces={models,staging}")
-    assert rule_map(one(docs, "ClusterRole")["rules"]) == CLUSTER_ONLY_RULES
+    assert rule_map(one(docs, "ClusterRole")["rules"]) == NAMESPACED_MODE_CLUSTER_RULES
     watched = {r["metadata"]["namespace"]: r for r in objects(docs, "Role")
                if r["metadata"]["name"] == "mo-medusa-operator"}
     assert set(watched) == {"models", "staging"}
@@ -303,6 +309,7 @@ def run_promtool_tests(promtool: str, tmp_path: Path, tests: dict) -> None:
 
 
 @pytest.mark.parametrize("sets", [(), ("watchMode=namespaced", "watchNamespaces={models,staging}"),
+                                  ("imagePolicy.allowedImages={registry.example.com/ml}",),
                                   ("replicaCount=1", "leaderElection.enabled=false")])
 def test_the_operator_accepts_the_arguments_the_chart_gives_it(helm: str, sets: tuple[str, ...]) -> None:
     from medusa_operator.cli import build_parser, config_from_args
@@ -311,3 +318,52 @@ def test_the_operator_accepts_the_arguments_the_chart_gives_it(helm: str, sets: 
     config = config_from_args(args)
     assert config.leader_elect == ("leaderElection.enabled=false" not in sets)
     assert config.all_namespaces == ("watchMode=namespaced" not in sets)
+    policy = ("registry.example.com/ml",) if "imagePolicy.allowedImages={registry.example.com/ml}" in sets else ()
+    assert config.allowed_images == policy
+
+
+def test_reference_image_and_job_placement_reach_the_operator_config(helm: str, tmp_path: Path) -> None:
+    """The chart's values arrive in the operator's own parser as the same objects."""
+    from medusa_operator.cli import build_parser, config_from_args
+
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"operator": {
+        "referenceImage": "reg.example/reference:3",
+        "jobs": {"nodeSelector": {"pool": "build"},
+                 "tolerations": [{"key": "pool", "operator": "Equal", "value": "build", "effect": "NoSchedule"}]}}}))
+    args = operator_container(render(helm, chart=CHART, values=values))["args"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert config.reference_image == "reg.example/reference:3"
+    assert config.job_node_selector == {"pool": "build"}
+    assert config.job_tolerations == ({"key": "pool", "operator": "Equal", "value": "build", "effect": "NoSchedule"},)
+    # Empty values leave the flags out: the operator's defaults apply.
+    defaults = operator_container(render(helm))["args"]
+    assert not [a for a in defaults if a.startswith(("--reference-image", "--job-"))]
+
+
+def test_image_policy_is_off_by_default_and_reaches_the_operator_and_the_api_server(helm: str) -> None:
+    assert not objects(render(helm), "ValidatingAdmissionPolicy")
+    assert not [a for a in operator_container(render(helm))["args"] if a.startswith("--allowed-image")]
+    digest = "sha256:" + "ab" * 32
+    docs = render(helm, f"imagePolicy.allowedImages={{registry.example.com/ml,{digest}}}")
+    assert [a for a in operator_container(docs)["args"] if a.startswith("--allowed-image")] == [
+        "--allowed-image=registry.example.com/ml", f"--allowed-image={digest}"]
+    policy, binding = one(docs, "ValidatingAdmissionPolicy"), one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    without = render(helm, "imagePolicy.allowedImages={registry.example.com/ml}", "imagePolicy.admissionPolicy=false")
+    assert not objects(without, "ValidatingAdmissionPolicy")
+    assert "--allowed-image=registry.example.com/ml" in operator_container(without)["args"]
+
+
+def test_image_policy_binding_covers_only_the_watched_namespaces(helm: str) -> None:
+    docs = render(helm, "watchMode=namespaced", "watchNamespaces={models,staging}",
+                  "imagePolicy.allowedImages={registry.example.com/ml}")
+    selector = one(docs, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"]["namespaceSelector"]
+    assert selector == {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                              "values": ["models", "staging"]}]}
+
+
+@pytest.mark.parametrize("entry", ["sha256:abc", "has space", "quote'd", ""])
+def test_malformed_image_policy_entries_are_refused(helm: str, entry: str) -> None:
+    assert "allowedImages" in render_error(helm, f"imagePolicy.allowedImages={{{entry}}}")

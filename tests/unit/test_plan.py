@@ -3,68 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
 from medusa_builder.result import StepResult
-from medusa_operator.api.v1alpha1 import MedusaModelSpec, MedusaModelStatus
-from medusa_operator.config import OperatorConfig
+from medusa_operator.api.v1alpha1 import EngineStatus, MedusaModelStatus
 from medusa_operator.controller.observed import (DeploymentObs, JobObs, Observed, Unschedulable, observe_job,
                                                  pod_result)
-from medusa_operator.controller.plan import plan
+from medusa_operator.controller.plan import known_engine_key, plan
 from medusa_operator.controller.reconciler import merge_patch
 from medusa_operator.render import names
-from medusa_operator.render.context import ModelRef, RenderContext
-from medusa_operator.revision import engine_cache_key, revision_of
+from medusa_operator.render.context import RenderContext
+from medusa_operator.revision import engine_cache_key
 
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
-CONFIG = OperatorConfig(builder_image="b:1", serving_image="t:1", infra_retry_seconds=60)
-SPEC = {
-    "baseModel": {"uri": "s3://models/base/"},
-    "medusa": {"uri": "s3://models/heads/", "tree": {"choices": [[0], [0, 0], [1]]}},
-    "engine": {"backend": "reference", "gpu": {"count": 1, "product": "NVIDIA-H100-80GB-HBM3"}},
-    "artifacts": {"uri": "s3://engines/"},
-    "validation": {"baseline": "none"},
-}
-
-
-def ctx(**changes) -> RenderContext:
-    spec = json.loads(json.dumps(SPEC))
-    for path, value in changes.items():
-        node = spec
-        *parents, last = path.split("__")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = value
-    return RenderContext(ModelRef("m", "ns", "uid-1"), MedusaModelSpec.model_validate(spec), CONFIG)
-
-
-def rev(c: RenderContext) -> str:
-    return revision_of(c.spec, c.builder_image, c.serving_image)
-
-
-def ok(step: str, **result) -> StepResult:
-    return StepResult(step=step, ok=True, result=result)
-
-
-def built_and_packaged(r: str) -> dict[str, JobObs]:
-    """Observed Jobs of revision ``r`` up to a packaged repository."""
-    build, package = names.job_name("m", r, "build"), names.job_name("m", r, "package")
-    return {build: JobObs(build, r, "succeeded", result=ok("build", engineUri="s3://e/k")),
-            package: JobObs(package, r, "succeeded", result=ok("package", repositoryUri="s3://e/repo"))}
-
-
-def kinds(p) -> list[tuple[str, str]]:
-    return [(m["kind"], m["metadata"]["name"]) for m in p.apply]
-
-
-def cond(status: MedusaModelStatus, type_: str):
-    return next(c for c in status.conditions if c.type == type_)
-
-
-def container(manifest: dict) -> dict:
-    return manifest["spec"]["template"]["spec"]["containers"][0]
+from plan_helpers import (NOW, built_and_packaged, cond, container, ctx, kinds, ok, rev, served,
+                          validated)
 
 
 def test_new_model_looks_its_engine_up_without_a_gpu_then_builds_on_a_miss() -> None:
@@ -124,7 +78,8 @@ def test_finished_build_leads_to_packaging_with_the_engine_uri() -> None:
 def test_an_engine_built_before_needs_no_build_job() -> None:
     c = ctx()
     key = engine_cache_key(c.spec, c.builder_image)
-    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, known_engines={key: "s3://engines/engines/" + key}))
+    known = {known_engine_key(c, key): EngineStatus(cache_key=key, uri="s3://engines/engines/" + key)}
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, known_engines=known))
     assert [k for k, _ in kinds(p)] == ["Job"] and kinds(p)[0][1].endswith("-package")
     assert p.status.engine.reused is True and cond(p.status, "EngineBuilt").reason == "CacheHit"
 
@@ -221,19 +176,12 @@ def test_engine_change_makes_a_new_revision_while_the_current_one_serves() -> No
     assert stable["spec"]["selector"][names.LABEL_REVISION] == r
 
 
-def test_validation_verdict_promotes_and_retires_the_previous_revision() -> None:
+def test_validation_verdict_promotes_and_retires_the_previous_revision_after_its_drain() -> None:
     old, c = "0ld0ld0ld0", ctx()
     r = rev(c)
     status = _serving_status(old)
     status.revisions.candidate = r
-    jobs = {
-        names.job_name("m", r, "build"): JobObs(names.job_name("m", r, "build"), r, "succeeded",
-                                                result=ok("build", engineUri="s3://e/k")),
-        names.job_name("m", r, "package"): JobObs(names.job_name("m", r, "package"), r, "succeeded",
-                                                  result=ok("package", repositoryUri="s3://e/repo")),
-        names.job_name("m", r, "validate"): JobObs(names.job_name("m", r, "validate"), r, "succeeded",
-                                                   result=ok("validate", passed=True, speedup=2.1)),
-    }
+    jobs = validated(r, speedup=2.1)
     deps = {names.deployment_name("m", x): DeploymentObs(names.deployment_name("m", x), x, "medusa", 1)
             for x in (old, r)}
     p = plan(c, 3, status, Observed(now=NOW, jobs=jobs, deployments=deps))
@@ -241,8 +189,12 @@ def test_validation_verdict_promotes_and_retires_the_previous_revision() -> None
     assert p.status.validation.speedup == 2.1 and p.status.phase == "Serving"
     stable = next(m for m in p.apply if m["metadata"]["name"] == "m" and m["kind"] == "Service")
     assert stable["spec"]["selector"][names.LABEL_REVISION] == r
-    assert ("Deployment", names.deployment_name("m", old)) in [(d.kind, d.name) for d in p.delete]
+    assert p.delete == [] and p.status.revisions.retiring == old, "requests in flight drain first"
     assert ("Deployment", names.deployment_name("m", old)) not in kinds(p)
+
+    drained = plan(c, 3, p.status, Observed(now=NOW + timedelta(seconds=30), deployments=deps))
+    assert ("Deployment", names.deployment_name("m", old)) in [(d.kind, d.name) for d in drained.delete]
+    assert drained.status.revisions.retiring is None and drained.status.phase == "Serving"
 
 
 def test_candidate_waiting_too_long_for_gpus_gets_a_condition() -> None:
@@ -272,15 +224,25 @@ def _pod(message: str | None, exit_code: int = 0, job: str = "j") -> dict:
     ('["not", "an", "object"]', "not a JSON object"),
 ])
 def test_malformed_termination_messages_become_readable_problems(message, expected) -> None:
-    result, problem = pod_result(_pod(message, exit_code=1))
-    assert result is None and expected in problem and "exit code 1" in problem
+    seen = pod_result(_pod(message, exit_code=1))
+    assert seen.result is None and expected in seen.problem and "exit code 1" in seen.problem
 
 
-def test_a_completed_job_without_a_result_is_a_failure_not_a_crash() -> None:
-    job = {"metadata": {"name": "j", "labels": {names.LABEL_REVISION: "r"}},
-           "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+def test_a_completed_job_without_a_result_is_an_infrastructure_failure_to_retry() -> None:
+    """Issue 21, bullet: exit 0 without a result is retried, not a permanent failure."""
+    job = {"metadata": {"name": "j", "labels": {names.LABEL_REVISION: "r", names.LABEL_STEP: "package"}},
+           "status": {"conditions": [{"type": "Complete", "status": "True",
+                                      "lastTransitionTime": "2026-11-27T12:00:00Z"}]}}
     seen = observe_job(job, [_pod("")])
-    assert seen.state == "failed" and "no usable result" in seen.problem
+    assert seen.state == "failed" and seen.result.error_kind == "infrastructure"
+    assert "left no usable result: the step left no result (empty termination message)" in seen.result.error_message
+    c = ctx()
+    r = rev(c)
+    name = names.job_name("m", r, "build")
+    observed = Observed(now=NOW, jobs={name: JobObs(name, r, "failed", result=seen.result, finished_at=NOW)})
+    p = plan(c, 1, MedusaModelStatus(), observed)
+    assert p.status.revisions.failed is None
+    assert cond(p.status, "EngineBuilt").reason == "RetryingAfterInfrastructureError"
 
 
 def test_a_user_error_settles_the_job_before_its_retries() -> None:
@@ -331,8 +293,7 @@ def _waiting_candidate(c: RenderContext, serving: str) -> tuple[MedusaModelStatu
     waiting = Unschedulable(since=NOW - timedelta(seconds=90), message="0/3 nodes: Insufficient nvidia.com/gpu")
     deps = {names.deployment_name("m", r): DeploymentObs(names.deployment_name("m", r), r, "medusa", 0,
                                                          unschedulable=waiting),
-            names.deployment_name("m", serving): DeploymentObs(names.deployment_name("m", serving), serving,
-                                                               "medusa", 2)}
+            names.deployment_name("m", serving): served(serving, 2)}
     return status, Observed(now=NOW, jobs=jobs, deployments=deps,
                             autoscalers={"HorizontalPodAutoscaler": "m"})
 

@@ -16,12 +16,13 @@ import yaml
 from medusa_operator.api.v1alpha1 import MedusaModelSpec
 from medusa_operator.config import OperatorConfig
 from medusa_operator.render import autoscaling, jobs, serving
-from medusa_operator.render.context import ModelRef, RenderContext
+from medusa_operator.render.context import ModelRef, RenderContext, repository_uri
 from medusa_operator.revision import base_engine_cache_key, engine_cache_key, revision_of
 
 GOLDEN = Path(__file__).parent / "golden"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-CONFIG = OperatorConfig(builder_image="registry.example/medusa-builder:1.0", serving_image="registry.example/triton:1.0")
+CONFIG = OperatorConfig(builder_image="registry.example/medusa-builder:1.0", serving_image="registry.example/triton:1.0",
+                        reference_image="registry.example/medusa-reference:1.0")
 
 
 def _context(example: str) -> RenderContext:
@@ -34,7 +35,7 @@ def _context(example: str) -> RenderContext:
 def _render_all(ctx: RenderContext) -> list[dict[str, Any]]:
     rev = revision_of(ctx.spec, ctx.builder_image, ctx.serving_image)
     key = engine_cache_key(ctx.spec, ctx.builder_image)
-    repo = f"{ctx.spec.artifacts.uri.rstrip('/')}/repositories/{rev}/medusa"
+    repo = repository_uri(ctx, rev, "medusa")
     out = [
         jobs.build_job(ctx, rev, key),
         jobs.base_build_job(ctx, rev, base_engine_cache_key(ctx.spec, ctx.builder_image)),

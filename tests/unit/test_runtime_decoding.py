@@ -10,7 +10,7 @@ from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers, r
 from medusa_builder.runtime.heads import MedusaHeads
 from medusa_builder.runtime.model import LlamaModel
 from medusa_builder.tree import PRESETS
-from tiny_llama import HIDDEN, VOCAB, random_heads, tiny_model
+from tiny_llama import HIDDEN, VOCAB, assert_equal_but_for_cpu_rounding, random_heads, tiny_model
 
 @pytest.fixture(scope="module")
 def model() -> LlamaModel:
@@ -108,10 +108,8 @@ def test_kv_cache_is_compacted_to_the_accepted_path(model):
     assert out_base.tokens == out_medusa.tokens
     (session_base,), (session_medusa,) = base._sessions.values(), medusa._sessions.values()
     fed = len(prompt) + len(out_base.tokens) - 1  # every emitted token but the last was fed back
-    torch.testing.assert_close(session_medusa.cache.k[..., :fed, :], session_base.cache.k[..., :fed, :],
-                               rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(session_medusa.cache.v[..., :fed, :], session_base.cache.v[..., :fed, :],
-                               rtol=1e-4, atol=1e-5)
+    assert_equal_but_for_cpu_rounding(session_medusa.cache.k[..., :fed, :], session_base.cache.k[..., :fed, :])
+    assert_equal_but_for_cpu_rounding(session_medusa.cache.v[..., :fed, :], session_base.cache.v[..., :fed, :])
 
 
 def test_padded_prefill_changes_nothing(model):
@@ -128,8 +126,7 @@ def test_padded_prefill_changes_nothing(model):
         assert medusa_padded.generate(prompt, 20).tokens == want
         (plain_session,), (padded_session,) = plain._sessions.values(), padded._sessions.values()
         fed = length + 19
-        torch.testing.assert_close(padded_session.cache.k[..., :fed, :], plain_session.cache.k[..., :fed, :],
-                                   rtol=1e-5, atol=1e-6)
+        assert_equal_but_for_cpu_rounding(padded_session.cache.k[..., :fed, :], plain_session.cache.k[..., :fed, :])
 
 
 def test_prepare_sets_up_the_session_a_request_uses(model):
@@ -226,20 +223,42 @@ def test_sampled_generation_is_seeded_and_drops_unfinished_text(model):
     assert sample(0, keep_unfinished=False) == [None] * len(prompts)
 
 
-def test_batched_hidden_states_equal_one_sequence_at_a_time(model):
+def batched_and_single_hidden_states(model):
+    """``hidden_and_targets`` with four sequences of different lengths in one right-padded batch
+    and one sequence at a time: (hidden, targets) each."""
     from medusa_builder.runtime.train import Sequences, hidden_and_targets
 
     seqs = Sequences(ids=[[1, 2, 3, 4, 5, 6, 7], [9, 8, 7, 6], [5, 5], [4, 3, 2, 1, 0, 1, 2, 3, 4]],
                      prompt_lengths=[2, 1, 1, 3])
-    single_hidden, single_targets = hidden_and_targets(model, seqs, num_heads=3, batch=1)
-    batched_hidden, batched_targets = hidden_and_targets(model, seqs, num_heads=3, batch=4)
-    # Rows come out grouped by sequence length, so compare them as sets of (target, hidden) rows.
-    def rows(hidden, targets):
-        return sorted((tuple(t.tolist()), tuple(round(v, 4) for v in h.tolist())) for h, t in zip(hidden, targets))
+    return (hidden_and_targets(model, seqs, num_heads=3, batch=4),
+            hidden_and_targets(model, seqs, num_heads=3, batch=1))
 
-    # Answer positions of sequences 1, 2 and 4; the third has a one-token answer and is skipped.
-    assert single_hidden.shape == (5 + 3 + 6, HIDDEN)
-    assert rows(single_hidden, single_targets) == rows(batched_hidden, batched_targets)
+
+def test_batched_hidden_states_equal_one_sequence_at_a_time(model):
+    """The padding never reaches a real position. The torch operations promise no bit identity
+    across batch shapes (training needs none), so the float32 rows agree to CPU rounding."""
+    (batched, batched_targets), (single, single_targets) = batched_and_single_hidden_states(model)
+    # Answer positions of sequences 1, 2 and 4 (the third has a one-token answer and is skipped),
+    # in the same order either way: by sequence length.
+    assert single.shape == (5 + 3 + 6, HIDDEN)
+    assert torch.equal(batched_targets, single_targets)
+    assert_equal_but_for_cpu_rounding(batched, single)
+
+
+def test_batched_hidden_state_check_fails_on_a_wrong_mask(model, monkeypatch):
+    """Issue 19: the rounding tolerance still catches a real error. Planted: the attention mask
+    also shows every position its row's last key, which in a shorter, padded sequence is padding."""
+    forward = model.forward
+
+    def last_key_visible(tokens, positions, mask, *args, **kwargs):
+        return forward(tokens, positions, mask | (torch.arange(mask.shape[-1]) == mask.shape[-1] - 1), *args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", last_key_visible)
+    (batched, _), (single, _) = batched_and_single_hidden_states(model)
+    longest = slice(-6, None)  # the longest sequence, unpadded in the batch, still agrees
+    assert_equal_but_for_cpu_rounding(batched[longest], single[longest])
+    with pytest.raises(AssertionError, match="not close"):
+        assert_equal_but_for_cpu_rounding(batched, single)
 
 
 def test_answer_styles_multiply_the_prompt_set():

@@ -7,7 +7,9 @@ base + heads + tree bundle that the PyTorch reference runtime serves. The entry 
 ``{artifacts}/engines/{cacheKey}/`` with ``manifest.json`` written last. ``--base-only`` builds
 the base model alone (the baseline the operator measures a candidate against).
 ``--lookup-only`` stops after the cache lookup: the operator runs it as a CPU-only Job first, so
-an engine already in the store never waits for a GPU.
+an engine already in the store never waits for a GPU. On a miss, a TensorRT-LLM build first
+checks the image's TensorRT-LLM (``engine.check_trtllm_toolchain``): a version that cannot build
+Medusa engines, or a missing ``trtllm-build``, is refused (exit 2) before anything else happens.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .. import checkpoint, engine, storage
 from ..cli import add_result_argument
 from ..errors import UserError
 from .build_engine import (add_engine_arguments, build_and_publish, cached_result, check_cache_key,
-                           resolve_build_tree, spec_from_args, tree_spec)
+                           resolve_build_tree, spec_from_args, tree_spec, trtllm_toolchain)
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,8 @@ def register(subparsers) -> None:
 def check_sources(args: argparse.Namespace) -> None:
     if args.base_only:
         given = [flag for flag, value in (("--heads-uri", args.heads_uri), ("--num-heads", args.num_heads),
-                                          ("--tree-preset", args.tree_preset), ("--tree-choices", args.tree_choices))
+                                          ("--num-layers", args.num_layers), ("--tree-preset", args.tree_preset),
+                                          ("--tree-choices", args.tree_choices))
                  if value is not None]
         if given:
             raise UserError(f"--base-only builds the base model alone; drop {', '.join(given)}")
@@ -72,6 +75,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cached = cached_result(args, key)
     if cached is not None:
         return cached
+    # A miss means a build: refuse a builder image that cannot build it now, in the CPU-only
+    # lookup Job, before a GPU is held or a byte is downloaded.
+    trtllm_toolchain(args, spec)
     if args.lookup_only:
         log.info("cache miss: %s is not in %s", key, args.artifacts_uri)
         return {"cacheKey": key, "cacheHit": False}
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     heads_dir = work / "sources" / "heads"
     heads = storage.download(args.heads_uri, heads_dir, revision=args.heads_revision)
     sources["heads"] = {"uri": args.heads_uri, "revision": heads["revision"], "bytes": heads["bytes"]}
-    report = checkpoint.inspect(base_dir, heads_dir, expected_heads=args.num_heads)
+    report = checkpoint.inspect(base_dir, heads_dir, expected_heads=args.num_heads, expected_layers=args.num_layers)
     tree, extra = resolve_build_tree(args, base_dir, heads_dir, report, spec.backend)
     return build_and_publish(args, spec, key=key, base_dir=base_dir, heads_dir=heads_dir, report=report,
                              tree=tree, extra=extra, sources=sources)

@@ -31,6 +31,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"named tree ({', '.join(sorted(PRESETS))}) or 'auto' (calibrated from the heads)")
     tree.add_argument("--tree-choices", metavar="JSON", help="explicit tree, e.g. '[[0], [0, 0], [1]]'")
     parser.add_argument("--num-heads", type=int, metavar="N", help="expected head count (fails when different)")
+    parser.add_argument("--num-layers", type=int, metavar="N",
+                        help="expected residual layers per head (fails when different)")
     parser.add_argument("--dtype", choices=engine.DTYPES, default="float16")
     parser.add_argument("--quantization", choices=engine.QUANTIZATIONS, default="none",
                         help="fp8 quantises the base weights; the heads stay in --dtype")
@@ -68,6 +70,14 @@ def tree_spec(args: argparse.Namespace) -> Any:
     if args.tree_choices is not None:
         return {"choices": normalise_tree(parse_choices(args.tree_choices), args.num_heads)}
     return {"preset": args.tree_preset or "default"}
+
+
+def trtllm_toolchain(args: argparse.Namespace, spec: engine.EngineSpec) -> str | None:
+    """The TensorRT-LLM version a real tensorrt-llm build will use, checked before anything is
+    downloaded or built; None for the reference backend and for --dry-run (which runs nothing)."""
+    if spec.backend != "tensorrt-llm" or args.dry_run:
+        return None
+    return engine.check_trtllm_toolchain()
 
 
 def check_cache_key(key: str) -> str:
@@ -125,7 +135,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     storage.apply_storage_arguments(args)
     spec = spec_from_args(args)
-    report = checkpoint.inspect(args.base_dir, args.heads_dir, expected_heads=args.num_heads)
+    report = checkpoint.inspect(args.base_dir, args.heads_dir, expected_heads=args.num_heads,
+                                expected_layers=args.num_layers)
     tree, calibration = resolve_build_tree(args, args.base_dir, args.heads_dir, report)
     key = check_cache_key(args.cache_key or engine.compute_cache_key(engine.cache_inputs(
         spec, base_uri=str(Path(args.base_dir).resolve()), base_revision=storage.folder_fingerprint(args.base_dir),
@@ -157,6 +168,7 @@ def build_and_publish(args: argparse.Namespace, spec: engine.EngineSpec, *, key:
         return cached
     num_heads, num_layers = report["numHeads"], report["numLayers"]
     work = Path(args.work_dir)
+    trtllm_version = trtllm_toolchain(args, spec)
     if spec.backend == "tensorrt-llm":
         entry, commands, seconds = engine.build_trtllm_entry(
             base_dir=base_dir, heads_dir=heads_dir, work_dir=work, spec=spec, tree=tree, num_heads=num_heads,
@@ -176,7 +188,8 @@ def build_and_publish(args: argparse.Namespace, spec: engine.EngineSpec, *, key:
                 "commands": [c.shell() for c in commands], **extra}
     manifest = engine.make_manifest(cache_key=key, spec=spec, entry_dir=entry, num_heads=num_heads,
                                     num_layers=num_layers, tree=tree, sources=sources, commands=commands,
-                                    build_seconds=seconds, extra={"inspection": _short_report(report), **extra})
+                                    build_seconds=seconds, extra={"inspection": _short_report(report), **extra},
+                                    trtllm_version=trtllm_version)
     uri = engine.publish(entry, args.artifacts_uri, key, manifest)
     log.info("stored %s (%d bytes) in %.1f s", uri, manifest["totalBytes"], seconds)
     return {**engine.result_from_manifest(manifest, uri, cache_hit=False), **extra}

@@ -52,6 +52,7 @@ class TrtllmRepositoryOptions:
     instance_count: int = 1
     max_queue_delay_us: int = 1000
     add_special_tokens: bool = True
+    trtllm_version: str = engine.TRTLLM_VERSION  # the TensorRT-LLM that built the engine (its manifest says)
 
     def validate(self) -> None:
         if self.max_batch_size < 1:
@@ -96,7 +97,7 @@ def render_trtllm_configs(options: TrtllmRepositoryOptions) -> dict[str, str]:
             decoupled=options.decoupled, max_queue_delay_us=options.max_queue_delay_us,
             kv_cache_free_gpu_mem_fraction=options.kv_cache_free_gpu_mem_fraction,
             enable_kv_cache_reuse=options.enable_kv_cache_reuse, medusa_choices=to_brace_form(options.tree),
-            trtllm_version=engine.TRTLLM_VERSION, **common),
+            trtllm_version=options.trtllm_version, **common),
     }
 
 
@@ -199,7 +200,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tree=tuple(tuple(p) for p in tree), mount_path=args.mount_path,
             kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
             enable_kv_cache_reuse=args.enable_kv_cache_reuse, decoupled=args.decoupled,
-            instance_count=args.instance_count)
+            instance_count=args.instance_count,
+            trtllm_version=(manifest.get("versions") or {}).get("tensorrtLlm") or engine.TRTLLM_VERSION)
         models = write_trtllm_repository(out, entry, options)
     else:
         models = write_reference(out, entry, tree=None if base_only else tree, max_batch_size=max_batch_size,

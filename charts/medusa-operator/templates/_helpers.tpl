@@ -82,6 +82,18 @@ default images and log format.
 {{- with .Values.operator.servingImage }}
 - --serving-image={{ . }}
 {{- end }}
+{{- with .Values.operator.referenceImage }}
+- --reference-image={{ . }}
+{{- end }}
+{{- with .Values.operator.jobs.nodeSelector }}
+- --job-node-selector={{ toJson . }}
+{{- end }}
+{{- with .Values.operator.jobs.tolerations }}
+- --job-tolerations={{ toJson . }}
+{{- end }}
+{{- range .Values.imagePolicy.allowedImages }}
+- --allowed-image={{ . }}
+{{- end }}
 - --log-format={{ .Values.operator.logFormat }}
 {{- range .Values.operator.extraArgs }}
 - {{ . | quote }}

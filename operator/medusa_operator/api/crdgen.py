@@ -8,7 +8,7 @@ and the Helm chart's files/ (the chart installs and upgrades it from there).
 
 pydantic's JSON Schema is turned into a Kubernetes structural schema: references are inlined,
 ``Optional`` unions collapse to their non-null member, titles and defaults are dropped (see
-v1alpha1's note on defaults), and integer-or-string quantities keep only their marker.
+v1alpha1's note on defaults), and integer-or-string quantities keep only their marker and length bound.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             merged["x-kubernetes-validations"] = target["x-kubernetes-validations"] + schema["x-kubernetes-validations"]
         return structural(merged, defs)
     if schema.get("x-kubernetes-int-or-string"):
-        return {k: v for k, v in schema.items() if k in ("x-kubernetes-int-or-string", "description")}
+        return {k: v for k, v in schema.items() if k in ("x-kubernetes-int-or-string", "description", "maxLength")}
     if "anyOf" in schema:
         members = [m for m in schema["anyOf"] if m.get("type") != "null"]
         if len(members) != 1:

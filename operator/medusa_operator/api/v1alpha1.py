@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
+from medusa_builder.toolchain import MEDUSA_CHOICE_INDEX_LIMIT
+
 GROUP = "inference.medusa.dev"
 VERSION = "v1alpha1"
 KIND = "MedusaModel"
@@ -26,13 +28,26 @@ SHORT_NAMES = ["mm"]
 MAX_TREE_NODES = 256
 MAX_TREE_DEPTH = 16
 
-SOURCE_URI_SCHEMES = ("hf", "s3", "gs", "pvc")
-ARTIFACT_URI_SCHEMES = ("s3", "gs", "pvc")
+# Kubernetes names, in the regular-expression syntax CEL's matches() takes.
+PVC_CLAIM_PATTERN = "[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"  # a DNS subdomain
+LABEL_VALUE_PATTERN = "^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"  # at most 63 characters
+LABEL_KEY_PATTERN = ("^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")  # [DNS-subdomain/]name
+MAX_LABEL_KEY_LENGTH = 253 + 1 + 63
+MAX_NODE_SELECTOR_LABELS = 32
+MAX_RESOURCE_NAMES = 16
+MAX_QUANTITY_LENGTH = 64
 
 Quantity = Annotated[
     int | str,
-    WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
+                    "maxLength": MAX_QUANTITY_LENGTH}),
 ]
+
+SOURCE_URI_SCHEMES = ("hf", "s3", "gs", "pvc")
+ARTIFACT_URI_SCHEMES = ("s3", "gs", "pvc")
+
+
 
 
 def cel(rule: str, message: str | None = None, *, message_expression: str | None = None,
@@ -48,15 +63,20 @@ def cel(rule: str, message: str | None = None, *, message_expression: str | None
     return out
 
 
-def uri_rule(schemes: tuple[str, ...], example: str) -> dict[str, str]:
+def uri_rules(schemes: tuple[str, ...], example: str) -> list[dict[str, str]]:
+    """A location's scheme, and paths that stay where they point (no '..' segments; a pvc://
+    location names a claim)."""
     listed = ", ".join(f"{s}://" for s in schemes)
     pattern = "^(" + "|".join(schemes) + ")://[^/]+"
-    return cel(
-        f"self.matches('{pattern}')",
-        message_expression=(
-            f"'unsupported URI \"' + self + '\": use one of the schemes {listed} (for example {example})'"
-        ),
-    )
+    return [
+        cel(f"self.matches('{pattern}')", message_expression=(
+            f"'unsupported URI \"' + self + '\": use one of the schemes {listed} (for example {example})'")),
+        cel("!self.matches('(^|/)[.][.](/|$)')", message_expression=(
+            "'URI \"' + self + '\" contains a \\'..\\' segment: give the location without it'")),
+        cel(f"!self.startsWith('pvc://') || self.matches('^pvc://{PVC_CLAIM_PATTERN}(/|$)')", message_expression=(
+            "'URI \"' + self + '\" does not start with a PersistentVolumeClaim name after pvc://: lowercase "
+            "letters, digits, \\'-\\' and \\'.\\', at most 253 characters'")),
+    ]
 
 
 class ApiModel(BaseModel):
@@ -74,8 +94,7 @@ class BaseModelSource(ApiModel):
             "gs://BUCKET/PREFIX or pvc://CLAIM/PATH."
         ),
         min_length=1, max_length=2048,
-        json_schema_extra={"x-kubernetes-validations": [
-            uri_rule(SOURCE_URI_SCHEMES, "hf://meta-llama/Meta-Llama-3-8B-Instruct")]},
+        json_schema_extra={"x-kubernetes-validations": uri_rules(SOURCE_URI_SCHEMES, "hf://meta-llama/Meta-Llama-3-8B-Instruct")},
     )]
     revision: str | None = Field(
         default=None, max_length=256,
@@ -123,6 +142,10 @@ class TreeSpec(ApiModel):
                 "every tree path needs at least one index: remove empty paths such as []"),
             cel("self.all(p, p.all(i, i >= 0))",
                 "tree indices are top-k ranks and must be 0 or greater: remove negative indices"),
+            cel(f"self.all(p, p.all(i, i < {MEDUSA_CHOICE_INDEX_LIMIT}))",
+                f"tree indices must be below {MEDUSA_CHOICE_INDEX_LIMIT}: TensorRT-LLM packs each index of a path "
+                f"into 4 bits, so use top-k ranks 0 to {MEDUSA_CHOICE_INDEX_LIMIT - 1} (the limit holds for every "
+                "backend, so a tree can move between them)"),
         ]},
     )]
 
@@ -143,7 +166,7 @@ class MedusaHeadsSource(ApiModel):
             ".pt): hf://, s3://, gs:// or pvc://."
         ),
         min_length=1, max_length=2048,
-        json_schema_extra={"x-kubernetes-validations": [uri_rule(SOURCE_URI_SCHEMES, "s3://heads/llama3-8b-medusa/")]},
+        json_schema_extra={"x-kubernetes-validations": uri_rules(SOURCE_URI_SCHEMES, "s3://heads/llama3-8b-medusa/")},
     )]
     revision: str | None = Field(default=None, max_length=256, description="Pinned revision of the head checkpoint.")
     credentials_secret_ref: SecretRef | None = Field(
@@ -166,12 +189,31 @@ class GpuSpec(ApiModel):
         description="GPUs per serving pod and per build Job; 0 runs the reference backend on CPUs only.",
     )
     product: str | None = Field(
-        default=None, max_length=128,
+        default=None, max_length=63,
+        json_schema_extra={"x-kubernetes-validations": [cel(
+            f"self.matches('{LABEL_VALUE_PATTERN}')",
+            "engine.gpu.product is a node label value (of nvidia.com/gpu.product): at most 63 letters, digits, "
+            "'-', '_' and '.', beginning and ending with a letter or digit, e.g. NVIDIA-H100-80GB-HBM3")]},
         description=(
             "GPU product (the node label nvidia.com/gpu.product), e.g. NVIDIA-H100-80GB-HBM3. Engines "
             "are tied to a GPU product: pods are scheduled only onto nodes with this label."
         ),
     )
+
+
+def tensor_parallel_rules() -> list[dict[str, str]]:
+    """A TensorRT-LLM serving pod runs one rank per GPU (docs/builder.md, tensor parallel serving),
+    so its GPU count is the tensor-parallel size; the reference runtime runs on one device."""
+    gpu_count = "((has(self.gpu) && has(self.gpu.count)) ? self.gpu.count : 1)"
+    tp_size = "(has(self.tensorParallelSize) ? self.tensorParallelSize : 1)"
+    return [
+        cel(f"(has(self.backend) && self.backend == 'reference') || {gpu_count} == 0 || {gpu_count} == {tp_size}",
+            "engine.gpu.count must equal engine.tensorParallelSize for backend tensorrt-llm: the serving pod runs "
+            "one tensor-parallel rank per GPU, so set gpu.count to the tensor-parallel size (both default to 1)"),
+        cel("!has(self.tensorParallelSize) || self.tensorParallelSize == 1 || !has(self.backend) || "
+            "self.backend == 'tensorrt-llm'",
+            "tensorParallelSize above 1 needs backend tensorrt-llm; the reference runtime runs on one device"),
+    ]
 
 
 class EngineSpec(ApiModel):
@@ -186,6 +228,7 @@ class EngineSpec(ApiModel):
             cel("!has(self.quantization) || self.quantization == 'none' || !has(self.backend) || "
                 "self.backend == 'tensorrt-llm'",
                 "quantization fp8 needs backend tensorrt-llm; the reference backend serves float16/bfloat16 only"),
+            *tensor_parallel_rules(),
         ]},
     )
     backend: Literal["tensorrt-llm", "reference"] = Field(
@@ -199,7 +242,13 @@ class EngineSpec(ApiModel):
     quantization: Literal["none", "fp8"] = Field(
         default="none", description="fp8 quantises the base model's weights (Hopper or newer); heads stay in dtype.",
     )
-    tensor_parallel_size: Literal[1, 2, 4, 8] = Field(default=1, description="Tensor-parallel ranks: 1, 2, 4 or 8.")
+    tensor_parallel_size: Literal[1, 2, 4, 8] = Field(
+        default=1,
+        description=(
+            "Tensor-parallel ranks: 1, 2, 4 or 8 (backend tensorrt-llm only). gpu.count must equal it: the serving "
+            "pod runs one rank per GPU, rank 0 serving requests (the backend's leader mode)."
+        ),
+    )
     max_batch_size: int = Field(default=8, ge=1, le=1024, description="Largest batch the engine serves.")
     max_input_len: int = Field(default=4096, ge=16, le=1_048_576, description="Longest prompt in tokens.")
     max_output_len: int = Field(default=1024, ge=1, le=1_048_576, description="Most tokens generated per request.")
@@ -217,7 +266,7 @@ class ArtifactsSpec(ApiModel):
     uri: Annotated[str, Field(
         description="Where engines and model repositories are kept (the engine cache): s3://, gs:// or pvc://.",
         min_length=1, max_length=2048,
-        json_schema_extra={"x-kubernetes-validations": [uri_rule(ARTIFACT_URI_SCHEMES, "s3://engines/")]},
+        json_schema_extra={"x-kubernetes-validations": uri_rules(ARTIFACT_URI_SCHEMES, "s3://engines/")},
     )]
     credentials_secret_ref: SecretRef | None = Field(
         default=None, description="Secret with credentials for the artifact store (AWS_* or GOOGLE_HMAC_* keys).",
@@ -227,7 +276,7 @@ class ArtifactsSpec(ApiModel):
 class AccuracySpec(ApiModel):
     dataset_uri: Annotated[str, Field(
         max_length=2048,
-        json_schema_extra={"x-kubernetes-validations": [uri_rule(SOURCE_URI_SCHEMES, "s3://evals/mmlu/")]},
+        json_schema_extra={"x-kubernetes-validations": uri_rules(SOURCE_URI_SCHEMES, "s3://evals/mmlu/")},
         description=(
             "Multiple-choice questions in the MMLU layout (dev/ and test/ CSVs per subject) or the Hugging "
             "Face parquet layout. Without it, accuracy is not gated."
@@ -256,7 +305,7 @@ class ThroughputSpec(ApiModel):
     max_tokens: int = Field(default=256, ge=1, le=65536, description="Tokens generated per throughput request.")
     prompts_uri: Annotated[str, Field(
         max_length=2048, description="Prompts grouped by topic; defaults to the builder's own set.",
-        json_schema_extra={"x-kubernetes-validations": [uri_rule(SOURCE_URI_SCHEMES, "s3://evals/prompts/")]},
+        json_schema_extra={"x-kubernetes-validations": uri_rules(SOURCE_URI_SCHEMES, "s3://evals/prompts/")},
     )] | None = None
 
 
@@ -291,19 +340,37 @@ class AutoscalingSpec(ApiModel):
     provider: Literal["hpa", "keda"] = Field(
         default="hpa", description="hpa: HorizontalPodAutoscaler on a custom metric; keda: a KEDA ScaledObject.",
     )
+    scale_down_stabilization_seconds: int = Field(
+        default=300, ge=0, le=3600,
+        description="How long the load must stay low before a replica is removed (one at a time). Long enough "
+                    "that a pod which took minutes to load its engine is not thrown away in a short lull.",
+    )
 
 
 class Toleration(ApiModel):
-    key: str | None = Field(default=None, description="Taint key the toleration applies to.")
+    key: str | None = Field(default=None, max_length=MAX_LABEL_KEY_LENGTH, description="Taint key the toleration applies to.")
     operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal.")
-    value: str | None = Field(default=None, description="Taint value to match with Equal.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value to match with Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default=None, description="Taint effect.")
     toleration_seconds: int | None = Field(default=None, description="How long a NoExecute taint is tolerated.")
 
 
+def resource_list_rules(field: str) -> list[dict[str, str]]:
+    return [
+        cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY_LENGTH} && k.matches('{LABEL_KEY_PATTERN}'))",
+            f"serving.resources.{field}: each key is a resource name such as cpu, memory or nvidia.com/gpu"),
+        cel(f"self.all(k, isQuantity(string(self[k])))",
+            f"serving.resources.{field}: each value is a quantity such as 500m, 2, 16Gi or 1.5"),
+    ]
+
+
 class ResourceRequirements(ApiModel):
-    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits of the Triton container.")
-    requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests of the Triton container.")
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=MAX_RESOURCE_NAMES, description="Resource limits of the Triton container.",
+        json_schema_extra={"x-kubernetes-validations": resource_list_rules("limits")})
+    requests: dict[str, Quantity] | None = Field(
+        default=None, max_length=MAX_RESOURCE_NAMES, description="Resource requests of the Triton container.",
+        json_schema_extra={"x-kubernetes-validations": resource_list_rules("requests")})
 
 
 class ServingSpec(ApiModel):
@@ -316,7 +383,16 @@ class ServingSpec(ApiModel):
         default_factory=ResourceRequirements,
         description="Extra requests and limits; GPUs come from engine.gpu.count. Changing them needs no rebuild.",
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node labels for serving pods.")
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict, max_length=MAX_NODE_SELECTOR_LABELS, description="Extra node labels for serving pods.",
+        json_schema_extra={"x-kubernetes-validations": [
+            cel(f"self.all(k, size(k) <= {MAX_LABEL_KEY_LENGTH} && k.matches('{LABEL_KEY_PATTERN}'))",
+                "serving.nodeSelector: each key is a label key: an optional DNS prefix and '/', then at most 63 "
+                "letters, digits, '-', '_' and '.', e.g. cloud.google.com/gke-accelerator"),
+            cel(f"self.all(k, self[k].matches('{LABEL_VALUE_PATTERN}'))",
+                "serving.nodeSelector: each value is a label value: at most 63 letters, digits, '-', '_' and '.', "
+                "beginning and ending with a letter or digit"),
+        ]})
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Tolerations of serving pods.")
 
 
@@ -327,6 +403,24 @@ class RolloutSpec(ApiModel):
     unschedulable_timeout_seconds: int = Field(
         default=600, ge=30, le=86400,
         description="How long a candidate may wait for GPUs before the CandidateUnschedulable condition is set.",
+    )
+    deploy_timeout_seconds: int = Field(
+        default=2400, ge=60, le=86400,
+        description=(
+            "How long the candidate's pods (and the baseline's) may take to become Ready, and a validated "
+            "candidate to reach the serving replica count. Past it the candidate fails: its objects are "
+            "deleted and a serving revision scaled down for it (makeRoom, rolling hand-over) is scaled back. "
+            "The default leaves Triton's startup probe its 30 minutes to load an engine and 10 more to pull "
+            "the image."
+        ),
+    )
+    drain_seconds: int = Field(
+        default=30, ge=0, le=3600,
+        description=(
+            "After a promotion, how long the previous revision keeps its pods (no longer behind the stable "
+            "Service) so that requests in flight finish, before it is deleted (or scaled to zero with "
+            "keepPreviousRevision)."
+        ),
     )
     make_room: bool = Field(
         default=False,
@@ -387,7 +481,12 @@ class RevisionsStatus(ApiModel):
     candidate: str | None = Field(default=None, description="The revision being built or validated.")
     previous: str | None = Field(default=None, description="The revision served before the current one.")
     failed: str | None = Field(
-        default=None, description="The latest revision that failed; it is not retried until the spec changes.",
+        default=None, description="The latest revision that failed; it is not retried until the spec changes or "
+                                  "the annotation medusa.dev/retry gets a new value.",
+    )
+    retry_token: str | None = Field(
+        default=None, description="The value of the medusa.dev/retry annotation when the revision last failed or "
+                                  "was retried; another value retries it.",
     )
     current_repository_uri: str | None = Field(default=None, description="Model repository of the current revision.")
     current_image: str | None = Field(default=None, description="Triton image of the current revision.")
@@ -399,6 +498,27 @@ class RevisionsStatus(ApiModel):
     serving_scaled_down: bool | None = Field(
         default=None, description="The serving revision is scaled to zero to make room for the candidate "
                                   "(rollout.makeRoom).",
+    )
+    deploying_since: str | None = Field(
+        default=None, description="When the candidate's Deployments were first applied (RFC 3339).",
+    )
+    promotion_replicas: int | None = Field(
+        default=None, description="Ready replicas the validated candidate must reach before it takes the stable "
+                                  "Service: the serving revision's count when the promotion began.",
+    )
+    promotion_since: str | None = Field(default=None, description="When the promotion began (RFC 3339).")
+    rolling_handover: bool | None = Field(
+        default=None, description="The cluster cannot fit both revisions at full size: the promotion hands "
+                                  "replicas over one at a time, with the stable Service selecting both.",
+    )
+    retiring: str | None = Field(
+        default=None, description="The revision served before the current one, draining until retireAfter.",
+    )
+    retire_after: str | None = Field(default=None, description="When the retiring revision goes (RFC 3339).")
+    restore_replicas: int | None = Field(
+        default=None, description="Replicas the serving revision had before it was held for a candidate (scaled "
+                                  "to zero to make room, or handing over replica by replica); it gets them back "
+                                  "if the candidate does not take over.",
     )
     infra_retries: int | None = Field(
         default=None, description="Steps of the candidate re-run after infrastructure failures so far; each retry "
@@ -412,7 +532,11 @@ class EngineStatus(ApiModel):
     reused: bool | None = Field(default=None, description="True when the engine came from the cache.")
     build_seconds: float | None = Field(default=None, description="How long the build took.")
     num_heads: int | None = Field(default=None, description="Heads counted in the checkpoint.")
+    num_layers: int | None = Field(default=None, description="Residual layers per head counted in the checkpoint.")
     tree_size: int | None = Field(default=None, description="Nodes in the token tree.")
+    tensorrt_llm_version: str | None = Field(
+        default=None, description="TensorRT-LLM version that built the engine, as the build step reported it.",
+    )
 
 
 class TopicStatus(ApiModel):

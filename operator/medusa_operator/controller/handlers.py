@@ -31,7 +31,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     config: OperatorConfig = memo.config
-    memo.reconciler = Reconciler(Kube(), config)
+    memo.reconciler = Reconciler(Kube(), config, may_act=getattr(memo, "may_act", None))
     memo.stopped = asyncio.Event()
     memo.loop_task = asyncio.create_task(memo.reconciler.run(memo.stopped), name="medusa-reconcile-loop")
 

@@ -24,7 +24,7 @@ from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.types import CascadeType, PatchType
 
 from ..api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
-from ..config import FIELD_MANAGER
+from ..config import FIELD_MANAGER, REPLICAS_FIELD_MANAGER
 from ..render import names
 from .observed import Observed, observe_deployment, observe_job
 from .plan import Deletion
@@ -85,8 +85,11 @@ class Kube:
             observed.deployments[seen.name] = seen
         for svc in services:
             observed.services[svc["metadata"]["name"]] = svc["metadata"].get("labels", {}).get(names.LABEL_REVISION, "")
+            if svc["metadata"]["name"] == names.stable_service_name(model):
+                observed.stable_revision = (svc.get("spec", {}).get("selector") or {}).get(names.LABEL_REVISION)
         for hpa in await self._list(HorizontalPodAutoscaler, namespace, labels):
             observed.autoscalers["HorizontalPodAutoscaler"] = hpa["metadata"]["name"]
+            observed.autoscaler_desired = (hpa.get("status") or {}).get("desiredReplicas")
         try:
             for scaled in await self._list(ScaledObject, namespace, labels):
                 observed.autoscalers["ScaledObject"] = scaled["metadata"]["name"]
@@ -94,7 +97,9 @@ class Kube:
             if not _not_found(exc):
                 raise
             observed.keda_available = False
-        for name in secret_names:
+        # The served revision mounts the Secrets it was validated with, which today's spec may no longer name.
+        recorded_secrets = {n for d in observed.deployments.values() if d.record for n in d.record.secret_names()}
+        for name in sorted(set(secret_names) | recorded_secrets):
             try:
                 await self.client.get(Secret, name, namespace=namespace)
             except ApiError as exc:
@@ -106,6 +111,17 @@ class Kube:
     async def apply(self, manifest: dict[str, Any]) -> None:
         await self.client.apply(from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
 
+    async def set_replicas(self, namespace: str, deployment: str, replicas: int) -> None:
+        """Apply only ``spec.replicas``, under a field manager of its own (see REPLICAS_FIELD_MANAGER)."""
+        body = {"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": deployment, "namespace": namespace}, "spec": {"replicas": replicas}}
+        try:
+            await self.client.patch(Deployment, deployment, body, namespace=namespace, patch_type=PatchType.APPLY,
+                                    field_manager=REPLICAS_FIELD_MANAGER, force=True)
+        except ApiError as exc:
+            if not _not_found(exc):  # not created yet: its first apply sets the count
+                raise
+
     async def delete(self, namespace: str, deletion: Deletion) -> None:
         resource = _KINDS[(deletion.api_version, deletion.kind)]
         try:
@@ -115,8 +131,14 @@ class Kube:
             if not _not_found(exc):
                 raise
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self.client.patch(MedusaModelResource.Status, name, {"status": status}, namespace=namespace,
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any],
+                           resource_version: str | None = None) -> None:
+        """Merge ``status`` in; with ``resource_version`` the API server refuses (409) a model
+        that changed since it was read, so no writer overwrites a status it has not seen."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        await self.client.patch(MedusaModelResource.Status, name, body, namespace=namespace,
                                 patch_type=PatchType.MERGE)
 
     async def emit(self, namespace: str, model: dict[str, Any], event: StatusEvent, now: str) -> None:

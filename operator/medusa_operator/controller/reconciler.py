@@ -11,23 +11,33 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
+from lightkube.core.exceptions import ApiError
 from pydantic import ValidationError
 
-from ..api.v1alpha1 import MedusaModelSpec, MedusaModelStatus
+from ..api.v1alpha1 import EngineStatus, MedusaModelSpec, MedusaModelStatus
 from ..config import OperatorConfig
 from ..render.context import ModelRef, RenderContext
+from ..render import names
 from ..render.jobs import secret_names
 from .. import metrics
 from . import status as st
 from .kube import Kube
-from .plan import plan
+from .plan import known_engine_key, plan
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 MAX_BACKOFF_SECONDS = 300.0
+
+
+class NotLeader(Exception):
+    """This replica may no longer act: the writes of the pass are dropped."""
+
+
+class StatusConflict(Exception):
+    """The model changed between this pass's read and its status write (another writer)."""
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -45,13 +55,15 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+    def __init__(self, kube: Kube, config: OperatorConfig, may_act: Callable[[], bool] | None = None) -> None:
         self.kube = kube
         self.config = config
+        self.may_act = may_act or (lambda: True)  # the leader elector's is_leader, asked before every write
         self.due: dict[Key, float] = {}
         self.failures: dict[Key, int] = {}
         self.last_phase: dict[Key, tuple[str | None, float]] = {}
-        self.known_engines: dict[str, str] = {}  # engines any model here has built or reused
+        # Engines any model here has built or found, by plan.known_engine_key; full descriptions.
+        self.known_engines: dict[tuple[str, str, str], EngineStatus] = {}
         self.wakeup = asyncio.Event()
 
     def wake(self, key: Key) -> None:
@@ -82,6 +94,16 @@ class Reconciler:
         started = time.monotonic()
         try:
             found = await self.reconcile_once(key)
+        except NotLeader:
+            log.warning("not the leader: this pass's writes are dropped", extra={"namespace": key[0], "model": key[1]})
+            metrics.RECONCILES.labels("not-leader").inc()
+            self.due[key] = time.monotonic() + self.config.reconcile_interval
+            return
+        except StatusConflict:
+            log.info("the model changed during the pass: reconciling it again",
+                     extra={"namespace": key[0], "model": key[1]})
+            self.due[key] = time.monotonic()
+            return
         except Exception:  # noqa: BLE001 - one model's failure must not stop the others
             failures = self.failures.get(key, 0) + 1
             self.failures[key] = failures
@@ -122,19 +144,32 @@ class Reconciler:
                              generation=generation, now=now)
             new_status.phase = "Failed" if new_status.revisions.current is None else "Degraded"
             new_status.message = f"the spec is invalid: {problems}"
+            self.guard()
             await self.write_status(model, raw_status, old_status, new_status, now)
             return True
         ctx = RenderContext(ModelRef(name, namespace, meta["uid"]), spec, self.config)
         observed = await self.kube.observe(namespace, name, secret_names(ctx), now)
         observed.known_engines = dict(self.known_engines)
+        observed.retry_token = (meta.get("annotations") or {}).get(names.RETRY_ANNOTATION)
         result = plan(ctx, generation, old_status, observed)
         engine = result.status.engine
         if engine.cache_key and engine.uri and st.is_true(result.status, st.ENGINE_BUILT):
-            self.known_engines[engine.cache_key] = engine.uri
+            self.known_engines[known_engine_key(ctx, engine.cache_key)] = engine.model_copy()
+        for gone in result.forget_engines:
+            self.known_engines.pop(gone, None)
+        self.guard()
+        log.debug("write batch", extra={"namespace": namespace, "model": name, "apply": len(result.apply),
+                                        "delete": len(result.delete), "replicas": len(result.replicas)})
+        for deployment, replicas in result.replicas.items():  # before apply: see Plan.replicas
+            self.guard()
+            await self.kube.set_replicas(namespace, deployment, replicas)
         for manifest in result.apply:
+            self.guard()
             await self.kube.apply(manifest)
         for deletion in result.delete:
+            self.guard()
             await self.kube.delete(namespace, deletion)
+        self.guard()
         await self.write_status(model, raw_status, old_status, result.status, now)
         self.record_metrics(key, old_status, result.status, now)
         if result.delete or result.status.phase != old_status.phase:
@@ -142,14 +177,26 @@ class Reconciler:
                                           "applied": len(result.apply), "deleted": len(result.delete)})
         return True
 
+    def guard(self) -> None:
+        """Before every write: a replica that lost its Lease (or cannot tell) must not write."""
+        if not self.may_act():
+            raise NotLeader()
+
     async def write_status(self, model: dict[str, Any], raw_old: dict[str, Any], old: MedusaModelStatus,
                            new: MedusaModelStatus, now: datetime) -> None:
+        """Write the status only onto the version of the model this pass read (resourceVersion)."""
         namespace, name = model["metadata"]["namespace"], model["metadata"]["name"]
         new_raw = new.model_dump(by_alias=True, mode="json", exclude_none=True)
         patch = merge_patch(raw_old, new_raw)
         if patch:
-            await self.kube.patch_status(namespace, name, patch)
+            try:
+                await self.kube.patch_status(namespace, name, patch, model["metadata"].get("resourceVersion"))
+            except ApiError as exc:
+                if exc.status.code == 409:
+                    raise StatusConflict() from exc
+                raise
         for event in st.transition_events(old, new):
+            self.guard()
             await self.kube.emit(namespace, model, event, st.rfc3339(now))
 
     def record_metrics(self, key: Key, old: MedusaModelStatus, new: MedusaModelStatus, now: datetime) -> None:

@@ -6,6 +6,10 @@ Condition types:
 - ``Ready``: the stable Service points at a validated revision whose pods are ready.
 - ``CredentialsFound``: every referenced credentials Secret exists.
 - ``CandidateSchedulable``: the candidate's pods found room (False when they waited too long).
+- ``ImageAllowed``: the builder and serving images pass the operator's image policy (present only
+  when the operator has one).
+- ``CandidateReady``: the candidate's pods are Ready; False names the reason a pod gives
+  (ImagePullBackOff, CrashLoopBackOff, an init container that failed) and the deadline.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ AVAILABLE = "Available"
 READY = "Ready"
 CREDENTIALS_FOUND = "CredentialsFound"
 CANDIDATE_SCHEDULABLE = "CandidateSchedulable"
+IMAGE_ALLOWED = "ImageAllowed"
+CANDIDATE_READY = "CandidateReady"
 STEP_CONDITIONS = (ENGINE_BUILT, PACKAGED, VALIDATED)
 
 
@@ -34,6 +40,10 @@ class Event:
 
 def rfc3339(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def get_condition(status: MedusaModelStatus, type_: str) -> Condition | None:
@@ -83,4 +93,4 @@ def transition_events(old: MedusaModelStatus, new: MedusaModelStatus) -> list[Ev
 
 # Reasons for a False condition that describe progress rather than trouble.
 _QUIET_REASONS = {"Building", "Packaging", "Waiting", "Validating", "Deploying", "NotServing", "Superseded",
-                  "CandidatePending"}
+                  "CandidatePending", "PodsStarting"}

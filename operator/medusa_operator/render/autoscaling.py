@@ -1,8 +1,8 @@
 """Autoscalers for the served revision: an HPA on a Pods metric, or a KEDA ScaledObject.
 
 Both scale on generated tokens per second per replica. Scale-up reacts within a minute; scale-down
-waits five minutes and removes one pod at a time, so a GPU pod that took minutes to load its
-engine is not thrashed by a short lull.
+waits for the model's stabilization window (five minutes by default) and removes one pod at a time,
+so a GPU pod that took minutes to load its engine is not thrashed by a short lull.
 """
 
 from __future__ import annotations
@@ -12,14 +12,18 @@ from typing import Any
 from . import names
 from .context import RenderContext
 
-BEHAVIOR = {
-    "scaleUp": {"stabilizationWindowSeconds": 60, "selectPolicy": "Max",
-                "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60},
-                             {"type": "Percent", "value": 100, "periodSeconds": 60}]},
-    "scaleDown": {"stabilizationWindowSeconds": 300, "selectPolicy": "Min",
-                  "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}]},
-}
+SCALE_UP = {"stabilizationWindowSeconds": 60, "selectPolicy": "Max",
+            "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60},
+                         {"type": "Percent", "value": 100, "periodSeconds": 60}]}
 RECORDING_RULE = "medusa:tokens_per_second:rate1m"
+
+
+def behavior(ctx: RenderContext) -> dict[str, Any]:
+    """Scale up within a minute; scale down one pod at a time after the model's stabilization window."""
+    window = ctx.spec.serving.autoscaling.scale_down_stabilization_seconds
+    return {"scaleUp": SCALE_UP,
+            "scaleDown": {"stabilizationWindowSeconds": window, "selectPolicy": "Min",
+                          "policies": [{"type": "Pods", "value": 1, "periodSeconds": max(15, min(window, 120))}]}}
 
 
 def _target(ctx: RenderContext, revision: str) -> dict[str, str]:
@@ -45,7 +49,7 @@ def horizontal_pod_autoscaler(ctx: RenderContext, revision: str) -> dict[str, An
                 "target": {"type": "AverageValue",
                            "averageValue": str(auto.target_tokens_per_second_per_replica)},
             }}],
-            "behavior": BEHAVIOR,
+            "behavior": behavior(ctx),
         },
     }
 
@@ -66,7 +70,7 @@ def scaled_object(ctx: RenderContext, revision: str) -> dict[str, Any]:
             "cooldownPeriod": 300,
             # When Prometheus cannot be read three times running, hold this many replicas.
             "fallback": {"failureThreshold": 3, "replicas": max(auto.min_replicas, 1)},
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": BEHAVIOR}},
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior(ctx)}},
             "triggers": [{"type": "prometheus", "metadata": {
                 "serverAddress": ctx.config.prometheus_url,
                 "query": f"sum({RECORDING_RULE}{{{selector}}})",

@@ -24,11 +24,15 @@ class RenderContext:
 
     @property
     def builder_image(self) -> str:
-        return self.spec.engine.builder_image or self.config.builder_image
+        if self.spec.engine.builder_image:
+            return self.spec.engine.builder_image
+        return self.config.reference_image if self.spec.engine.backend == "reference" else self.config.builder_image
 
     @property
     def serving_image(self) -> str:
-        return self.spec.serving.image or self.config.serving_image
+        if self.spec.serving.image:
+            return self.spec.serving.image
+        return self.config.reference_image if self.spec.engine.backend == "reference" else self.config.serving_image
 
     def metadata(self, name: str, labels: dict[str, str] | None = None,
                  annotations: dict[str, str] | None = None) -> dict:
@@ -64,7 +68,9 @@ def engine_uri(ctx: RenderContext, cache_key: str) -> str:
 
 
 def repository_uri(ctx: RenderContext, revision: str, variant: str) -> str:
-    return artifact_path(ctx, "repositories", revision, variant)
+    """Per namespace and model: two models with the same inputs (the same revision) must not
+    overwrite a repository the other's pods may be fetching."""
+    return artifact_path(ctx, "repositories", ctx.model.namespace, ctx.model.name, revision, variant)
 
 
 def report_uri(ctx: RenderContext, revision: str) -> str:

@@ -9,13 +9,19 @@ controller.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from . import names
+from ..api.v1alpha1 import SecretRef
+from . import names, pod_security
 from .context import RenderContext, report_uri, repository_uri
+from .pod_security import WORK_DIR
 
 CREDENTIALS_DIR = "/var/run/secrets/medusa/credentials"
-WORK_DIR = "/work"
+# Secret files belong to root; the pod's fsGroup (pod_security) becomes their group. Readable by
+# owner and group, so by the image's unprivileged user through that group, and by no one else.
+# (With an fsGroup the kubelet also adds these bits to Secret files; the manifest says it itself.)
+CREDENTIALS_MODE = 0o440
 PVC_ROOT = "/mnt/pvc"
 BUILD_DEADLINE_SECONDS = 6 * 3600
 PACKAGE_DEADLINE_SECONDS = 3600
@@ -33,42 +39,97 @@ def secret_names(ctx: RenderContext) -> list[str]:
     return sorted({ref.name for ref in refs if ref is not None})
 
 
-def pvc_claims(ctx: RenderContext) -> list[str]:
-    uris = (ctx.spec.base_model.uri, ctx.spec.medusa.uri, ctx.spec.artifacts.uri)
-    return sorted({uri.removeprefix("pvc://").split("/", 1)[0] for uri in uris if uri.startswith("pvc://")})
+@dataclass(frozen=True)
+class Access:
+    """A location a container reads or writes, and the Secret that holds its credentials."""
+
+    uri: str
+    secret: str | None
+    writes: bool = False
 
 
-def storage_volumes(ctx: RenderContext) -> tuple[list[dict], list[dict], list[str]]:
-    """Volumes, mounts and builder arguments for credentials and PVC-backed locations."""
-    volumes: list[dict] = [{"name": "work", "emptyDir": {}}]
-    mounts: list[dict] = [{"name": "work", "mountPath": WORK_DIR}]
+def _secret(ref: SecretRef | None) -> str | None:
+    return ref.name if ref is not None else None
+
+
+def base_model_access(ctx: RenderContext) -> Access:
+    return Access(ctx.spec.base_model.uri, _secret(ctx.spec.base_model.credentials_secret_ref))
+
+
+def heads_access(ctx: RenderContext) -> Access:
+    return Access(ctx.spec.medusa.uri, _secret(ctx.spec.medusa.credentials_secret_ref))
+
+
+def artifacts_access(ctx: RenderContext, *, writes: bool) -> Access:
+    return Access(ctx.spec.artifacts.uri, _secret(ctx.spec.artifacts.credentials_secret_ref), writes)
+
+
+def validation_inputs_access(ctx: RenderContext) -> list[Access]:
+    """The validation dataset and prompts have no Secret of their own: they are read with the
+    Secret of the spec's location in the same kind of store (the artifact store's first)."""
+    spec, out = ctx.spec, []
+    owners = (spec.artifacts, spec.base_model, spec.medusa)
+    for uri in (spec.validation.accuracy.dataset_uri, spec.validation.throughput.prompts_uri):
+        if uri:
+            scheme = uri.split("://", 1)[0]
+            secret = next((o.credentials_secret_ref.name for o in owners
+                           if o.credentials_secret_ref is not None and o.uri.split("://", 1)[0] == scheme), None)
+            out.append(Access(uri, secret))
+    return out
+
+
+def _claim(uri: str) -> str | None:
+    return uri.removeprefix("pvc://").split("/", 1)[0] if uri.startswith("pvc://") else None
+
+
+def storage_volumes(accesses: list[Access]) -> tuple[list[dict], list[dict], list[str]]:
+    """Volumes, mounts and builder arguments for the Secrets and PVCs of the locations one
+    container uses, and no others. A PVC is mounted read-only unless the container writes to it."""
+    volumes: list[dict] = []
+    mounts: list[dict] = []
     args: list[str] = []
-    secrets = secret_names(ctx)
+    secrets = sorted({a.secret for a in accesses if a.secret})
     if secrets:
         volumes.append({"name": "credentials", "projected": {
-            "defaultMode": 0o400, "sources": [{"secret": {"name": s}} for s in secrets]}})
+            "defaultMode": CREDENTIALS_MODE, "sources": [{"secret": {"name": s}} for s in secrets]}})
         mounts.append({"name": "credentials", "mountPath": CREDENTIALS_DIR, "readOnly": True})
         args += ["--credentials-dir", CREDENTIALS_DIR]
-    for claim in pvc_claims(ctx):
-        volume = f"pvc-{names.fit(claim, 50)}"
+    claims: dict[str, bool] = {}
+    for access in accesses:
+        claim = _claim(access.uri)
+        if claim is not None:
+            claims[claim] = claims.get(claim, False) or access.writes
+    for claim, writes in sorted(claims.items()):
+        volume = f"pvc-{names.dns_label(claim, 50)}"  # volume names are DNS labels; claims may hold dots
         volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}"})
+        mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}", **({} if writes else {"readOnly": True})})
     return volumes, mounts, args
 
 
-def _gpu_scheduling(ctx: RenderContext) -> dict[str, Any]:
-    gpu = ctx.spec.engine.gpu
-    spec: dict[str, Any] = {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}
-    if gpu.product:
-        spec["nodeSelector"] = {"nvidia.com/gpu.product": gpu.product}
+def _scheduling(ctx: RenderContext, gpus: int) -> dict[str, Any]:
+    """The operator's Job placement, plus the model's GPU toleration and product for GPU steps."""
+    node_selector = dict(ctx.config.job_node_selector)
+    tolerations = [dict(t) for t in ctx.config.job_tolerations]
+    if gpus:
+        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+        if ctx.spec.engine.gpu.product:
+            node_selector["nvidia.com/gpu.product"] = ctx.spec.engine.gpu.product
+    spec: dict[str, Any] = {}
+    if tolerations:
+        spec["tolerations"] = tolerations
+    if node_selector:
+        spec["nodeSelector"] = node_selector
     return spec
 
 
-def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, gpus: int = 0,
-             deadline_seconds: int = BUILD_DEADLINE_SECONDS, command: str | None = None,
+def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], accesses: list[Access], *,
+             gpus: int = 0, deadline_seconds: int = BUILD_DEADLINE_SECONDS, command: str | None = None,
              requests: dict[str, str] = STEP_REQUESTS) -> dict[str, Any]:
-    """A Job running ``medusa-builder COMMAND ARGS`` (COMMAND defaults to the step's name)."""
-    volumes, mounts, storage_args = storage_volumes(ctx)
+    """A Job running ``medusa-builder COMMAND ARGS`` (COMMAND defaults to the step's name) with the
+    credentials and volumes of ``accesses``, the locations the step reads and writes."""
+    volumes, mounts, storage_args = storage_volumes(accesses)
+    volumes.insert(0, pod_security.scratch_volume("work"))
+    mounts.insert(0, {"name": "work", "mountPath": WORK_DIR})
     name = names.job_name(ctx.model.name, revision, step)
     labels = {names.LABEL_REVISION: revision, names.LABEL_STEP: step}
     resources: dict[str, Any] = {"requests": dict(requests)}
@@ -78,19 +139,22 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, g
         "name": "builder",
         "image": ctx.builder_image,
         "command": ["medusa-builder"],
-        "args": [command or step.removesuffix("-base"), *args, *storage_args],
+        "args": [command or names.builder_command(step), *args, *storage_args],
         "resources": resources,
         "volumeMounts": mounts,
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
-        "securityContext": {"allowPrivilegeEscalation": False},
     }
-    pod_spec: dict[str, Any] = {
+    if gpus:
+        shm_volume, shm_mount = pod_security.shared_memory()
+        volumes.append(shm_volume)
+        container["volumeMounts"] = [*mounts, shm_mount]
+    pod_spec: dict[str, Any] = pod_security.harden({
         "restartPolicy": "Never",
         "containers": [container],
         "volumes": volumes,
-        **(_gpu_scheduling(ctx) if gpus else {}),
-    }
+        **_scheduling(ctx, gpus),
+    })
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -99,6 +163,9 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], *, g
             "backoffLimit": 2,
             "activeDeadlineSeconds": deadline_seconds,
             "podFailurePolicy": {"rules": [
+                # An eviction, a preemption or a lost node says nothing about the step: retry it
+                # without spending one of the Job's retries.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                 {"action": "FailJob", "onExitCodes": {"containerName": "builder", "operator": "In",
                                                       "values": FINAL_EXIT_CODES}},
             ]},
@@ -132,6 +199,8 @@ def _build_args(ctx: RenderContext, cache_key: str) -> list[str]:
         args += ["--heads-revision", spec.medusa.revision]
     if spec.medusa.num_heads:
         args += ["--num-heads", str(spec.medusa.num_heads)]
+    if spec.medusa.num_layers:
+        args += ["--num-layers", str(spec.medusa.num_layers)]
     tree = spec.medusa.tree
     if tree is not None and tree.choices is not None:
         args += ["--tree-choices", json.dumps(tree.choices, separators=(",", ":"))]
@@ -148,24 +217,29 @@ def _base_build_args(ctx: RenderContext, cache_key: str) -> list[str]:
 
 
 def build_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
-    return step_job(ctx, revision, "build", _build_args(ctx, cache_key), gpus=ctx.spec.engine.gpu.count)
+    accesses = [base_model_access(ctx), heads_access(ctx), artifacts_access(ctx, writes=True)]
+    return step_job(ctx, revision, "build", _build_args(ctx, cache_key), accesses, gpus=ctx.spec.engine.gpu.count)
 
 
 def base_build_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
     """The base model's own engine, the baseline a candidate is measured against."""
-    return step_job(ctx, revision, "build-base", _base_build_args(ctx, cache_key), gpus=ctx.spec.engine.gpu.count)
+    accesses = [base_model_access(ctx), artifacts_access(ctx, writes=True)]
+    return step_job(ctx, revision, "build-base", _base_build_args(ctx, cache_key), accesses,
+                    gpus=ctx.spec.engine.gpu.count)
 
 
 def lookup_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
-    """CPU only: is the engine already in the store? Runs before the GPU build Job."""
-    return step_job(ctx, revision, "lookup", [*_build_args(ctx, cache_key), "--lookup-only"], command="build",
+    """CPU only: is the engine already in the store? Runs before the GPU build Job and reads
+    nothing but the store (the sources' URIs are only checked for their form)."""
+    return step_job(ctx, revision, "lookup", [*_build_args(ctx, cache_key), "--lookup-only"],
+                    [artifacts_access(ctx, writes=False)], command="build",
                     deadline_seconds=PACKAGE_DEADLINE_SECONDS, requests=LOOKUP_REQUESTS)
 
 
 def base_lookup_job(ctx: RenderContext, revision: str, cache_key: str) -> dict[str, Any]:
     """CPU only: is the base model's engine already in the store?"""
     return step_job(ctx, revision, "lookup-base", [*_base_build_args(ctx, cache_key), "--lookup-only"],
-                    command="build", deadline_seconds=PACKAGE_DEADLINE_SECONDS, requests=LOOKUP_REQUESTS)
+                    [artifacts_access(ctx, writes=False)], command="build", deadline_seconds=PACKAGE_DEADLINE_SECONDS, requests=LOOKUP_REQUESTS)
 
 
 def package_job(ctx: RenderContext, revision: str, engine: str, variant: str = "medusa") -> dict[str, Any]:
@@ -175,7 +249,8 @@ def package_job(ctx: RenderContext, revision: str, engine: str, variant: str = "
         "--output-uri", repository_uri(ctx, revision, variant),
         "--max-batch-size", str(ctx.spec.engine.max_batch_size), "--work-dir", WORK_DIR,
     ]
-    return step_job(ctx, revision, step, args, deadline_seconds=PACKAGE_DEADLINE_SECONDS)
+    return step_job(ctx, revision, step, args, [artifacts_access(ctx, writes=True)],
+                    deadline_seconds=PACKAGE_DEADLINE_SECONDS)
 
 
 def tokenizer_uri(ctx: RenderContext, revision: str) -> str:
@@ -211,4 +286,5 @@ def validate_job(ctx: RenderContext, revision: str, baseline: bool) -> dict[str,
                         ("--min-speedup", v.throughput.min_speedup)):
         if value is not None:
             args += [flag, str(value)]
-    return step_job(ctx, revision, "validate", args, deadline_seconds=v.timeout_seconds)
+    accesses = [artifacts_access(ctx, writes=True), *validation_inputs_access(ctx)]
+    return step_job(ctx, revision, "validate", args, accesses, deadline_seconds=v.timeout_seconds)

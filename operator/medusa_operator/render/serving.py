@@ -9,12 +9,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import names
+from . import names, pod_security
 from .context import RenderContext
-from .jobs import storage_volumes
+from .jobs import artifacts_access, storage_volumes
+from .pod_security import MODEL_DIR
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
-MODEL_DIR = "/models"
+# The engine's model in a packaged TensorRT-LLM repository: the only model ranks above 0 load.
+TRTLLM_MODEL = "tensorrt_llm"
+
+
+def triton_launch(ctx: RenderContext) -> tuple[list[str], list[str]]:
+    """Command and arguments of the Triton container.
+
+    One rank (tensor-parallel size 1, or the reference backend): a plain ``tritonserver``.
+    TensorRT-LLM with tensor-parallel size N > 1 runs the backend's leader mode, as its own
+    launch script does: one ``mpirun`` with N one-process app contexts, one ``tritonserver`` per
+    rank and GPU. Rank 0 is the leader: it loads the whole repository and alone opens the ports
+    (the other ranks never return from loading the engine, so they bind nothing), which keeps the
+    probes and Services unchanged. Ranks above 0 load only the engine's model, and each rank
+    gets its own Python-backend shared-memory prefix because all of them share /dev/shm.
+    Leader mode needs no MPI_Comm_spawn (orchestrator mode does) and keeps every rank a child of
+    the container's main process: a rank that dies ends mpirun, so the kubelet restarts the pod.
+    """
+    server = [f"--model-repository={MODEL_DIR}", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
+              f"--metrics-port={METRICS_PORT}", "--allow-metrics=true", "--allow-gpu-metrics=true"]
+    ranks = ctx.spec.engine.tensor_parallel_size
+    if ctx.spec.engine.backend != "tensorrt-llm" or ranks == 1:
+        return ["tritonserver"], server
+    args = ["--allow-run-as-root"]
+    for rank in range(ranks):
+        if rank:
+            args += [":"]
+        args += ["-n", "1", "tritonserver", *server]
+        if rank:
+            args += ["--model-control-mode=explicit", f"--load-model={TRTLLM_MODEL}"]
+        args += ["--disable-auto-complete-config", f"--backend-config=python,shm-region-prefix-name=rank{rank}_"]
+    return ["mpirun"], args
 
 
 def _resources(ctx: RenderContext) -> dict[str, Any]:
@@ -50,31 +81,28 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
     """A Triton Deployment serving ``repository``; ``replicas=None`` leaves them to an autoscaler."""
     name = names.deployment_name(ctx.model.name, revision, variant)
     selector = names.revision_selector(ctx.model.name, revision, variant)
-    volumes, mounts, storage_args = storage_volumes(ctx)
-    volumes = [v for v in volumes if v["name"] != "work"] + [
-        {"name": "models", "emptyDir": {}},
-        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
-    ]
-    fetch_mounts = [m for m in mounts if m["name"] != "work"] + [{"name": "models", "mountPath": MODEL_DIR}]
+    # Only the copy from the artifact store needs credentials; Triton gets none.
+    volumes, fetch_mounts, storage_args = storage_volumes([artifacts_access(ctx, writes=False)])
+    shm_volume, shm_mount = pod_security.shared_memory()
+    volumes += [pod_security.scratch_volume("models"), shm_volume]
+    fetch_mounts.append({"name": "models", "mountPath": MODEL_DIR})
     fetch = {
         "name": "fetch-model-repository",
         "image": ctx.builder_image,
         "command": ["medusa-builder"],
         "args": ["fetch", repository, "--dest", MODEL_DIR, *storage_args],
         "volumeMounts": fetch_mounts,
-        "securityContext": {"allowPrivilegeEscalation": False},
     }
+    command, args = triton_launch(ctx)
     triton = {
         "name": "triton",
         "image": image or ctx.serving_image,
-        "command": ["tritonserver"],
-        "args": [f"--model-repository={MODEL_DIR}", f"--http-port={HTTP_PORT}", f"--grpc-port={GRPC_PORT}",
-                 f"--metrics-port={METRICS_PORT}", "--allow-metrics=true", "--allow-gpu-metrics=true"],
+        "command": command,
+        "args": args,
         "ports": [{"name": "http", "containerPort": HTTP_PORT}, {"name": "grpc", "containerPort": GRPC_PORT},
                   {"name": "metrics", "containerPort": METRICS_PORT}],
         "resources": _resources(ctx),
-        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
-                         {"name": "shm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True}, shm_mount],
         "startupProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"},
                          "periodSeconds": 10, "failureThreshold": 180},
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5},
@@ -90,8 +118,8 @@ def deployment(ctx: RenderContext, revision: str, repository: str, *, variant: s
                 "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
                                 "prometheus.io/path": "/metrics"},
             },
-            "spec": {"initContainers": [fetch], "containers": [triton], "volumes": volumes,
-                     "terminationGracePeriodSeconds": 60, **_scheduling(ctx)},
+            "spec": pod_security.harden({"initContainers": [fetch], "containers": [triton], "volumes": volumes,
+                                         "terminationGracePeriodSeconds": 60, **_scheduling(ctx)}),
         },
     }
     if replicas is not None:
