@@ -3,11 +3,18 @@
 Medusa pays off only if verifying a tree of candidates costs little more than decoding one
 token. This measures milliseconds per step for plain decoding (0 nodes) and for trees of the
 given sizes (the first nodes of the mc_sim_7b_63 preset), with random weights in the shape of a
-real model (default SmolLM2-135M; ``--base`` reads another config), and checks that a tree's
-rows are bit-identical to the same tokens decoded one at a time (what keeps Medusa output
-identical to greedy decoding).
+real model (``--shape`` names one, default SmolLM2-135M; ``--base`` reads a model folder's
+config), and checks that a tree's rows are bit-identical to the same tokens decoded one at a
+time (what keeps Medusa output identical to greedy decoding).
 
     python benchmarks/step_cost.py --dtype bfloat16 --dtype float32 --nodes 0 7 31 63
+    python benchmarks/step_cost.py --shape llama3-8b --heads 5 --output-layer --nodes 0 15 31 63 \
+        --new-tokens 64 --draft-vocab 0 16384 --linear-tiles table rule
+
+On a GPU it also prints the weight-read floor of a plain step (the bytes of weights it reads
+over the card's measured read bandwidth) and, for the kernels' tree steps, what the heads'
+proposals alone cost (their residual blocks and top-k, timed apart in a CUDA graph), so a tree
+step's verification can be compared with a plain step without them.
 
 Trees whose rows (nodes plus the root) are a multiple of 16 run fastest with the kernels.
 ``--device cpu`` runs the torch operations only, for trying the script without a GPU.
@@ -18,6 +25,8 @@ end, so the figures include what the step after a request's last costs the next 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import sys
 import time
@@ -29,34 +38,16 @@ from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
 from medusa_builder.runtime.heads import MedusaHeads
 from medusa_builder.runtime.model import DTYPES, LlamaConfig, LlamaModel, kernels_unsupported, read_config
 from medusa_builder.tree import PRESETS, normalise_tree
-
-SMOLLM2_135M = {
-    "model_type": "llama", "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
-    "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "rms_norm_eps": 1e-5,
-    "rope_theta": 100000.0, "max_position_embeddings": 8192, "tie_word_embeddings": True,
-}
+from model_shapes import SHAPES, plain_step_bytes, random_weights, read_bandwidth
 
 
-def random_weights(cfg: LlamaConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
+def linear_tiles(override: dict | None):
+    """The kernels' tile choices for a run: the runtime's own (None) or ``override``."""
+    if override is None:
+        return contextlib.nullcontext()
+    from medusa_builder.runtime import kernels
 
-    def normal(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen) * 0.02
-
-    hidden, kv = cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim
-    tensors = {"model.embed_tokens.weight": normal(cfg.vocab_size, hidden), "model.norm.weight": torch.ones(hidden)}
-    shapes = {"self_attn.q_proj": (cfg.num_heads * cfg.head_dim, hidden), "self_attn.k_proj": (kv, hidden),
-              "self_attn.v_proj": (kv, hidden), "self_attn.o_proj": (hidden, cfg.num_heads * cfg.head_dim),
-              "mlp.gate_proj": (cfg.intermediate_size, hidden), "mlp.up_proj": (cfg.intermediate_size, hidden),
-              "mlp.down_proj": (hidden, cfg.intermediate_size)}
-    for i in range(cfg.num_layers):
-        for name, shape in shapes.items():
-            tensors[f"model.layers.{i}.{name}.weight"] = normal(*shape)
-        tensors[f"model.layers.{i}.input_layernorm.weight"] = torch.ones(hidden)
-        tensors[f"model.layers.{i}.post_attention_layernorm.weight"] = torch.ones(hidden)
-    if not cfg.tie_word_embeddings:
-        tensors["lm_head.weight"] = normal(cfg.vocab_size, hidden)
-    return tensors
+    return kernels.tile_table(override)
 
 
 def tree_of(nodes: int, depth: int) -> list[list[int]]:
@@ -140,9 +131,74 @@ def print_profile(model: LlamaModel, heads: MedusaHeads, nodes: int, depth: int,
             continue
 
 
+def proposal_ms(decoder: MedusaDecoder, launches: int = 20) -> float:
+    """GPU milliseconds of one step's proposals alone (the heads' residual blocks on the last
+    accepted row, then each head's top-k and the tree's tokens), the best of five replays of a
+    CUDA graph of ``launches`` of them on the decoder's last session."""
+    s = next(iter(decoder._sessions.values()))
+
+    def work() -> None:
+        for _ in range(launches):
+            decoder._remember(s, s.x, s.last)
+            decoder._candidates(s)
+
+    graph = decoder._graph(work)
+    best = float("inf")
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / launches)
+    return best
+
+
+def tile_sources(names: list[str]) -> list[tuple[str, dict | None]]:
+    """``table`` (the runtime's own choices), ``rule`` (the small-model rule everywhere, as
+    before the table) or a ``linear_tiles.py --json-out`` file: (label, override for
+    ``kernels.tile_table``; None: no override)."""
+    from medusa_builder.runtime.kernels import LinearTiles
+
+    sources = []
+    for name in names:
+        if name == "table":
+            sources.append((name, None))
+        elif name == "rule":
+            sources.append((name, {}))
+        else:
+            measured = json.loads(Path(name).read_text())
+            sources.append((Path(name).name, {(p["kind"], p["n"], p["k"]): LinearTiles.from_json(p["best"])
+                                              for p in measured["projections"]}))
+    return sources
+
+
+def summary(rows: list[dict], floor_ms: float | None) -> list[dict]:
+    """Per implementation, dtype and tile source: each tree size's step against the plain step,
+    without its proposals too, and against the torch operations at the same size."""
+    out = []
+    for row in rows:
+        same = [r for r in rows if (r["implementation"], r["dtype"], r.get("linearTiles")) ==
+                (row["implementation"], row["dtype"], row.get("linearTiles"))]
+        plain = next((r["msPerStep"] for r in same if r["nodes"] == 0), None)
+        torch_row = next((r["msPerStep"] for r in rows if r["implementation"] == "torch" and r["dtype"] == row["dtype"]
+                          and r["nodes"] == row["nodes"] and r["draftVocabulary"] == row["draftVocabulary"]), None)
+        item = {**row, "vsPlain": row["msPerStep"] / plain if plain else None,
+                "vsTorch": row["msPerStep"] / torch_row if torch_row else None}
+        if plain and row.get("proposalMs") is not None:
+            item["vsPlainWithoutProposals"] = (row["msPerStep"] - row["proposalMs"]) / plain
+            item["proposalShare"] = row["proposalMs"] / row["msPerStep"]
+        if floor_ms and row["nodes"] == 0:
+            item["vsFloor"] = row["msPerStep"] / floor_ms
+        out.append(item)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", help="read the model shape from this folder's config.json (default SmolLM2-135M)")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument("--shape", choices=sorted(SHAPES), help="a model shape by name (default smollm2-135m)")
+    shape.add_argument("--base", help="read the model shape from this folder's config.json")
     parser.add_argument("--dtype", action="append", choices=sorted(DTYPES), help="repeatable (default bfloat16)")
     parser.add_argument("--nodes", type=int, nargs="+", default=[0, 15, 31, 47, 63], help="tree sizes; 0 = plain")
     parser.add_argument("--heads", type=int, default=4, help="Medusa heads (tree depth)")
@@ -154,8 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="end each request at an end token after about N tokens (default: run to --new-tokens)")
     parser.add_argument("--draft-vocab", type=int, nargs="+", default=[0], metavar="N",
                         help="trees also with heads ranking only N tokens (0: the full vocabulary)")
+    parser.add_argument("--proposal-drafts", type=int, nargs="*", default=[], metavar="N",
+                        help="kernels: also time the proposals alone for the largest tree at these draft sizes")
     parser.add_argument("--head-tile-rows", type=int, nargs="+", default=[None], metavar="N",
                         help="kernels: output rows per proposal program, one run each (default the runtime's)")
+    parser.add_argument("--linear-tiles", nargs="+", default=["table"], metavar="SOURCE",
+                        help="kernels: projection tiles from the runtime's table, the small-model rule, or a "
+                             "linear_tiles.py --json-out file; one set of runs each")
     parser.add_argument("--profile", action="store_true",
                         help="also print GPU time per kernel: plain, and the largest tree with the last draft and tile")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
@@ -168,55 +229,120 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--end-at counts tokens; it cannot be negative, got {args.end_at}")
     if args.profile and device.type != "cuda":
         parser.error("--profile times GPU kernels; it needs a CUDA device")
+    for name in args.linear_tiles:
+        if name not in ("table", "rule") and not Path(name).is_file():
+            parser.error(f"--linear-tiles takes table, rule or a linear_tiles.py --json-out file; {name} is none")
 
-    cfg = LlamaConfig.from_hf(read_config(args.base) if args.base else SMOLLM2_135M)
-    tensors = random_weights(cfg)
-    heads = MedusaHeads(args.heads, 1, cfg.hidden_size, cfg.vocab_size, args.output_layer)
+    shape_name = args.shape or ("smollm2-135m" if not args.base else None)
+    cfg = LlamaConfig.from_hf(read_config(args.base) if args.base else SHAPES[shape_name])
+    bandwidth = read_bandwidth(device) if device.type == "cuda" else None
+    if bandwidth:
+        print(f"measured bandwidth: read {bandwidth['read'] / 1e9:.0f} GB/s, copy (read + write) "
+              f"{bandwidth['copy'] / 1e9:.0f} GB/s", flush=True)
+    with torch.device(device):
+        heads = MedusaHeads(args.heads, 1, cfg.hidden_size, cfg.vocab_size, args.output_layer)
     with torch.no_grad():
         for p in heads.parameters():
             p.normal_(0, 0.02)
     prompt = torch.randint(0, cfg.vocab_size, (args.prompt_tokens,), generator=torch.Generator().manual_seed(0)).tolist()
-    rows = []
+    rows, floors, proposals = [], {}, []
+    decoder = None
+
+    def free_decoder() -> None:
+        """A decoder refers to itself (its step parts are its bound methods), so its CUDA graphs,
+        cache and int8 output layers are freed only by the cycle collector; for a 7-8B model each
+        holds gigabytes, and an H100 run's graph capture failed after a dozen decoders."""
+        nonlocal decoder
+        decoder = None
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
     for dtype in args.dtype or ["bfloat16"]:
+        tensors = random_weights(cfg, device, DTYPES[dtype])
+        heads.to(dtype=DTYPES[dtype])
         for implementation in ["torch"] + ([] if kernels_unsupported(cfg, device, dtype) else ["kernels"]):
             model = LlamaModel(cfg, tensors, DTYPES[dtype], device, kernels=implementation == "kernels")
+            if bandwidth and dtype not in floors:
+                floors[dtype] = plain_step_bytes(model) / bandwidth["read"] * 1000
             tiles = args.head_tile_rows if implementation == "kernels" else [None]
-            runs = [(0, 0, None)] if 0 in args.nodes else []
-            runs += [(nodes, draft, tile) for nodes in args.nodes if nodes for draft in args.draft_vocab
-                     for tile in tiles]
-            for nodes, draft, tile in runs:
-                tokens = draft_tokens(cfg.vocab_size, draft)
-                decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads), draft_tokens=tokens,
-                                        head_tile_rows=tile) if nodes else MedusaDecoder(model)
-                ms, length = ms_per_step(decoder, prompt, args.new_tokens, args.repeats, args.end_at)
-                row = {"implementation": implementation, "dtype": dtype, "nodes": nodes,
-                       "draftVocabulary": draft or cfg.vocab_size, "headTileRows": tile,
-                       "msPerStep": ms, "tokensPerRequest": length}
-                if nodes:
-                    row["rowsIdentical"] = rows_identical(model, prompt, nodes, args.heads)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+            sources = tile_sources(args.linear_tiles) if implementation == "kernels" else [(None, None)]
+            for source, override in sources:
+                runs = [(0, 0, None)] if 0 in args.nodes else []
+                runs += [(nodes, draft, tile) for nodes in args.nodes if nodes for draft in args.draft_vocab
+                         for tile in tiles]
+                for nodes, draft, tile in runs:
+                    with linear_tiles(override):
+                        tokens = draft_tokens(cfg.vocab_size, draft)
+                        decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads), draft_tokens=tokens,
+                                                head_tile_rows=tile) if nodes else MedusaDecoder(model)
+                        ms, length = ms_per_step(decoder, prompt, args.new_tokens, args.repeats, args.end_at)
+                        row = {"implementation": implementation, "dtype": dtype, "nodes": nodes,
+                               "draftVocabulary": draft or cfg.vocab_size, "headTileRows": tile,
+                               "msPerStep": ms, "tokensPerRequest": length}
+                        if source:
+                            row["linearTiles"] = source
+                        if nodes:
+                            row["rowsIdentical"] = rows_identical(model, prompt, nodes, args.heads)
+                            if implementation == "kernels" and decoder.use_cuda_graphs:
+                                row["proposalMs"] = proposal_ms(decoder)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    free_decoder()
+            if implementation == "kernels" and device.type == "cuda" and args.proposal_drafts:
+                largest = max(args.nodes)
+                for draft in args.proposal_drafts:
+                    decoder = MedusaDecoder(model, heads, tree_of(largest, args.heads),
+                                            draft_tokens=draft_tokens(cfg.vocab_size, draft))
+                    decoder.prepare(args.prompt_tokens, 16)
+                    item = {"dtype": dtype, "nodes": largest, "draftVocabulary": draft or cfg.vocab_size,
+                            "proposalMs": proposal_ms(decoder),
+                            "outputLayerBytes": decoder._outputs.weight.numel() + 4 * decoder._outputs.scale.numel()}
+                    proposals.append(item)
+                    print(json.dumps(item), flush=True)
+                    free_decoder()
             if args.profile:
                 for nodes in (0, max(args.nodes)):
                     print_profile(model, heads, nodes, args.heads, prompt, args.draft_vocab[-1],
                                   tiles[-1] if implementation == "kernels" else None)
             del model
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        del tensors
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    result = {"device": name, "torch": torch.__version__, "heads": args.heads,
-              "outputLayer": args.output_layer, "endAt": args.end_at, "rows": rows}
+    floor_ms = floors.get("bfloat16") or next(iter(floors.values()), None)
+    table = summary(rows, floor_ms)
+    result = {"device": name, "torch": torch.__version__, "shape": shape_name or args.base, "heads": args.heads,
+              "outputLayer": args.output_layer, "endAt": args.end_at, "promptTokens": args.prompt_tokens,
+              "newTokens": args.new_tokens, "rows": table, "proposals": proposals}
+    if bandwidth:
+        result["bandwidth"] = {"readBytesPerSecond": bandwidth["read"], "copyBytesPerSecond": bandwidth["copy"]}
+        result["floorMs"] = floors
+        result["plainStepBytes"] = {d: f * bandwidth["read"] / 1000 for d, f in floors.items()}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"device: {result['device']}, torch {torch.__version__}, batch 1, {args.prompt_tokens}-token prompt, "
-          f"requests end {f'at an end token after about {args.end_at} tokens' if args.end_at else 'at the token limit'}")
-    print("implementation | dtype | tree nodes | draft vocab | head tile rows | tokens/request | ms/step | vs plain "
-          "| tree rows identical")
-    for row in rows:
-        plain = next(r["msPerStep"] for r in rows if r["implementation"] == row["implementation"]
-                     and r["dtype"] == row["dtype"] and r["nodes"] == 0) if 0 in args.nodes else row["msPerStep"]
-        print(f"{row['implementation']} | {row['dtype']} | {row['nodes']} | {row['draftVocabulary']} | "
-              f"{row['headTileRows'] or '-'} | {row['tokensPerRequest']:.0f} | {row['msPerStep']:.3f} | "
-              f"{row['msPerStep'] / plain:.2f}x | {row.get('rowsIdentical', '-')}")
+    print(f"device: {result['device']}, torch {torch.__version__}, shape {result['shape']}, batch 1, "
+          f"{args.prompt_tokens}-token prompt, requests end "
+          f"{f'at an end token after about {args.end_at} tokens' if args.end_at else 'at the token limit'}")
+    for dtype, floor in floors.items():
+        print(f"weight-read floor ({dtype}): {result['plainStepBytes'][dtype] / 1e9:.2f} GB a plain step / "
+              f"{bandwidth['read'] / 1e9:.0f} GB/s read = {floor:.3f} ms")
+    print("implementation | tiles | dtype | tree nodes | draft vocab | head tile rows | tokens/request | ms/step | "
+          "vs plain | without proposals | proposals ms | vs torch | vs floor | tree rows identical")
+
+    def fmt(value, spec: str, unit: str = "") -> str:
+        return "-" if value is None else format(value, spec) + unit
+
+    for row in table:
+        print(f"{row['implementation']} | {row.get('linearTiles') or '-'} | {row['dtype']} | {row['nodes']} | "
+              f"{row['draftVocabulary']} | {row['headTileRows'] or '-'} | {row['tokensPerRequest']:.0f} | "
+              f"{row['msPerStep']:.3f} | {fmt(row['vsPlain'], '.3f', 'x')} | "
+              f"{fmt(row.get('vsPlainWithoutProposals'), '.3f', 'x')} | {fmt(row.get('proposalMs'), '.3f')} | "
+              f"{fmt(row['vsTorch'], '.3f', 'x')} | {fmt(row.get('vsFloor'), '.2f', 'x')} | "
+              f"{row.get('rowsIdentical', '-')}")
+    for item in proposals:
+        print(f"proposals alone, {item['nodes']} nodes, draft {item['draftVocabulary']}: {item['proposalMs']:.3f} ms "
+              f"({item['outputLayerBytes'] / 1e9:.2f} GB of int8 output layers and scales)")
     return 0
 
 

@@ -82,3 +82,25 @@ def test_step_cost_times_plain_and_tree_steps_with_and_without_a_draft_vocabular
     refused = subprocess.run([sys.executable, str(BENCHMARKS / "step_cost.py"), "--device", "cpu", "--end-at", "-1"],
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "cannot be negative, got -1" in refused.stderr
+
+
+def test_step_cost_takes_a_model_shape_by_name(tmp_path):
+    """Issue 26: --shape reproduces a published model's step without a config file (on the CPU
+    only the bookkeeping is checked; the GPU adds the weight-read floor and proposal costs)."""
+    out = tmp_path / "cost.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "step_cost.py"), "--shape", "smollm2-135m", "--device", "cpu", "--dtype",
+         "float32", "--nodes", "0", "--prompt-tokens", "4", "--new-tokens", "2", "--repeats", "1",
+         "--json-out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["shape"] == "smollm2-135m" and [r["nodes"] for r in result["rows"]] == [0]
+    assert "floorMs" not in result  # no bandwidth is measured on the CPU
+    for argv, message in [(["--shape", "llama3-8b", "--base", str(tmp_path)], "not allowed with argument"),
+                          (["--shape", "llama-9"], "invalid choice: 'llama-9'"),
+                          (["--linear-tiles", str(tmp_path / "none.json")], "is none")]:
+        refused = subprocess.run([sys.executable, str(BENCHMARKS / "step_cost.py"), "--device", "cpu", *argv],
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and message in refused.stderr, (argv, refused.stderr[-500:])

@@ -262,3 +262,42 @@ def test_head_features_match_the_torch_heads(layers):
     kernels.head_features(x, last, model.final_norm, model.cfg.rms_norm_eps, heads.res_weight, heads.res_bias, out)
     want = heads.features(model.final_hidden(x[4:5]))[:, 0]
     torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
+
+
+def test_row_tiles_sharing_a_program_change_no_bit():
+    """Issue 26: a program that takes up to four 16-row tiles (so a 64-row tree reads each weight
+    block once) computes every row as programs of one tile each do, for each projection kind."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(70, 40, generator=gen)  # a fifth, partial tile beyond the first program's four
+    w, bias, norm = torch.randn(48, 40, generator=gen), torch.randn(48, generator=gen), torch.rand(40, generator=gen)
+    residual, vocab = torch.randn(70, 48, generator=gen), torch.randn(300, 40, generator=gen)
+    for block_m, counts in ((16, (1, 2, 4)), (64, (1, 2))):
+        results = []
+        for row_tiles in counts:
+            tiles = kernels.LinearTiles(16, 16, 2, None, row_tiles, block_m)
+            table = {(kind, n, 40): tiles for kind, n in (("norm", 48), ("gated", 24), ("plain", 48), ("argmax", 300))}
+            with kernels.tile_table(table):
+                results.append([kernels.linear(x, w, bias=bias, norm=norm, eps=1e-5),
+                                kernels.linear(x, w, norm=norm, eps=1e-5, gated=True),
+                                kernels.linear(x, w, residual=residual.clone()),
+                                kernels.greedy_tokens(x, vocab, norm=norm, eps=1e-5)])
+        for other in results[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(results[0], other)), block_m
+        torch.testing.assert_close(results[0][2], residual + x @ w.T, rtol=1e-4, atol=1e-4)
+        assert torch.equal(results[0][3], (torch.nn.functional.rms_norm(x, (40,), norm, 1e-5) @ vocab.T).argmax(1))
+
+
+def test_the_heads_merge_takes_their_tiles_in_chunks(monkeypatch):
+    """Issue 26: a whole large vocabulary gives a head thousands of tiles; the merge takes their
+    top-k keys a chunk at a time and must pick what one pass over them all would."""
+    monkeypatch.setattr(kernels, "MERGE_CHUNK", 16)  # 700 rows in 64-row tiles: 11 tiles x top-4 keys
+    gen = torch.Generator().manual_seed(7)
+    features, weight = torch.randn(3, 40, generator=gen), torch.randn(3, 700, 40, generator=gen)
+    outputs = kernels.HeadOutputs.quantize(weight, True)
+    tb = build_tree_buffers([[0], [1], [2], [3], [0, 0], [0, 3], [1, 0], [0, 0, 0], [0, 0, 3]], torch.device("cpu"))
+    logits = torch.einsum("hk,hvk->hv", features, outputs.weight.float() * outputs.scale.unsqueeze(-1))
+    out = torch.zeros(tb.size, dtype=torch.long)
+    kernels.tree_candidates(features, outputs, tb.topk, torch.tensor(42), tb.node_head, tb.node_rank, out,
+                            bf16=False, tile_rows=64)
+    topk = logits.topk(tb.topk, dim=-1).indices.flatten()
+    assert out.tolist() == [42] + topk.index_select(0, tb.candidate_index).tolist()

@@ -28,7 +28,7 @@ def test_kernels_under_the_triton_interpreter():
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert re.search(r"^27 passed in ", result.stdout, re.MULTILINE), result.stdout[-2000:]  # none skipped
+    assert re.search(r"^29 passed in ", result.stdout, re.MULTILINE), result.stdout[-2000:]  # none skipped
 
 
 def test_the_cpu_decodes_in_float32_through_torch_operations(tmp_path, monkeypatch):
@@ -56,3 +56,55 @@ def test_kernels_refuse_float16_and_odd_head_sizes():
     assert "use bfloat16" in kernels_unsupported(cfg, cuda, "float16")
     odd = LlamaConfig.from_hf({**HF_CONFIG, "num_hidden_layers": 1, "head_dim": 24})
     assert "head size 24" in kernels_unsupported(odd, cuda, "bfloat16")
+
+
+# Issue 26: projection tiles come from a per-shape table; trees of up to 64 rows read each
+# weight block once. The kernels' arithmetic under those tiles is checked in
+# interpreted_kernels.py (and on a GPU in tests/gpu/test_linear_tiles.py).
+
+def test_tiles_come_from_the_table_then_by_weight_depth(monkeypatch):
+    from medusa_builder.runtime import kernels
+    from medusa_builder.runtime.kernels import LARGE_K, LARGE_WEIGHT_TILES, LinearTiles
+
+    listed = LinearTiles(48, 96, 4, 2, 3)  # an entry no rule would produce
+    monkeypatch.setitem(kernels.LINEAR_TILE_TABLE, ("norm", 1000, 3000), listed)
+    assert kernels.linear_tiles(1000, 3000, "norm") is listed
+    # An unlisted projection as deep as a 1B model's hidden size is bound by its weight's bytes:
+    # it takes its kind's large-weight tiles, not the small-model rule.
+    for kind in ("norm", "plain", "gated", "argmax"):
+        assert kernels.linear_tiles(1000, LARGE_K, kind) == LARGE_WEIGHT_TILES[kind]
+        assert LARGE_WEIGHT_TILES[kind] != kernels._rule_tiles(1000, LARGE_K, kind)
+    # SmolLM2-135M's projections keep the small-model rule: one 16-row tile a program, since its
+    # steps are bound by launches and a tree's second tile in its own program costs least there.
+    smollm2 = [(kind, n, 576) for kind, n in (("norm", 960), ("plain", 576), ("gated", 1536), ("argmax", 49152))]
+    for kind, n, k in smollm2 + [("plain", 576, 1536)]:
+        assert kernels.linear_tiles(n, k, kind).row_tiles == 1, (kind, n, k)
+    # float32 weights need twice the shared memory the table was measured with: the rule.
+    assert kernels.linear_tiles(1000, 3000, "norm", element_size=4).row_tiles == 1
+
+
+def test_a_tile_override_replaces_the_table_within_its_block_only(monkeypatch):
+    from medusa_builder.runtime import kernels
+    from medusa_builder.runtime.kernels import LinearTiles
+
+    listed, other = LinearTiles(48, 96, 4, 2, 3), LinearTiles(16, 64, 2, None, 2)
+    monkeypatch.setitem(kernels.LINEAR_TILE_TABLE, ("plain", 1000, 3000), listed)
+    with kernels.tile_table({("plain", 1000, 3000): other}):
+        assert kernels.linear_tiles(1000, 3000, "plain") is other
+        with kernels.tile_table({}):  # the rule alone, as before the table
+            assert kernels.linear_tiles(1000, 3000, "plain") == kernels._rule_tiles(1000, 3000, "plain")
+        assert kernels.linear_tiles(1000, 3000, "plain") is other
+    assert kernels.linear_tiles(1000, 3000, "plain") is listed
+
+
+def test_table_entries_fit_the_kernel():
+    """Every listed tiling can run: power-of-two blocks the matrix units take, at most the
+    kernel's unrolled row tiles, at most the 64 rows of a 63-node tree in one program."""
+    from medusa_builder.runtime import kernels
+
+    for key, tiles in [*kernels.LINEAR_TILE_TABLE.items(), *kernels.LARGE_WEIGHT_TILES.items()]:
+        for block in (tiles.block_n, tiles.block_k, tiles.block_m):
+            assert block >= 16 and block & (block - 1) == 0, key
+        assert 1 <= tiles.row_tiles <= kernels.MAX_ROW_TILES, key
+        assert tiles.block_m * tiles.row_tiles <= 64, key
+        assert tiles.warps in (1, 2, 4, 8, 16), key

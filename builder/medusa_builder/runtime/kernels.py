@@ -7,9 +7,11 @@ pick different kernels, tile shapes and split reductions for different row count
 bfloat16 those rounding differences flip greedy choices within a few hundred tokens. These
 kernels make every row's arithmetic independent of the other rows:
 
-- ``linear``: tile shapes chosen by the weight's shape alone, never by the row count, and a
-  fixed K order; RMSNorm, bias, SiLU gate, residual and greedy argmax fused in; the residual
-  stream stays in float32 while weights may be bfloat16.
+- ``linear``: tile shapes chosen by the weight's shape alone (``LINEAR_TILE_TABLE``), never by
+  the row count, and a fixed K order; each 16- or 64-row tile is its own matrix product, which
+  a one-token step pads its row to, so a program may take a whole 63-node tree (a weight block
+  read once) without a row's bits changing; RMSNorm, bias, SiLU gate, residual and greedy argmax
+  fused in; the residual stream stays in float32 while weights may be bfloat16.
 - ``attention``: keys are taken by *logical* position, in fixed chunks, then the chunks are
   combined in order. A tree node's ancestors live in scattered cache slots, so positions at or
   past ``committed`` are mapped through the node's ancestor list; the keys, their order and
@@ -23,11 +25,13 @@ emitted): ``head_features`` (final norm and residual blocks of the last accepted
 ``tree_candidates`` (int8 output layers, each head's top-k, the tree's tokens) in one launch.
 
 They also cut a layer to seven launches, which matters more than bandwidth for small models at
-batch 1. ``TRITON_INTERPRET=1`` runs them on the CPU (tests).
+batch 1; a 7-8B model's step is bound by reading its weights, and the tile table serves both.
+``TRITON_INTERPRET=1`` runs them on the CPU (tests).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -39,37 +43,31 @@ WIDE = 8192  # output layers at least this wide (the vocabulary) get wider colum
 
 
 @triton.jit
-def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr, M, N, eps,
-                   K: tl.constexpr, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
-                   GATED: tl.constexpr, ARGMAX: tl.constexpr, IEEE: tl.constexpr,
-                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    rows = tl.program_id(1) * BM + tl.arange(0, BM)
-    cols = tl.program_id(0) * BN + tl.arange(0, BN)
-    row_ok = rows < M
-    col_ok = cols < N
-    acc = tl.zeros((BM, BN), tl.float32)
-    acc_up = tl.zeros((BM, BN), tl.float32)
-    squares = tl.zeros((BM, BK), tl.float32)
-    for k0 in range(0, K, BK):
-        ks = k0 + tl.arange(0, BK)
-        k_ok = ks < K
-        wt = tl.load(w_ptr + cols[None, :] * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
-        xt = tl.load(x_ptr + rows[:, None] * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        if HAS_NORM:
-            # RMSNorm folded in: scale by the norm weight now and by 1/rms(x) after the sum.
-            squares += xt * xt
-            xt = xt * tl.load(norm_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-        xt = xt.to(wt.dtype)
+def _linear_rows(x_ptr, norm_ptr, rows, row_ok, ks, k_ok, wt, ut, acc, acc_up, squares, K,
+                 HAS_NORM: tl.constexpr, GATED: tl.constexpr, IEEE: tl.constexpr):
+    """One K block of one 16-row tile: the same arithmetic whichever tile or program holds the rows."""
+    xt = tl.load(x_ptr + rows[:, None] * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+    if HAS_NORM:
+        # RMSNorm folded in: scale by the norm weight now and by 1/rms(x) after the sum.
+        squares += xt * xt
+        xt = xt * tl.load(norm_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+    xt = xt.to(wt.dtype)
+    if IEEE:
+        acc = tl.dot(xt, wt, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(xt, wt, acc)
+    if GATED:
         if IEEE:
-            acc = tl.dot(xt, wt, acc, input_precision="ieee")
+            acc_up = tl.dot(xt, ut, acc_up, input_precision="ieee")
         else:
-            acc = tl.dot(xt, wt, acc)
-        if GATED:
-            ut = tl.load(w_ptr + (cols[None, :] + N) * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
-            if IEEE:
-                acc_up = tl.dot(xt, ut, acc_up, input_precision="ieee")
-            else:
-                acc_up = tl.dot(xt, ut, acc_up)
+            acc_up = tl.dot(xt, ut, acc_up)
+    return acc, acc_up, squares
+
+
+@triton.jit
+def _linear_finish(acc, acc_up, squares, rows, row_ok, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr, index_ptr, N, K,
+                   eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, GATED: tl.constexpr,
+                   ARGMAX: tl.constexpr):
     if HAS_NORM:
         rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=1) / K + eps)
         acc = acc * rstd[:, None]
@@ -83,7 +81,7 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
         scores = tl.where(col_ok[None, :], acc, float("-inf"))
         tiles = tl.num_programs(0)
         tl.store(out_ptr + rows * tiles + tl.program_id(0), tl.max(scores, axis=1), mask=row_ok)
-        best = tl.program_id(0) * BN + tl.argmax(scores, axis=1)
+        best = col0 + tl.argmax(scores, axis=1)
         tl.store(index_ptr + rows * tiles + tl.program_id(0), best, mask=row_ok)
     else:
         offsets = rows[:, None] * N + cols[None, :]
@@ -93,24 +91,177 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
         tl.store(out_ptr + offsets, acc, mask=ok)
 
 
-def _tiles(n: int) -> tuple[int, int]:
-    """Row and column tile for an output of width ``n``: a function of the weight alone."""
-    return (16, 256) if n >= WIDE else (16, 32)
+@triton.jit
+def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr, M, N, K, eps,
+                   HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, GATED: tl.constexpr,
+                   ARGMAX: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                   ROW_TILES: tl.constexpr):
+    """Columns ``BN`` wide of ROW_TILES tiles of BM rows: each weight block is read once for all
+    of the program's row tiles, each tile its own matrix product (so a row's arithmetic never
+    depends on how many tiles share the program, nor on the other rows of its tile)."""
+    col0 = tl.program_id(0) * BN
+    cols = col0 + tl.arange(0, BN)
+    col_ok = cols < N
+    rows0 = tl.program_id(1) * (BM * ROW_TILES) + tl.arange(0, BM)
+    rows1 = rows0 + BM
+    rows2 = rows1 + BM
+    rows3 = rows2 + BM
+    acc0 = tl.zeros((BM, BN), tl.float32)
+    up0 = tl.zeros((BM, BN), tl.float32)
+    sq0 = tl.zeros((BM, BK), tl.float32)
+    acc1, up1, sq1 = acc0, up0, sq0
+    acc2, up2, sq2 = acc0, up0, sq0
+    acc3, up3, sq3 = acc0, up0, sq0
+    for k0 in range(0, K, BK):
+        ks = k0 + tl.arange(0, BK)
+        k_ok = ks < K
+        wt = tl.load(w_ptr + cols[None, :] * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
+        ut = wt
+        if GATED:
+            ut = tl.load(w_ptr + (cols[None, :] + N) * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None],
+                         other=0.0)
+        acc0, up0, sq0 = _linear_rows(x_ptr, norm_ptr, rows0, rows0 < M, ks, k_ok, wt, ut, acc0, up0, sq0, K,
+                                      HAS_NORM, GATED, IEEE)
+        if ROW_TILES > 1:
+            acc1, up1, sq1 = _linear_rows(x_ptr, norm_ptr, rows1, rows1 < M, ks, k_ok, wt, ut, acc1, up1, sq1, K,
+                                          HAS_NORM, GATED, IEEE)
+        if ROW_TILES > 2:
+            acc2, up2, sq2 = _linear_rows(x_ptr, norm_ptr, rows2, rows2 < M, ks, k_ok, wt, ut, acc2, up2, sq2, K,
+                                          HAS_NORM, GATED, IEEE)
+        if ROW_TILES > 3:
+            acc3, up3, sq3 = _linear_rows(x_ptr, norm_ptr, rows3, rows3 < M, ks, k_ok, wt, ut, acc3, up3, sq3, K,
+                                          HAS_NORM, GATED, IEEE)
+    _linear_finish(acc0, up0, sq0, rows0, rows0 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                   index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+    if ROW_TILES > 1:
+        _linear_finish(acc1, up1, sq1, rows1, rows1 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                       index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+    if ROW_TILES > 2:
+        _linear_finish(acc2, up2, sq2, rows2, rows2 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                       index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+    if ROW_TILES > 3:
+        _linear_finish(acc3, up3, sq3, rows3, rows3 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                       index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+
+@dataclass(frozen=True)
+class LinearTiles:
+    """How ``_linear_kernel`` splits one projection. Only the column and K blocks shape a row's
+    arithmetic, and every choice here is a function of the weight alone, so a row computes the
+    same bits in a one-token step, a tree step or a prefill."""
+
+    block_n: int  # output columns per program
+    block_k: int  # K step of the loop
+    warps: int
+    stages: int | None  # software-pipelining depth; None: Triton's default
+    row_tiles: int  # row tiles one program takes (1-4): each weight block is then read once for them all
+    # Rows of one matrix-product tile. 16 suits small models; 64 lets Hopper's warpgroup matrix
+    # instructions take a 63-node tree at once, a one-token step then padding its row to 64.
+    block_m: int = 16
+
+    @classmethod
+    def from_json(cls, entry: dict) -> "LinearTiles":
+        return cls(entry["blockN"], entry["blockK"], entry["warps"], entry.get("stages"), entry["rowTiles"],
+                   entry.get("blockM", 16))
+
+    def to_json(self) -> dict:
+        return {"blockN": self.block_n, "blockK": self.block_k, "warps": self.warps, "stages": self.stages,
+                "rowTiles": self.row_tiles, "blockM": self.block_m}
+
+
+MAX_ROW_TILES = 4  # the kernel's unrolled limit: 4 x 16 rows (a 63-node tree) read a weight block once
+# Projections at least this deep (a 1B model's hidden size or wider) are bound by reading their
+# weights: without a table entry they get LARGE_WEIGHT_TILES rather than the small-model rule.
+LARGE_K = 2048
+
+
+def _rule_tiles(n: int, k: int, kind: str) -> LinearTiles:
+    """The small-model rule (SmolLM2-135M, tuned on an H200, where a step is bound by launches, not
+    bytes): narrow columns for many programs, one row tile per program."""
+    wide = n >= WIDE
+    block_k = 64 if wide or (kind in ("norm", "argmax") and k < 1024) else 256 if k >= 1024 else 128
+    return LinearTiles(256 if wide else 32, block_k, 4 if wide else 2, None, 1)
+
+
+# Tile choices by (kind, output width N, input width K), kind as in ``_tile_kind``. Measured with
+# ``benchmarks/linear_tiles.py --rows 1 32 64`` (every candidate in CUDA graphs, weights rotating
+# past the L2 cache; the least total time over a one-token step and 31- and 63-node trees wins)
+# on an NVIDIA H100 80GB HBM3, 2026-12-06 (benchmarks/results/h100-2026-12-06-large-models.json).
+# Other cards may prefer others: the script prints entries for them. Each entry serves every
+# row count of its projection, which keeps a row's bits the same in every step.
+LINEAR_TILE_TABLE: dict[tuple[str, int, int], LinearTiles] = {
+    # Llama-3-8B (Mistral-7B shares all but the output layer)
+    ("norm", 6144, 4096): LinearTiles(64, 64, 4, 4, 1, 64),
+    ("plain", 4096, 4096): LinearTiles(32, 128, 4, 3, 1, 64),
+    ("gated", 14336, 4096): LinearTiles(64, 64, 4, 4, 1, 64),
+    ("plain", 4096, 14336): LinearTiles(32, 256, 4, 3, 4, 16),
+    ("argmax", 128256, 4096): LinearTiles(128, 64, 4, 3, 1, 64),
+    # Qwen2-7B
+    ("norm", 4608, 3584): LinearTiles(64, 64, 4, 4, 1, 64),
+    ("plain", 3584, 3584): LinearTiles(32, 128, 4, 3, 1, 64),
+    ("gated", 18944, 3584): LinearTiles(256, 64, 8, 3, 1, 64),
+    ("plain", 3584, 18944): LinearTiles(32, 256, 4, 3, 4, 16),
+    ("argmax", 152064, 3584): LinearTiles(128, 64, 4, 3, 1, 64),
+    # Llama-3.2-1B (its attention and down projections kept the small-model rule)
+    ("norm", 3072, 2048): LinearTiles(32, 256, 2, None, 1),
+    ("plain", 2048, 2048): LinearTiles(32, 256, 2, None, 1),
+    ("gated", 8192, 2048): LinearTiles(64, 64, 4, 4, 1, 64),
+    ("plain", 2048, 8192): LinearTiles(32, 256, 2, None, 1),
+    ("argmax", 128256, 2048): LinearTiles(128, 64, 4, 3, 1, 64),
+}
+# Large projections no entry names (another model's shapes), by kind: what won most often above.
+LARGE_WEIGHT_TILES: dict[str, LinearTiles] = {
+    "norm": LinearTiles(64, 64, 4, 4, 1, 64),
+    "plain": LinearTiles(32, 256, 4, 3, 4, 16),
+    "gated": LinearTiles(64, 64, 4, 4, 1, 64),
+    "argmax": LinearTiles(128, 64, 4, 3, 1, 64),
+}
+
+_tile_override: list[dict | None] = [None]
+
+
+@contextlib.contextmanager
+def tile_table(table: dict[tuple[str, int, int], LinearTiles] | None):
+    """Within it, projections take their tiles from ``table`` alone (a shape it lacks: the
+    small-model rule; ``{}``: the rule everywhere, as before tiles came from a table), for
+    benchmarks that compare tile choices. Launches captured in CUDA graphs keep their tiles."""
+    _tile_override[0], previous = table, _tile_override[0]
+    try:
+        yield
+    finally:
+        _tile_override[0] = previous
+
+
+def _tile_kind(norm, gated: bool, argmax: bool) -> str:
+    return "gated" if gated else "argmax" if argmax else "norm" if norm is not None else "plain"
+
+
+def linear_tiles(n: int, k: int, kind: str, element_size: int = 2) -> LinearTiles:
+    """The tiles of a projection with output width ``n``, input width ``k`` and ``kind`` (plain,
+    norm, gated or argmax) for weights of ``element_size`` bytes."""
+    override = _tile_override[0]
+    if override is not None:
+        return override.get((kind, n, k)) or _rule_tiles(n, k, kind)
+    if element_size == 2:  # the table's shared-memory budgets assume 16-bit weights
+        if (kind, n, k) in LINEAR_TILE_TABLE:
+            return LINEAR_TILE_TABLE[(kind, n, k)]
+        if k >= LARGE_K:
+            return LARGE_WEIGHT_TILES[kind]
+    return _rule_tiles(n, k, kind)
 
 
 def _launch_linear(x, weight, out, index, n, *, bias=None, norm=None, eps=1e-6, residual=None, gated=False,
                    argmax=False) -> None:
     rows, k = x.shape
-    wide = n >= WIDE
-    block_m, block_n = _tiles(n)
-    block_k = 64 if wide or (norm is not None and not gated and k < 1024) else 256 if k >= 1024 else 128
-    grid = (triton.cdiv(n, block_n), triton.cdiv(rows, block_m))
+    tiles = linear_tiles(n, k, _tile_kind(norm, gated, argmax), weight.element_size())
+    row_tiles = min(tiles.row_tiles, triton.cdiv(rows, tiles.block_m))
+    grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(rows, tiles.block_m * row_tiles))
+    pipelining = {} if tiles.stages is None else {"num_stages": tiles.stages}
     _linear_kernel[grid](
         x, weight, bias if bias is not None else weight, norm if norm is not None else weight,
-        residual if residual is not None else out, out, index, rows, n, eps,
-        K=k, HAS_NORM=norm is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, GATED=gated,
-        ARGMAX=argmax, IEEE=weight.dtype == torch.float32, BM=block_m, BN=block_n, BK=block_k,
-        num_warps=4 if wide else 2,
+        residual if residual is not None else out, out, index, rows, n, k, eps,
+        HAS_NORM=norm is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, GATED=gated,
+        ARGMAX=argmax, IEEE=weight.dtype == torch.float32, BM=tiles.block_m, BN=tiles.block_n, BK=tiles.block_k,
+        ROW_TILES=row_tiles, num_warps=tiles.warps, **pipelining,
     )
 
 
@@ -133,8 +284,9 @@ def greedy_tokens(x: torch.Tensor, weight: torch.Tensor, *, norm: torch.Tensor |
                   eps: float = 1e-6) -> torch.Tensor:
     """``argmax(rmsnorm(x) @ weight.T)`` per row, the lowest index among equal scores, without
     writing the logits out."""
-    rows, n = x.shape[0], weight.shape[0]
-    tiles = triton.cdiv(n, _tiles(n)[1])
+    rows, k = x.shape
+    n = weight.shape[0]
+    tiles = triton.cdiv(n, linear_tiles(n, k, _tile_kind(norm, False, True), weight.element_size()).block_n)
     best = torch.empty(rows, tiles, dtype=torch.float32, device=x.device)
     index = torch.empty(rows, tiles, dtype=torch.int32, device=x.device)
     _launch_linear(x, weight, best, index, n, norm=norm, eps=eps, argmax=True)
@@ -466,22 +618,29 @@ def _merge_tiles(key_ptr, head, COUNT, root_ptr, node_head_ptr, node_rank_ptr, t
                  TOPK: tl.constexpr, TOPK_PAD: tl.constexpr, COUNT_PAD: tl.constexpr, NODES: tl.constexpr,
                  NODES_PAD: tl.constexpr, HAS_TOKENS: tl.constexpr):
     """Head h's overall top-k from its tiles' top-k, written into the tree nodes that take them
-    (as the token ids of those output rows when the rows are a draft vocabulary). The k best
+    (as the token ids of those output rows when the rows are a draft vocabulary). The tiles'
+    keys are taken COUNT_PAD at a time, each chunk's k best merged with the k best so far (as one
+    block, a whole vocabulary's thousands of tiles made the merge the slowest part of a step). The k best
     keys are selected first and their token ids looked up together afterwards: a lookup inside
     the selection loop puts one memory round trip per rank on the step's critical path. Keys
     are read past the SM's own cache, which may hold an earlier step's."""
+    none = -(2**63) + 1
     entries = tl.arange(0, COUNT_PAD)
-    keys = tl.load(key_ptr + head * COUNT + entries, mask=entries < COUNT, other=-(2**63) + 1, cache_modifier=".cg")
+    ranks = tl.arange(0, TOPK_PAD)
+    chosen = tl.full((TOPK_PAD,), none, tl.int64)
+    for start in range(0, COUNT, COUNT_PAD):
+        keys = tl.load(key_ptr + head * COUNT + start + entries, mask=start + entries < COUNT, other=none,
+                       cache_modifier=".cg")
+        kept = chosen
+        for rank in tl.static_range(TOPK):
+            best = tl.maximum(tl.max(keys, axis=0), tl.max(kept, axis=0))
+            keys = tl.where(keys == best, none, keys)
+            kept = tl.where(kept == best, none, kept)
+            chosen = tl.where(ranks == rank, best, chosen)
     nodes = tl.arange(0, NODES_PAD)
     node_ok = nodes < NODES
     node_head = tl.load(node_head_ptr + nodes, mask=node_ok, other=-1)
     node_rank = tl.load(node_rank_ptr + nodes, mask=node_ok, other=-1)
-    ranks = tl.arange(0, TOPK_PAD)
-    chosen = tl.zeros((TOPK_PAD,), tl.int64)
-    for rank in tl.static_range(TOPK):
-        best = tl.max(keys, axis=0)
-        keys = tl.where(keys == best, -(2**63) + 1, keys)
-        chosen = tl.where(ranks == rank, best, chosen)
     tokens = 0x7FFFFFFF - (chosen & 0xFFFFFFFF)
     if HAS_TOKENS:
         tokens = tl.load(tokens_ptr + tokens, mask=ranks < TOPK, other=0).to(tl.int64)
@@ -497,6 +656,11 @@ def _merge_tiles(key_ptr, head, COUNT, root_ptr, node_head_ptr, node_rank_ptr, t
 # 49,152-token vocabulary; with a shared lm_head 64-256 were within 0.2%
 # (`step_cost.py --head-tile-rows`; docs/runtime.md has the figures).
 HEAD_TILE_ROWS = 128
+# Tiles' top-k keys a merge takes at a time. A whole 128K-token vocabulary gives a head 1,002
+# tiles, 10,020 keys for a 63-node tree's top-10: taken as one block (16,384 padded keys in one
+# program) they made a step's proposals take 14.9 ms (H100, Llama-3-8B shape), in chunks 1.13;
+# a draft vocabulary's few hundred keys fit one chunk.
+MERGE_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -553,7 +717,7 @@ def tree_candidates(features: torch.Tensor, outputs: HeadOutputs, topk: int, roo
     tokens = outputs.tokens if outputs.tokens is not None else node_head  # node_head: never read
     merge = (tiles_done, root, node_head, node_rank, tokens, out)
     merge_consts = dict(TOPK=topk, TOPK_PAD=triton.next_power_of_2(topk),
-                        COUNT_PAD=triton.next_power_of_2(tiles * topk), NODES=nodes,
+                        COUNT_PAD=min(triton.next_power_of_2(tiles * topk), MERGE_CHUNK), NODES=nodes,
                         NODES_PAD=triton.next_power_of_2(max(nodes, 2)), HAS_TOKENS=outputs.tokens is not None)
     if outputs.per_head:
         _own_head_topk_kernel[(heads, tiles)](features, outputs.weight, outputs.scale, keys, *merge, vocab, K=k,

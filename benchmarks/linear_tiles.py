@@ -1,0 +1,212 @@
+"""Tile choices for the decoding kernels' projections, measured on this card.
+
+For every projection of the named model shapes (``model_shapes.SHAPES``) this times each
+candidate tiling of ``kernels._linear_kernel`` at the given row counts (1: a one-token step; 16,
+32, 64: trees of 15, 31, 63 nodes) and picks the one with the least total time. Weights rotate
+among copies that together exceed the L2 cache three times, so every launch reads its weight
+from memory as a decoding step does; launches are timed as CUDA graph replays. The winners are
+printed as ``kernels.LINEAR_TILE_TABLE`` entries and written with every measurement to
+``--json-out`` (which ``step_cost.py --tiles-file`` reads).
+
+    python benchmarks/linear_tiles.py --shape llama3-8b qwen2-7b llama3.2-1b --json-out tiles.json
+
+Kernels compile first in parallel worker processes (Triton's disk cache then serves them here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from medusa_builder.runtime import kernels
+from medusa_builder.runtime.kernels import LinearTiles
+from medusa_builder.runtime.model import LlamaConfig
+from model_shapes import SHAPES, projections
+
+# Column block, K block, warps, pipelining stages, row tiles, rows a tile. Narrow columns give
+# many programs (a one-token step needs them to keep enough loads in flight); wide ones re-read
+# the activations fewer times. 16-row tiles use the older matrix instructions four to a 64-row
+# tree; 64-row tiles let Hopper's warpgroup instructions take the tree in one (on an H100,
+# 16-row tiles cost 2.2x at 64 rows what they cost at one for an 8B model's projections).
+CANDIDATES = [LinearTiles(*c) for c in [
+    (32, 256, 4, 3, 4, 16), (64, 128, 4, 3, 4, 16), (128, 64, 4, 4, 4, 16), (128, 128, 8, 3, 4, 16),
+    (32, 128, 4, 3, 1, 64), (64, 64, 4, 4, 1, 64), (64, 128, 4, 3, 1, 64), (128, 64, 4, 3, 1, 64),
+    (128, 64, 8, 3, 1, 64), (256, 64, 8, 3, 1, 64), (64, 256, 4, 3, 1, 64),
+]]
+
+
+def key(projection: dict) -> tuple[str, int, int]:
+    return projection["kind"], projection["n"], projection["k"]
+
+
+def variant(projection: dict, tiles: LinearTiles, rows: int) -> tuple:
+    """What makes a compiled kernel differ: the projection's flags, the tiling, the row tiles a
+    program takes, and a row count of one (which Triton specialises on)."""
+    return projection["kind"], projection["bias"], tiles, min(tiles.row_tiles, -(-rows // tiles.block_m)), rows == 1
+
+
+def choose(measured: dict[LinearTiles, dict[int, float | None]]) -> LinearTiles:
+    """The tiling with the least total time over the row counts; one that failed at any row count
+    (out of registers or shared memory) is out."""
+    complete = {t: sum(us.values()) for t, us in measured.items() if us and None not in us.values()}
+    if not complete:
+        raise RuntimeError("no candidate tiling ran at every row count")
+    return min(complete, key=complete.get)
+
+
+def _buffers(projection: dict, rows: int, device: torch.device, copies: int, seed: int = 0) -> dict:
+    gen = torch.Generator(device=device).manual_seed(seed)
+    n, k = projection["n"], projection["k"]
+    width = 2 * n if projection["kind"] == "gated" else n
+    argmax = projection["kind"] == "argmax"
+    tiles_out = n  # enough columns for per-tile argmax results at any column block
+    return {
+        "weights": [torch.randn(width, k, generator=gen, device=device, dtype=torch.bfloat16) * 0.02
+                    for _ in range(copies)],
+        "x": torch.randn(rows, k, generator=gen, device=device),
+        "norm": torch.rand(k, generator=gen, device=device, dtype=torch.bfloat16) + 0.5
+        if projection["kind"] in ("norm", "gated", "argmax") else None,
+        "bias": torch.randn(n, generator=gen, device=device, dtype=torch.bfloat16) if projection["bias"] else None,
+        "residual": torch.randn(rows, n, generator=gen, device=device) if projection["kind"] == "plain" else None,
+        "out": torch.empty(rows, tiles_out if argmax else n, device=device),
+        "index": torch.empty(rows, tiles_out, dtype=torch.int32, device=device),
+    }
+
+
+def _launch(projection: dict, b: dict, copy: int) -> None:
+    kernels._launch_linear(b["x"], b["weights"][copy], b["out"], b["index"], projection["n"], bias=b["bias"],
+                           norm=b["norm"], eps=1e-5, residual=b["residual"], gated=projection["kind"] == "gated",
+                           argmax=projection["kind"] == "argmax")
+
+
+def _compile(job: tuple[dict, LinearTiles, int]) -> str | None:
+    """Worker: compile one (projection kind, tiling, row count) on small tensors of the same
+    specialisation; None, or why it cannot run."""
+    projection, tiles, rows = job
+    small = {**projection, "n": 256, "k": 256}
+    try:
+        with kernels.tile_table({key(small): tiles}):
+            _launch(small, _buffers(small, rows, torch.device("cuda"), 1), 0)
+        torch.cuda.synchronize()
+        return None
+    except Exception as exc:  # out of resources and the like: that candidate is out
+        return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def precompile(jobs: list[tuple[dict, LinearTiles, int]], workers: int) -> dict:
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        return dict(zip([variant(*job) for job in jobs], pool.map(_compile, jobs)))
+
+
+def time_us(projection: dict, tiles: LinearTiles, rows: int, device: torch.device) -> float:
+    """Microseconds per launch, the best of five replays of a graph of launches over rotating
+    weight copies."""
+    l2 = torch.cuda.get_device_properties(device).L2_cache_size
+    width = 2 * projection["n"] if projection["kind"] == "gated" else projection["n"]
+    copies = max(1, math.ceil(3 * l2 / (width * projection["k"] * 2)))
+    launches = max(8, 2 * copies)
+    b = _buffers(projection, rows, device, copies)
+    with kernels.tile_table({key(projection): tiles}):
+        _launch(projection, b, 0)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            _launch(projection, b, 0)
+        torch.cuda.current_stream(device).wait_stream(stream)
+        with torch.cuda.graph(graph):
+            for i in range(launches):
+                _launch(projection, b, i % copies)
+    graph.replay()
+    best = float("inf")
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) * 1000 / launches)
+    del graph, b
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", nargs="+", default=["llama3-8b"], choices=sorted(SHAPES))
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 32, 64],
+                        help="row counts to time (a one-token step is 1; a tree of N nodes N + 1)")
+    parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="compiling processes")
+    parser.add_argument("--json-out")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("this times GPU kernels; it needs a CUDA device")
+    if any(r < 1 or r > 64 for r in args.rows):
+        parser.error("row counts must be 1 to 64 (a 63-node tree)")
+    device = torch.device("cuda")
+    wanted: dict[tuple, dict] = {}
+    for shape in args.shape:
+        for p in projections(LlamaConfig.from_hf(SHAPES[shape])):
+            wanted.setdefault(key(p), {**p, "shapes": []})["shapes"].append(f"{shape}:{p['name']}")
+    rule = {k: kernels._rule_tiles(k[1], k[2], k[0]) for k in wanted}
+    started = time.perf_counter()
+    jobs, seen = [], set()
+    for p in wanted.values():
+        for tiles in CANDIDATES + [rule[key(p)]]:
+            for rows in args.rows:
+                job_key = variant(p, tiles, rows)
+                if job_key not in seen:
+                    seen.add(job_key)
+                    jobs.append((p, tiles, rows))
+    failures = precompile(jobs, args.workers)
+    print(f"compiled {len(jobs)} kernels in {time.perf_counter() - started:.0f} s "
+          f"({sum(v is not None for v in failures.values())} failed)", flush=True)
+    results = []
+    for p in wanted.values():
+        measured: dict[LinearTiles, dict[int, float | None]] = {}
+        for tiles in CANDIDATES + [rule[key(p)]]:
+            us: dict[int, float | None] = {}
+            for rows in args.rows:
+                failed = failures.get(variant(p, tiles, rows))
+                try:
+                    us[rows] = None if failed else time_us(p, tiles, rows, device)
+                except Exception as exc:  # noqa: BLE001 - a candidate that cannot run is skipped
+                    print(f"  {tiles}: {type(exc).__name__}: {str(exc)[:120]}", file=sys.stderr)
+                    us[rows] = None
+            measured[tiles] = us
+        best = choose(measured)
+        weight_bytes = (2 if p["kind"] == "gated" else 1) * p["n"] * p["k"] * 2
+        result = {"kind": p["kind"], "n": p["n"], "k": p["k"], "shapes": p["shapes"], "weightBytes": weight_bytes,
+                  "best": best.to_json(), "bestUs": measured[best], "ruleUs": measured[rule[key(p)]],
+                  "measured": [{**t.to_json(), "us": us} for t, us in measured.items()]}
+        results.append(result)
+        row_text = " ".join(f"{r}: {measured[best][r]:.1f}" for r in args.rows)
+        rule_text = " ".join(f"{r}: {u:.1f}" if u else f"{r}: -" for r, u in measured[rule[key(p)]].items())
+        print(f"{'/'.join(p['shapes'])} {p['kind']} {p['n']}x{p['k']} ({weight_bytes / 1e6:.0f} MB): best {best} "
+              f"us {row_text} (GB/s at 1 row: {weight_bytes / measured[best][args.rows[0]] / 1e3:.0f}); "
+              f"rule us {rule_text}", flush=True)
+    name = torch.cuda.get_device_name(device)
+    print(f"\n# {name}: benchmarks/linear_tiles.py --shape {' '.join(args.shape)} --rows "
+          f"{' '.join(map(str, args.rows))}")
+    for r in results:
+        b = r["best"]
+        print(f"    ({r['kind']!r}, {r['n']}, {r['k']}): LinearTiles({b['blockN']}, {b['blockK']}, {b['warps']}, "
+              f"{b['stages']}, {b['rowTiles']}, {b['blockM']}),  # {', '.join(r['shapes'])}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": args.rows,
+                                                   "shapes": args.shape, "projections": results}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

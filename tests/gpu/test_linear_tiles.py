@@ -1,0 +1,74 @@
+"""The projection kernel's tilings on a CUDA GPU (skipped without one): in bfloat16, whatever the
+tiling and however many 16-row tiles one program takes, a row comes out bit-identical to the
+same row projected alone (issue 26: trees of up to 64 rows read each weight block once and keep
+Medusa's output identical to greedy decoding)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medusa_builder.runtime import kernels
+from medusa_builder.runtime.kernels import LARGE_WEIGHT_TILES, LinearTiles
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+TILINGS = [LinearTiles(16, 256, 2, 3, 4), LinearTiles(32, 128, 4, 3, 2), LinearTiles(128, 64, 4, 4, 4),
+           LinearTiles(64, 128, 4, 3, 1, 64), LinearTiles(128, 64, 8, 3, 1, 64),
+           *dict.fromkeys(LARGE_WEIGHT_TILES.values())]
+N, K = 384, 2048
+
+
+@pytest.fixture(scope="module")
+def tensors():
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    return {
+        "x": torch.randn(64, K, generator=gen, device="cuda"),
+        "w": (torch.randn(2 * N, K, generator=gen, device="cuda") * 0.02).bfloat16(),
+        "norm": (torch.rand(K, generator=gen, device="cuda") + 0.5).bfloat16(),
+        "bias": torch.randn(N, generator=gen, device="cuda").bfloat16(),
+        "res": torch.randn(64, N, generator=gen, device="cuda"),
+        "vocab": (torch.randn(9000, K, generator=gen, device="cuda") * 0.02).bfloat16(),
+    }
+
+
+@pytest.mark.parametrize("tiles", TILINGS, ids=str)
+@pytest.mark.parametrize("kind", ["norm", "gated", "plain"])
+def test_every_row_of_a_tree_equals_the_row_alone(tensors, tiles, kind):
+    x, w = tensors["x"], tensors["w"] if kind == "gated" else tensors["w"][:N]
+
+    def project(rows: torch.Tensor) -> torch.Tensor:
+        if kind == "norm":
+            return kernels.linear(rows, w, bias=tensors["bias"], norm=tensors["norm"], eps=1e-5)
+        if kind == "gated":
+            return kernels.linear(rows, w, norm=tensors["norm"], eps=1e-5, gated=True)
+        return kernels.linear(rows, w, residual=tensors["res"][: rows.shape[0]].clone())
+
+    with kernels.tile_table({(kind, N, K): tiles}):
+        together = {count: project(x[:count]) for count in (16, 32, 64)}
+        for count, out in together.items():
+            for i in (0, 5, count - 1):
+                alone = project(x[i:i + 1]) if kind != "plain" else kernels.linear(
+                    x[i:i + 1], w, residual=tensors["res"][i:i + 1].clone())
+                assert torch.equal(out[i], alone[0]), (count, i)
+    normed = torch.nn.functional.rms_norm(x, (K,), tensors["norm"].float(), 1e-5).bfloat16().float()
+    if kind == "norm":
+        reference = normed @ w.float().T + tensors["bias"].float()
+    elif kind == "gated":
+        gate, up = (normed @ w.float().T).chunk(2, dim=-1)
+        reference = torch.nn.functional.silu(gate) * up
+    else:
+        reference = x.bfloat16().float() @ w.float().T + tensors["res"]
+    error = (together[64] - reference).norm() / reference.norm()
+    assert error < 1e-2, error
+
+
+@pytest.mark.parametrize("tiles", TILINGS, ids=str)
+def test_greedy_tokens_of_a_tree_equal_each_row_alone(tensors, tiles):
+    x, vocab = tensors["x"], tensors["vocab"]
+    with kernels.tile_table({("argmax", vocab.shape[0], K): tiles}):
+        together = kernels.greedy_tokens(x, vocab, norm=tensors["norm"], eps=1e-5)
+        alone = torch.cat([kernels.greedy_tokens(x[i:i + 1], vocab, norm=tensors["norm"], eps=1e-5)
+                           for i in range(64)])
+    assert torch.equal(together, alone)
