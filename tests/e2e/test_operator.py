@@ -72,9 +72,11 @@ def test_happy_path_to_serving_fills_every_status_field(local_cluster, kube, nam
     limits = dep.spec.template.spec.containers[0].resources.limits
     assert limits == {"nvidia.com/gpu": "1"}
     assert dep.spec.template.spec.nodeSelector == {"nvidia.com/gpu.product": GPU}
-    # The baseline and the finished Jobs are gone after promotion.
-    assert not exists(kube, Deployment, f"smol-{rev[:8]}-base", namespace)
-    wait_for(lambda: job_names(kube, namespace) == [], what="finished Jobs to be cleaned up")
+    # The baseline is gone after promotion; the served revision's finished Jobs stay, a record of
+    # how it was built and validated, until a newer revision replaces it.
+    wait_for(lambda: not exists(kube, Deployment, f"smol-{rev[:8]}-base", namespace), what="the baseline to go")
+    assert job_names(kube, namespace) == sorted(f"smol-{rev[:8]}-{step}" for step in (
+        "lookup", "lookup-base", "build", "build-base", "package", "package-base", "validate"))
     assert scripter.pods_seen == {"lookup": 1, "lookup-base": 1, "build": 1, "build-base": 1, "package": 1,
                                   "package-base": 1, "validate": 1}
 
