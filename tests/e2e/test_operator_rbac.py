@@ -3,8 +3,8 @@
 Every e2e test runs the operator as the chart's ServiceAccount and fails on a refused request
 (tests/fixtures/operator.py). This test adds the other half: one run that takes a model through
 everything the operator does (credentials, build, baseline, promotion, an HPA, a switch to KEDA,
-autoscaling switched off, leader election) and then reads the API server's audit log: every
-verb on every resource the chart grants must have been used. The one right no request shows is
+autoscaling switched off, a newer revision replacing it, leader election) and then reads the API
+server's audit log: every verb on every resource the chart grants must have been used. The one right no request shows is
 `update medusamodels/finalizers`: the OwnerReferencesPermissionEnforcement admission plugin
 (enabled on the local cluster) checks it when a child carries blockOwnerDeletion, so the test
 shows that an account without it is refused such a child.
@@ -27,6 +27,7 @@ from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Secret
 
 from fixtures.cluster import exists, wait_for
+from fixtures.manifests import job_names
 from fixtures.operator import ChartIdentity
 from localcluster import LocalCluster
 from medusa_operator.controller.kube import MedusaModelResource, ScaledObject
@@ -119,6 +120,15 @@ def test_every_right_the_chart_grants_is_used_and_nothing_more_is_asked(
              and not exists(kube, HorizontalPodAutoscaler, "smol", namespace), what="the HPA replaced by KEDA")
     apply(local_cluster, namespace, model_manifest(provider="keda"))
     wait_for(lambda: not exists(kube, ScaledObject, "smol", namespace), what="the ScaledObject removed")
+
+    # A newer revision replaces the served one, whose Jobs and Deployment then go.
+    served = kube.get(MedusaModelResource, "smol", namespace=namespace).to_dict()["status"]["revisions"]["current"]
+    newer = model_manifest(provider="keda")
+    newer["spec"]["validation"]["throughput"]["minSpeedup"] = 1.4
+    newer["spec"]["rollout"] = {"drainSeconds": 0}
+    apply(local_cluster, namespace, newer)
+    wait_for(lambda: not any(served[:8] in name for name in job_names(kube, namespace)), timeout=120,
+             what=lambda: f"the replaced revision's Jobs to go; phase now {phase()}")
     time.sleep(3)  # at least one Lease renewal after the last change
     operator.stop()
 
