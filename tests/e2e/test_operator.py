@@ -25,6 +25,7 @@ from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 
 from fixtures.cluster import exists, wait_for
 from fixtures.manifests import GPU, apply, condition, job_names, model, model_manifest, status, wait_phase
+from fixtures.operator import leader_and_standby
 from jobscript import Outcome, arg, default_outcome
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -299,12 +300,7 @@ def test_a_leader_stops_within_seconds_of_sigterm_and_hands_over_its_lease(local
     the operator itself), mid-pipeline and holding the Lease, and gives the Lease up so the
     standby takes over at once rather than after the Lease expires."""
     scripter.script("build", Outcome(result={"cacheKey": "k", "engineUri": "s3://engines/engines/k"}, hold=True))
-    lease_args = ("--leader-elect", "--lease-namespace", namespace, "--lease-name", "medusa-operator")
-    a = operator_factory(*lease_args, "--identity", "replica-a", name="replica-a")
-    wait_for(lambda: exists(kube, Lease, "medusa-operator", namespace)
-             and kube.get(Lease, "medusa-operator", namespace=namespace).spec.holderIdentity == "replica-a",
-             what="replica-a to lead")
-    b = operator_factory(*lease_args, "--identity", "replica-b", name="replica-b")
+    a, b = leader_and_standby(operator_factory, kube, namespace)
     apply(local_cluster, namespace, model_manifest())
     wait_phase(kube, namespace, "Building")
     wait_for(lambda: scripter.pods_seen["build"] == 1, what="the build pod to run")

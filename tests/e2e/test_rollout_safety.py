@@ -27,6 +27,7 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 
 from fixtures.cluster import exists, wait_for
 from fixtures.manifests import apply, condition, model, model_manifest, status, wait_phase
+from fixtures.operator import leader_and_standby
 from jobscript import Outcome
 from medusa_operator.api.v1alpha1 import MedusaModelSpec
 from medusa_operator.config import OperatorConfig
@@ -198,13 +199,7 @@ def test_a_paused_leader_writes_nothing_once_its_lease_could_be_taken(local_clus
     garbage-collection pause gives), the other replica takes the Lease and acts, then the old
     leader resumes: it must not write anything before it steps down. Each replica logs every
     write batch it starts, so the frozen one's log after the resume says whether it acted."""
-    lease_args = ("--leader-elect", "--lease-namespace", namespace, "--lease-name", "medusa-operator",
-                  "--log-level", "DEBUG")
-    a = operator_factory(*lease_args, "--identity", "replica-a", name="replica-a")
-    wait_for(lambda: exists(kube, Lease, "medusa-operator", namespace)
-             and kube.get(Lease, "medusa-operator", namespace=namespace).spec.holderIdentity == "replica-a",
-             what="replica-a to lead")
-    b = operator_factory(*lease_args, "--identity", "replica-b", name="replica-b")
+    a, b = leader_and_standby(operator_factory, kube, namespace, "--log-level", "DEBUG")
     apply(local_cluster, namespace, model_manifest())
     wait_phase(kube, namespace, "Serving")
     assert write_batches(a.log_path.read_text()), "the leader accounts for its writes in its log"
