@@ -27,6 +27,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 # pyproject.toml names README.md as the long description; an empty one serves, so that editing
 # the README does not change the image.
 COPY pyproject.toml ./
+COPY common ./common
 COPY operator ./operator
 COPY builder ./builder
 RUN touch README.md \

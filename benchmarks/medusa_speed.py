@@ -30,7 +30,7 @@ from medusa_builder.runtime.heads import draft_vocabulary, load_heads
 from medusa_builder.runtime.model import LlamaModel, resolve_device
 from medusa_builder.runtime.prompts import evaluation_prompts, read_prompt_file
 from medusa_builder.runtime.text import TextCodec
-from medusa_builder.tree import CALIBRATION_METHODS, normalise_tree, parse_choices
+from medusa_common.tree import CALIBRATION_METHODS, normalise_tree, parse_choices
 
 
 def device_name(device: torch.device) -> str:

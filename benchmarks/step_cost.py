@@ -37,7 +37,7 @@ import torch
 from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
 from medusa_builder.runtime.heads import MedusaHeads
 from medusa_builder.runtime.model import DTYPES, LlamaConfig, LlamaModel, kernels_unsupported, read_config
-from medusa_builder.tree import PRESETS, normalise_tree
+from medusa_common.tree import PRESETS, normalise_tree
 from model_shapes import SHAPES, plain_step_bytes, random_weights, read_bandwidth
 
 

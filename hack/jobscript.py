@@ -11,14 +11,15 @@ e2e tests and the demo use it; both say the results are simulated.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod
+from medusa_common.contract import (EXIT_CODES, EXIT_OK, BuildResult, ErrorKind, PackageResult, StepResult,
+                                    TopicSpeed, ValidateResult)
 
 STEP_LABEL = "medusa.dev/step"
 EXIT_CODE = "kwok.medusa.dev/exit-code"
@@ -28,22 +29,27 @@ DELAY = "kwok.medusa.dev/delay"
 
 @dataclass(frozen=True)
 class Outcome:
-    exit_code: int = 0
-    result: dict[str, Any] | None = None
-    error: tuple[str, str] | None = None  # (kind, message)
+    exit_code: int | None = None  # default: the exit code of the error's kind, or success
+    result: BuildResult | PackageResult | ValidateResult | dict[str, Any] | None = None
+    error: tuple[ErrorKind | str, str] | None = None  # (kind, message)
     raw_message: str | None = None  # sent as is (to test malformed results)
     delay_ms: int = 300
     hold: bool = False  # keep the pod running for an hour (a step that takes long)
 
+    @property
+    def code(self) -> int:
+        if self.exit_code is not None:
+            return self.exit_code
+        return EXIT_CODES[ErrorKind(self.error[0])] if self.error is not None else EXIT_OK
+
     def message(self, step: str) -> str:
+        """The termination message the step would write, through the contract's own codec."""
         if self.raw_message is not None:
             return self.raw_message
-        doc: dict[str, Any] = {"schemaVersion": 1, "step": step, "ok": self.error is None}
-        if self.result is not None:
-            doc["result"] = self.result
-        if self.error is not None:
-            doc["error"] = {"kind": self.error[0], "message": self.error[1]}
-        return json.dumps(doc, separators=(",", ":"))
+        body = self.result.to_dict() if hasattr(self.result, "to_dict") else dict(self.result or {})
+        kind, text = self.error if self.error is not None else (None, None)
+        return StepResult(step=step, ok=self.error is None, result=body,
+                          error_kind=str(kind) if kind is not None else None, error_message=text).to_message()
 
 
 def arg(pod: Pod, flag: str, default: str = "") -> str:
@@ -54,25 +60,25 @@ def arg(pod: Pod, flag: str, default: str = "") -> str:
 def default_outcome(step: str, pod: Pod) -> Outcome:
     """A successful, plausible result for the step, read from the pod's arguments."""
     if step in ("lookup", "lookup-base"):
-        return Outcome(result={"cacheKey": arg(pod, "--cache-key", "0" * 24), "cacheHit": False})
+        return Outcome(result=BuildResult(cache_key=arg(pod, "--cache-key", "0" * 24), cache_hit=False))
     if step in ("build", "build-base"):
         key = arg(pod, "--cache-key", "0" * 24)
         artifacts = arg(pod, "--artifacts-uri", "s3://engines").rstrip("/")
-        result = {"cacheKey": key, "cacheHit": False, "engineUri": f"{artifacts}/engines/{key}",
-                  "buildSeconds": 1834.0}
+        result = BuildResult(cache_key=key, cache_hit=False, engine_uri=f"{artifacts}/engines/{key}",
+                             build_seconds=1834.0)
         if step == "build":
-            result.update(numHeads=3, numLayers=1, tree=[[0], [0, 0], [1], [0, 1], [0, 0, 0]])
+            result = replace(result, num_heads=3, num_layers=1, tree=[[0], [0, 0], [1], [0, 1], [0, 0, 0]])
         return Outcome(result=result)
     if step in ("package", "package-base"):
-        return Outcome(result={"repositoryUri": arg(pod, "--output-uri", "s3://engines/repositories/x")})
+        return Outcome(result=PackageResult(repository_uri=arg(pod, "--output-uri", "s3://engines/repositories/x")))
     if step == "validate":
-        return Outcome(result={
-            "passed": True, "accuracy": 0.662, "baseAccuracy": 0.665, "tokensPerSecond": 191.0,
-            "baseTokensPerSecond": 92.4, "speedup": 2.07, "meanAcceptedTokens": 2.6,
-            "perTopic": [{"topic": "coding", "tokensPerSecond": 205.1, "baseTokensPerSecond": 92.0, "speedup": 2.23},
-                         {"topic": "writing", "tokensPerSecond": 177.0, "baseTokensPerSecond": 92.8, "speedup": 1.91}],
-            "failures": [], "reportUri": arg(pod, "--report-uri", "s3://engines/reports/x.json"),
-        })
+        return Outcome(result=ValidateResult(
+            passed=True, accuracy=0.662, base_accuracy=0.665, tokens_per_second=191.0,
+            base_tokens_per_second=92.4, speedup=2.07, mean_accepted_tokens=2.6,
+            per_topic=[TopicSpeed(topic="coding", tokens_per_second=205.1, base_tokens_per_second=92.0, speedup=2.23),
+                       TopicSpeed(topic="writing", tokens_per_second=177.0, base_tokens_per_second=92.8, speedup=1.91)],
+            failures=[], report_uri=arg(pod, "--report-uri", "s3://engines/reports/x.json"),
+        ))
     raise ValueError(f"unknown step {step}")
 
 
@@ -137,5 +143,5 @@ class JobScripter:
             self.pods_seen[step] += 1
             delay = 3_600_000 if outcome.hold else outcome.delay_ms
             self.client.patch(Pod, pod.metadata.name, {"metadata": {"annotations": {
-                EXIT_CODE: str(outcome.exit_code), MESSAGE: outcome.message(builder_command(step)),
+                EXIT_CODE: str(outcome.code), MESSAGE: outcome.message(builder_command(step)),
                 DELAY: str(delay)}}}, namespace=self.namespace)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from medusa_builder.result import StepResult
+from medusa_common.contract import StepResult
 from medusa_operator.api.v1alpha1 import MedusaModelSpec, MedusaModelStatus
 from medusa_operator.config import OperatorConfig
 from medusa_operator.controller.observed import DeploymentObs, JobObs, Unschedulable

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from medusa_common.contract import UserError
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
-import os
 import sys
-from typing import Any, Callable
 
-from .errors import EXIT_OK, StepError, UserError
-from .result import StepResult, write_result
+from medusa_common.contract import run_step
 
 log = logging.getLogger("medusa_builder")
 
@@ -55,27 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
 def add_result_argument(parser: argparse.ArgumentParser) -> None:
     """Every step accepts --result FILE; steps call this when they build their parser."""
     parser.add_argument("--result", metavar="FILE", help="also write the JSON result to FILE")
-
-
-def run_step(step: str, func: Callable[[argparse.Namespace], dict[str, Any]], args: argparse.Namespace) -> int:
-    try:
-        try:
-            body = func(args)
-        except PermissionError as exc:
-            # A file or folder the step's user may not read or write: no retry changes that.
-            where = exc.filename or "a file"
-            raise UserError(f"permission denied on {where} ({exc.strerror or exc}) for uid {os.getuid()}: make it "
-                            "readable (and, for outputs, writable) by the step's user or its group") from None
-    except StepError as exc:
-        log.error("%s failed (%s): %s", step, exc.kind, exc)
-        res = StepResult(step=step, ok=False, error_kind=exc.kind, error_message=str(exc),
-                         result=getattr(exc, "result", None) or {})
-        write_result(res, getattr(args, "result", None))
-        return exc.exit_code
-    write_result(StepResult(step=step, ok=True, result=body), getattr(args, "result", None))
-    if getattr(args, "json", False):
-        print(json.dumps(body, indent=2, sort_keys=True))
-    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,6 @@ last: its presence marks a complete entry, so an interrupted upload is never a c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,10 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import storage, toolchain
-from .errors import InfraError, UserError
-from .toolchain import TRITON_TRTLLM_IMAGE, TRTLLM_VERSION
-from .tree import to_brace_form
+from medusa_common import toolchain
+from medusa_common.contract import ENGINE_KEY_LENGTH, InfraError, UserError, content_key
+from medusa_common.files import link_or_copy
+from medusa_common.toolchain import TRITON_TRTLLM_IMAGE, TRTLLM_VERSION
+from medusa_common.tree import to_brace_form
+
+from . import storage
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,9 @@ class BuildPaths:
 
 
 def compute_cache_key(inputs: dict[str, Any]) -> str:
-    """A stable key over the build inputs (callers add sources, tree and toolchain)."""
-    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+    """A stable key over the build inputs (callers add sources, tree and toolchain), made as the
+    operator makes its keys."""
+    return content_key(inputs, ENGINE_KEY_LENGTH)
 
 
 def cache_inputs(spec: EngineSpec, *, base_uri: str, base_revision: str | None, heads_uri: str,
@@ -428,11 +430,6 @@ def build_reference_entry(*, base_dir: str | Path, heads_dir: str | Path | None,
         if source is None:
             continue
         for rel in storage.local_files(source):
-            target = entry / name / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(Path(source) / rel, target)
-            except OSError:
-                shutil.copyfile(Path(source) / rel, target)
+            link_or_copy(Path(source) / rel, entry / name / rel)
     write_tree(entry, tree)
     return entry, time.monotonic() - started

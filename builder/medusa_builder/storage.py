@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from .errors import InfraError, UserError
+from medusa_common.contract import PVC_MOUNT_ROOT, InfraError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ PARTIAL_DIR = ".medusa-partial"
 HF_METADATA_DIR = ".cache/huggingface"  # huggingface_hub's own download state in a local_dir
 CHUNK_BYTES = 8 * 1024 * 1024
 PVC_ROOT_ENV = "MEDUSA_PVC_ROOT"
-DEFAULT_PVC_ROOT = "/mnt/pvc"
+DEFAULT_PVC_ROOT = PVC_MOUNT_ROOT
 GCS_ENDPOINT = "https://storage.googleapis.com"
 # Files one credential Secret may hold; each is one file under --credentials-dir.
 CREDENTIAL_KEYS = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from medusa_builder.toolchain import TRITON_TRTLLM_IMAGE
+from medusa_common.toolchain import TRITON_TRTLLM_IMAGE
 
 # The builder image (builder/Dockerfile) pins TensorRT-LLM toolchain.TRTLLM_VERSION; the default
 # serving image is the Triton image that ships the same version, so its engines load.

@@ -2,7 +2,7 @@
 
 The builder image builds the engine and the serving image loads it, and an engine loads only in
 the TensorRT-LLM version that built it. The operator knows an image's version when it is a
-Triton TensorRT-LLM image listed in ``medusa_builder.toolchain`` or, for the builder, when it is
+Triton TensorRT-LLM image listed in ``medusa_common.toolchain`` or, for the builder, when it is
 the operator's own builder image (built from builder/Dockerfile, which checks the pinned
 version). A pair it knows to mismatch is refused before any Job runs; an image it does not know
 is allowed, and the build step reports the version it built with (``status.engine``), which is
@@ -11,7 +11,7 @@ checked against the serving image once known.
 
 from __future__ import annotations
 
-from medusa_builder import toolchain
+from medusa_common import toolchain
 
 from .render.context import RenderContext
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
-PHASES = ("Pending", "Building", "Packaging", "Deploying", "Validating", "Promoting", "Serving", "Degraded", "Failed")
+from .api.v1alpha1 import PHASES
+
 
 RECONCILES = Counter("medusa_operator_reconciles_total", "Reconcile passes, by result.", ["result"])
 RECONCILE_SECONDS = Histogram("medusa_operator_reconcile_duration_seconds", "Time one reconcile pass took.")

@@ -11,28 +11,25 @@ are in neither: they apply in place.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
+
+from medusa_common.contract import ENGINE_KEY_LENGTH, content_key
+from medusa_common.tree import AUTO_PRESET
 
 from .api.v1alpha1 import MedusaModelSpec
 
-ENGINE_KEY_LENGTH = 24
 REVISION_LENGTH = 10
 # ``spec.serving`` fields that change a served revision in place. Its other field (the image)
 # is part of the revision; a served revision renders everything else from what was validated.
 IN_PLACE_SERVING_FIELDS = ("autoscaling", "resources", "node_selector", "tolerations")
 
 
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 def effective_tree(spec: MedusaModelSpec) -> dict[str, Any]:
+    """The tree the build is asked for: the spec's choices or preset, else the calibrated one."""
     tree = spec.medusa.tree
     if tree is not None and tree.choices is not None:
         return {"choices": tree.choices}
-    return {"preset": (tree.preset if tree is not None and tree.preset else "auto")}
+    return {"preset": (tree.preset if tree is not None and tree.preset else AUTO_PRESET)}
 
 
 def _heads(spec: MedusaModelSpec) -> list[Any]:
@@ -60,7 +57,7 @@ def engine_inputs(spec: MedusaModelSpec, builder_image: str) -> dict[str, Any]:
 
 
 def engine_cache_key(spec: MedusaModelSpec, builder_image: str) -> str:
-    return _digest(engine_inputs(spec, builder_image))[:ENGINE_KEY_LENGTH]
+    return content_key(engine_inputs(spec, builder_image), ENGINE_KEY_LENGTH)
 
 
 def revision_of(spec: MedusaModelSpec, builder_image: str, serving_image: str) -> str:
@@ -74,11 +71,11 @@ def revision_of(spec: MedusaModelSpec, builder_image: str, serving_image: str) -
         "validation": spec.validation.model_dump(mode="json", by_alias=True),
         "gpuCount": spec.engine.gpu.count,
     }
-    return _digest(payload)[:REVISION_LENGTH]
+    return content_key(payload, REVISION_LENGTH)
 
 
 def base_engine_cache_key(spec: MedusaModelSpec, builder_image: str) -> str:
     """Key of the base model's own engine (the baseline): the engine inputs without heads or tree."""
     inputs = engine_inputs(spec, builder_image)
     del inputs["heads"], inputs["tree"]
-    return _digest({"baseline": inputs})[:ENGINE_KEY_LENGTH]
+    return content_key({"baseline": inputs}, ENGINE_KEY_LENGTH)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medusa_builder.runtime.heads import TOKEN_COUNTS_FILE, save_token_counts
-from medusa_builder.tree import normalise_tree
+from medusa_common.tree import normalise_tree
 from tiny_llama import VOCAB, write_tiny_model
 
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"

@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from medusa_builder import cli
-from medusa_builder.tree import DEFAULT_TREE_NODES, REFERENCE_DRAFT_VOCAB, REFERENCE_TREE_NODES, tree_depth
+from medusa_common.tree import DEFAULT_TREE_NODES, REFERENCE_DRAFT_VOCAB, REFERENCE_TREE_NODES, tree_depth
 
 pytestmark = pytest.mark.model
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from medusa_builder import cli, storage
-from medusa_builder.errors import UserError
+from medusa_common.contract import UserError
 
 pytestmark = pytest.mark.s3
 

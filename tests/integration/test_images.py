@@ -259,7 +259,7 @@ def test_reference_image_serves_a_python_backend_model_as_the_deployment_runs_it
 def test_reference_image_serves_smollm2_with_medusa_heads(built, tmp_path, smollm2_dir, medusa_heads_dir,
                                                           medusa_tree):
     from medusa_builder.runtime.triton_repo import write_reference_repository
-    from medusa_builder.tree import REFERENCE_DRAFT_VOCAB
+    from medusa_common.tree import REFERENCE_DRAFT_VOCAB
 
     repository = tmp_path / "repository"
     write_reference_repository(repository, base_dir=smollm2_dir, heads_dir=medusa_heads_dir, tree=medusa_tree,

@@ -7,7 +7,7 @@ import re
 import pytest
 import requests
 
-from medusa_builder.tree import REFERENCE_DRAFT_VOCAB
+from medusa_common.tree import REFERENCE_DRAFT_VOCAB
 
 pytestmark = [pytest.mark.triton, pytest.mark.model]
 

@@ -9,7 +9,7 @@ from builder_checkpoints import (SMOLLM2_CONFIG, TINY_CONFIG, random_heads_state
                                  write_heads_config, write_sparse_heads, write_tiny_base_with_weights)
 
 from medusa_builder import checkpoint, cli
-from medusa_builder.errors import UserError
+from medusa_common.contract import UserError
 
 
 def run_cli(argv, tmp_path):

@@ -14,8 +14,8 @@ import pytest
 from builder_checkpoints import write_base, write_sparse_heads
 
 from medusa_builder import cli, engine
-from medusa_builder.errors import InfraError, UserError
-from medusa_builder.tree import PRESETS
+from medusa_common.contract import InfraError, UserError
+from medusa_common.tree import PRESETS
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tritonclient.grpc import model_config_pb2
 from medusa_builder import cli, engine
 from medusa_builder.steps.package import (TemplateError, TrtllmRepositoryOptions, parse_model_config,
                                           render_trtllm_configs)
-from medusa_builder.tree import PRESETS, to_brace_form
+from medusa_common.tree import PRESETS, to_brace_form
 
 
 def parse(text: str) -> model_config_pb2.ModelConfig:

@@ -18,7 +18,8 @@ import pytest
 from builder_checkpoints import TINY_CONFIG, random_heads_state, write_tiny_base_with_weights
 from trtllm_standin import activate, install_trtllm_standin
 
-from medusa_builder import cli, engine, toolchain
+from medusa_builder import cli, engine
+from medusa_common import toolchain
 from medusa_builder.engine import BuildPaths, EngineSpec, plan_commands
 
 REPO = Path(__file__).resolve().parents[2]

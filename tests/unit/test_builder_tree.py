@@ -7,7 +7,7 @@ import json
 import pytest
 
 from medusa_builder import cli
-from medusa_builder.tree import (MAX_TREE_NODES, PRESETS, TreeError, greedy_tree, normalise_tree, resolve_tree,
+from medusa_common.tree import (MAX_TREE_NODES, PRESETS, TreeError, greedy_tree, normalise_tree, resolve_tree,
                                  to_brace_form, tree_depth)
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from medusa_builder.result import StepResult
+from medusa_common.contract import StepResult
 from medusa_operator.api.v1alpha1 import MedusaModelSpec, MedusaModelStatus
 from medusa_operator.config import DEFAULT_SERVING_IMAGE, OperatorConfig
 from medusa_operator.controller.observed import JobObs, Observed

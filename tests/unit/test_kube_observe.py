@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Pod
 
-from medusa_builder.result import StepResult
+from medusa_common.contract import StepResult
 from medusa_operator.controller.kube import Kube
 from medusa_operator.render import names
 

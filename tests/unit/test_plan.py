@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from medusa_builder.result import StepResult
+from medusa_common.contract import StepResult
 from medusa_operator.api.v1alpha1 import EngineStatus, MedusaModelStatus
 from medusa_operator.controller.observed import (DeploymentObs, JobObs, Observed, Unschedulable, observe_job,
                                                  pod_result)

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from medusa_builder.result import StepResult, parse_message
+from medusa_common.contract import StepResult, parse_message
 from medusa_operator.api.v1alpha1 import EngineStatus, MedusaModelStatus, ServingSpec
 from medusa_operator.controller.observed import (DeploymentObs, JobObs, Observed, Unschedulable, observe_deployment,
                                                  observe_job)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medusa_builder.errors import UserError
+from medusa_common.contract import UserError
 from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers, run_ahead
 from medusa_builder.runtime.heads import MedusaHeads
 from medusa_builder.runtime.model import LlamaModel
-from medusa_builder.tree import PRESETS
+from medusa_common.tree import PRESETS
 from tiny_llama import HIDDEN, VOCAB, assert_equal_but_for_cpu_rounding, random_heads, tiny_model
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from medusa_builder.errors import UserError
+from medusa_common.contract import UserError
 from medusa_builder.runtime.calibrate import TOPK, expected_accepted_tokens, path_counts
 from medusa_builder.runtime.heads import (
     TOKEN_COUNTS_FILE, MedusaHeads, draft_vocabulary, load_heads, save_heads, save_token_counts,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medusa_builder.errors import UserError
+from medusa_common.contract import UserError
 from medusa_builder.runtime.model import LlamaConfig, LlamaModel, kernels_unsupported
 from tiny_llama import HF_CONFIG, write_tiny_model
 

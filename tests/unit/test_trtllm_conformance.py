@@ -20,7 +20,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from medusa_builder.steps.package import TrtllmRepositoryOptions, render_trtllm_configs
-from medusa_builder.tree import PRESETS, TreeError, normalise_tree
+from medusa_common.tree import PRESETS, TreeError, normalise_tree
 
 SRC = "triton_backend/inflight_batcher_llm/src"
 UPSTREAM_TEMPLATE = "triton_backend/all_models/inflight_batcher_llm/tensorrt_llm/config.pbtxt"

@@ -7,7 +7,7 @@ import time
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from medusa_builder.errors import InfraError, UserError
+from medusa_common.contract import InfraError, UserError
 from medusa_builder.validation.client import (Deadline, TritonGenerator, describe_error, is_retryable, map_bounded,
                                               model_interface, parse_endpoint, request_shape)
 

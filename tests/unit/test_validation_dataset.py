@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from medusa_builder.errors import UserError
+from medusa_common.contract import UserError
 from medusa_builder.validation.dataset import load_subjects, load_topic_prompts, make_question
 
 DATA = Path(__file__).resolve().parents[1] / "data"

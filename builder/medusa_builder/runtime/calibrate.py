@@ -1,6 +1,6 @@
 """Tree calibration: on held-out prompts, find where the heads rank the tokens the base model
 goes on to emit, and grow the tree that maximises accepted tokens per step
-(``medusa_builder.tree.greedy_tree``).
+(``medusa_common.tree.greedy_tree``).
 
 Two methods: ``joint`` (default) counts, for every path, the calibration positions at which it
 would have been accepted, and takes the most-counted paths: the tree that would have accepted
@@ -17,8 +17,8 @@ from typing import Sequence
 
 import torch
 
-from ..errors import UserError
-from ..tree import CALIBRATION_METHODS, DEFAULT_TREE_NODES, MAX_TREE_NODES, greedy_tree, normalise_tree
+from medusa_common.contract import UserError
+from medusa_common.tree import CALIBRATION_METHODS, DEFAULT_TREE_NODES, MAX_TREE_NODES, greedy_tree, normalise_tree
 from .heads import draft_vocabulary, load_heads
 from .model import LlamaModel, resolve_device
 from .text import TextCodec

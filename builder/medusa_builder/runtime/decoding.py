@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from ..errors import UserError
-from ..tree import sort_tree
+from medusa_common.contract import UserError
+from medusa_common.tree import sort_tree
 from .heads import MedusaHeads
 from .model import LlamaModel
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
+from medusa_common.contract import UserError
 
 WEIGHTS_FILE = "medusa_lm_head.safetensors"
 CONFIG_FILE = "config.json"

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from medusa_common.contract import UserError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from ..errors import UserError
+from medusa_common.contract import UserError
 
 CALIBRATION_EVERY = 10  # prompt i is for calibration when i % 10 == 0, for evaluation when it is 5
 EVALUATION_OFFSET = 5

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import UserError
-from ..tree import normalise_tree
+from medusa_common.contract import UserError
+from medusa_common.tree import normalise_tree
 from .decoding import Generation, MedusaDecoder
 from .heads import draft_vocabulary, load_heads
 from .model import LlamaModel, resolve_device

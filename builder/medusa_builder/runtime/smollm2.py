@@ -15,7 +15,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-from ..errors import InfraError, UserError
+from medusa_common.contract import InfraError, UserError
 
 log = logging.getLogger(__name__)
 

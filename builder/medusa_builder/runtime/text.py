@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import UserError
+from medusa_common.contract import UserError
 
 
 class TextCodec:

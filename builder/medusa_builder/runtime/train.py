@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from ..errors import UserError
+from medusa_common.contract import UserError
 from .decoding import MedusaDecoder
 from .heads import MedusaHeads, save_heads, save_token_counts
 from .model import LlamaModel, resolve_device

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from medusa_builder.errors import StepError
+from medusa_common.contract import StepError
 from medusa_builder.runtime.metrics import ServingMetrics
 from medusa_builder.runtime.service import ReferenceService
 

@@ -14,13 +14,14 @@ transformers, safetensors and this package).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import UserError
-from ..tree import normalise_tree, resolve_tree, to_brace_form
+from medusa_common.contract import UserError
+from medusa_common.files import link_or_copy
+from medusa_common.triton import pbtxt_string
+from medusa_common.tree import normalise_tree, resolve_tree, to_brace_form
 
 MODEL_FILE = Path(__file__).with_name("triton_model.py")
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,31 +43,27 @@ _OUTPUTS = [
 ]
 
 
-def _pbtxt_string(value: str) -> str:
-    return json.dumps(value)
-
-
 def render_config(model_name: str, max_batch_size: int, device: str, parameters: dict[str, str]) -> str:
     """The model's config.pbtxt (Triton's protobuf text format)."""
-    lines = [f"name: {_pbtxt_string(model_name)}", 'backend: "python"', f"max_batch_size: {max_batch_size}"]
+    lines = [f"name: {pbtxt_string(model_name)}", 'backend: "python"', f"max_batch_size: {max_batch_size}"]
     if max_batch_size > 0:
         lines.append("dynamic_batching { }")
     lines.append("input [")
     lines.append(",\n".join(
-        f"  {{ name: {_pbtxt_string(name)} data_type: {dtype} dims: [ 1 ]{' optional: true' if optional else ''} }}"
+        f"  {{ name: {pbtxt_string(name)} data_type: {dtype} dims: [ 1 ]{' optional: true' if optional else ''} }}"
         for name, dtype, optional in _INPUTS
     ))
     lines.append("]")
     lines.append("output [")
     lines.append(",\n".join(
-        f"  {{ name: {_pbtxt_string(name)} data_type: {dtype} dims: [ {dims} ] }}" for name, dtype, dims in _OUTPUTS
+        f"  {{ name: {pbtxt_string(name)} data_type: {dtype} dims: [ {dims} ] }}" for name, dtype, dims in _OUTPUTS
     ))
     lines.append("]")
     if device in ("cpu", "cuda"):
         kind = "KIND_CPU" if device == "cpu" else "KIND_GPU"
         lines.append(f"instance_group [ {{ count: 1 kind: {kind} }} ]")
     for key, value in sorted(parameters.items()):
-        lines.append(f"parameters {{ key: {_pbtxt_string(key)} value: {{ string_value: {_pbtxt_string(value)} }} }}")
+        lines.append(f"parameters {{ key: {pbtxt_string(key)} value: {{ string_value: {pbtxt_string(value)} }} }}")
     return "\n".join(lines) + "\n"
 
 
@@ -77,11 +74,7 @@ def _link_or_copy_folder(source: Path, target: Path) -> None:
         if path.is_dir():
             destination.mkdir(parents=True, exist_ok=True)
             continue
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, destination)
-        except OSError:
-            shutil.copy2(path, destination)
+        link_or_copy(path, destination)
 
 
 def write_reference_repository(

@@ -15,8 +15,8 @@ from typing import Any
 
 from .. import checkpoint, engine, storage
 from ..cli import add_result_argument
-from ..errors import UserError
-from ..tree import (DEFAULT_TREE_NODES, PRESETS, REFERENCE_DRAFT_VOCAB, REFERENCE_TREE_NODES, normalise_tree,
+from medusa_common.contract import UserError
+from medusa_common.tree import (AUTO_PRESET, DEFAULT_TREE_NODES, PRESETS, REFERENCE_DRAFT_VOCAB, REFERENCE_TREE_NODES, normalise_tree,
                     parse_choices, resolve_tree)
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def resolve_build_tree(args: argparse.Namespace, base_dir: str | Path, heads_dir
     when the preset is 'auto': the expected tokens per step and, for the reference backend, the
     draft vocabulary the tree was calibrated for (the packaged model decodes with it)."""
     num_heads = report["numHeads"]
-    if args.tree_preset == "auto":
+    if args.tree_preset == AUTO_PRESET:
         from ..runtime.calibrate import calibrate_tree
 
         reference = backend == "reference"

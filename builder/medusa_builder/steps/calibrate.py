@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import add_result_argument
-from ..tree import CALIBRATION_METHODS, DEFAULT_TREE_NODES, MAX_TREE_NODES, to_brace_form
+from medusa_common.tree import CALIBRATION_METHODS, DEFAULT_TREE_NODES, MAX_TREE_NODES, to_brace_form
 
 
 def register(subparsers) -> None:

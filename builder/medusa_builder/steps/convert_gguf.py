@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from ..cli import add_result_argument
-from ..errors import UserError
+from medusa_common.contract import UserError
 
 
 def register(subparsers) -> None:

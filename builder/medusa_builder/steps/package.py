@@ -26,8 +26,9 @@ import jinja2
 
 from .. import engine, storage
 from ..cli import add_result_argument
-from ..errors import InfraError, StepError, UserError
-from ..tree import normalise_tree, to_brace_form
+from medusa_common.contract import InfraError, StepError, UserError
+from medusa_common.triton import pbtxt_string
+from medusa_common.tree import normalise_tree, to_brace_form
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,10 @@ class TrtllmRepositoryOptions:
             raise UserError(f"the mount path {self.mount_path!r} must be absolute, like /models")
 
 
-def _pbstr(value: Any) -> str:
-    """A protobuf text-format string literal (JSON escapes are valid there)."""
-    return json.dumps(str(value), ensure_ascii=True)
-
-
 def template_environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
-    env.filters["pbstr"] = _pbstr
+    env.filters["pbstr"] = pbtxt_string
     return env
 
 

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from ..cli import add_result_argument
-from ..tree import MAX_TREE_NODES, PRESETS, TreeError, normalise_tree, parse_choices, to_brace_form, tree_depth
+from medusa_common.tree import MAX_TREE_NODES, PRESETS, TreeError, normalise_tree, parse_choices, to_brace_form, tree_depth
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import storage
 from ..cli import add_result_argument
-from ..errors import InfraError, StepError, UserError
+from medusa_common.contract import InfraError, UserError, ValidationFailed
 from ..validation import accuracy as accuracy_mod
 from ..validation import throughput as throughput_mod
 from ..validation.client import Deadline, TritonGenerator, map_bounded, parse_endpoint
@@ -31,20 +31,6 @@ from ..validation.tokens import NOT_TOKENIZER_FILES, load_token_counter
 from ..validation.verdict import Thresholds, evaluate
 
 log = logging.getLogger(__name__)
-
-EXIT_VALIDATION_FAILED = 4
-
-
-class ValidationFailed(StepError):
-    """Everything was measured and at least one threshold failed."""
-
-    kind = "validation"
-    exit_code = EXIT_VALIDATION_FAILED
-
-    def __init__(self, message: str, result: dict):
-        super().__init__(message)
-        self.result = result
-
 
 def _int_list(text: str) -> list[int]:
     try:

@@ -25,11 +25,12 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..errors import InfraError, UserError
+from medusa_common.contract import InfraError, UserError
+from medusa_common.triton import GRPC_PORT, HTTP_PORT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+DEFAULT_PORTS = {"http": HTTP_PORT, "grpc": GRPC_PORT}
 TEXT_INPUT = "text_input"
 MAX_TOKENS = "max_tokens"
 TEXT_OUTPUT = "text_output"

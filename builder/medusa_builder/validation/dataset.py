@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
+from medusa_common.contract import UserError
 
 LETTERS = "ABCDEFGHIJ"
 DEV_SPLIT = "dev"

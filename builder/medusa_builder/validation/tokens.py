@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..errors import UserError
+from medusa_common.contract import UserError
 
 TokenCounter = Callable[[str], int]
 

@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-from medusa_builder.toolchain import MEDUSA_CHOICE_INDEX_LIMIT
+from medusa_common.toolchain import MEDUSA_CHOICE_DEPTH_LIMIT, MEDUSA_CHOICE_INDEX_LIMIT
+from medusa_common.tree import MAX_TREE_NODES
 
 GROUP = "inference.medusa.dev"
 VERSION = "v1alpha1"
@@ -25,8 +26,7 @@ PLURAL = "medusamodels"
 SINGULAR = "medusamodel"
 SHORT_NAMES = ["mm"]
 
-MAX_TREE_NODES = 256
-MAX_TREE_DEPTH = 16
+MAX_TREE_DEPTH = MEDUSA_CHOICE_DEPTH_LIMIT
 
 # Kubernetes names, in the regular-expression syntax CEL's matches() takes.
 PVC_CLAIM_PATTERN = "[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"  # a DNS subdomain
@@ -463,8 +463,8 @@ class MedusaModelSpec(ApiModel):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How revisions replace each other.")
 
 
-Phase = Literal["Pending", "Building", "Packaging", "Deploying", "Validating", "Promoting", "Serving",
-                "Degraded", "Failed"]
+PHASES = ("Pending", "Building", "Packaging", "Deploying", "Validating", "Promoting", "Serving", "Degraded", "Failed")
+Phase = Literal[PHASES]  # type: ignore[valid-type]  # the tuple's members, each a literal
 
 
 class Condition(ApiModel):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from medusa_builder.result import ResultParseError, ResultTypeError, StepResult, check_result, parse_message
+from medusa_common.contract import ErrorKind, ResultParseError, ResultTypeError, StepResult, check_result, parse_message
 
 from ..api.v1alpha1 import EngineStatus
 from ..render import names, recorded
@@ -188,7 +188,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
         if seen.result is not None and seen.result.ok:
             return JobObs(name, revision, "succeeded", result=seen.result)
     latest = results[0] if results else PodResult(problem="no pod found", missing=True)
-    if latest.result is not None and latest.result.error_kind in ("user", "validation"):
+    if latest.result is not None and latest.result.final:
         return JobObs(name, revision, "failed", result=latest.result)
     conditions = {c.get("type"): c for c in job.get("status", {}).get("conditions") or []
                   if c.get("status") == "True"}
@@ -209,7 +209,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
         why = f"the Job succeeded but left no usable result: {latest.problem}"
         if latest.missing:
             return JobObs(name, revision, "failed", finished_at=_parse_time(cond.get("lastTransitionTime")),
-                          result=StepResult(command or "unknown", False, error_kind="infrastructure",
+                          result=StepResult(command or "unknown", False, error_kind=ErrorKind.INFRASTRUCTURE,
                                             error_message=why))
         return JobObs(name, revision, "failed", problem=why)
     unschedulable = next((u for u in (pod_unschedulable(p) for p in own) if u is not None), None)

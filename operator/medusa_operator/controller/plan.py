@@ -21,9 +21,11 @@ goes for each candidate replica that becomes Ready, the stable Service selecting
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
+
+from medusa_common.contract import BuildResult, ErrorKind, PackageResult, StepResult, ValidateResult
 
 from .. import config
 from ..api.v1alpha1 import (EngineStatus, FailedThreshold, MedusaModelStatus, RevisionsStatus, TopicStatus,
@@ -450,7 +452,7 @@ class _Planner:
         return self.status.revisions.failed == self.revision
 
     def job_outcome(self, job: JobObs | None, condition: str, running_reason: str, phase: str,
-                    what: str) -> dict[str, Any] | None:
+                    what: str) -> StepResult | None:
         """The result of a finished step, or None while it runs (the phase says so) or failed."""
         if job is None or job.state == "running":
             self.status.phase = phase
@@ -461,7 +463,7 @@ class _Planner:
                 self.cond(condition, False, job.pod_problem.reason, f"{what} cannot run: {job.pod_problem.message}")
             self.status.message = f"revision {self.revision}: {what} is running"
             return None
-        if job.state == "failed" and job.result is not None and job.result.error_kind == "infrastructure":
+        if job.state == "failed" and job.result is not None and job.result.error_kind == ErrorKind.INFRASTRUCTURE:
             self.retry_later(job, condition, what)
             self.status.phase = phase
             return None
@@ -472,7 +474,7 @@ class _Planner:
                 message = job.problem or "the step failed"
             self.fail(condition, f"{running_reason}Failed", f"{what} failed: {message}")
             return None
-        return job.result.result
+        return job.result
 
     def retry_later(self, job: JobObs, condition: str, what: str) -> None:
         """Infrastructure failures (store or network down) are retried: the Job is run again later,
@@ -489,7 +491,7 @@ class _Planner:
             self.status.revisions.infra_retries = retries + 1
 
     def engine_outcome(self, key: str, lookup: dict[str, Any], build: dict[str, Any],
-                       what: str) -> dict[str, Any] | None:
+                       what: str) -> BuildResult | None:
         """The result for the engine ``key``: known from a status (no Job at all), found in the
         store by a CPU-only lookup Job, or built by the GPU Job, created only when the lookup
         misses, so an engine already in the store never waits for a GPU."""
@@ -497,14 +499,17 @@ class _Planner:
             known = self.obs.known_engines.get(known_engine_key(self.ctx, key))
             if known is not None and known.uri and lookup["metadata"]["name"] not in self.obs.jobs:
                 self.from_memory[key] = known.uri
-                described = {"numHeads": known.num_heads, "numLayers": known.num_layers, "treeSize": known.tree_size}
-                return {"cacheKey": key, "cacheHit": True, "engineUri": known.uri,
-                        **{k: v for k, v in described.items() if v is not None}}
+                return BuildResult(cache_key=key, cache_hit=True, engine_uri=known.uri, num_heads=known.num_heads,
+                                   num_layers=known.num_layers, tree_size=known.tree_size)
             found = self.job_outcome(self.job(lookup), st.ENGINE_BUILT, "Building", "Building",
                                      f"the store lookup for {what}")
-            if found is None or found.get("cacheHit"):
-                return found
-        return self.job_outcome(self.job(build), st.ENGINE_BUILT, "Building", "Building", what)
+            if found is None:
+                return None
+            looked_up = found.typed(BuildResult)
+            if looked_up.cache_hit:
+                return looked_up
+        built = self.job_outcome(self.job(build), st.ENGINE_BUILT, "Building", "Building", what)
+        return built.typed(BuildResult) if built is not None else None
 
     def step_build(self) -> str | None:
         key = engine_cache_key(self.ctx.spec, self.ctx.builder_image)
@@ -512,26 +517,24 @@ class _Planner:
                                      jobs.build_job(self.ctx, self.revision, key), "the engine build")
         if result is None:
             return None
-        if result.get("cacheHit") and self.status.engine.cache_key == key and "numHeads" not in result:
-            result.update(numHeads=self.status.engine.num_heads, numLayers=self.status.engine.num_layers,
-                          treeSize=self.status.engine.tree_size,
-                          tensorrtLlmVersion=self.status.engine.tensorrt_llm_version)
-        uri = result.get("engineUri") or engine_uri(self.ctx, key)
-        reused = bool(result.get("cacheHit"))
-        tree = result.get("tree")
+        if result.cache_hit and self.status.engine.cache_key == key and result.num_heads is None:
+            result = replace(result, num_heads=self.status.engine.num_heads, num_layers=self.status.engine.num_layers,
+                             tree_size=self.status.engine.tree_size,
+                             tensorrt_llm_version=self.status.engine.tensorrt_llm_version)
+        uri = result.engine_uri or engine_uri(self.ctx, key)
+        reused = bool(result.cache_hit)
         self.status.engine = EngineStatus(
-            cache_key=result.get("cacheKey") or key, uri=uri, reused=reused,
-            build_seconds=result.get("buildSeconds"), num_heads=result.get("numHeads"),
-            num_layers=result.get("numLayers"),
-            tree_size=len(tree) if isinstance(tree, list) else result.get("treeSize"),
-            tensorrt_llm_version=result.get("tensorrtLlmVersion"))
-        refusal = built_engine_refusal(self.ctx, result.get("tensorrtLlmVersion"))
+            cache_key=result.cache_key or key, uri=uri, reused=reused,
+            build_seconds=result.build_seconds, num_heads=result.num_heads,
+            num_layers=result.num_layers, tree_size=result.num_nodes,
+            tensorrt_llm_version=result.tensorrt_llm_version)
+        refusal = built_engine_refusal(self.ctx, result.tensorrt_llm_version)
         if refusal is not None:
             self.fail(st.ENGINE_BUILT, INCOMPATIBLE_IMAGES, refusal)
             return None
         self.cond(st.ENGINE_BUILT, True, "CacheHit" if reused else "Built",
                   f"engine {'reused from' if reused else 'built into'} {uri}")
-        self.plan.metrics["engine"] = {"reused": reused, "seconds": result.get("buildSeconds")}
+        self.plan.metrics["engine"] = {"reused": reused, "seconds": result.build_seconds}
         return uri
 
     def step_build_base(self) -> str | None:
@@ -541,7 +544,7 @@ class _Planner:
                                      "the base model's engine build")
         if result is None:
             return None
-        return result.get("engineUri") or engine_uri(self.ctx, key)
+        return result.engine_uri or engine_uri(self.ctx, key)
 
     def step_package(self, engine: str, variant: str) -> str | None:
         job = self.job(jobs.package_job(self.ctx, self.revision, engine, variant))
@@ -561,7 +564,7 @@ class _Planner:
         result = self.job_outcome(job, st.PACKAGED, "Packaging", "Packaging", what)
         if result is None:
             return None
-        repo = result.get("repositoryUri")
+        repo = result.typed(PackageResult).repository_uri
         if not repo:
             self.fail(st.PACKAGED, "PackagingFailed", f"{what} finished without a repositoryUri in its result")
             return None
@@ -643,10 +646,10 @@ class _Planner:
 
     def step_validate(self, baseline: bool) -> None:
         job = self.job(jobs.validate_job(self.ctx, self.revision, baseline))
-        verdict = job.result.result if job is not None and job.result is not None else {}
-        if job is not None and job.state != "running" and isinstance(verdict.get("passed"), bool):
+        verdict = job.result.typed(ValidateResult) if job is not None and job.result is not None else ValidateResult()
+        if job is not None and job.state != "running" and verdict.passed is not None:
             self.record_validation(verdict)
-            if verdict["passed"] and job.state == "succeeded":
+            if verdict.passed and job.state == "succeeded":
                 self.cond(st.VALIDATED, True, "Passed", "every threshold held")
                 self.promote()
             else:
@@ -656,23 +659,22 @@ class _Planner:
         if self.job_outcome(job, st.VALIDATED, "Validating", "Validating", "validation") is not None:
             self.fail(st.VALIDATED, "ValidationFailed", "validation finished without a verdict ('passed' is missing)")
 
-    def record_validation(self, result: dict[str, Any]) -> None:
-        def num(key: str) -> float | None:
-            value = result.get(key)
-            return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    def record_validation(self, result: ValidateResult) -> None:
+        def num(value: float | None) -> float | None:
+            return float(value) if value is not None else None
 
-        topics = [TopicStatus(topic=str(t.get("topic", "")), tokens_per_second=t.get("tokensPerSecond"),
-                              base_tokens_per_second=t.get("baseTokensPerSecond"), speedup=t.get("speedup"))
-                  for t in result.get("perTopic") or [] if isinstance(t, dict)]
-        failures = [FailedThreshold(threshold=str(f.get("threshold", "")), measured=f.get("measured"),
-                                    required=f.get("required"), message=str(f.get("message", "")))
-                    for f in result.get("failures") or [] if isinstance(f, dict)]
+        topics = [TopicStatus(topic=t.topic or "", tokens_per_second=t.tokens_per_second,
+                              base_tokens_per_second=t.base_tokens_per_second, speedup=t.speedup)
+                  for t in result.per_topic or []]
+        failures = [FailedThreshold(threshold=f.threshold or "", measured=f.measured, required=f.required,
+                                    message=f.message or "")
+                    for f in result.failures or []]
         self.status.validation = ValidationStatus(
-            revision=self.revision, passed=bool(result.get("passed")), accuracy=num("accuracy"),
-            base_accuracy=num("baseAccuracy"), tokens_per_second=num("tokensPerSecond"),
-            base_tokens_per_second=num("baseTokensPerSecond"), speedup=num("speedup"),
-            mean_accepted_tokens=num("meanAcceptedTokens"), per_topic=topics, failures=failures,
-            report_uri=result.get("reportUri"))
+            revision=self.revision, passed=bool(result.passed), accuracy=num(result.accuracy),
+            base_accuracy=num(result.base_accuracy), tokens_per_second=num(result.tokens_per_second),
+            base_tokens_per_second=num(result.base_tokens_per_second), speedup=num(result.speedup),
+            mean_accepted_tokens=num(result.mean_accepted_tokens), per_topic=topics, failures=failures,
+            report_uri=result.report_uri)
 
     def promote(self) -> None:
         """Hand the stable Service and the autoscaler to the validated candidate, never lowering capacity.

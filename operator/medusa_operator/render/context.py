@@ -8,6 +8,12 @@ from ..api.v1alpha1 import GROUP, KIND, VERSION, MedusaModelSpec
 from ..config import OperatorConfig
 from . import names
 
+# The device plugin's resource, the GPU Operator's product label, and the taint GPU nodes carry:
+# every pod that asks for GPUs tolerates it.
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
 
 @dataclass(frozen=True)
 class ModelRef:

@@ -1,7 +1,7 @@
 """The Jobs of a revision: build (GPU), package (CPU) and validate (CPU).
 
 Each Job runs one ``medusa-builder`` step. Inputs are arguments and mounted Secrets; the result is
-the container's termination message (see medusa_builder.result). A user error (exit code 2)
+the container's termination message (see medusa_common.contract). A user error (exit code 2)
 or a failed validation (4) fails the Job at once; other failures are retried twice by the Job
 controller.
 """
@@ -12,9 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from medusa_common.contract import FINAL_EXIT_CODES, PVC_MOUNT_ROOT
+
 from ..api.v1alpha1 import SecretRef
+from ..revision import effective_tree
 from . import names, pod_security
-from .context import RenderContext, report_uri, repository_uri
+from .context import GPU_PRODUCT_LABEL, GPU_RESOURCE, GPU_TOLERATION, RenderContext, report_uri, repository_uri
 from .pod_security import WORK_DIR
 
 CREDENTIALS_DIR = "/var/run/secrets/medusa/credentials"
@@ -22,13 +25,10 @@ CREDENTIALS_DIR = "/var/run/secrets/medusa/credentials"
 # owner and group, so by the image's unprivileged user through that group, and by no one else.
 # (With an fsGroup the kubelet also adds these bits to Secret files; the manifest says it itself.)
 CREDENTIALS_MODE = 0o440
-PVC_ROOT = "/mnt/pvc"
 BUILD_DEADLINE_SECONDS = 6 * 3600
 PACKAGE_DEADLINE_SECONDS = 3600
 STEP_REQUESTS = {"cpu": "1", "memory": "4Gi"}
 LOOKUP_REQUESTS = {"cpu": "100m", "memory": "512Mi"}  # reads one manifest from the store
-# Exit codes that a retry cannot change: bad input (2) and a measured, failed validation (4).
-FINAL_EXIT_CODES = [2, 4]
 
 
 def secret_names(ctx: RenderContext) -> list[str]:
@@ -102,7 +102,7 @@ def storage_volumes(accesses: list[Access]) -> tuple[list[dict], list[dict], lis
     for claim, writes in sorted(claims.items()):
         volume = f"pvc-{names.dns_label(claim, 50)}"  # volume names are DNS labels; claims may hold dots
         volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}", **({} if writes else {"readOnly": True})})
+        mounts.append({"name": volume, "mountPath": f"{PVC_MOUNT_ROOT}/{claim}", **({} if writes else {"readOnly": True})})
     return volumes, mounts, args
 
 
@@ -111,9 +111,9 @@ def _scheduling(ctx: RenderContext, gpus: int) -> dict[str, Any]:
     node_selector = dict(ctx.config.job_node_selector)
     tolerations = [dict(t) for t in ctx.config.job_tolerations]
     if gpus:
-        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+        tolerations.append(dict(GPU_TOLERATION))
         if ctx.spec.engine.gpu.product:
-            node_selector["nvidia.com/gpu.product"] = ctx.spec.engine.gpu.product
+            node_selector[GPU_PRODUCT_LABEL] = ctx.spec.engine.gpu.product
     spec: dict[str, Any] = {}
     if tolerations:
         spec["tolerations"] = tolerations
@@ -134,7 +134,7 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], acce
     labels = {names.LABEL_REVISION: revision, names.LABEL_STEP: step}
     resources: dict[str, Any] = {"requests": dict(requests)}
     if gpus:
-        resources["limits"] = {"nvidia.com/gpu": str(gpus)}
+        resources["limits"] = {GPU_RESOURCE: str(gpus)}
     container = {
         "name": "builder",
         "image": ctx.builder_image,
@@ -167,7 +167,7 @@ def step_job(ctx: RenderContext, revision: str, step: str, args: list[str], acce
                 # without spending one of the Job's retries.
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
                 {"action": "FailJob", "onExitCodes": {"containerName": "builder", "operator": "In",
-                                                      "values": FINAL_EXIT_CODES}},
+                                                      "values": list(FINAL_EXIT_CODES)}},
             ]},
             "template": {
                 "metadata": {"labels": {**names.model_labels(ctx.model.name), **labels}},
@@ -201,11 +201,11 @@ def _build_args(ctx: RenderContext, cache_key: str) -> list[str]:
         args += ["--num-heads", str(spec.medusa.num_heads)]
     if spec.medusa.num_layers:
         args += ["--num-layers", str(spec.medusa.num_layers)]
-    tree = spec.medusa.tree
-    if tree is not None and tree.choices is not None:
-        args += ["--tree-choices", json.dumps(tree.choices, separators=(",", ":"))]
+    tree = effective_tree(spec)
+    if "choices" in tree:
+        args += ["--tree-choices", json.dumps(tree["choices"], separators=(",", ":"))]
     else:
-        args += ["--tree-preset", (tree.preset if tree is not None and tree.preset else "auto")]
+        args += ["--tree-preset", tree["preset"]]
     return args + _engine_args(ctx)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from medusa_common.triton import HTTP_PORT
+
 MANAGED_BY = "medusa-operator"
 LABEL_MODEL = "medusa.dev/model"
 LABEL_REVISION = "medusa.dev/revision"
@@ -102,9 +104,9 @@ def revision_selector(model: str, revision: str, variant: str = "medusa") -> dic
     return {LABEL_MODEL: fit(model, 63), LABEL_REVISION: revision, LABEL_VARIANT: variant}
 
 
-def endpoint(model: str, namespace: str, port: int = 8000) -> str:
+def endpoint(model: str, namespace: str, port: int = HTTP_PORT) -> str:
     return f"http://{stable_service_name(model)}.{namespace}.svc:{port}"
 
 
-def revision_endpoint(model: str, namespace: str, revision: str, variant: str = "medusa", port: int = 8000) -> str:
+def revision_endpoint(model: str, namespace: str, revision: str, variant: str = "medusa", port: int = HTTP_PORT) -> str:
     return f"http://{revision_service_name(model, revision, variant)}.{namespace}.svc:{port}"

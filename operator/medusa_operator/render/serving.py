@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from medusa_common.triton import GRPC_PORT, HTTP_PORT, METRICS_PORT
+
 from . import names, pod_security
-from .context import RenderContext
+from .context import GPU_PRODUCT_LABEL, GPU_RESOURCE, GPU_TOLERATION, RenderContext
 from .jobs import artifacts_access, storage_volumes
 from .pod_security import MODEL_DIR
 
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 # The engine's model in a packaged TensorRT-LLM repository: the only model ranks above 0 load.
 TRTLLM_MODEL = "tensorrt_llm"
 
@@ -54,7 +55,7 @@ def _resources(ctx: RenderContext) -> dict[str, Any]:
     requests = {k: str(v) for k, v in (user.requests or {}).items()}
     gpus = ctx.spec.engine.gpu.count
     if gpus:
-        limits["nvidia.com/gpu"] = str(gpus)
+        limits[GPU_RESOURCE] = str(gpus)
     out: dict[str, Any] = {}
     if limits:
         out["limits"] = limits
@@ -67,8 +68,8 @@ def _scheduling(ctx: RenderContext) -> dict[str, Any]:
     serving, gpu = ctx.spec.serving, ctx.spec.engine.gpu
     node_selector = dict(serving.node_selector)
     if gpu.product:
-        node_selector["nvidia.com/gpu.product"] = gpu.product
-    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        node_selector[GPU_PRODUCT_LABEL] = gpu.product
+    tolerations = [dict(GPU_TOLERATION)]
     tolerations += [t.model_dump(by_alias=True, exclude_none=True) for t in serving.tolerations]
     out: dict[str, Any] = {"tolerations": tolerations}
     if node_selector:

@@ -11,10 +11,13 @@ import heapq
 import json
 from typing import Any, Mapping, Sequence
 
-from .errors import UserError
+from .contract import UserError
 from .toolchain import MEDUSA_CHOICE_INDEX_LIMIT
 
 MAX_TREE_NODES = 256
+# The preset name that asks the build to calibrate a tree from the heads; a spec without a tree
+# asks for it.
+AUTO_PRESET = "auto"
 # Calibrated trees default to 63 nodes: the published mc_sim_7b_63 size, and with the root 64
 # rows, a multiple of 16, which the reference runtime's kernels run markedly faster than the
 # row counts around it.
@@ -162,7 +165,7 @@ def resolve_tree(preset: str | None, choices: Any, num_heads: int | None) -> lis
     """Turn a preset name or explicit choices (exactly one, or neither for the default) into a tree."""
     if preset and choices is not None:
         raise TreeError("give either a tree preset or tree choices, not both")
-    if preset == "auto":
+    if preset == AUTO_PRESET:
         raise TreeError("the 'auto' tree is calibrated from the heads; run the build or calibrate step for it")
     if choices is not None:
         if isinstance(choices, str):
@@ -173,7 +176,7 @@ def resolve_tree(preset: str | None, choices: Any, num_heads: int | None) -> lis
             raise TreeError("give a tree preset or tree choices, or the head count to pick a default preset")
         preset = default_preset(num_heads)
     if preset not in PRESETS:
-        raise TreeError(f"unknown tree preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}, or auto")
+        raise TreeError(f"unknown tree preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}, or {AUTO_PRESET}")
     return normalise_tree(PRESETS[preset], num_heads)
 
 
