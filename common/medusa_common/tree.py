@@ -106,6 +106,17 @@ PRESETS: dict[str, list[list[int]]] = {
     "medusa5_64": greedy_tree(assumed_topk_accuracy(5), 64),
 }
 
+# Every name a spec's tree.preset may take: the calibrated tree, then the fixed trees.
+PRESET_NAMES = (AUTO_PRESET, *sorted(PRESETS))
+
+
+def describe_presets() -> str:
+    """The preset names with what each is, as one sentence per kind (for the API's description)."""
+    fixed = ", ".join(f"'{name}' ({len(tree)} nodes, {tree_depth(tree)} deep)" for name, tree in sorted(PRESETS.items()))
+    return (f"'{AUTO_PRESET}' calibrates a tree from the heads' measured top-k accuracy; the fixed trees are {fixed}. "
+            "A fixed tree is at most as deep as the heads are many")
+
+
 # The preset used when neither a preset nor choices are given, by head count (5 or more: the last).
 _DEFAULT_PRESET_BY_HEADS = {2: "medusa2_16", 3: "medusa3_32", 4: "mc_sim_7b_63", 5: "medusa5_64"}
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from medusa_common.toolchain import MEDUSA_CHOICE_DEPTH_LIMIT, MEDUSA_CHOICE_INDEX_LIMIT
-from medusa_common.tree import MAX_TREE_NODES
+from medusa_common.tree import AUTO_PRESET, MAX_TREE_NODES, PRESET_NAMES, describe_presets
 
 GROUP = "inference.medusa.dev"
 VERSION = "v1alpha1"
@@ -119,14 +119,10 @@ class TreeSpec(ApiModel):
                 "set either tree.preset or tree.choices, not both"),
         ]},
     )
-    preset: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern="^[a-z0-9_]+$",
-        description=(
-            "A named tree: 'auto' calibrates a tree from the heads' measured top-k accuracy; "
-            "'mc_sim_7b_63' is the common 63-node tree for 4 heads; 'heads2', 'heads3', 'heads4' "
-            "and 'heads5' are compact trees for that many heads. Defaults to 'auto' when neither "
-            "preset nor choices is set."
-        ),
+    preset: Literal[PRESET_NAMES] | None = Field(  # type: ignore[valid-type]  # the builder's preset names
+        default=None,
+        description=(f"A named tree: {describe_presets()}. Defaults to '{AUTO_PRESET}' when neither preset nor "
+                     "choices is set."),
     )
     choices: Annotated[list[Annotated[list[int], Field(max_length=MAX_TREE_DEPTH)]] | None, Field(
         default=None, max_length=2 * MAX_TREE_NODES,
