@@ -28,7 +28,7 @@ step() { echo "== $(date -u +%H:%M:%S) $*"; }
 step convert
 python -m medusa_builder convert-gguf --gguf "$gguf" --output "$work/base" --result "$work/convert.json"
 step train-heads "${train[@]}"
-python -m medusa_builder train-heads --base "$work/base" --output "$work/heads" --device cuda "${train[@]}" \
+python -m medusa_builder train-heads --base-dir "$work/base" --output "$work/heads" --device cuda "${train[@]}" \
     --result "$work/train.json"
 step benchmark "${speed[@]}"
 python "$root/benchmarks/medusa_speed.py" --base "$work/base" --heads "$work/heads" --num-prompts 12 \

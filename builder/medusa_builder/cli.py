@@ -1,56 +1,33 @@
 """`medusa-builder`: the commands that run inside the operator's Jobs.
 
-Each subcommand lives in its own module under ``medusa_builder.steps`` and exposes
-``register(subparsers)``, which adds a parser whose ``func`` default takes the parsed
-arguments and returns a JSON-serialisable dict (the step's result). This module runs the
-function, prints progress and errors on stderr, writes the result document and maps error
-kinds to exit codes (see ``errors``).
+Each subcommand lives in its own module under ``medusa_builder.steps``, which adds its parser
+(see that package). This module runs the chosen step through ``medusa_common.contract.run_step``,
+which writes the result document and maps error kinds to exit codes; progress and errors go to
+stderr. The steps never import this module, so the import graph has no cycle.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
 from medusa_common.contract import run_step
 
-log = logging.getLogger("medusa_builder")
+from .steps import (build, build_engine, calibrate, convert_gguf, fetch, inspect, package, train_heads, tree,
+                    validate)
 
-# Module names under medusa_builder.steps; each registers one or more subcommands.
-STEP_MODULES = (
-    "fetch",
-    "inspect",
-    "tree",
-    "build_engine",
-    "build",
-    "package",
-    "convert_gguf",
-    "train_heads",
-    "calibrate",
-    "validate",
-)
+# In the order `medusa-builder --help` lists them.
+STEPS = (fetch, inspect, tree, build_engine, build, package, convert_gguf, train_heads, calibrate, validate)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medusa-builder", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="logging level for progress on stderr")
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-    for name in STEP_MODULES:
-        try:
-            module = importlib.import_module(f"medusa_builder.steps.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"medusa_builder.steps.{name}":
-                raise
-            continue
+    for module in STEPS:
         module.register(sub)
     return parser
-
-
-def add_result_argument(parser: argparse.ArgumentParser) -> None:
-    """Every step accepts --result FILE; steps call this when they build their parser."""
-    parser.add_argument("--result", metavar="FILE", help="also write the JSON result to FILE")
 
 
 def main(argv: list[str] | None = None) -> None:

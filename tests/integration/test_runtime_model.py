@@ -99,7 +99,7 @@ def run_cli(argv, capsys):
 
 def test_train_heads_and_calibrate_commands(tmp_path, smollm2_dir, capsys):
     heads = tmp_path / "heads"
-    code, _ = run_cli(["train-heads", "--base", str(smollm2_dir), "--output", str(heads), "--num-heads", "2",
+    code, _ = run_cli(["train-heads", "--base-dir", str(smollm2_dir), "--output", str(heads), "--num-heads", "2",
                        "--max-prompts", "2", "--model-written-prompts", "3", "--max-new-tokens", "8",
                        "--epochs", "1", "--batch-size", "8", "--distillation", "0.5", "--device", "cpu",
                        "--result", str(tmp_path / "train.json")], capsys)
@@ -111,7 +111,7 @@ def test_train_heads_and_calibrate_commands(tmp_path, smollm2_dir, capsys):
     assert config["medusa_num_heads"] == 2 and (heads / "medusa_lm_head.safetensors").is_file()
     counts = load_file(str(heads / TOKEN_COUNTS_FILE))["counts"]
     assert counts.shape == (VOCAB_SIZE,) and 0 < int(counts.sum()) <= result["trainingPositions"]
-    code, _ = run_cli(["calibrate", "--base", str(smollm2_dir), "--heads", str(heads), "--num-nodes", "5",
+    code, _ = run_cli(["calibrate", "--base-dir", str(smollm2_dir), "--heads-dir", str(heads), "--num-nodes", "5",
                        "--max-prompts", "2", "--max-new-tokens", "8", "--device", "cpu", "--draft-vocab", "3",
                        "--output", str(tmp_path / "draft-tree.json")], capsys)
     assert code == 0
@@ -120,7 +120,7 @@ def test_train_heads_and_calibrate_commands(tmp_path, smollm2_dir, capsys):
     assert len(draft["topkAccuracy"][0]) == 3 and draft["draftVocabulary"]["size"] == 3
     assert 0 < draft["draftVocabulary"]["trainingCoverage"] < 1
 
-    code, out = run_cli(["calibrate", "--base", str(smollm2_dir), "--heads", str(heads), "--num-nodes", "5",
+    code, out = run_cli(["calibrate", "--base-dir", str(smollm2_dir), "--heads-dir", str(heads), "--num-nodes", "5",
                          "--max-prompts", "2", "--max-new-tokens", "8", "--device", "cpu",
                          "--output", str(tmp_path / "tree.json")], capsys)
     assert code == 0
@@ -139,13 +139,13 @@ def error_of(result_file) -> str:
 
 def test_commands_reject_bad_input(tmp_path, smollm2_dir, capsys):
     result = tmp_path / "result.json"
-    code, _ = run_cli(["calibrate", "--base", str(smollm2_dir), "--heads", str(tmp_path / "none"),
+    code, _ = run_cli(["calibrate", "--base-dir", str(smollm2_dir), "--heads-dir", str(tmp_path / "none"),
                        "--device", "cpu", "--result", str(result)], capsys)
     assert code == 2 and "does not exist" in error_of(result)
-    code, _ = run_cli(["train-heads", "--base", str(tmp_path), "--output", str(tmp_path / "h"),
+    code, _ = run_cli(["train-heads", "--base-dir", str(tmp_path), "--output", str(tmp_path / "h"),
                        "--device", "cpu", "--result", str(result)], capsys)
     assert code == 2 and "config.json" in error_of(result)
-    code, _ = run_cli(["train-heads", "--base", str(smollm2_dir), "--output", str(tmp_path / "h"),
+    code, _ = run_cli(["train-heads", "--base-dir", str(smollm2_dir), "--output", str(tmp_path / "h"),
                        "--distillation", "1.5", "--device", "cpu", "--result", str(result)], capsys)
     assert code == 2 and "distillation is a weight from 0 to 1, got 1.5" in error_of(result)
     assert not (tmp_path / "h").exists()

@@ -27,7 +27,7 @@ def base_dir(tmp_path):
 
 def test_per_head_output_layer_safetensors(tmp_path, base_dir):
     heads = write_sparse_heads(tmp_path / "heads", num_heads=3)
-    code, doc = run_cli(["inspect", "--base", str(base_dir), "--heads", str(heads), "--num-heads", "3"], tmp_path)
+    code, doc = run_cli(["inspect", "--base-dir", str(base_dir), "--heads-dir", str(heads), "--num-heads", "3"], tmp_path)
     assert code == 0
     report = doc["result"]
     assert report["heads"]["layout"] == "per-head-output"
@@ -95,7 +95,7 @@ def test_counts_come_from_tensors_not_the_config(tmp_path, base_dir):
 
 def test_mismatched_hidden_size_names_both_numbers(tmp_path, base_dir):
     heads = write_sparse_heads(tmp_path / "heads", hidden=512, vocab=None, layout="shared-lm-head")
-    code, doc = run_cli(["inspect", "--base", str(base_dir), "--heads", str(heads)], tmp_path)
+    code, doc = run_cli(["inspect", "--base-dir", str(base_dir), "--heads-dir", str(heads)], tmp_path)
     assert code == 2
     assert doc["error"]["kind"] == "user"
     assert "hidden size 512" in doc["error"]["message"] and "hidden size 576" in doc["error"]["message"]
@@ -104,7 +104,7 @@ def test_mismatched_hidden_size_names_both_numbers(tmp_path, base_dir):
 
 def test_mismatched_vocabulary_names_both_numbers(tmp_path, base_dir):
     heads = write_sparse_heads(tmp_path / "heads", vocab=32000)
-    code, doc = run_cli(["inspect", "--base", str(base_dir), "--heads", str(heads)], tmp_path)
+    code, doc = run_cli(["inspect", "--base-dir", str(base_dir), "--heads-dir", str(heads)], tmp_path)
     assert code == 2
     assert "vocabulary size 32000" in doc["error"]["message"]
     assert "vocabulary size 49152" in doc["error"]["message"]
@@ -112,7 +112,7 @@ def test_mismatched_vocabulary_names_both_numbers(tmp_path, base_dir):
 
 def test_mismatched_head_count_names_both_numbers(tmp_path, base_dir):
     heads = write_sparse_heads(tmp_path / "heads", num_heads=3, vocab=None, layout="shared-lm-head")
-    code, doc = run_cli(["inspect", "--base", str(base_dir), "--heads", str(heads), "--num-heads", "5"], tmp_path)
+    code, doc = run_cli(["inspect", "--base-dir", str(base_dir), "--heads-dir", str(heads), "--num-heads", "5"], tmp_path)
     assert code == 2
     assert "declares 5 heads but the checkpoint holds 3 heads" in doc["error"]["message"]
 
@@ -129,7 +129,7 @@ def test_several_problems_are_all_reported(tmp_path):
 def test_truncated_safetensors_is_a_user_error(tmp_path, base_dir):
     heads = write_sparse_heads(tmp_path / "heads", num_heads=2, vocab=None, layout="shared-lm-head")
     truncate(heads / "medusa_lm_head.safetensors", 0.6)
-    code, doc = run_cli(["inspect", "--base", str(base_dir), "--heads", str(heads)], tmp_path)
+    code, doc = run_cli(["inspect", "--base-dir", str(base_dir), "--heads-dir", str(heads)], tmp_path)
     assert code == 2
     assert "truncated" in doc["error"]["message"] and "download it again" in doc["error"]["message"]
 
@@ -145,7 +145,7 @@ def test_missing_head_file_is_a_user_error(tmp_path, base_dir):
     heads = tmp_path / "heads"
     heads.mkdir()
     write_heads_config(heads, 3)
-    code, doc = run_cli(["inspect", "--base", str(base_dir), "--heads", str(heads)], tmp_path)
+    code, doc = run_cli(["inspect", "--base-dir", str(base_dir), "--heads-dir", str(heads)], tmp_path)
     assert code == 2
     assert "no Medusa head checkpoint" in doc["error"]["message"]
 
@@ -154,7 +154,7 @@ def test_missing_base_config_is_a_user_error(tmp_path):
     base = tmp_path / "base"
     base.mkdir()
     heads = write_sparse_heads(tmp_path / "heads")
-    code, doc = run_cli(["inspect", "--base", str(base), "--heads", str(heads)], tmp_path)
+    code, doc = run_cli(["inspect", "--base-dir", str(base), "--heads-dir", str(heads)], tmp_path)
     assert code == 2
     assert "config.json is missing" in doc["error"]["message"]
 
@@ -220,3 +220,12 @@ def test_base_without_lm_head_cannot_give_output_layers(tmp_path):
     save_file(random_heads_state(2, 1, 32, None), str(heads / "medusa_lm_head.safetensors"))
     with pytest.raises(UserError, match="neither lm_head.weight nor model.embed_tokens.weight"):
         checkpoint.write_converter_heads(heads, base, tmp_path / "converter")
+
+
+def test_inspect_reads_the_folders_under_their_old_spellings_too(base_dir, tmp_path, capsys):
+    """Issue 24: one spelling per input (--base-dir, --heads-dir); --base and --heads still work."""
+    heads = write_sparse_heads(tmp_path / "heads", num_heads=3)
+    _, new = run_cli(["inspect", "--base-dir", str(base_dir), "--heads-dir", str(heads)], tmp_path)
+    _, old = run_cli(["inspect", "--base", str(base_dir), "--heads", str(heads)], tmp_path)
+    assert old == new and new["ok"]
+    assert "--base is deprecated" in capsys.readouterr().err

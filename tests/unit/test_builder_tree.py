@@ -96,21 +96,32 @@ def run_cli(argv, tmp_path, capsys):
 
 
 def test_tree_command_prints_brace_form_and_json(tmp_path, capsys):
-    code, doc, out = run_cli(["tree", "--heads", "2", "--choices", "[[1], [0], [0, 0], [0]]"], tmp_path, capsys)
+    code, doc, out = run_cli(["tree", "--num-heads", "2", "--choices", "[[1], [0], [0, 0], [0]]"], tmp_path, capsys)
     assert code == 0
     assert out.strip() == "{0}, {1}, {0, 0}"
     assert doc["result"]["tree"] == [[0], [1], [0, 0]] and doc["result"]["braceForm"] == "{0}, {1}, {0, 0}"
-    code, doc, out = run_cli(["tree", "--heads", "4", "--preset", "mc_sim_7b_63", "--json"], tmp_path, capsys)
+    code, doc, out = run_cli(["tree", "--num-heads", "4", "--preset", "mc_sim_7b_63", "--json"], tmp_path, capsys)
     assert code == 0 and json.loads(out)["size"] == 63
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--heads", "3", "--preset", "mc_sim_7b_63"], "4 levels deep but the model has 3 head(s)"),
-    (["--heads", "3", "--choices", "[[0], [0, 1"], "not valid JSON"),
-    (["--heads", "3", "--choices", "[[0, 1]]"], "not prefix-closed"),
-    (["--heads", "3", "--preset", "bogus"], "unknown tree preset"),
+    (["--num-heads", "3", "--preset", "mc_sim_7b_63"], "4 levels deep but the model has 3 head(s)"),
+    (["--num-heads", "3", "--choices", "[[0], [0, 1"], "not valid JSON"),
+    (["--num-heads", "3", "--choices", "[[0, 1]]"], "not prefix-closed"),
+    (["--num-heads", "3", "--preset", "bogus"], "unknown tree preset"),
 ])
 def test_tree_command_refuses_with_exit_code_2(tmp_path, capsys, argv, message):
     code, doc, _ = run_cli(["tree", *argv], tmp_path, capsys)
     assert code == 2
     assert doc["ok"] is False and message in doc["error"]["message"]
+
+
+def test_tree_takes_the_head_count_as_num_heads_and_the_old_spelling_still_works(tmp_path, capsys) -> None:
+    """Issue 24: `tree --heads` was a count where every other step's --heads is a folder; the
+    count is --num-heads now, and --heads keeps working for a release (with a warning)."""
+    _, new, _ = run_cli(["tree", "--num-heads", "3", "--preset", "medusa3_32", "--json"], tmp_path, capsys)
+    old_file = tmp_path / "old.json"
+    with pytest.raises(SystemExit):
+        cli.main(["tree", "--heads", "3", "--preset", "medusa3_32", "--json", "--result", str(old_file)])
+    assert json.loads(old_file.read_text()) == new and new["result"]["numHeads"] == 3
+    assert "--heads is deprecated" in capsys.readouterr().err

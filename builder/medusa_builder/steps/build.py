@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint, engine, storage
-from ..cli import add_result_argument
+from . import add_result_argument
 from medusa_common.contract import UserError
 from .build_engine import (add_engine_arguments, build_and_publish, cached_result, check_cache_key,
                            resolve_build_tree, spec_from_args, tree_spec, trtllm_toolchain)

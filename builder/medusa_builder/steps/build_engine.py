@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import checkpoint, engine, storage
-from ..cli import add_result_argument
+from . import add_model_folders, add_result_argument
 from medusa_common.contract import UserError
 from medusa_common.tree import (AUTO_PRESET, DEFAULT_TREE_NODES, PRESETS, REFERENCE_DRAFT_VOCAB, REFERENCE_TREE_NODES, normalise_tree,
                     parse_choices, resolve_tree)
@@ -125,8 +125,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "build-engine", help="build a TensorRT-LLM Medusa engine from local folders",
         description=__doc__.splitlines()[0])
-    parser.add_argument("--base-dir", required=True, metavar="DIR", help="base model folder")
-    parser.add_argument("--heads-dir", required=True, metavar="DIR", help="Medusa head checkpoint folder")
+    add_model_folders(parser)
     add_engine_arguments(parser)
     add_result_argument(parser)
     parser.set_defaults(func=run)

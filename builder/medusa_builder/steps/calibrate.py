@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..cli import add_result_argument
+from . import add_model_folders, add_result_argument
 from medusa_common.tree import CALIBRATION_METHODS, DEFAULT_TREE_NODES, MAX_TREE_NODES, to_brace_form
 
 
@@ -17,8 +17,7 @@ def register(subparsers) -> None:
         description="Find where the heads rank the base model's own next tokens on calibration prompts and "
                     "grow, node by node, the tree with the most accepted tokens per step. Prints the tree "
                     "(brace form) and the expected acceptance; the tree is what tree.preset: auto uses.")
-    parser.add_argument("--base", required=True, metavar="DIR", help="base model (Hugging Face folder)")
-    parser.add_argument("--heads", required=True, metavar="DIR", help="Medusa heads folder")
+    add_model_folders(parser)
     parser.add_argument("--num-nodes", type=int, default=DEFAULT_TREE_NODES, metavar="N",
                         help=f"tree size, 1 to {MAX_TREE_NODES} (default {DEFAULT_TREE_NODES}: with the root, "
                              "a multiple of 16 rows)")
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from ..runtime.prompts import calibration_prompts
 
         prompts = calibration_prompts()[: max(1, args.max_prompts)]
-    result = calibrate_tree(args.base, args.heads, num_nodes=args.num_nodes, prompts=prompts, device=args.device,
+    result = calibrate_tree(args.base_dir, args.heads_dir, num_nodes=args.num_nodes, prompts=prompts, device=args.device,
                             max_new_tokens=args.max_new_tokens, method=args.method, draft_vocab=args.draft_vocab)
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")

@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from ..cli import add_result_argument
+from . import add_result_argument
 from medusa_common.contract import UserError
 
 

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from .. import storage
-from ..cli import add_result_argument
+from . import add_result_argument
 
 log = logging.getLogger(__name__)
 

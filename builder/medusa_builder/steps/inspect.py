@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from .. import checkpoint
-from ..cli import add_result_argument
+from . import add_model_folders, add_result_argument
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +17,7 @@ def register(subparsers) -> None:
         "inspect", help="check a base model and Medusa heads",
         description="Detect the head layout, count heads and layers from the tensors and check hidden size, "
                     "vocabulary, dtype and base family. Exit 2 with one sentence per incompatibility.")
-    parser.add_argument("--base", required=True, metavar="DIR", help="base model folder (Hugging Face layout)")
-    parser.add_argument("--heads", required=True, metavar="DIR", help="Medusa head checkpoint folder")
+    add_model_folders(parser)
     parser.add_argument("--num-heads", type=int, metavar="N", help="expected head count (fails when different)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_result_argument(parser)
@@ -26,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    report = checkpoint.inspect(args.base, args.heads, expected_heads=args.num_heads)
+    report = checkpoint.inspect(args.base_dir, args.heads_dir, expected_heads=args.num_heads)
     heads, base = report["heads"], report["base"]
     log.info("%s heads x %s layers (%s, %s, %s) fit %s (hidden %s, vocabulary %s)", heads["numHeads"],
              heads["numLayers"], heads["layout"], heads["fileFormat"], heads["dtype"], base["family"],

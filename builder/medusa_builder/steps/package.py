@@ -25,7 +25,7 @@ from typing import Any
 import jinja2
 
 from .. import engine, storage
-from ..cli import add_result_argument
+from . import add_result_argument
 from medusa_common.contract import InfraError, StepError, UserError
 from medusa_common.triton import pbtxt_string
 from medusa_common.tree import normalise_tree, to_brace_form

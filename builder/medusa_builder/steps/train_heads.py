@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..cli import add_result_argument
+from . import add_flag, add_result_argument
 
 
 def register(subparsers) -> None:
@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         description="Train Medusa heads (Medusa-1: frozen base, head losses weighted by depth) on the base "
                     "model's greedy answers to a prompt set, and save them in the published layout "
                     "(medusa_lm_head.safetensors + config.json).")
-    parser.add_argument("--base", required=True, metavar="DIR", help="base model (Hugging Face folder)")
+    add_flag(parser, "--base-dir", "--base", required=True, metavar="DIR", help="base model folder (Hugging Face layout)")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the trained heads")
     parser.add_argument("--num-heads", type=int, default=4, metavar="N", help="heads to train (default 4)")
     parser.add_argument("--num-layers", type=int, default=1, metavar="N", help="residual layers per head (default 1)")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_prompts is not None:
         prompts = prompts[: max(1, args.max_prompts)]
     return train_heads(
-        args.base, args.output, num_heads=args.num_heads, num_layers=args.num_layers,
+        args.base_dir, args.output, num_heads=args.num_heads, num_layers=args.num_layers,
         output_layer=args.output_layer, prompts=prompts, model_written=args.model_written_prompts,
         styles=args.styles, max_new_tokens=args.max_new_tokens, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate, loss_decay=args.loss_decay,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import storage
-from ..cli import add_result_argument
+from . import add_result_argument
 from medusa_common.contract import InfraError, UserError, ValidationFailed
 from ..validation import accuracy as accuracy_mod
 from ..validation import throughput as throughput_mod
