@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from medusa_builder.runtime import kernels
-from medusa_builder.runtime.kernels import LinearTiles
-from medusa_builder.runtime.model import LlamaConfig
+from medusa_runtime.engine import kernels
+from medusa_runtime.engine.kernels import LinearTiles
+from medusa_runtime.engine.model import LlamaConfig
 from model_shapes import SHAPES, projections
 
 # Column block, K block, warps, pipelining stages, row tiles, rows a tile. Narrow columns give

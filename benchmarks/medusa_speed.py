@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from medusa_builder.runtime.calibrate import calibrate_tree
-from medusa_builder.runtime.decoding import MedusaDecoder
-from medusa_builder.runtime.heads import draft_vocabulary, load_heads
-from medusa_builder.runtime.model import LlamaModel, resolve_device
-from medusa_builder.runtime.prompts import evaluation_prompts, read_prompt_file
-from medusa_builder.runtime.text import TextCodec
+from medusa_runtime.tuning.calibrate import calibrate_tree
+from medusa_runtime.engine.decoding import MedusaDecoder
+from medusa_runtime.engine.heads import draft_vocabulary, load_heads
+from medusa_runtime.engine.model import LlamaModel, resolve_device
+from medusa_runtime.tuning.prompts import evaluation_prompts, read_prompt_file
+from medusa_runtime.engine.text import TextCodec
 from medusa_common.tree import CALIBRATION_METHODS, normalise_tree, parse_choices
 
 

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from medusa_builder.runtime.model import LlamaConfig, LlamaModel
+from medusa_runtime.engine.model import LlamaConfig, LlamaModel
 
 _LLAMA3 = {"model_type": "llama", "vocab_size": 128256, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
            "num_key_value_heads": 8, "tie_word_embeddings": False}

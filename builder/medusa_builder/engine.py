@@ -388,7 +388,7 @@ def build_trtllm_entry(*, base_dir: str | Path, heads_dir: str | Path | None, wo
     ``heads_dir=None`` builds the base model alone. With ``dry_run`` nothing is written or run:
     the commands are only planned.
     """
-    from .checkpoint import write_converter_heads
+    from medusa_runtime.engine.checkpoint import write_converter_heads
 
     work = Path(work_dir)
     entry = work / "entry"

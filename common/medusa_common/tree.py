@@ -29,7 +29,7 @@ REFERENCE_TREE_NODES = 31
 # heads that rank only the 8,192 most frequent tokens step cheaper for almost the same acceptance
 # (SmolLM2 on an H200: 1.90x -> 1.97x base tokens/s; 4,096 tokens gave 1.93x, 16,384 1.96x).
 REFERENCE_DRAFT_VOCAB = 8192
-CALIBRATION_METHODS = ("joint", "independent")  # see medusa_builder.runtime.calibrate
+CALIBRATION_METHODS = ("joint", "independent")  # see medusa_runtime.tuning.calibrate
 
 
 class TreeError(UserError):

@@ -52,7 +52,7 @@ def run_step(argv: list[str], credentials: Path, work: Path, log: Path) -> tuple
             for a in argv]
     result = log.with_suffix(".result.json")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_", "GCS_", "HF_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "builder"), str(REPO / "operator")])
+    env["PYTHONPATH"] = os.pathsep.join(str(REPO / p) for p in ("common", "operator", "builder", "runtime"))
     with open(log, "w") as out:
         proc = subprocess.run([sys.executable, "-m", "medusa_builder", *argv, "--result", str(result)],
                               stdout=out, stderr=subprocess.STDOUT, env=env, timeout=300)

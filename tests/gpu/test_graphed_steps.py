@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medusa_builder.runtime.decoding import MedusaDecoder
-from medusa_builder.runtime.model import LlamaModel
+from medusa_runtime.engine.decoding import MedusaDecoder
+from medusa_runtime.engine.model import LlamaModel
 from tiny_llama import random_heads, write_tiny_model
 
 pytestmark = [pytest.mark.gpu,

@@ -19,7 +19,7 @@ DTYPES = [torch.bfloat16, torch.float32]  # bfloat16 serves; float32 takes the k
 @pytest.fixture
 def short_chunks(monkeypatch):
     """Key chunks of 16 positions, so a short prompt fills whole chunks that tokens share."""
-    from medusa_builder.runtime import kernels
+    from medusa_runtime.engine import kernels
 
     monkeypatch.setattr(kernels, "KEY_CHUNK", 16)
 

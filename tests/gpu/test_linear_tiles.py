@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medusa_builder.runtime import kernels
-from medusa_builder.runtime.kernels import LARGE_WEIGHT_TILES, LinearTiles
+from medusa_runtime.engine import kernels
+from medusa_runtime.engine.kernels import LARGE_WEIGHT_TILES, LinearTiles
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medusa_builder.runtime.heads import TOKEN_COUNTS_FILE, save_token_counts
+from medusa_runtime.engine.heads import TOKEN_COUNTS_FILE, save_token_counts
 from medusa_common.tree import normalise_tree
 from tiny_llama import VOCAB, write_tiny_model
 

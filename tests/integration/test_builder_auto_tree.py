@@ -44,7 +44,7 @@ def tiny_llama(tmp_path, smollm2_dir):
 def build_auto(tmp_path, tiny_llama, monkeypatch, backend: str) -> tuple[dict, list[dict]]:
     """Run `build --tree-preset auto --dry-run` with the real calibration on a CPU-sized budget;
     returns the step result and the options each calibration was asked for."""
-    from medusa_builder.runtime import calibrate
+    from medusa_runtime.tuning import calibrate
 
     base, heads = tiny_llama
     real = calibrate.calibrate_tree
@@ -87,7 +87,7 @@ def test_auto_tree_for_the_reference_backend_is_its_fastest_size(tmp_path, tiny_
 def test_auto_tree_for_the_reference_backend_uses_a_draft_vocabulary_when_heads_count_tokens(
         tmp_path, tiny_llama, monkeypatch):
     import torch
-    from medusa_builder.runtime.heads import save_token_counts
+    from medusa_runtime.engine.heads import save_token_counts
 
     base, heads = tiny_llama
     vocab_size = json.loads((base / "config.json").read_text())["vocab_size"]

@@ -137,7 +137,7 @@ def test_reference_image_imports_its_runtime_and_writes_only_to_scratch(built):
     probe = textwrap.dedent("""
         import os, json, pathlib
         import torch, transformers, matplotlib.pyplot
-        import medusa_builder.runtime.triton_repo
+        import medusa_runtime.serving.triton_repo
         x = torch.ones(2, 2) @ torch.ones(2, 2)
         try:
             pathlib.Path("/opt/venv/probe").write_text("x")
@@ -172,7 +172,7 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args):
-        import medusa_builder.runtime.triton_repo
+        import medusa_runtime.serving.triton_repo
         import torch
 
         self.facts = {"uid": os.getuid(), "torch": torch.__version__}
@@ -258,7 +258,7 @@ def test_reference_image_serves_a_python_backend_model_as_the_deployment_runs_it
 @pytest.mark.model
 def test_reference_image_serves_smollm2_with_medusa_heads(built, tmp_path, smollm2_dir, medusa_heads_dir,
                                                           medusa_tree):
-    from medusa_builder.runtime.triton_repo import write_reference_repository
+    from medusa_runtime.serving.triton_repo import write_reference_repository
     from medusa_common.tree import REFERENCE_DRAFT_VOCAB
 
     repository = tmp_path / "repository"

@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file
 
 from medusa_builder import cli
-from medusa_builder.runtime.decoding import MedusaDecoder
-from medusa_builder.runtime.heads import TOKEN_COUNTS_FILE, load_heads
-from medusa_builder.runtime.model import LlamaModel
-from medusa_builder.runtime.prompts import calibration_prompts, evaluation_prompts, packaged_prompts, training_prompts
-from medusa_builder.runtime.text import TextCodec
+from medusa_runtime.engine.decoding import MedusaDecoder
+from medusa_runtime.engine.heads import TOKEN_COUNTS_FILE, load_heads
+from medusa_runtime.engine.model import LlamaModel
+from medusa_runtime.tuning.prompts import calibration_prompts, evaluation_prompts, packaged_prompts, training_prompts
+from medusa_runtime.engine.text import TextCodec
 
 pytestmark = pytest.mark.model
 
@@ -48,7 +48,7 @@ def test_runtime_matches_transformers_greedy(smollm2_dir, runtime):
 
 
 def test_base_model_writes_new_prompts_from_given_openings(smollm2_dir, runtime):
-    from medusa_builder.runtime.train import SEED_WORDS, model_written_prompts
+    from medusa_runtime.tuning.train import SEED_WORDS, model_written_prompts
 
     model, codec = runtime
     seeds = ["Explain how a rainbow forms.", "What is the capital of France?"]
@@ -62,7 +62,7 @@ def test_base_model_writes_new_prompts_from_given_openings(smollm2_dir, runtime)
 
 
 def test_teacher_rows_are_where_the_base_model_predicts_each_target(smollm2_dir, runtime):
-    from medusa_builder.runtime.train import IGNORE, greedy_sequences, hidden_and_targets, teacher_rows
+    from medusa_runtime.tuning.train import IGNORE, greedy_sequences, hidden_and_targets, teacher_rows
 
     model, codec = runtime
     seqs = greedy_sequences(model, codec, smollm2_dir, training_prompts()[:2], 10)

@@ -18,15 +18,15 @@ import os
 import pytest
 import torch
 
-from medusa_builder.runtime import decoding
-from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers
+from medusa_runtime.engine import decoding
+from medusa_runtime.engine.decoding import MedusaDecoder, build_tree_buffers
 from tiny_llama import (PADDED_PROMPT, assert_equal_but_for_cpu_rounding, prefill, prefilled_state, random_heads,
                         tiny_model, tree_and_one_token_rows)
 
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("run by test_runtime_kernels.py with TRITON_INTERPRET=1", allow_module_level=True)
 
-from medusa_builder.runtime import kernels  # noqa: E402  (after the interpreter check)
+from medusa_runtime.engine import kernels  # noqa: E402  (after the interpreter check)
 
 
 def test_linear_matches_torch_with_norm_bias_gate_and_residual():

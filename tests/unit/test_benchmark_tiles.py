@@ -12,7 +12,7 @@ pytest.importorskip("triton")
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 
 import linear_tiles  # noqa: E402
-from medusa_builder.runtime.kernels import LinearTiles  # noqa: E402
+from medusa_runtime.engine.kernels import LinearTiles  # noqa: E402
 
 
 def test_the_least_total_time_over_the_row_counts_wins():

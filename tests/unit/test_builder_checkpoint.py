@@ -8,7 +8,9 @@ import pytest
 from builder_checkpoints import (SMOLLM2_CONFIG, TINY_CONFIG, random_heads_state, truncate, write_base,
                                  write_heads_config, write_sparse_heads, write_tiny_base_with_weights)
 
-from medusa_builder import checkpoint, cli
+from medusa_builder import cli
+from medusa_common import checkpoint
+from medusa_runtime.engine import checkpoint as head_tensors
 from medusa_common.contract import UserError
 
 
@@ -181,7 +183,7 @@ def test_load_heads_dequantises_fp8_with_scales(tmp_path):
         "medusa_heads.0.0.linear.weight_scale": torch.tensor(0.5), "medusa_heads.0.0.linear.input_scale": torch.tensor(1.0),
         "medusa_heads.0.1.weight": weight.clone(), "medusa_heads.0.1.weight_scale": torch.tensor(0.25),
     }, str(heads / "model.safetensors"))
-    info, state = checkpoint.load_heads(heads)
+    info, state = head_tensors.load_heads(heads)
     assert info.layout == "modelopt" and info.vocab_size == 8
     assert torch.allclose(state["0.0.linear.weight"], torch.full((8, 8), 1.0))
     assert torch.allclose(state["0.1.weight"], torch.full((8, 8), 0.5))
@@ -196,7 +198,7 @@ def test_converter_heads_get_output_layers_from_the_tied_embedding(tmp_path):
     heads.mkdir()
     save_file(random_heads_state(3, 1, 32, None, bias=False), str(heads / "medusa_lm_head.safetensors"))
     write_heads_config(heads, 1)  # under-reports, like published configs
-    info = checkpoint.write_converter_heads(heads, base, tmp_path / "converter", dtype="float16")
+    info = head_tensors.write_converter_heads(heads, base, tmp_path / "converter", dtype="float16")
     assert (info.layout, info.num_heads, info.vocab_size) == ("per-head-output", 3, 96)
     written = load_file(str(tmp_path / "converter" / "medusa_lm_head.safetensors"))
     embed = load_file(str(base / "model.safetensors"))["model.embed_tokens.weight"].to(torch.float16)
@@ -219,7 +221,7 @@ def test_base_without_lm_head_cannot_give_output_layers(tmp_path):
     heads.mkdir()
     save_file(random_heads_state(2, 1, 32, None), str(heads / "medusa_lm_head.safetensors"))
     with pytest.raises(UserError, match="neither lm_head.weight nor model.embed_tokens.weight"):
-        checkpoint.write_converter_heads(heads, base, tmp_path / "converter")
+        head_tensors.write_converter_heads(heads, base, tmp_path / "converter")
 
 
 def test_inspect_reads_the_folders_under_their_old_spellings_too(base_dir, tmp_path, capsys):

@@ -153,7 +153,7 @@ def test_package_reference_repository(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from medusa_builder.runtime.heads import save_token_counts
+    from medusa_runtime.engine.heads import save_token_counts
 
     base = write_tiny_base_with_weights(tmp_path / "base")
     heads = tmp_path / "heads"

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from medusa_common.contract import UserError
-from medusa_builder.runtime.decoding import MedusaDecoder, build_tree_buffers, run_ahead
-from medusa_builder.runtime.heads import MedusaHeads
-from medusa_builder.runtime.model import LlamaModel
+from medusa_runtime.engine.decoding import MedusaDecoder, build_tree_buffers, run_ahead
+from medusa_runtime.engine.heads import MedusaHeads
+from medusa_runtime.engine.model import LlamaModel
 from medusa_common.tree import PRESETS
 from tiny_llama import HIDDEN, VOCAB, assert_equal_but_for_cpu_rounding, random_heads, tiny_model
 
@@ -196,7 +196,7 @@ def test_bad_requests_get_clear_errors(model):
 
 
 def test_batched_distillation_answers_match_single_decoding(model):
-    from medusa_builder.runtime.train import batched_generate
+    from medusa_runtime.tuning.train import batched_generate
 
     prompts = [[3, 4, 5], [7, 8, 9, 10, 11, 12], [1]]
     single = MedusaDecoder(model)
@@ -207,7 +207,7 @@ def test_batched_distillation_answers_match_single_decoding(model):
 
 
 def test_sampled_generation_is_seeded_and_drops_unfinished_text(model):
-    from medusa_builder.runtime.train import batched_generate
+    from medusa_runtime.tuning.train import batched_generate
 
     prompts = [[3, 4, 5]] * 6 + [[7, 8]] * 6
 
@@ -226,7 +226,7 @@ def test_sampled_generation_is_seeded_and_drops_unfinished_text(model):
 def batched_and_single_hidden_states(model):
     """``hidden_and_targets`` with four sequences of different lengths in one right-padded batch
     and one sequence at a time: (hidden, targets) each."""
-    from medusa_builder.runtime.train import Sequences, hidden_and_targets
+    from medusa_runtime.tuning.train import Sequences, hidden_and_targets
 
     seqs = Sequences(ids=[[1, 2, 3, 4, 5, 6, 7], [9, 8, 7, 6], [5, 5], [4, 3, 2, 1, 0, 1, 2, 3, 4]],
                      prompt_lengths=[2, 1, 1, 3])
@@ -262,7 +262,7 @@ def test_batched_hidden_state_check_fails_on_a_wrong_mask(model, monkeypatch):
 
 
 def test_answer_styles_multiply_the_prompt_set():
-    from medusa_builder.runtime.prompts import with_answer_styles
+    from medusa_runtime.tuning.prompts import with_answer_styles
 
     styled = with_answer_styles(["Why is the sky blue?", "Name a colour."], 3)
     assert len(styled) == 6 and styled[:2] == ["Why is the sky blue?", "Name a colour."]

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from medusa_common.contract import UserError
-from medusa_builder.runtime.calibrate import TOPK, expected_accepted_tokens, path_counts
-from medusa_builder.runtime.heads import (
+from medusa_runtime.tuning.calibrate import TOPK, expected_accepted_tokens, path_counts
+from medusa_runtime.engine.heads import (
     TOKEN_COUNTS_FILE, MedusaHeads, draft_vocabulary, load_heads, save_heads, save_token_counts,
 )
-from medusa_builder.runtime.train import IGNORE, head_losses, target_ranks, teacher_rows, topk_accuracy
+from medusa_runtime.tuning.train import IGNORE, head_losses, target_ranks, teacher_rows, topk_accuracy
 
 
 def filled_heads(output_layer: bool, num_heads: int = 3, layers: int = 2) -> MedusaHeads:

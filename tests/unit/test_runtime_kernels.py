@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medusa_common.contract import UserError
-from medusa_builder.runtime.model import LlamaConfig, LlamaModel, kernels_unsupported
+from medusa_runtime.engine.model import LlamaConfig, LlamaModel, kernels_unsupported
 from tiny_llama import HF_CONFIG, write_tiny_model
 
 pytest.importorskip("triton")
@@ -63,8 +63,8 @@ def test_kernels_refuse_float16_and_odd_head_sizes():
 # interpreted_kernels.py (and on a GPU in tests/gpu/test_linear_tiles.py).
 
 def test_tiles_come_from_the_table_then_by_weight_depth(monkeypatch):
-    from medusa_builder.runtime import kernels
-    from medusa_builder.runtime.kernels import LARGE_K, LARGE_WEIGHT_TILES, LinearTiles
+    from medusa_runtime.engine import kernels
+    from medusa_runtime.engine.kernels import LARGE_K, LARGE_WEIGHT_TILES, LinearTiles
 
     listed = LinearTiles(48, 96, 4, 2, 3)  # an entry no rule would produce
     monkeypatch.setitem(kernels.LINEAR_TILE_TABLE, ("norm", 1000, 3000), listed)
@@ -84,8 +84,8 @@ def test_tiles_come_from_the_table_then_by_weight_depth(monkeypatch):
 
 
 def test_a_tile_override_replaces_the_table_within_its_block_only(monkeypatch):
-    from medusa_builder.runtime import kernels
-    from medusa_builder.runtime.kernels import LinearTiles
+    from medusa_runtime.engine import kernels
+    from medusa_runtime.engine.kernels import LinearTiles
 
     listed, other = LinearTiles(48, 96, 4, 2, 3), LinearTiles(16, 64, 2, None, 2)
     monkeypatch.setitem(kernels.LINEAR_TILE_TABLE, ("plain", 1000, 3000), listed)
@@ -100,7 +100,7 @@ def test_a_tile_override_replaces_the_table_within_its_block_only(monkeypatch):
 def test_table_entries_fit_the_kernel():
     """Every listed tiling can run: power-of-two blocks the matrix units take, at most the
     kernel's unrolled row tiles, at most the 64 rows of a 63-node tree in one program."""
-    from medusa_builder.runtime import kernels
+    from medusa_runtime.engine import kernels
 
     for key, tiles in [*kernels.LINEAR_TILE_TABLE.items(), *kernels.LARGE_WEIGHT_TILES.items()]:
         for block in (tiles.block_n, tiles.block_k, tiles.block_m):

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from tritonclient.grpc import model_config_pb2
 
 from medusa_common.contract import UserError
-from medusa_builder.runtime.heads import TOKEN_COUNTS_FILE, MedusaHeads, save_heads, save_token_counts
-from medusa_builder.runtime.service import ReferenceService
-from medusa_builder.runtime.triton_repo import write_reference_repository
+from medusa_runtime.engine.heads import TOKEN_COUNTS_FILE, MedusaHeads, save_heads, save_token_counts
+from medusa_runtime.engine.service import ReferenceService
+from medusa_runtime.serving.triton_repo import write_reference_repository
 from medusa_common.tree import TreeError
 
 

@@ -19,7 +19,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .. import checkpoint, engine, storage
+from medusa_common import checkpoint
+
+from .. import engine, storage
 from . import add_result_argument
 from medusa_common.contract import UserError
 from .build_engine import (add_engine_arguments, build_and_publish, cached_result, check_cache_key,

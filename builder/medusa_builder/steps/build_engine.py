@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .. import checkpoint, engine, storage
+from medusa_common import checkpoint
+
+from .. import engine, storage
 from . import add_model_folders, add_result_argument
 from medusa_common.contract import UserError
 from medusa_common.tree import (AUTO_PRESET, DEFAULT_TREE_NODES, PRESETS, REFERENCE_DRAFT_VOCAB, REFERENCE_TREE_NODES, normalise_tree,
@@ -90,7 +92,7 @@ def reference_draft_vocab(heads_dir: str | Path, vocab_size: int) -> int | None:
     """The draft vocabulary `auto` gives the reference backend: ``REFERENCE_DRAFT_VOCAB`` tokens when
     the heads recorded their training's token counts (heads from train-heads do) and the model's
     vocabulary is larger; otherwise None, the whole vocabulary."""
-    from ..runtime.heads import TOKEN_COUNTS_FILE
+    from medusa_runtime.engine.heads import TOKEN_COUNTS_FILE
 
     if vocab_size > REFERENCE_DRAFT_VOCAB and (Path(heads_dir) / TOKEN_COUNTS_FILE).is_file():
         return REFERENCE_DRAFT_VOCAB
@@ -104,7 +106,7 @@ def resolve_build_tree(args: argparse.Namespace, base_dir: str | Path, heads_dir
     draft vocabulary the tree was calibrated for (the packaged model decodes with it)."""
     num_heads = report["numHeads"]
     if args.tree_preset == AUTO_PRESET:
-        from ..runtime.calibrate import calibrate_tree
+        from medusa_runtime.tuning.calibrate import calibrate_tree
 
         reference = backend == "reference"
         nodes = REFERENCE_TREE_NODES if reference else DEFAULT_TREE_NODES

@@ -39,14 +39,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..runtime.calibrate import calibrate_tree
-    from ..runtime.prompts import read_prompt_file
+    from medusa_runtime.tuning.calibrate import calibrate_tree
+    from medusa_runtime.tuning.prompts import read_prompt_file
 
     prompts = read_prompt_file(args.prompts) if args.prompts else None
     if prompts is not None and args.max_prompts is not None:
         prompts = prompts[: max(1, args.max_prompts)]
     elif args.max_prompts is not None:
-        from ..runtime.prompts import calibration_prompts
+        from medusa_runtime.tuning.prompts import calibration_prompts
 
         prompts = calibration_prompts()[: max(1, args.max_prompts)]
     result = calibrate_tree(args.base_dir, args.heads_dir, num_nodes=args.num_nodes, prompts=prompts, device=args.device,

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..runtime import smollm2
+    from medusa_runtime.tuning import smollm2
 
     start = time.monotonic()
     if args.gguf is None:

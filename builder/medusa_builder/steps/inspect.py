@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from .. import checkpoint
+from medusa_common import checkpoint
 from . import add_model_folders, add_result_argument
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@
 parsed against Triton's model configuration schema before anything is uploaded.
 
 ``--backend reference``: the PyTorch reference runtime's repository, written by
-``medusa_builder.runtime.triton_repo.write_reference_repository`` from the entry's base model,
+``medusa_runtime.serving.triton_repo.write_reference_repository`` from the entry's base model,
 heads and tree.
 
 The repository is uploaded to ``--output-uri`` with ``repository.json`` written last.
@@ -134,7 +134,7 @@ def write_reference(out_dir: str | Path, entry_dir: str | Path, *, tree: list[li
     (base/ alone, and no tree, for the base model's own entry); ``draft_vocab``: the draft
     vocabulary the entry's tree was calibrated for."""
     try:
-        from ..runtime.triton_repo import write_reference_repository
+        from medusa_runtime.serving.triton_repo import write_reference_repository
     except ImportError as exc:
         raise InfraError(f"the reference runtime is not installed in this image ({exc}); "
                          "run package in the builder image") from None

@@ -44,8 +44,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..runtime.prompts import read_prompt_file, training_prompts
-    from ..runtime.train import train_heads
+    from medusa_runtime.tuning.prompts import read_prompt_file, training_prompts
+    from medusa_runtime.tuning.train import train_heads
 
     prompts = read_prompt_file(args.prompts) if args.prompts else training_prompts()
     if args.max_prompts is not None:

@@ -12,8 +12,10 @@ Head layouts (tensor names after an optional ``medusa_heads.``/``medusa_head.`` 
 
 Files are ``medusa_lm_head.safetensors`` or ``medusa_lm_head.pt`` (or any ``*.safetensors``
 holding ``medusa_heads.`` tensors). Head and layer counts come from the tensors: published
-configs under-report them. Inspection reads safetensors headers only (no tensor data, no torch);
-loading tensors (``load_heads``) and writing converter-ready heads need torch.
+configs under-report them. Inspection reads safetensors headers only (no tensor data, no torch),
+so the operator's side and the builder's CPU steps can run it; a ``.pt`` checkpoint is a pickle
+and needs torch, imported only when one is read. Loading the tensors themselves is the runtime's
+(``medusa_runtime.engine.checkpoint``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medusa_common.contract import UserError
+from .contract import UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,8 @@ SAFETENSORS_DTYPES = {
 READABLE_HEAD_DTYPES = {"float16", "bfloat16", "float32"}
 FP8_DTYPES = {"float8_e4m3fn", "float8_e5m2"}
 
-_RESIDUAL = re.compile(r"^(\d+)\.(\d+)\.linear\.(weight|bias)$")
-_OUTPUT = re.compile(r"^(\d+)\.(\d+)\.weight$")
+RESIDUAL_TENSOR = re.compile(r"^(\d+)\.(\d+)\.linear\.(weight|bias)$")
+OUTPUT_TENSOR = re.compile(r"^(\d+)\.(\d+)\.weight$")
 _SCALE = re.compile(r"^(\d+)\.(\d+)\.(?:linear\.)?(weight_scale|input_scale|weight_scale_2|pre_quant_scale)$")
 
 
@@ -202,7 +204,7 @@ def read_safetensors_header(path: str | Path) -> dict[str, TensorInfo]:
     return tensors
 
 
-def _torch():
+def require_torch():
     try:
         import torch
     except ImportError:
@@ -211,8 +213,8 @@ def _torch():
     return torch
 
 
-def _load_pt(path: Path) -> dict[str, Any]:
-    torch = _torch()
+def load_pt_state(path: Path) -> dict[str, Any]:
+    torch = require_torch()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -229,7 +231,7 @@ def _load_pt(path: Path) -> dict[str, Any]:
 
 def _pt_header(path: Path) -> dict[str, TensorInfo]:
     return {name: TensorInfo(str(t.dtype).removeprefix("torch."), tuple(t.shape))
-            for name, t in _load_pt(path).items()}
+            for name, t in load_pt_state(path).items()}
 
 
 def find_head_files(heads_dir: str | Path) -> tuple[list[Path], str]:
@@ -258,7 +260,7 @@ def _head_tensor_table(files: list[Path], file_format: str) -> dict[str, TensorI
     return table
 
 
-def _strip_prefix(names: list[str]) -> tuple[str, dict[str, str]]:
+def canonical_names(names: list[str]) -> tuple[str, dict[str, str]]:
     """Pick the prefix the head tensors use; returns it and canonical name -> stored name."""
     for prefix in PREFIXES:
         if any(n.startswith(prefix) for n in names):
@@ -275,15 +277,15 @@ def describe_heads(heads_dir: str | Path) -> HeadsInfo:
     folder = Path(heads_dir)
     files, file_format = find_head_files(folder)
     table = _head_tensor_table(files, file_format)
-    prefix, canonical = _strip_prefix(sorted(table))
+    prefix, canonical = canonical_names(sorted(table))
     residual: dict[tuple[int, int], dict[str, TensorInfo]] = {}
     outputs: dict[tuple[int, int], TensorInfo] = {}
     scales = 0
     for name, stored in canonical.items():
         info = table[stored]
-        if m := _RESIDUAL.match(name):
+        if m := RESIDUAL_TENSOR.match(name):
             residual.setdefault((int(m[1]), int(m[2])), {})[m[3]] = info
-        elif m := _OUTPUT.match(name):
+        elif m := OUTPUT_TENSOR.match(name):
             outputs[(int(m[1]), int(m[2]))] = info
         elif _SCALE.match(name):
             scales += 1
@@ -421,104 +423,3 @@ def inspect_base(base_dir: str | Path) -> dict[str, Any]:
                         f"{', '.join(SUPPORTED_FAMILIES)}")
     return {"base": base.to_json(), "heads": None, "numHeads": 0, "numLayers": 0, "compatible": True,
             "problems": [], "warnings": []}
-
-
-# --- tensors (torch) -------------------------------------------------------------------------
-
-
-def _load_tensors(files: list[Path], file_format: str) -> dict[str, Any]:
-    if file_format == "pt":
-        return _load_pt(files[0])
-    _torch()
-    from safetensors.torch import load_file
-
-    state: dict[str, Any] = {}
-    for file in files:
-        read_safetensors_header(file)
-        try:
-            state.update(load_file(str(file)))
-        except Exception as exc:  # noqa: BLE001 - a damaged file despite a sane header
-            raise UserError(f"{file} cannot be read ({exc}); download it again") from None
-    return state
-
-
-def load_heads(heads_dir: str | Path) -> tuple[HeadsInfo, dict[str, Any]]:
-    """Head tensors under canonical names (``{h}.{l}.linear.weight``/``bias``, ``{h}.{L}.weight``).
-
-    FP8 tensors are dequantised with their weight scales to float32; other tensors keep their dtype.
-    """
-    info = describe_heads(heads_dir)
-    files, file_format = find_head_files(heads_dir)
-    raw = _load_tensors(files, file_format)
-    _, canonical = _strip_prefix(sorted(raw))
-    state = {}
-    for name, stored in canonical.items():
-        if not (_RESIDUAL.match(name) or _OUTPUT.match(name)):
-            continue
-        tensor = raw[stored]
-        if str(tensor.dtype).removeprefix("torch.") in FP8_DTYPES:
-            base = name.removesuffix(".weight")
-            scale = raw.get(f"{info.prefix}{base}.weight_scale")
-            tensor = tensor.float() * (scale.float() if scale is not None else 1.0)
-        state[name] = tensor
-    return info, state
-
-
-def _base_output_weight(base_dir: Path, base: BaseInfo):
-    """The base model's lm_head weight (or the tied embedding), read tensor by tensor."""
-    from safetensors import safe_open
-
-    lm_heads = ["lm_head.weight", "language_model.lm_head.weight"]
-    embeddings = ["model.embed_tokens.weight", "embed_tokens.weight", "language_model.model.embed_tokens.weight"]
-    wanted = embeddings + lm_heads if base.tie_word_embeddings else lm_heads + embeddings
-    files = sorted(base_dir.glob("*.safetensors"))
-    if not files:
-        raise UserError(f"no safetensors weights in {base_dir}; the base lm_head is needed to give the heads "
-                        "output layers")
-    headers = {f: read_safetensors_header(f) for f in files}
-    for name in wanted:
-        for file, header in headers.items():
-            if name in header:
-                with safe_open(str(file), framework="pt") as fh:
-                    return fh.get_tensor(name)
-    raise UserError(f"the base model in {base_dir} has neither lm_head.weight nor model.embed_tokens.weight; "
-                    "it cannot give the heads output layers")
-
-
-def write_converter_heads(heads_dir: str | Path, base_dir: str | Path, out_dir: str | Path,
-                          dtype: str = "float16") -> HeadsInfo:
-    """Write heads in the layout TensorRT-LLM's converter reads, with a truthful config.json.
-
-    Heads without output layers get copies of the base lm_head; heads without biases get zero
-    biases; FP8 heads are dequantised. Output: ``medusa_lm_head.safetensors`` + ``config.json``.
-    """
-    torch = _torch()
-    from safetensors.torch import save_file
-
-    base = read_base_config(base_dir)
-    info, state = load_heads(heads_dir)
-    target_dtype = getattr(torch, dtype)
-    out: dict[str, Any] = {}
-    lm_head = None
-    for h in range(info.num_heads):
-        for l in range(info.num_layers):
-            weight = state[f"{h}.{l}.linear.weight"]
-            out[f"{h}.{l}.linear.weight"] = weight.to(target_dtype).contiguous()
-            bias = state.get(f"{h}.{l}.linear.bias")
-            out[f"{h}.{l}.linear.bias"] = (bias.to(target_dtype) if bias is not None
-                                           else torch.zeros(info.hidden_size, dtype=target_dtype)).contiguous()
-        output = state.get(f"{h}.{info.num_layers}.weight")
-        if output is None:
-            if lm_head is None:
-                lm_head = _base_output_weight(Path(base_dir), base).to(target_dtype).contiguous()
-            output = lm_head
-        out[f"{h}.{info.num_layers}.weight"] = output.to(target_dtype).clone().contiguous()
-    target = Path(out_dir)
-    target.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(target / "medusa_lm_head.safetensors"))
-    config = {"medusa_num_heads": info.num_heads, "medusa_num_layers": info.num_layers,
-              "hidden_size": info.hidden_size, "vocab_size": base.vocab_size,
-              "base_model_name_or_path": str(base_dir)}
-    (target / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return describe_heads(target)
-

@@ -9,10 +9,10 @@ from typing import Sequence
 
 from medusa_common.contract import UserError
 from medusa_common.tree import normalise_tree
-from .decoding import Generation, MedusaDecoder
-from .heads import draft_vocabulary, load_heads
-from .model import LlamaModel, resolve_device
-from .text import TextCodec
+from medusa_runtime.engine.decoding import Generation, MedusaDecoder
+from medusa_runtime.engine.heads import draft_vocabulary, load_heads
+from medusa_runtime.engine.model import LlamaModel, resolve_device
+from medusa_runtime.engine.text import TextCodec
 
 log = logging.getLogger(__name__)
 

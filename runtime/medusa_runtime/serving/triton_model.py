@@ -17,8 +17,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from medusa_common.contract import StepError
-from medusa_builder.runtime.metrics import ServingMetrics
-from medusa_builder.runtime.service import ReferenceService
+from medusa_runtime.engine.service import ReferenceService
+from medusa_runtime.serving.metrics import ServingMetrics
 
 
 def _parameters(model_config: dict) -> dict:

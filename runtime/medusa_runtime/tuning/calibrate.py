@@ -19,10 +19,10 @@ import torch
 
 from medusa_common.contract import UserError
 from medusa_common.tree import CALIBRATION_METHODS, DEFAULT_TREE_NODES, MAX_TREE_NODES, greedy_tree, normalise_tree
-from .heads import draft_vocabulary, load_heads
-from .model import LlamaModel, resolve_device
-from .text import TextCodec
-from .train import greedy_sequences, hidden_and_targets, target_ranks, topk_accuracy
+from medusa_runtime.engine.heads import draft_vocabulary, load_heads
+from medusa_runtime.engine.model import LlamaModel, resolve_device
+from medusa_runtime.engine.text import TextCodec
+from medusa_runtime.tuning.train import greedy_sequences, hidden_and_targets, target_ranks, topk_accuracy
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def calibrate_tree(
     positions themselves (optimistic by a little on other text). ``draft_vocab``: heads rank
     only the N tokens their training saw most (``heads.draft_vocabulary``); the result then
     also holds ``draftVocabulary`` (its size and the share of training targets it covers)."""
-    from .prompts import calibration_prompts
+    from medusa_runtime.tuning.prompts import calibration_prompts
 
     if method not in CALIBRATION_METHODS:
         raise UserError(f"unknown calibration method {method!r}; use {' or '.join(CALIBRATION_METHODS)}")

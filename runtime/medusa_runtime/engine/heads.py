@@ -142,7 +142,7 @@ def load_heads(heads_dir: str | Path, vocab_size: int) -> MedusaHeads:
 
 def read_head_tensors(heads_dir: str | Path) -> dict[str, torch.Tensor]:
     """Head tensors under canonical names, whatever the published layout (see ``checkpoint``)."""
-    from ..checkpoint import load_heads as load_checkpoint
+    from medusa_runtime.engine.checkpoint import load_heads as load_checkpoint
 
     _, tensors = load_checkpoint(heads_dir)
     return tensors

@@ -296,7 +296,7 @@ class LlamaModel:
                       ancestors: torch.Tensor, cache: KVCache, slots: torch.Tensor) -> None:
         """``decode``'s work for ``layers`` alone, on its float32 residual stream ``x`` [T, hidden]
         in place (kernels only): a step can then be launched in parts."""
-        from . import kernels
+        from medusa_runtime.engine import kernels
 
         cfg = self.cfg
         eps = cfg.rms_norm_eps
@@ -314,7 +314,7 @@ class LlamaModel:
     def next_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Greedy next token [T] after each row of ``decode``'s output."""
         if self.kernels:
-            from . import kernels
+            from medusa_runtime.engine import kernels
 
             return kernels.greedy_tokens(x, self.lm_head, norm=self.final_norm, eps=self.cfg.rms_norm_eps)
         return self.logits(self.final_hidden(x)).argmax(dim=-1)

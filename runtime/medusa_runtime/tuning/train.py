@@ -20,11 +20,11 @@ from typing import Sequence
 import torch
 
 from medusa_common.contract import UserError
-from .decoding import MedusaDecoder
-from .heads import MedusaHeads, save_heads, save_token_counts
-from .model import LlamaModel, resolve_device
-from .smollm2 import cache_root
-from .text import TextCodec
+from medusa_runtime.engine.decoding import MedusaDecoder
+from medusa_runtime.engine.heads import MedusaHeads, save_heads, save_token_counts
+from medusa_runtime.engine.model import LlamaModel, resolve_device
+from medusa_runtime.engine.text import TextCodec
+from medusa_runtime.tuning.smollm2 import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ def train_heads(
     prompts the base model writes from them, each asked in ``styles`` answer styles.
     ``distillation`` (0-1) weighs the base model's own next-token distribution as a soft target
     against its greedy token."""
-    from .prompts import check_answer_styles, training_prompts, with_answer_styles
+    from medusa_runtime.tuning.prompts import check_answer_styles, training_prompts, with_answer_styles
 
     if num_heads < 1 or num_layers < 1 or epochs < 1 or batch_size < 1:
         raise UserError("num-heads, num-layers, epochs and batch-size must all be at least 1")

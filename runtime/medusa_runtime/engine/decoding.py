@@ -34,11 +34,11 @@ import torch
 
 from medusa_common.contract import UserError
 from medusa_common.tree import sort_tree
-from .heads import MedusaHeads
-from .model import LlamaModel
+from medusa_runtime.engine.heads import MedusaHeads
+from medusa_runtime.engine.model import LlamaModel
 
 if TYPE_CHECKING:
-    from .kernels import CacheMoves
+    from medusa_runtime.engine.kernels import CacheMoves
 
 CACHE_BUCKET = 256
 PREFILL_BUCKET = 32  # with CUDA graphs, prompts are padded to a multiple of this many tokens
@@ -222,7 +222,7 @@ class MedusaDecoder:
                              if heads is not None and draft_tokens is not None else None)
         self.tree = build_tree_buffers(tree, model.device)
         if heads is not None and model.kernels:
-            from .kernels import HeadOutputs
+            from medusa_runtime.engine.kernels import HeadOutputs
 
             depth = self.tree.depth
             self._blocks = (heads.res_weight[:depth], heads.res_bias[:depth])
@@ -274,7 +274,7 @@ class MedusaDecoder:
         predictions = model.next_tokens(x)
         moves = None
         if model.kernels:
-            from . import kernels
+            from medusa_runtime.engine import kernels
 
             moves = kernels.accept(candidates, predictions, tb.paths, self._path_valid, s.n, s.out, s.root, s.last,
                                    s.cache.k, s.cache.v)
@@ -290,7 +290,7 @@ class MedusaDecoder:
         """Step 1: ``s.candidates`` gets the root, then each node's proposal from the heads' top-k."""
         tb, model = self.tree, self.model
         if model.kernels:
-            from . import kernels
+            from medusa_runtime.engine import kernels
 
             kernels.tree_candidates(s.features, self._outputs, tb.topk, s.root, tb.node_head, tb.node_rank,
                                     s.candidates, bf16=model.dtype == torch.bfloat16,
@@ -311,7 +311,7 @@ class MedusaDecoder:
         (with the kernels, carrying out the cache ``moves`` of ``kernels.accept`` alongside)."""
         model = self.model
         if model.kernels:
-            from . import kernels
+            from medusa_runtime.engine import kernels
 
             kernels.head_features(x, last, model.final_norm, model.cfg.rms_norm_eps, *self._blocks, s.features,
                                   moves)

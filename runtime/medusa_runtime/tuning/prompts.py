@@ -21,7 +21,7 @@ ANSWER_STYLES = ("", "Answer in one or two sentences. ", "Answer in detail, with
 
 
 def packaged_prompts() -> list[str]:
-    text = resources.files("medusa_builder.runtime").joinpath("data/prompts.txt").read_text(encoding="utf-8")
+    text = resources.files("medusa_runtime.tuning").joinpath("data/prompts.txt").read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

@@ -3,7 +3,7 @@
 Layout (self-contained: weights travel with the repository)::
 
     <output_dir>/<model_name>/config.pbtxt
-    <output_dir>/<model_name>/1/model.py     # medusa_builder/runtime/triton_model.py
+    <output_dir>/<model_name>/1/model.py     # medusa_runtime/serving/triton_model.py
     <output_dir>/<model_name>/1/base/        # the base model folder (hard links where possible)
     <output_dir>/<model_name>/1/heads/       # the Medusa heads, when given
 
@@ -95,7 +95,7 @@ def write_reference_repository(
     the heads propose only their training's N most frequent tokens (``heads.draft_vocabulary``;
     give the size the tree was calibrated for).
     """
-    from .heads import MedusaHeads, draft_vocabulary, read_head_tensors
+    from medusa_runtime.engine.heads import MedusaHeads, draft_vocabulary, read_head_tensors
 
     base_dir = Path(base_dir)
     if not (base_dir / "config.json").is_file():

@@ -1,0 +1,1 @@
+"""Serving the engine from Triton's Python backend: the model, its repository and metrics."""

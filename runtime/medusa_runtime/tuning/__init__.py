@@ -1,0 +1,1 @@
+"""Offline tuning: training heads, calibrating trees, prompt sets and the small test model."""

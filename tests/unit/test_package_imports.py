@@ -1,0 +1,132 @@
+"""The four packages import only what their install brings (issue 24, "Done when": the operator
+depends on common only; no import cycles, the importlib one included; importing the operator pulls
+no torch, boto3 or matplotlib; the runtime's Triton model imports no kopf).
+
+What a module loads is measured in a fresh interpreter (an earlier test's imports would hide it);
+who may import whom is read from the source with ``ast``, so a lazy import inside a function is
+told apart from one at module level.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = {"medusa_common": REPO / "common", "medusa_operator": REPO / "operator",
+            "medusa_builder": REPO / "builder", "medusa_runtime": REPO / "runtime"}
+# package -> the other project packages it may import at module level, and inside functions.
+ALLOWED = {
+    "medusa_common": (set(), set()),
+    "medusa_operator": ({"medusa_common"}, {"medusa_common"}),
+    "medusa_runtime": ({"medusa_common"}, {"medusa_common"}),
+    "medusa_builder": ({"medusa_common"}, {"medusa_common", "medusa_runtime"}),
+}
+
+
+def _loaded_after(imports: list[str], prelude: str = "") -> set[str]:
+    """Top-level names of every module loaded after importing ``imports`` in a fresh interpreter."""
+    code = (f"{prelude}\nimport importlib, json, sys\n"
+            f"for name in {imports!r}:\n    importlib.import_module(name)\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*(str(p) for p in PACKAGES.values()),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def _modules(package: str) -> list[tuple[str, Path]]:
+    root = PACKAGES[package]
+    found = []
+    for path in sorted((root / package).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        found.append((".".join(parts[:-1] if parts[-1] == "__init__" else parts), path))
+    return found
+
+
+def test_the_operator_loads_no_ml_stack_and_no_builder() -> None:
+    operator_modules = [name for name, _ in _modules("medusa_operator") if not name.endswith("__main__")]
+    assert {"medusa_operator.cli", "medusa_operator.controller.reconciler",
+            "medusa_operator.controller.handlers"} <= set(operator_modules)
+    loaded = _loaded_after(operator_modules)
+    assert not loaded & {"torch", "boto3", "botocore", "matplotlib", "numpy", "transformers", "medusa_builder",
+                         "medusa_runtime"}
+
+
+def test_the_triton_model_loads_no_operator_or_builder_stack() -> None:
+    # Triton's Python backend provides triton_python_backend_utils to the models it loads.
+    prelude = "import sys, types\nsys.modules['triton_python_backend_utils'] = types.ModuleType('stand-in')"
+    loaded = _loaded_after(["medusa_runtime.serving.triton_model"], prelude)
+    assert "torch" in loaded  # it did import the engine
+    assert not loaded & {"kopf", "lightkube", "boto3", "botocore", "matplotlib", "jinja2", "medusa_builder",
+                         "medusa_operator"}
+
+
+def _imports(module: str, path: Path) -> list[tuple[str, bool]]:
+    """(imported module, at module level) for each import in the file; relative ones resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    lazy_nodes = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  for n in ast.walk(f)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) not in lazy_nodes) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            # `from pkg import name` may name a submodule: count it as one when such a file exists.
+            names = [f"{base}.{a.name}" for a in node.names]
+            found += [(n if n in ALL_MODULES else base, id(node) not in lazy_nodes) for n in names]
+    return found
+
+
+ALL_MODULES = {name: path for package in PACKAGES for name, path in _modules(package)}
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_each_package_imports_only_what_it_may(package: str) -> None:
+    at_top, lazily = ALLOWED[package]
+    wrong = []
+    for module, path in _modules(package):
+        for imported, top_level in _imports(module, path):
+            target = imported.split(".")[0]
+            if target in PACKAGES and target != package and target not in (at_top if top_level else lazily):
+                wrong.append(f"{module} imports {imported}{'' if top_level else ' (inside a function)'}")
+            if package == "medusa_common" and top_level and target not in PACKAGES:
+                if target not in sys.stdlib_module_names and target != "__future__":
+                    wrong.append(f"{module} imports {imported} at module level (common is standard library only)")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles_and_no_modules_loaded_by_name() -> None:
+    graph = {name: {i for i, top in _imports(name, path) if top and i in ALL_MODULES and i != name}
+             for name, path in ALL_MODULES.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, trail: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*trail, node, nxt]
+            if nxt not in state and (cycle := visit(nxt, [*trail, node])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [])):
+            pytest.fail("import cycle: " + " -> ".join(cycle))
+    # A module loaded through importlib by name hides its edge from the graph above.
+    by_name = [m for m, p in ALL_MODULES.items()
+               if "import_module(f\"medusa_" in p.read_text() or "import_module(\"medusa_" in p.read_text()]
+    assert not by_name
