@@ -62,7 +62,7 @@ def run_step(argv: list[str], credentials: Path, work: Path, log: Path) -> tuple
 def spec(bucket: str) -> dict[str, Any]:
     store = {"credentialsSecretRef": {"name": "store"}}
     return {"baseModel": {"uri": f"s3://{bucket}/models/base/", **store},
-            "medusa": {"uri": f"gs://{bucket}/models/heads/", "tree": {"preset": "heads2"}, **store},
+            "medusa": {"uri": f"gs://{bucket}/models/heads/", "tree": {"preset": "medusa2_16"}, **store},
             "engine": {"backend": "reference", "gpu": {"count": 0}},
             "artifacts": {"uri": f"s3://{bucket}/engines/", **store},
             "validation": {"baseline": "none"}}
