@@ -27,6 +27,7 @@ from fixtures.cluster import exists, wait_for
 from fixtures.manifests import GPU, apply, condition, job_names, model, model_manifest, status, wait_phase
 from fixtures.operator import leader_and_standby
 from jobscript import Outcome, arg, default_outcome
+from medusa_common.contract import ErrorKind
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -127,7 +128,7 @@ def test_an_engine_already_in_the_store_is_reused_without_a_gpu_job(local_cluste
 
 
 def test_build_failure_names_the_reason_and_deploys_nothing(local_cluster, kube, namespace, operator, scripter):
-    scripter.script("build", Outcome(exit_code=2, error=("user", "heads have hidden size 5120, base model has 4096")))
+    scripter.script("build", Outcome(error=(ErrorKind.USER, "heads have hidden size 5120, base model has 4096")))
     apply(local_cluster, namespace, model_manifest())
     st = wait_phase(kube, namespace, "Failed")
 
@@ -164,7 +165,7 @@ def test_validation_failure_keeps_the_previous_revision_serving(local_cluster, k
                                                                 scripter):
     apply(local_cluster, namespace, model_manifest())
     old = wait_phase(kube, namespace, "Serving")["revisions"]["current"]
-    scripter.script("validate", Outcome(exit_code=4, error=("validation", "2 thresholds failed"), result={
+    scripter.script("validate", Outcome(error=(ErrorKind.VALIDATION, "2 thresholds failed"), result={
         "passed": False, "accuracy": 0.61, "baseAccuracy": 0.665, "speedup": 1.2,
         "failures": [
             {"threshold": "minSpeedup", "measured": 1.2, "required": 1.5,
@@ -347,7 +348,7 @@ def test_infrastructure_failure_is_retried_until_it_passes(local_cluster, kube, 
     def flaky(pod) -> Outcome:
         attempts.append(pod.metadata.name)
         if len(attempts) <= 3:  # the Job's own retries, then the operator's
-            return Outcome(exit_code=3, error=("infrastructure", "cannot reach the artifact store s3://engines/"))
+            return Outcome(error=(ErrorKind.INFRASTRUCTURE, "cannot reach the artifact store s3://engines/"))
         return Outcome(result={"cacheKey": "k", "engineUri": "s3://engines/engines/k"})
 
     scripter.script("build", flaky)
