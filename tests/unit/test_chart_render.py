@@ -19,15 +19,15 @@ RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
 RELEASE, NAMESPACE = "mo", "medusa-system"
 
 NAMESPACED_RULES = {
-    ("inference.medusa.dev", "medusamodels"): {"get", "list", "watch"},
+    ("inference.medusa.dev", "medusamodels"): {"list", "watch"},
     ("inference.medusa.dev", "medusamodels/status"): {"patch"},
     ("inference.medusa.dev", "medusamodels/finalizers"): {"update"},
     ("batch", "jobs"): {"list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"list", "create", "patch", "delete"},
-    ("autoscaling", "horizontalpodautoscalers"): {"list", "create", "patch", "delete"},
-    ("keda.sh", "scaledobjects"): {"list", "create", "patch", "delete"},
+    ("", "services"): {"list", "watch", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
+    ("keda.sh", "scaledobjects"): {"list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create"},
     ("", "secrets"): {"get"},
 }
