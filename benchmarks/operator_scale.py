@@ -145,7 +145,8 @@ def audit_counts(log: Path, user: str, since_offset: int) -> tuple[Counter, int]
                 continue
             ref = event.get("objectRef") or {}
             resource = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-            counts[(event.get("verb"), resource)] += 1
+            code = (event.get("responseStatus") or {}).get("code", 0)
+            counts[(event.get("verb") + (f" ({code})" if code >= 400 else ""), resource)] += 1
     return counts, log.stat().st_size
 
 
@@ -198,6 +199,7 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float) -
         pids = {**component_pids(cluster), "operator": leader.proc.pid, "benchmark (Job scripter)": os.getpid()}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         names = [f"m{i:04d}" for i in range(count)]
+        offset = cluster.audit_log.stat().st_size
         started = time.monotonic()
         for name in names:
             kube.create(from_dict(model_manifest(name)), namespace=NAMESPACE)
@@ -205,6 +207,7 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float) -
         done = phases.wait(names, converge_timeout)
         settled = time.monotonic() - started
         cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
+        requests, _ = audit_counts(cluster.audit_log, user, offset)
         total = sum(cpu.values()) or 1.0
         times = sorted(phases.serving[n] - started for n in names if n in phases.serving)
         figures["converge"] = {
@@ -212,10 +215,13 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float) -
             "serving": len(times), "medianSeconds": round(times[len(times) // 2], 1) if times else None,
             "cpuSeconds": cpu, "cpuShare": {k: round(v / total, 3) for k, v in cpu.items()},
             "cpuCoresBusy": round(total / settled, 2),
+            "operatorRequests": {f"{verb} {resource}": n for (verb, resource), n in sorted(requests.items())},
         }
         print(f"[{count}] {count} models applied in {applied:.1f} s; "
               f"{len(times)}/{count} Serving after {settled:.1f} s (median {figures['converge']['medianSeconds']} s)",
               flush=True)
+        print(f"[{count}] operator requests while converging ({sum(requests.values())} in all, "
+              f"{sum(requests.values()) / count:.1f} per model): {figures['converge']['operatorRequests']}", flush=True)
         print(f"[{count}] CPU seconds while converging (share): " + ", ".join(
             f"{k} {v} ({v / total:.0%})" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])), flush=True)
 

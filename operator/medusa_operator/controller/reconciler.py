@@ -98,6 +98,9 @@ class Reconciler:
         self.last_phase: dict[Key, tuple[str | None, float]] = {}
         # The model version this replica's last status write made, and when, until the watch brings it.
         self.own_writes: dict[Key, tuple[str, float]] = {}
+        # Manifests applied lately, by object, with their digest: a pass that runs before the watch
+        # brings the result of an apply does not make the same request again.
+        self.applied_lately: dict[tuple[str, str, str], tuple[str, float]] = {}
         # Engines any model here has built or found, by plan.known_engine_key; full descriptions.
         self.known_engines: dict[tuple[str, str, str], EngineStatus] = {}
         self.busy = 0  # passes in flight
@@ -112,6 +115,18 @@ class Reconciler:
         if written is not None and written[0] == after["metadata"].get("resourceVersion"):
             del self.own_writes[key]
         self.queue.add(key)
+
+    def seen(self, key: Key, version: str) -> bool:
+        """Whether the cache already holds ``version`` of the model, or a later one (the watch can
+        bring a write's event before the write's own response arrives)."""
+        cached = self.cache.model(key)
+        held = (cached or {}).get("metadata", {}).get("resourceVersion")
+        if held is None:
+            return False
+        try:
+            return int(held) >= int(version)  # etcd's versions; opaque to clients, numeric in practice
+        except ValueError:
+            return held == version
 
     def wake(self, key: Key) -> None:
         self.queue.add(key)
@@ -268,8 +283,14 @@ class Reconciler:
             live = self.cache.live(manifest["apiVersion"], manifest["kind"], namespace, manifest["metadata"]["name"])
             if applied.in_place(manifest, live):
                 continue
+            if self.applied_just_now(namespace, manifest):
+                revisit = min(revisit, OWN_WRITE_WAIT_SECONDS)  # in case it went again meanwhile
+                continue
             self.guard()
-            await self.kube.apply(applied.stamped(manifest))
+            stamped = applied.stamped(manifest)
+            await self.kube.apply(stamped)
+            self.applied_lately[(namespace, manifest["kind"], manifest["metadata"]["name"])] = (
+                stamped["metadata"]["annotations"][names.APPLIED_ANNOTATION], time.monotonic())
             writes += 1
         for deletion in result.delete:
             self.guard()
@@ -287,6 +308,15 @@ class Reconciler:
         log.debug("pass", extra={"namespace": namespace, "model": name, "phase": result.status.phase,
                                  "writes": writes, "revisit_in": round(revisit, 2)})
         return revisit
+
+    def applied_just_now(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        """This very manifest was applied less than OWN_WRITE_WAIT_SECONDS ago (the cache may not
+        show it yet)."""
+        now = time.monotonic()
+        if len(self.applied_lately) > 10_000:
+            self.applied_lately = {k: v for k, v in self.applied_lately.items() if now - v[1] < OWN_WRITE_WAIT_SECONDS}
+        lately = self.applied_lately.get((namespace, manifest["kind"], manifest["metadata"]["name"]))
+        return lately is not None and now - lately[1] < OWN_WRITE_WAIT_SECONDS and lately[0] == applied.digest(manifest)
 
     def guard(self) -> None:
         """Before every write: a replica that lost its Lease (or cannot tell) must not write."""
@@ -307,7 +337,7 @@ class Reconciler:
                 if exc.status.code == 409:
                     raise StatusConflict() from exc
                 raise
-            if version:
+            if version and not self.seen(key, version):
                 self.own_writes[key] = (version, time.monotonic())
         for event in st.transition_events(old, new):
             self.guard()
