@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU run behind the figures in docs/runtime.md, end to end on one CUDA machine: convert the
+# The GPU run behind the figures in docs/benchmarks.md, end to end on one CUDA machine: convert the
 # SmolLM2 GGUF, train heads by self-distillation, calibrate trees and measure base against Medusa
 # decoding with benchmarks/medusa_speed.py. Needs torch, transformers, gguf and triton; nothing
 # is fetched. Options after `--` go to medusa_speed.py (default: bfloat16 through the Triton

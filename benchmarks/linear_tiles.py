@@ -35,8 +35,9 @@ from model_shapes import SHAPES, projections
 # Column block, K block, warps, pipelining stages, row tiles, rows a tile. Narrow columns give
 # many programs (a one-token step needs them to keep enough loads in flight); wide ones re-read
 # the activations fewer times. 16-row tiles use the older matrix instructions four to a 64-row
-# tree; 64-row tiles let Hopper's warpgroup instructions take the tree in one (on an H100,
-# 16-row tiles cost 2.2x at 64 rows what they cost at one for an 8B model's projections).
+# tree; 64-row tiles let Hopper's warpgroup instructions take the tree in one, so a tree costs
+# about what one row does, where four 16-row tiles each re-read the weight block
+# (docs/benchmarks.md, "Larger shapes", has the figures).
 CANDIDATES = [LinearTiles(*c) for c in [
     (32, 256, 4, 3, 4, 16), (64, 128, 4, 3, 4, 16), (128, 64, 4, 4, 4, 16), (128, 128, 8, 3, 4, 16),
     (32, 128, 4, 3, 1, 64), (64, 64, 4, 4, 1, 64), (64, 128, 4, 3, 1, 64), (128, 64, 4, 3, 1, 64),

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     def free_decoder() -> None:
         """A decoder refers to itself (its step parts are its bound methods), so its CUDA graphs,
         cache and int8 output layers are freed only by the cycle collector; for a 7-8B model each
-        holds gigabytes, and an H100 run's graph capture failed after a dozen decoders."""
+        holds gigabytes, and left to pile up they made a later graph capture fail."""
         nonlocal decoder
         decoder = None
         gc.collect()

@@ -19,12 +19,14 @@ MAX_TREE_NODES = 256
 # rows, a multiple of 16, which the reference runtime's kernels run markedly faster than the
 # row counts around it.
 DEFAULT_TREE_NODES = 63
-# What `auto` calibrates for the reference backend: its kernels step a small model fastest with
-# 31 nodes (32 rows); 63 nodes cost 1.27x a one-token step there on an H200 (docs/runtime.md).
+# What `auto` calibrates for the reference backend: for a small model a tree's extra rows are not
+# free, and 31 nodes (32 rows, two full 16-row tiles) gave the best tokens/s; a larger tree costs
+# more per step than its extra acceptance returns (docs/benchmarks.md has the step costs).
 REFERENCE_TREE_NODES = 31
 # And the draft vocabulary it calibrates with when the heads record their training's token counts:
-# heads that rank only the 8,192 most frequent tokens step cheaper for almost the same acceptance
-# (SmolLM2 on an H200: 1.90x -> 1.97x base tokens/s; 4,096 tokens gave 1.93x, 16,384 1.96x).
+# heads that rank only the 8,192 most frequent tokens read and sort a fraction of the output
+# layer for almost the same acceptance; a smaller draft starts to lose accepted tokens, a larger
+# one costs more than it gains (docs/benchmarks.md, "With a draft vocabulary").
 REFERENCE_DRAFT_VOCAB = 8192
 CALIBRATION_METHODS = ("joint", "independent")  # see medusa_builder.runtime.calibrate
 
