@@ -23,6 +23,8 @@ STOP_GRACE_SECONDS = 2.0  # how long a shutdown waits for the reconcile passes i
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.peering.standalone = True  # leadership comes from our Lease (leader.py), not kopf peering
     settings.posting.enabled = False  # events are ours, one per transition (controller/status.py)
+    # kopf serves no resource here, so it need not follow CRDs and namespaces (nor be granted to).
+    settings.scanning.disabled = True
     memo.stopped = asyncio.Event()
     memo.loop_task = asyncio.create_task(memo.reconciler.run(memo.stopped), name="medusa-reconcile-loop")
 
