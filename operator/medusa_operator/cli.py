@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "first retry delay after a failed pass")
     run.add_argument("--resync-seconds", type=float, default=OperatorConfig.resync_seconds,
                      help="every model is reconciled at least this often, even when nothing changed")
+    run.add_argument("--secret-check-seconds", type=float, default=OperatorConfig.secret_check_seconds,
+                     help="how often each credentials Secret that models name is checked for (the operator may "
+                          "get Secrets by name but not watch them)")
     run.add_argument("--workers", type=int, default=OperatorConfig.workers,
                      help="reconcile passes that may run at once (never two of the same model)")
     run.add_argument("--infra-retry-seconds", type=float, default=60.0,
@@ -124,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         metrics_port=args.metrics_port, health_port=args.health_port, leader_elect=args.leader_elect,
         lease_name=args.lease_name, lease_namespace=args.lease_namespace, identity=args.identity,
         reconcile_interval=args.reconcile_interval, infra_retry_seconds=args.infra_retry_seconds,
-        resync_seconds=args.resync_seconds, workers=args.workers,
+        resync_seconds=args.resync_seconds, workers=args.workers, secret_check_seconds=args.secret_check_seconds,
         prometheus_url=args.prometheus_url, allowed_images=tuple(args.allowed_image),
     )
 

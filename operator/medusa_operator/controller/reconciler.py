@@ -3,8 +3,9 @@
 Passes read the watch caches (cache.py), never the API server; the only requests are writes,
 and a write is made only where something differs: a child whose manifest is already in place is
 not applied again (applied.py), an unchanged status is not patched. A change of a model or of
-any of its children queues the model; a model also comes back when a wait or deadline its plan
-named ends, when a Secret it needs is still missing, and at the slow resync
+any of its children queues the model, and so does a credentials Secret it names that goes or
+comes back (secrets.py); a model also comes back when a wait or deadline its plan named ends,
+while a Secret it needs is missing, and at the slow resync
 (``resync_seconds``), the safety net for anything no watch reported. Several workers take
 models from the queue; one model is never in two passes at once. A pass that raises is retried
 with exponential backoff.
@@ -34,6 +35,7 @@ from .kube import Kube
 from .observed import Children, observe, secrets_to_check
 from .plan import known_engine_key, plan
 from .queue import WorkQueue
+from .secrets import SecretPresence
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +80,6 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
-def settled(status: MedusaModelStatus, generation: int) -> bool:
-    """Serving what the spec asks for, with nothing under way: no Job or pod is about to be made."""
-    revs = status.revisions
-    credentials = st.get_condition(status, st.CREDENTIALS_FOUND)
-    return (status.phase == "Serving" and status.observed_generation == generation and revs.candidate is None
-            and revs.failed is None and not revs.retiring and (credentials is None or credentials.status == "True"))
-
-
 class Reconciler:
     def __init__(self, kube: Kube, cache: Reads, config: OperatorConfig,
                  may_act: Callable[[], bool] | None = None) -> None:
@@ -104,6 +98,7 @@ class Reconciler:
         # Engines any model here has built or found, by plan.known_engine_key; full descriptions.
         self.known_engines: dict[tuple[str, str, str], EngineStatus] = {}
         self.busy = 0  # passes in flight
+        self.secrets = SecretPresence(kube.secret_exists, config.secret_check_seconds, self.queue.add)
 
     # -- what wakes a model ----------------------------------------------------------------
 
@@ -136,6 +131,7 @@ class Reconciler:
         self.failures.pop(key, None)
         self.last_phase.pop(key, None)
         self.own_writes.pop(key, None)
+        self.secrets.track(key, set())
         metrics.forget_model(*key)
 
     # -- the workers -----------------------------------------------------------------------
@@ -148,6 +144,7 @@ class Reconciler:
             self.queue.add(key)
         workers = [asyncio.create_task(self.work(stopped), name=f"medusa-worker-{i}")
                    for i in range(max(self.config.workers, 1))]
+        workers.append(asyncio.create_task(self.secrets.run(), name="medusa-secret-checks"))
         try:
             await stopped.wait()
             while self.busy:
@@ -260,12 +257,10 @@ class Reconciler:
         ctx = RenderContext(ModelRef(name, namespace, meta["uid"]), spec, self.config)
         observed = observe(name, self.cache.children_of(key), now)
         revisit: float = self.config.resync_seconds
-        if not settled(old_status, generation):
-            # A settled model makes nothing that mounts a Secret, so its passes ask the API server nothing.
-            observed.missing_secrets = [secret for secret in secrets_to_check(observed, secret_names(ctx))
-                                        if not await self.kube.secret_exists(namespace, secret)]
-            if observed.missing_secrets:
-                revisit = self.config.reconcile_interval  # no watch tells when it is created
+        observed.missing_secrets = await self.secrets.missing(key, namespace,
+                                                              secrets_to_check(observed, secret_names(ctx)))
+        if observed.missing_secrets:
+            revisit = self.config.reconcile_interval  # asked again soon: no watch tells when it is created
         observed.known_engines = dict(self.known_engines)
         observed.retry_token = (meta.get("annotations") or {}).get(names.RETRY_ANNOTATION)
         result = plan(ctx, generation, old_status, observed)
@@ -274,11 +269,7 @@ class Reconciler:
             self.known_engines[known_engine_key(ctx, engine.cache_key)] = engine.model_copy()
         for gone in result.forget_engines:
             self.known_engines.pop(gone, None)
-        writes = 0
-        for deployment, replicas in result.replicas.items():  # before apply: see Plan.replicas
-            self.guard()
-            await self.kube.set_replicas(namespace, deployment, replicas)
-            writes += 1
+        to_apply = []
         for manifest in result.apply:
             live = self.cache.live(manifest["apiVersion"], manifest["kind"], namespace, manifest["metadata"]["name"])
             if applied.in_place(manifest, live):
@@ -286,6 +277,16 @@ class Reconciler:
             if self.applied_just_now(namespace, manifest):
                 revisit = min(revisit, OWN_WRITE_WAIT_SECONDS)  # in case it went again meanwhile
                 continue
+            to_apply.append(manifest)
+        if result.replicas or to_apply or result.delete:
+            log.debug("write batch", extra={"namespace": namespace, "model": name, "apply": len(to_apply),
+                                            "delete": len(result.delete), "replicas": len(result.replicas)})
+        writes = 0
+        for deployment, replicas in result.replicas.items():  # before apply: see Plan.replicas
+            self.guard()
+            await self.kube.set_replicas(namespace, deployment, replicas)
+            writes += 1
+        for manifest in to_apply:
             self.guard()
             stamped = applied.stamped(manifest)
             await self.kube.apply(stamped)
@@ -330,6 +331,7 @@ class Reconciler:
         new_raw = new.model_dump(by_alias=True, mode="json", exclude_none=True)
         patch = merge_patch(raw_old, new_raw)
         if patch:
+            log.debug("write batch", extra={"namespace": namespace, "model": name, "status": True})
             try:
                 version = await self.kube.patch_status(namespace, name, patch,
                                                        model["metadata"].get("resourceVersion"))
