@@ -279,6 +279,7 @@ class Reconciler:
                 continue
             to_apply.append(manifest)
         if result.replicas or to_apply or result.delete:
+            self.guard()  # a replica that may not act does not even begin (the log says what began)
             log.debug("write batch", extra={"namespace": namespace, "model": name, "apply": len(to_apply),
                                             "delete": len(result.delete), "replicas": len(result.replicas)})
         writes = 0
@@ -331,6 +332,7 @@ class Reconciler:
         new_raw = new.model_dump(by_alias=True, mode="json", exclude_none=True)
         patch = merge_patch(raw_old, new_raw)
         if patch:
+            self.guard()
             log.debug("write batch", extra={"namespace": namespace, "model": name, "status": True})
             try:
                 version = await self.kube.patch_status(namespace, name, patch,
