@@ -158,7 +158,7 @@ def metric(text: str, name: str) -> float:
     return total
 
 
-def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float) -> dict:
+def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float, operator_args: list[str]) -> dict:
     cluster = LocalCluster()
     cluster.down(quiet=True)
     cluster.up()
@@ -175,12 +175,12 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float) -
     workdir = Path(tempfile.mkdtemp(prefix="operator-scale-"))
     kubeconfig = service_account_kubeconfig(cluster, NAMESPACE, account, workdir / "operator.kubeconfig")
     user = f"system:serviceaccount:{NAMESPACE}:{account}"
-    lease = ("--leader-elect", "--lease-namespace", NAMESPACE, "--lease-name", RELEASE)
+    lease = ("--leader-elect", "--lease-namespace", NAMESPACE, "--lease-name", RELEASE, *operator_args)
     leader = OperatorProcess(cluster, NAMESPACE, workdir, kubeconfig, *lease, "--identity", "leader",
                              "--reconcile-interval", "5", name="leader").start()
     scripter = JobScripter(kube, NAMESPACE, {step: timed(step, job_ms) for step in STEPS}).start()
     phases = PhaseWatch(kube, NAMESPACE)
-    figures: dict = {"models": count, "gpuNodes": nodes, "jobMs": job_ms}
+    figures: dict = {"models": count, "gpuNodes": nodes, "jobMs": job_ms, "operatorArgs": operator_args}
     try:
         time.sleep(3)  # the leader holds the Lease and its caches are filled
         # One model alone: apply -> Serving.
@@ -293,6 +293,8 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--converge-timeout", type=float, default=1800.0)
     parser.add_argument("--out", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--operator-arg", action="append", default=[], metavar="ARG",
+                        help="passed on to `medusa-operator run` (repeatable), e.g. --operator-arg=--workers=16")
     args = parser.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
@@ -300,7 +302,7 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d"), "runs": []}
     print(f"machine: {cpu}, {os.cpu_count()} cores", flush=True)
     for count in args.models:
-        report["runs"].append(run(count, args.job_ms, args.idle_seconds, args.converge_timeout))
+        report["runs"].append(run(count, args.job_ms, args.idle_seconds, args.converge_timeout, args.operator_arg))
         if args.out:
             args.out.write_text(json.dumps(report, indent=1) + "\n")
 

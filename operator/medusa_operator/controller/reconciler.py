@@ -343,9 +343,11 @@ class Reconciler:
                 raise
             if version and not self.seen(key, version):
                 self.own_writes[key] = (version, time.monotonic())
-        for event in st.transition_events(old, new):
+        events = st.transition_events(old, new)
+        if events:
             self.guard()
-            await self.kube.emit(namespace, model, event, st.rfc3339(now))
+            # Independent of each other: posted at once rather than one round trip after another.
+            await asyncio.gather(*(self.kube.emit(namespace, model, event, st.rfc3339(now)) for event in events))
 
     def record_metrics(self, key: Key, old: MedusaModelStatus, new: MedusaModelStatus, now: datetime) -> None:
         namespace, name = key
