@@ -228,8 +228,9 @@ class Informer:
         while True:
             params = {**self._params(), "watch": "true", "allowWatchBookmarks": "true",
                       "resourceVersion": version, "timeoutSeconds": str(random.randint(*WATCH_SECONDS))}
+            # The server ends every watch by its timeout; a stream silent for longer is dead.
             async with self.http.stream("GET", self.kind.path(self.namespace), params=params,
-                                        timeout=httpx.Timeout(10.0, read=None)) as resp:
+                                        timeout=httpx.Timeout(10.0, read=WATCH_SECONDS[1] + 60)) as resp:
                 if resp.status_code == 410:
                     raise Gone()
                 resp.raise_for_status()
