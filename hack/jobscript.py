@@ -121,27 +121,37 @@ class JobScripter:
         self.stop()
 
     def _loop(self) -> None:
+        """List the Job pods once, then follow a watch (a list per tick would cost the API server
+        more than the operator under test at thousands of pods); list again after any error."""
         while not self._stop.is_set():
             try:
-                self._tick()
+                listed = self.client.list(Pod, namespace=self.namespace, labels={STEP_LABEL: None})
+                for pod in listed:
+                    self._script(pod)
+                for _, pod in self.client.watch(Pod, namespace=self.namespace, labels={STEP_LABEL: None},
+                                                resource_version=listed.resourceVersion, server_timeout=5):
+                    if self._stop.is_set():
+                        return
+                    self._script(pod)
             except Exception as exc:  # noqa: BLE001 - a slow API server must not end the scripting thread
                 self.errors.append(repr(exc))
-            self._stop.wait(self.interval)
+                self._stop.wait(self.interval)
 
-    def _tick(self) -> None:
-        for pod in self.client.list(Pod, namespace=self.namespace, labels={STEP_LABEL: None}):
-            uid = pod.metadata.uid
-            annotations = pod.metadata.annotations or {}
-            if uid in self._done or EXIT_CODE in annotations or pod.metadata.deletionTimestamp:
-                continue
-            if not pod.spec.nodeName:
-                continue  # not scheduled yet (or unschedulable): nothing runs
-            step = pod.metadata.labels[STEP_LABEL]
-            chosen = self.outcomes.get(step)
-            outcome = chosen(pod) if callable(chosen) else chosen or default_outcome(step, pod)
-            self._done.add(uid)
-            self.pods_seen[step] += 1
-            delay = 3_600_000 if outcome.hold else outcome.delay_ms
-            self.client.patch(Pod, pod.metadata.name, {"metadata": {"annotations": {
-                EXIT_CODE: str(outcome.code), MESSAGE: outcome.message(builder_command(step)),
-                DELAY: str(delay)}}}, namespace=self.namespace)
+    def _script(self, pod: Pod) -> None:
+        if self._stop.is_set():
+            return
+        uid = pod.metadata.uid
+        annotations = pod.metadata.annotations or {}
+        if uid in self._done or EXIT_CODE in annotations or pod.metadata.deletionTimestamp:
+            return
+        if not pod.spec.nodeName:
+            return  # not scheduled yet (or unschedulable): nothing runs
+        step = pod.metadata.labels[STEP_LABEL]
+        chosen = self.outcomes.get(step)
+        outcome = chosen(pod) if callable(chosen) else chosen or default_outcome(step, pod)
+        self._done.add(uid)
+        self.pods_seen[step] += 1
+        delay = 3_600_000 if outcome.hold else outcome.delay_ms
+        self.client.patch(Pod, pod.metadata.name, {"metadata": {"annotations": {
+            EXIT_CODE: str(outcome.code), MESSAGE: outcome.message(builder_command(step)),
+            DELAY: str(delay)}}}, namespace=self.namespace)

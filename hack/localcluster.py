@@ -48,6 +48,10 @@ HOST = "127.0.0.1"
 CLUSTER_DIR = Path(os.environ.get("MEDUSA_CLUSTER_DIR", CACHE / "cluster"))
 PORT_BASE = int(os.environ.get("MEDUSA_CLUSTER_PORT_BASE", "16400"))
 SERVICE_CIDR = "10.96.0.0/16"
+# The controllers' own request rate limits. Their defaults (20 and 50 requests/s) share a
+# production API server among many clients; on this single-user cluster they, not the API
+# server, would set the pace at which hundreds of Jobs and pods are created and finished.
+CONTROLLER_CLIENT_LIMITS = ("--kube-api-qps=500", "--kube-api-burst=1000")
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 REAL_NODE = os.environ.get("MEDUSA_REAL_NODE", "1") != "0"
 # Client certificates from the cluster CA: file name -> subject.
@@ -372,10 +376,11 @@ class LocalCluster:
             "--horizontal-pod-autoscaler-sync-period=5s",
             "--horizontal-pod-autoscaler-downscale-stabilization=30s",
             "--concurrent-job-syncs=10",
+            *CONTROLLER_CLIENT_LIMITS,
         ]
 
     def _scheduler_args(self) -> list[str]:
-        return self._component_common(self.ports.scheduler)
+        return [*self._component_common(self.ports.scheduler), *CONTROLLER_CLIENT_LIMITS]
 
     def _kwok_args(self) -> list[str]:
         return [

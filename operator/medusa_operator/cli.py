@@ -93,7 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "without it every image is allowed")
     run.add_argument("--prometheus-url", default=OperatorConfig.prometheus_url,
                      help="Prometheus the KEDA trigger queries")
-    run.add_argument("--reconcile-interval", type=float, default=5.0, help="seconds between passes per model")
+    run.add_argument("--reconcile-interval", type=float, default=OperatorConfig.reconcile_interval,
+                     help="seconds before a model that waits for a missing Secret is looked at again; also the "
+                          "first retry delay after a failed pass")
+    run.add_argument("--resync-seconds", type=float, default=OperatorConfig.resync_seconds,
+                     help="every model is reconciled at least this often, even when nothing changed")
+    run.add_argument("--secret-check-seconds", type=float, default=OperatorConfig.secret_check_seconds,
+                     help="how often each credentials Secret that models name is checked for (the operator may "
+                          "get Secrets by name but not watch them)")
+    run.add_argument("--workers", type=int, default=OperatorConfig.workers,
+                     help="reconcile passes that may run at once (never two of the same model)")
     run.add_argument("--infra-retry-seconds", type=float, default=60.0,
                      help="wait before re-running a step that failed for infrastructure reasons; doubles with "
                           "each retry of the same revision, up to 32 times this")
@@ -118,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         metrics_port=args.metrics_port, health_port=args.health_port, leader_elect=args.leader_elect,
         lease_name=args.lease_name, lease_namespace=args.lease_namespace, identity=args.identity,
         reconcile_interval=args.reconcile_interval, infra_retry_seconds=args.infra_retry_seconds,
+        resync_seconds=args.resync_seconds, workers=args.workers, secret_check_seconds=args.secret_check_seconds,
         prometheus_url=args.prometheus_url, allowed_images=tuple(args.allowed_image),
     )
 
@@ -140,6 +150,9 @@ async def run_operator(config: OperatorConfig, bind_address: str) -> int:
 
     from . import metrics
     from .controller import handlers  # noqa: F401 - registers the kopf handlers
+    from .controller.cache import ClusterCache, cache_http_client
+    from .controller.kube import Kube
+    from .controller.reconciler import Reconciler
     from .leader import LeaderElector
 
     start_http_server(config.metrics_port, addr=bind_address)
@@ -152,12 +165,27 @@ async def run_operator(config: OperatorConfig, bind_address: str) -> int:
     elector = None
     if config.leader_elect:
         elector = LeaderElector(AsyncClient(), config.lease_namespace, config.lease_name, config.identity)
+    # The caches fill and follow the cluster from the start, on the standby too: a replica that
+    # takes over acts on them at once instead of listing every object first.
+    http = cache_http_client()
+    reconciler = Reconciler(Kube(), None, config, may_act=elector.is_leader if elector else None)
+    cache = ClusterCache(http, None if config.all_namespaces else config.namespaces,
+                         on_model=reconciler.model_changed, on_child=reconciler.wake)
+    reconciler.cache = cache
+    cache.start()
+
+    async def close() -> None:
+        await cache.stop()
+        await http.aclose()
+        await health.cleanup()
+
+    if elector:
         acquire = asyncio.create_task(elector.acquire())
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():
             acquire.cancel()
-            await health.cleanup()
+            await close()
             return 0
         stopping.cancel()
     lost = asyncio.Event()
@@ -173,7 +201,7 @@ async def run_operator(config: OperatorConfig, bind_address: str) -> int:
     # too, and the cleanup handler raises it (see controller/handlers.py).
     stopper = asyncio.create_task(stop_when_lost())
     log.info("starting controller", extra={"namespaces": list(config.namespaces) or "all",
-                                           "identity": config.identity})
+                                           "identity": config.identity, "cached_objects": cache.object_count()})
     await kopf.operator(
         standalone=True,
         # Named here: kopf would otherwise derive one from the login name, which a container
@@ -181,20 +209,21 @@ async def run_operator(config: OperatorConfig, bind_address: str) -> int:
         identity=config.identity,
         clusterwide=config.all_namespaces,
         namespaces=list(config.namespaces),
-        memo=kopf.Memo(config=config, may_act=elector.is_leader if elector else None, stop_flag=stop),
+        memo=kopf.Memo(config=config, reconciler=reconciler, stop_flag=stop),
         stop_flag=stop,
     )
-    # kopf's cleanup has stopped the reconcile loop: nothing acts any more.
+    # kopf's cleanup has stopped the reconcile workers: nothing acts any more.
     for task in (stopper, holder):
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)  # no renewal may follow the release
     if lost.is_set():
         log.error("stopping: leadership lost; exiting so that this replica restarts as a follower")
+        await close()
         return 1
     if elector:
         await elector.release()
-    await health.cleanup()
+    await close()
     log.info("stopped", extra={"identity": config.identity})
     return 0
 

@@ -64,7 +64,14 @@ class OperatorConfig:
     lease_name: str = "medusa-operator"
     lease_namespace: str = "default"
     identity: str = "medusa-operator"
+    # How soon a model that waits for something no watch reports (a missing Secret) is looked at
+    # again, and the first delay of the backoff after a failed pass.
     reconcile_interval: float = 5.0
+    # Every model is reconciled at least this often even when no event came: the safety net.
+    resync_seconds: float = 600.0
+    workers: int = 4  # reconcile passes that may run at once (never two of one model)
+    # How often each distinct credentials Secret models name is checked (no watch: see controller/secrets.py).
+    secret_check_seconds: float = 60.0
     # A step that failed for infrastructure reasons (exit code 3) is run again after this long.
     infra_retry_seconds: float = 60.0
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"

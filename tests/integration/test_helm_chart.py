@@ -71,8 +71,9 @@ def test_rendered_chart_passes_server_side_validation(mode: str, local_cluster: 
                                          "--set", f"watchNamespaces={{{namespace},{extra_namespace}}}"]
     rendered = helm(local_cluster, "template", RELEASE, str(CHART), "--namespace", namespace, *sets).stdout
     kinds = {doc["kind"] for doc in manifests(rendered)}
-    assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "Service", "ClusterRole",
-            "ClusterRoleBinding", "Role", "RoleBinding", "PodDisruptionBudget"} <= kinds
+    assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "Service", "Role", "RoleBinding",
+            "PodDisruptionBudget"} <= kinds
+    assert ({"ClusterRole", "ClusterRoleBinding"} <= kinds) == (mode == "cluster")
 
     proc = local_cluster.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-",
                                  input=rendered, check=False)

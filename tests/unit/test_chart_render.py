@@ -19,25 +19,17 @@ RULES_FILE = CHART / "files" / "prometheus-rules.yaml"
 RELEASE, NAMESPACE = "mo", "medusa-system"
 
 NAMESPACED_RULES = {
-    ("inference.medusa.dev", "medusamodels"): {"get", "list", "watch"},
+    ("inference.medusa.dev", "medusamodels"): {"list", "watch"},
     ("inference.medusa.dev", "medusamodels/status"): {"patch"},
     ("inference.medusa.dev", "medusamodels/finalizers"): {"update"},
     ("batch", "jobs"): {"list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
-    ("", "services"): {"list", "create", "patch", "delete"},
-    ("autoscaling", "horizontalpodautoscalers"): {"list", "create", "patch", "delete"},
-    ("keda.sh", "scaledobjects"): {"list", "create", "patch", "delete"},
+    ("", "services"): {"list", "watch", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch", "delete"},
+    ("keda.sh", "scaledobjects"): {"list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create"},
     ("", "secrets"): {"get"},
-}
-CLUSTER_ONLY_RULES = {
-    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
-}
-# Watching a list of namespaces, the operator also follows which of them exist.
-NAMESPACED_MODE_CLUSTER_RULES = {
-    **CLUSTER_ONLY_RULES,
-    ("", "namespaces"): {"list", "watch"},
 }
 
 
@@ -109,7 +101,7 @@ def test_bad_values_are_refused_with_a_message(helm: str, sets: list[str], messa
 
 def test_cluster_mode_grants_exactly_the_operator_rules_cluster_wide(helm: str) -> None:
     docs = render(helm)
-    assert rule_map(one(docs, "ClusterRole")["rules"]) == {**NAMESPACED_RULES, **CLUSTER_ONLY_RULES}
+    assert rule_map(one(docs, "ClusterRole")["rules"]) == NAMESPACED_RULES
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == one(docs, "ClusterRole")["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "mo-medusa-operator", "namespace": NAMESPACE}]
@@ -118,8 +110,10 @@ def test_cluster_mode_grants_exactly_the_operator_rules_cluster_wide(helm: str) 
 
 
 def test_namespaced_mode_grants_a_role_per_watched_namespace_only(helm: str) -> None:
+    """Nothing cluster-wide: the operator follows its namespaces' objects only, and kopf (which
+    serves no resource) does not follow CRDs or namespaces."""
     docs = render(helm, "watchMode=namespaced", "watchNamespaces={models,staging}")
-    assert rule_map(one(docs, "ClusterRole")["rules"]) == NAMESPACED_MODE_CLUSTER_RULES
+    assert objects(docs, "ClusterRole") == [] and objects(docs, "ClusterRoleBinding") == []
     watched = {r["metadata"]["namespace"]: r for r in objects(docs, "Role")
                if r["metadata"]["name"] == "mo-medusa-operator"}
     assert set(watched) == {"models", "staging"}

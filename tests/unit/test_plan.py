@@ -410,3 +410,18 @@ def test_the_served_revisions_finished_jobs_stay_until_it_retires() -> None:
     gone = {d.name for d in retired.delete if d.kind == "Job"}
     assert {j.name for j in jobs.values()} <= gone
     assert not gone & {j.name for j in validated(r2, speedup=2.0).values()}
+
+
+def test_a_wait_that_ends_by_itself_names_when_to_look_again() -> None:
+    """Issue 25: passes come from watch events and a slow resync, so a deadline no event
+    announces (here the infrastructure retry delay) must bring the model back on time."""
+    c = ctx()
+    r = rev(c)
+    name = names.job_name("m", r, "build")
+    finished_at = NOW - timedelta(seconds=5)
+    lost = JobObs(name, r, "failed", finished_at=finished_at,
+                  result=StepResult("build", False, error_kind="infrastructure", error_message="store down"))
+    p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW, jobs={name: lost}))
+    assert p.revisit_after == c.config.infra_retry_seconds - 5
+    quiet = plan(c, 1, MedusaModelStatus(), Observed(now=NOW))
+    assert quiet.revisit_after is None

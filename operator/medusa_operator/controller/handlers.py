@@ -1,8 +1,9 @@
-"""kopf wiring, kept thin: watch events only wake the reconcile loop.
+"""kopf wiring, kept thin: it starts the reconcile workers once this replica leads and stops them.
 
-Only watch-event handlers are registered: kopf then writes nothing to the watched objects (no
-finalizers, no progress or last-handled-configuration annotations). That keeps objects exactly as
-users applied them, so GitOps tools see no drift, and a MedusaModel can be deleted at any time
+The operator registers no resource handlers with kopf: its own watch caches (cache.py) follow
+MedusaModels and their children, so kopf writes nothing to the watched objects (no finalizers,
+no progress or last-handled-configuration annotations). That keeps objects exactly as users
+applied them, so GitOps tools see no drift, and a MedusaModel can be deleted at any time
 without a finalizer to get stuck on; its children go with it through owner references.
 """
 
@@ -14,32 +15,23 @@ from typing import Any
 
 import kopf
 
-from ..api.v1alpha1 import GROUP, PLURAL, VERSION
-from ..config import OperatorConfig
-from ..render import names
-from .kube import Kube
-from .reconciler import Reconciler
-
 log = logging.getLogger(__name__)
-MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
-STOP_GRACE_SECONDS = 2.0  # how long a shutdown waits for the reconcile pass in flight
+STOP_GRACE_SECONDS = 2.0  # how long a shutdown waits for the reconcile passes in flight
 
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.peering.standalone = True  # leadership comes from our Lease (leader.py), not kopf peering
     settings.posting.enabled = False  # events are ours, one per transition (controller/status.py)
-    settings.watching.server_timeout = 120
-    settings.watching.client_timeout = 150
-    config: OperatorConfig = memo.config
-    memo.reconciler = Reconciler(Kube(), config, may_act=getattr(memo, "may_act", None))
+    # kopf serves no resource here, so it need not follow CRDs and namespaces (nor be granted to).
+    settings.scanning.disabled = True
     memo.stopped = asyncio.Event()
     memo.loop_task = asyncio.create_task(memo.reconciler.run(memo.stopped), name="medusa-reconcile-loop")
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Let the pass in flight finish, for a short while: a pass cut short is only redone (every
+    """Let the passes in flight finish, for a short while: a pass cut short is only redone (every
     write is idempotent), but a replica that is slow to stop holds up its successor."""
     stop_flag = getattr(memo, "stop_flag", None)
     if stop_flag is not None:
@@ -47,25 +39,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         # 5 s for it before it returns: raising the flag now ends that waiter at once.
         stop_flag.set()
     memo.stopped.set()
-    memo.reconciler.wakeup.set()
     try:
         await asyncio.wait_for(memo.loop_task, timeout=STOP_GRACE_SECONDS)
     except asyncio.TimeoutError:
-        log.warning("stopped the reconcile pass in flight", extra={"grace_seconds": STOP_GRACE_SECONDS})
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def model_event(event: dict[str, Any], namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    if event.get("type") == "DELETED":
-        memo.reconciler.forget((namespace, name))
-    else:
-        memo.reconciler.wake((namespace, name))
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-@kopf.on.event("v1", "pods", labels=MANAGED)
-async def child_event(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    model = labels.get(names.LABEL_MODEL)
-    if model:
-        memo.reconciler.wake((namespace, model))
+        log.warning("stopped the reconcile passes in flight", extra={"grace_seconds": STOP_GRACE_SECONDS})

@@ -1,14 +1,14 @@
-"""The operator's only contact with the Kubernetes API: read children, apply, delete, write status.
+"""The operator's writes to the Kubernetes API: apply, delete, write status, post events.
 
-Children are applied with server-side apply under one field manager; deletions propagate in the
-background so a Job's pods go with it.
+Reads come from the watch caches (cache.py); the one read made here is whether a Secret exists
+(the operator does not watch Secrets). Children are applied with server-side apply under one
+field manager; deletions propagate in the background so a Job's pods go with it.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets as random
-from datetime import datetime
 from typing import Any
 
 from lightkube import AsyncClient
@@ -20,13 +20,12 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Event, Pod, Secret, Service
+from lightkube.resources.core_v1 import Event, Secret, Service
 from lightkube.types import CascadeType, PatchType
 
 from ..api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from ..config import FIELD_MANAGER, REPLICAS_FIELD_MANAGER
 from ..render import names
-from .observed import Observed, observe_deployment, observe_job
 from .plan import Deletion
 from .status import Event as StatusEvent
 
@@ -55,58 +54,14 @@ class Kube:
     def __init__(self, client: AsyncClient | None = None) -> None:
         self.client = client or AsyncClient(field_manager=FIELD_MANAGER)
 
-    async def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def secret_exists(self, namespace: str, name: str) -> bool:
         try:
-            obj = await self.client.get(MedusaModelResource, name, namespace=namespace)
+            await self.client.get(Secret, name, namespace=namespace)
         except ApiError as exc:
-            if _not_found(exc):
-                return None
-            raise
-        return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-
-    async def _list(self, resource: type, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-        return [obj.to_dict() async for obj in self.client.list(resource, namespace=namespace, labels=labels)]
-
-    async def observe(self, namespace: str, model: str, secret_names: list[str], now: datetime) -> Observed:
-        labels = {names.LABEL_MODEL: names.fit(model, 63), names.LABEL_MANAGED_BY: names.MANAGED_BY}
-        jobs = await self._list(Job, namespace, labels)
-        deployments = await self._list(Deployment, namespace, labels)
-        services = await self._list(Service, namespace, labels)
-        # Pods last: a Job seen complete then has its finished pod in the list. Listed first, a
-        # pod that finished between the two calls would be missing, and the Job would look like
-        # it succeeded without leaving a result.
-        pods = await self._list(Pod, namespace, labels)
-        observed = Observed(now=now)
-        for job in jobs:
-            seen = observe_job(job, pods)
-            observed.jobs[seen.name] = seen
-        for dep in deployments:
-            seen = observe_deployment(dep, pods)
-            observed.deployments[seen.name] = seen
-        for svc in services:
-            observed.services[svc["metadata"]["name"]] = svc["metadata"].get("labels", {}).get(names.LABEL_REVISION, "")
-            if svc["metadata"]["name"] == names.stable_service_name(model):
-                observed.stable_revision = (svc.get("spec", {}).get("selector") or {}).get(names.LABEL_REVISION)
-        for hpa in await self._list(HorizontalPodAutoscaler, namespace, labels):
-            observed.autoscalers["HorizontalPodAutoscaler"] = hpa["metadata"]["name"]
-            observed.autoscaler_desired = (hpa.get("status") or {}).get("desiredReplicas")
-        try:
-            for scaled in await self._list(ScaledObject, namespace, labels):
-                observed.autoscalers["ScaledObject"] = scaled["metadata"]["name"]
-        except Exception as exc:  # noqa: BLE001 - only "KEDA is not installed" is expected here
             if not _not_found(exc):
                 raise
-            observed.keda_available = False
-        # The served revision mounts the Secrets it was validated with, which today's spec may no longer name.
-        recorded_secrets = {n for d in observed.deployments.values() if d.record for n in d.record.secret_names()}
-        for name in sorted(set(secret_names) | recorded_secrets):
-            try:
-                await self.client.get(Secret, name, namespace=namespace)
-            except ApiError as exc:
-                if not _not_found(exc):
-                    raise
-                observed.missing_secrets.append(name)
-        return observed
+            return False
+        return True
 
     async def apply(self, manifest: dict[str, Any]) -> None:
         await self.client.apply(from_dict(manifest), field_manager=FIELD_MANAGER, force=True)
@@ -132,14 +87,15 @@ class Kube:
                 raise
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any],
-                           resource_version: str | None = None) -> None:
+                           resource_version: str | None = None) -> str | None:
         """Merge ``status`` in; with ``resource_version`` the API server refuses (409) a model
         that changed since it was read, so no writer overwrites a status it has not seen."""
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        await self.client.patch(MedusaModelResource.Status, name, body, namespace=namespace,
-                                patch_type=PatchType.MERGE)
+        written = await self.client.patch(MedusaModelResource.Status, name, body, namespace=namespace,
+                                          patch_type=PatchType.MERGE)
+        return written.metadata.resourceVersion if written is not None and written.metadata else None
 
     async def emit(self, namespace: str, model: dict[str, Any], event: StatusEvent, now: str) -> None:
         meta = model["metadata"]

@@ -8,7 +8,7 @@ missing or malformed termination message becomes a readable failure, never an ex
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from medusa_common.contract import ErrorKind, ResultParseError, ResultTypeError, StepResult, check_result, parse_message
@@ -17,6 +17,10 @@ from ..api.v1alpha1 import EngineStatus
 from ..render import names, recorded
 
 JobState = Literal["running", "succeeded", "failed"]
+
+# The Job and its pods are watched apart, so a Job can be seen complete before its pod's finished
+# container is: for this long a complete Job whose pod shows no result waits for the pod's news.
+POD_STATUS_GRACE = timedelta(seconds=20)
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class JobObs:
     unschedulable: Unschedulable | None = None
     finished_at: datetime | None = None
     pod_problem: PodProblem | None = None  # while running: why its pod does not start
+    awaiting_pod_until: datetime | None = None  # complete, but its pod's result is not seen yet
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class Observed:
     retry_token: str | None = None  # the model's medusa.dev/retry annotation
     # Engines built or found before, by known_engine_key (plan.py): (namespace, store, cache key).
     known_engines: dict[tuple[str, str, str], EngineStatus] = field(default_factory=dict)
+    # When a fact seen now changes by itself (a complete Job's pod news is overdue): look again then.
+    look_again_at: datetime | None = None
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -167,14 +174,16 @@ def pod_result(pod: dict[str, Any], command: str | None = None) -> PodResult:
     return PodResult(result=result)
 
 
-def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
+def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime | None = None) -> JobObs:
     """Decide a Job's state from its conditions and its pods' results.
 
     A pod that ended with a definitive result (success, or a user or validation error that a
     retry cannot change) settles the Job at once, without waiting for the Job controller's retries.
     A Job that completed without leaving any result failed for a reason outside the spec (the
     container never wrote one, or its pod or the pod's status is gone): that is an
-    infrastructure failure, retried like one.
+    infrastructure failure, retried like one. With ``now``, a Job that ended while its pod shows no
+    finished container is judged only once POD_STATUS_GRACE has passed: the pod's own update may
+    be on its way.
     """
     name = job["metadata"]["name"]
     labels = job["metadata"].get("labels", {})
@@ -192,6 +201,12 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
         return JobObs(name, revision, "failed", result=latest.result)
     conditions = {c.get("type"): c for c in job.get("status", {}).get("conditions") or []
                   if c.get("status") == "True"}
+    ended = next((conditions[t] for t in ("Failed", "FailureTarget", "Complete", "SuccessCriteriaMet")
+                  if t in conditions), None)
+    ended_at = _parse_time(ended.get("lastTransitionTime")) if ended else None
+    if latest.result is None and latest.problem is None and now is not None and ended_at is not None \
+            and now < ended_at + POD_STATUS_GRACE:
+        return JobObs(name, revision, "running", awaiting_pod_until=ended_at + POD_STATUS_GRACE)
     if "Failed" in conditions or "FailureTarget" in conditions:
         cond = conditions.get("Failed") or conditions["FailureTarget"]
         finished = _parse_time(cond.get("lastTransitionTime"))
@@ -215,6 +230,48 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobObs:
     unschedulable = next((u for u in (pod_unschedulable(p) for p in own) if u is not None), None)
     problem = next((q for q in (pod_problem(p) for p in own[:1]) if q is not None), None)
     return JobObs(name, revision, "running", unschedulable=unschedulable, pod_problem=problem)
+
+
+@dataclass(frozen=True)
+class Children:
+    """A model's children as the caches hold them (trimmed objects, see cache.py)."""
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    services: list[dict[str, Any]] = field(default_factory=list)
+    autoscalers: list[dict[str, Any]] = field(default_factory=list)  # HorizontalPodAutoscalers
+    scaled_objects: list[dict[str, Any]] = field(default_factory=list)
+    keda_available: bool = True
+
+
+def observe(model: str, children: Children, now: datetime) -> Observed:
+    """What the plan needs to know about one model's children."""
+    observed = Observed(now=now, keda_available=children.keda_available)
+    for job in children.jobs:
+        seen = observe_job(job, children.pods, now)
+        observed.jobs[seen.name] = seen
+        if seen.awaiting_pod_until is not None:
+            observed.look_again_at = min(filter(None, (observed.look_again_at, seen.awaiting_pod_until)))
+    for dep in children.deployments:
+        seen = observe_deployment(dep, children.pods)
+        observed.deployments[seen.name] = seen
+    for svc in children.services:
+        observed.services[svc["metadata"]["name"]] = svc["metadata"].get("labels", {}).get(names.LABEL_REVISION, "")
+        if svc["metadata"]["name"] == names.stable_service_name(model):
+            observed.stable_revision = (svc.get("spec", {}).get("selector") or {}).get(names.LABEL_REVISION)
+    for hpa in children.autoscalers:
+        observed.autoscalers["HorizontalPodAutoscaler"] = hpa["metadata"]["name"]
+        observed.autoscaler_desired = (hpa.get("status") or {}).get("desiredReplicas")
+    for scaled in children.scaled_objects:
+        observed.autoscalers["ScaledObject"] = scaled["metadata"]["name"]
+    return observed
+
+
+def secrets_to_check(observed: Observed, spec_secrets: list[str]) -> list[str]:
+    """The Secrets the spec names and those the served revision mounts (it was validated with them,
+    and today's spec may no longer name them)."""
+    recorded_secrets = {n for d in observed.deployments.values() if d.record for n in d.record.secret_names()}
+    return sorted(set(spec_secrets) | recorded_secrets)
 
 
 def observe_deployment(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> DeploymentObs:

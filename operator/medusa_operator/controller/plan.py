@@ -59,6 +59,9 @@ class Plan:
     # the count an autoscaler takes over, or the size of a revision that is no longer rendered.
     replicas: dict[str, int] = field(default_factory=dict)
     forget_engines: list[tuple[str, str, str]] = field(default_factory=list)  # known engines the store lacks
+    # Seconds until a deadline or wait of this pass ends (no watch event announces that): the
+    # reconciler looks at the model again then. None: only events (and the slow resync) matter.
+    revisit_after: float | None = None
 
 
 def known_engine_key(ctx: RenderContext, cache_key: str) -> tuple[str, str, str]:
@@ -86,6 +89,12 @@ class _Planner:
         self.secrets_held: list[str] = []  # Secrets the served revision mounts that are missing
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def revisit_in(self, seconds: float) -> None:
+        """Something changes by itself in ``seconds`` (a wait or a deadline ends)."""
+        seconds = max(seconds, 0.0)
+        if self.plan.revisit_after is None or seconds < self.plan.revisit_after:
+            self.plan.revisit_after = seconds
 
     def cond(self, type_: str, value: bool | None, reason: str, message: str) -> None:
         st.set_condition(self.status, type_, value, reason, message, generation=self.generation, now=self.now)
@@ -489,6 +498,8 @@ class _Planner:
         if waited >= delay:
             self.plan.delete.append(Deletion("batch/v1", "Job", job.name))
             self.status.revisions.infra_retries = retries + 1
+        else:
+            self.revisit_in(delay - waited)
 
     def engine_outcome(self, key: str, lookup: dict[str, Any], build: dict[str, Any],
                        what: str) -> BuildResult | None:
@@ -598,6 +609,7 @@ class _Planner:
         why = "; ".join(sentence for _, sentence in waiting)
         limit = self.ctx.spec.rollout.deploy_timeout_seconds
         waited = (self.now - st.parse_time(revs.deploying_since)).total_seconds()
+        self.revisit_in(limit - waited)
         if waited >= limit:
             self.fail(st.CANDIDATE_READY, "DeployTimeout",
                       f"candidate pods were not Ready within rollout.deployTimeoutSeconds ({limit}s): {why}")
@@ -613,6 +625,7 @@ class _Planner:
         limit = self.ctx.spec.rollout.deploy_timeout_seconds
         waited = (self.now - st.parse_time(self.status.revisions.promotion_since)).total_seconds()
         if waited < limit:
+            self.revisit_in(limit - waited)
             return False
         cand = self.obs.deployments.get(names.deployment_name(self.model, self.revision))
         problem = f": {cand.pod_problem.message}" if cand is not None and cand.pod_problem is not None else ""
@@ -627,6 +640,7 @@ class _Planner:
         waited = (self.now - unschedulable.since).total_seconds()
         limit = self.ctx.spec.rollout.unschedulable_timeout_seconds
         if waited < limit:
+            self.revisit_in(limit - waited)
             self.cond(st.CANDIDATE_SCHEDULABLE, None, "CandidatePending",
                       f"candidate pods wait for a node ({waited:.0f}s of {limit}s): {unschedulable.message}")
             return
@@ -705,6 +719,8 @@ class _Planner:
             unschedulable = cand.unschedulable if cand is not None else None
             waited = (self.now - unschedulable.since).total_seconds() if unschedulable else 0.0
             if unschedulable is None or waited < self.ctx.spec.rollout.unschedulable_timeout_seconds:
+                if unschedulable is not None:
+                    self.revisit_in(self.ctx.spec.rollout.unschedulable_timeout_seconds - waited)
                 self.apply_candidate(target)
                 self.status.phase = "Promoting"
                 self.status.message = (f"revision {self.revision} passed validation; scaling it to {target} ready "
@@ -769,6 +785,7 @@ class _Planner:
         if not revs.retiring:
             return
         if revs.retire_after and self.now < st.parse_time(revs.retire_after):
+            self.revisit_in((st.parse_time(revs.retire_after) - self.now).total_seconds())
             return
         old = revs.retiring
         name = names.deployment_name(self.model, old)

@@ -1,17 +1,24 @@
 """The reconcile loop: a work queue of models, each passed through read -> plan -> apply -> status.
 
-Events (on models and on their Jobs, Deployments and pods) wake a model at once; every model is
-also revisited every ``reconcile_interval`` seconds, so a missed event changes nothing. A pass
-that raises is retried with exponential backoff.
+Passes read the watch caches (cache.py), never the API server; the only requests are writes,
+and a write is made only where something differs: a child whose manifest is already in place is
+not applied again (applied.py), an unchanged status is not patched. A change of a model or of
+any of its children queues the model, and so does a credentials Secret it names that goes or
+comes back (secrets.py); a model also comes back when a wait or deadline its plan named ends,
+while a Secret it needs is missing, and at the slow resync
+(``resync_seconds``), the safety net for anything no watch reported. Several workers take
+models from the queue; one model is never in two passes at once. A pass that raises is retried
+with exponential backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from lightkube.core.exceptions import ApiError
 from pydantic import ValidationError
@@ -22,14 +29,22 @@ from ..render.context import ModelRef, RenderContext
 from ..render import names
 from ..render.jobs import secret_names
 from .. import metrics
+from . import applied
 from . import status as st
 from .kube import Kube
+from .observed import Children, observe, secrets_to_check
 from .plan import known_engine_key, plan
+from .queue import WorkQueue
+from .secrets import SecretPresence
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 MAX_BACKOFF_SECONDS = 300.0
+# After its own status write, a pass waits for the watch to bring that version before it reads
+# the model again (it would plan from the status before its own write); at most this long.
+OWN_WRITE_WAIT_SECONDS = 5.0
+SYNC_WARNING_SECONDS = 30.0  # how often a start that waits for its caches says which
 
 
 class NotLeader(Exception):
@@ -38,6 +53,17 @@ class NotLeader(Exception):
 
 class StatusConflict(Exception):
     """The model changed between this pass's read and its status write (another writer)."""
+
+
+class Reads(Protocol):
+    """What a pass reads: the watch caches (cache.ClusterCache)."""
+
+    async def wait_synced(self) -> None: ...
+    def unsynced(self) -> list[str]: ...
+    def model(self, key: Key) -> dict[str, Any] | None: ...
+    def model_keys(self) -> list[Key]: ...
+    def children_of(self, key: Key) -> Children: ...
+    def live(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -55,56 +81,125 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, config: OperatorConfig, may_act: Callable[[], bool] | None = None) -> None:
+    def __init__(self, kube: Kube, cache: Reads, config: OperatorConfig,
+                 may_act: Callable[[], bool] | None = None) -> None:
         self.kube = kube
+        self.cache = cache
         self.config = config
         self.may_act = may_act or (lambda: True)  # the leader elector's is_leader, asked before every write
-        self.due: dict[Key, float] = {}
+        self.queue: WorkQueue[Key] = WorkQueue()
         self.failures: dict[Key, int] = {}
         self.last_phase: dict[Key, tuple[str | None, float]] = {}
+        # The model version this replica's last status write made, and when, until the watch brings it.
+        self.own_writes: dict[Key, tuple[str, float]] = {}
+        # Manifests applied lately, by object, with their digest: a pass that runs before the watch
+        # brings the result of an apply does not make the same request again.
+        self.applied_lately: dict[tuple[str, str, str], tuple[str, float]] = {}
         # Engines any model here has built or found, by plan.known_engine_key; full descriptions.
         self.known_engines: dict[tuple[str, str, str], EngineStatus] = {}
-        self.wakeup = asyncio.Event()
+        self.busy = 0  # passes in flight
+        self.secrets = SecretPresence(kube.secret_exists, config.secret_check_seconds, self.queue.add)
+
+    # -- what wakes a model ----------------------------------------------------------------
+
+    def model_changed(self, key: Key, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        if after is None:
+            self.forget(key)
+            return
+        written = self.own_writes.get(key)
+        if written is not None and written[0] == after["metadata"].get("resourceVersion"):
+            del self.own_writes[key]
+        self.queue.add(key)
+
+    def seen(self, key: Key, version: str) -> bool:
+        """Whether the cache already holds ``version`` of the model, or a later one (the watch can
+        bring a write's event before the write's own response arrives)."""
+        cached = self.cache.model(key)
+        held = (cached or {}).get("metadata", {}).get("resourceVersion")
+        if held is None:
+            return False
+        try:
+            return int(held) >= int(version)  # etcd's versions; opaque to clients, numeric in practice
+        except ValueError:
+            return held == version
 
     def wake(self, key: Key) -> None:
-        self.due[key] = 0.0
-        self.wakeup.set()
+        self.queue.add(key)
 
     def forget(self, key: Key) -> None:
-        self.due.pop(key, None)
+        self.queue.forget(key)
         self.failures.pop(key, None)
         self.last_phase.pop(key, None)
+        self.own_writes.pop(key, None)
+        self.secrets.track(key, set())
         metrics.forget_model(*key)
 
+    # -- the workers -----------------------------------------------------------------------
+
     async def run(self, stopped: asyncio.Event) -> None:
+        """Work until ``stopped``; a shutdown waits for the passes in flight, not for the queue."""
+        if not await self.until_synced(stopped):
+            return
+        for key in self.cache.model_keys():
+            self.queue.add(key)
+        workers = [asyncio.create_task(self.work(stopped), name=f"medusa-worker-{i}")
+                   for i in range(max(self.config.workers, 1))]
+        workers.append(asyncio.create_task(self.secrets.run(), name="medusa-secret-checks"))
+        try:
+            await stopped.wait()
+            while self.busy:
+                await asyncio.sleep(0.02)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self.queue.close()
+
+    async def until_synced(self, stopped: asyncio.Event) -> bool:
+        """Wait for every cache's first list (a pass on a half-filled cache would miss children
+        and make them again); False if stopped first."""
+        synced = asyncio.create_task(self.cache.wait_synced())
+        stopping = asyncio.create_task(stopped.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({synced, stopping}, timeout=SYNC_WARNING_SECONDS,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if stopping in done:
+                    return False
+                if synced in done:
+                    return True
+                log.warning("waiting for the watch caches to fill", extra={"waiting_for": self.cache.unsynced()})
+        finally:
+            for task in (synced, stopping):
+                task.cancel()
+            await asyncio.gather(synced, stopping, return_exceptions=True)
+
+    async def work(self, stopped: asyncio.Event) -> None:
         while not stopped.is_set():
-            now = time.monotonic()
-            ready = [k for k, t in self.due.items() if t <= now]
-            for key in ready:
-                if stopped.is_set():
-                    return  # a shutdown waits for the pass in flight, not for the whole round
-                await self.reconcile(key)
-            upcoming = [t for t in self.due.values()]
-            timeout = max(min(upcoming) - time.monotonic(), 0.05) if upcoming else self.config.reconcile_interval
-            self.wakeup.clear()
+            key = await self.queue.get()
+            if stopped.is_set():
+                self.queue.done(key)
+                return
+            self.busy += 1
             try:
-                await asyncio.wait_for(self.wakeup.wait(), timeout=min(timeout, self.config.reconcile_interval))
-            except asyncio.TimeoutError:
-                pass
+                await self.reconcile(key)
+            finally:
+                self.busy -= 1
+                self.queue.done(key)
 
     async def reconcile(self, key: Key) -> None:
         started = time.monotonic()
         try:
-            found = await self.reconcile_once(key)
+            revisit = await self.reconcile_once(key)
         except NotLeader:
             log.warning("not the leader: this pass's writes are dropped", extra={"namespace": key[0], "model": key[1]})
             metrics.RECONCILES.labels("not-leader").inc()
-            self.due[key] = time.monotonic() + self.config.reconcile_interval
+            self.queue.add_after(key, self.config.reconcile_interval)
             return
         except StatusConflict:
-            log.info("the model changed during the pass: reconciling it again",
+            log.info("the model changed during the pass: reconciling it again once the change is seen",
                      extra={"namespace": key[0], "model": key[1]})
-            self.due[key] = time.monotonic()
+            self.queue.add_after(key, OWN_WRITE_WAIT_SECONDS)  # the watch event of that change queues it sooner
             return
         except Exception:  # noqa: BLE001 - one model's failure must not stop the others
             failures = self.failures.get(key, 0) + 1
@@ -112,22 +207,32 @@ class Reconciler:
             delay = min(self.config.reconcile_interval * 2 ** failures, MAX_BACKOFF_SECONDS)
             log.exception("reconcile failed", extra={"namespace": key[0], "model": key[1], "retry_in": delay})
             metrics.RECONCILES.labels("error").inc()
-            self.due[key] = time.monotonic() + delay
+            self.queue.add_after(key, delay)
             return
         finally:
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
         metrics.RECONCILES.labels("ok").inc()
         self.failures.pop(key, None)
-        if found:
-            self.due[key] = time.monotonic() + self.config.reconcile_interval
-        else:
-            self.forget(key)
+        if revisit is not None:
+            # The resync is spread out so that thousands of models do not all come back at once.
+            resync = self.config.resync_seconds * random.uniform(0.9, 1.1)
+            self.queue.add_after(key, min(revisit, resync))
 
-    async def reconcile_once(self, key: Key) -> bool:
+    async def reconcile_once(self, key: Key) -> float | None:
+        """One pass; returns the seconds until the model should be looked at again without an
+        event (the resync at most), or None when the model is gone."""
         namespace, name = key
-        model = await self.kube.get_model(namespace, name)
+        model = self.cache.model(key)
         if model is None or model["metadata"].get("deletionTimestamp"):
-            return False
+            return None
+        written = self.own_writes.get(key)
+        if written is not None:
+            waited = time.monotonic() - written[1]
+            if waited < OWN_WRITE_WAIT_SECONDS:
+                log.debug("waiting for the watch to bring this replica's status write",
+                          extra={"namespace": namespace, "model": name, "version": written[0]})
+                return OWN_WRITE_WAIT_SECONDS - waited  # the watch event of our write queues it sooner
+            del self.own_writes[key]
         meta = model["metadata"]
         generation = int(meta.get("generation") or 0)
         now = datetime.now(timezone.utc)
@@ -147,10 +252,15 @@ class Reconciler:
             new_status.phase = "Failed" if new_status.revisions.current is None else "Degraded"
             new_status.message = f"the spec is invalid: {problems}"
             self.guard()
-            await self.write_status(model, raw_status, old_status, new_status, now)
-            return True
+            await self.write_status(key, model, raw_status, old_status, new_status, now)
+            return self.config.resync_seconds
         ctx = RenderContext(ModelRef(name, namespace, meta["uid"]), spec, self.config)
-        observed = await self.kube.observe(namespace, name, secret_names(ctx), now)
+        observed = observe(name, self.cache.children_of(key), now)
+        revisit: float = self.config.resync_seconds
+        observed.missing_secrets = await self.secrets.missing(key, namespace,
+                                                              secrets_to_check(observed, secret_names(ctx)))
+        if observed.missing_secrets:
+            revisit = self.config.reconcile_interval  # asked again soon: no watch tells when it is created
         observed.known_engines = dict(self.known_engines)
         observed.retry_token = (meta.get("annotations") or {}).get(names.RETRY_ANNOTATION)
         result = plan(ctx, generation, old_status, observed)
@@ -159,47 +269,85 @@ class Reconciler:
             self.known_engines[known_engine_key(ctx, engine.cache_key)] = engine.model_copy()
         for gone in result.forget_engines:
             self.known_engines.pop(gone, None)
-        self.guard()
-        log.debug("write batch", extra={"namespace": namespace, "model": name, "apply": len(result.apply),
-                                        "delete": len(result.delete), "replicas": len(result.replicas)})
+        to_apply = []
+        for manifest in result.apply:
+            live = self.cache.live(manifest["apiVersion"], manifest["kind"], namespace, manifest["metadata"]["name"])
+            if applied.in_place(manifest, live):
+                continue
+            if self.applied_just_now(namespace, manifest):
+                revisit = min(revisit, OWN_WRITE_WAIT_SECONDS)  # in case it went again meanwhile
+                continue
+            to_apply.append(manifest)
+        if result.replicas or to_apply or result.delete:
+            self.guard()  # a replica that may not act does not even begin (the log says what began)
+            log.debug("write batch", extra={"namespace": namespace, "model": name, "apply": len(to_apply),
+                                            "delete": len(result.delete), "replicas": len(result.replicas)})
+        writes = 0
         for deployment, replicas in result.replicas.items():  # before apply: see Plan.replicas
             self.guard()
             await self.kube.set_replicas(namespace, deployment, replicas)
-        for manifest in result.apply:
+            writes += 1
+        for manifest in to_apply:
             self.guard()
-            await self.kube.apply(manifest)
+            stamped = applied.stamped(manifest)
+            await self.kube.apply(stamped)
+            self.applied_lately[(namespace, manifest["kind"], manifest["metadata"]["name"])] = (
+                stamped["metadata"]["annotations"][names.APPLIED_ANNOTATION], time.monotonic())
+            writes += 1
         for deletion in result.delete:
             self.guard()
             await self.kube.delete(namespace, deletion)
+            writes += 1
         self.guard()
-        await self.write_status(model, raw_status, old_status, result.status, now)
+        await self.write_status(key, model, raw_status, old_status, result.status, now)
         self.record_metrics(key, old_status, result.status, now)
         if result.delete or result.status.phase != old_status.phase:
             log.info("reconciled", extra={"namespace": namespace, "model": name, "phase": result.status.phase,
-                                          "applied": len(result.apply), "deleted": len(result.delete)})
-        return True
+                                          "writes": writes, "deleted": len(result.delete)})
+        for later in (result.revisit_after, observed.look_again_at and (observed.look_again_at - now).total_seconds()):
+            if later is not None:
+                revisit = min(revisit, max(later, 0.0) + 0.05)
+        log.debug("pass", extra={"namespace": namespace, "model": name, "phase": result.status.phase,
+                                 "writes": writes, "revisit_in": round(revisit, 2)})
+        return revisit
+
+    def applied_just_now(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        """This very manifest was applied less than OWN_WRITE_WAIT_SECONDS ago (the cache may not
+        show it yet)."""
+        now = time.monotonic()
+        if len(self.applied_lately) > 10_000:
+            self.applied_lately = {k: v for k, v in self.applied_lately.items() if now - v[1] < OWN_WRITE_WAIT_SECONDS}
+        lately = self.applied_lately.get((namespace, manifest["kind"], manifest["metadata"]["name"]))
+        return lately is not None and now - lately[1] < OWN_WRITE_WAIT_SECONDS and lately[0] == applied.digest(manifest)
 
     def guard(self) -> None:
         """Before every write: a replica that lost its Lease (or cannot tell) must not write."""
         if not self.may_act():
             raise NotLeader()
 
-    async def write_status(self, model: dict[str, Any], raw_old: dict[str, Any], old: MedusaModelStatus,
-                           new: MedusaModelStatus, now: datetime) -> None:
+    async def write_status(self, key: Key, model: dict[str, Any], raw_old: dict[str, Any],
+                           old: MedusaModelStatus, new: MedusaModelStatus, now: datetime) -> None:
         """Write the status only onto the version of the model this pass read (resourceVersion)."""
-        namespace, name = model["metadata"]["namespace"], model["metadata"]["name"]
+        namespace, name = key
         new_raw = new.model_dump(by_alias=True, mode="json", exclude_none=True)
         patch = merge_patch(raw_old, new_raw)
         if patch:
+            self.guard()
+            log.debug("write batch", extra={"namespace": namespace, "model": name, "status": True})
             try:
-                await self.kube.patch_status(namespace, name, patch, model["metadata"].get("resourceVersion"))
+                version = await self.kube.patch_status(namespace, name, patch,
+                                                       model["metadata"].get("resourceVersion"))
             except ApiError as exc:
                 if exc.status.code == 409:
                     raise StatusConflict() from exc
                 raise
-        for event in st.transition_events(old, new):
+            if version and not self.seen(key, version):
+                self.own_writes[key] = (version, time.monotonic())
+        events = st.transition_events(old, new)
+        if events:
             self.guard()
-            await self.kube.emit(namespace, model, event, st.rfc3339(now))
+            # Independent of each other: posted at once rather than one round trip after another.
+            await asyncio.gather(*(self.kube.emit(namespace, model, event, st.rfc3339(now)) for event in events))
 
     def record_metrics(self, key: Key, old: MedusaModelStatus, new: MedusaModelStatus, now: datetime) -> None:
         namespace, name = key

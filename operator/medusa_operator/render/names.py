@@ -22,6 +22,7 @@ LABEL_STEP = "medusa.dev/step"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 # Set by users on a MedusaModel: a new value retries its failed revision without a spec change.
 RETRY_ANNOTATION = "medusa.dev/retry"
+APPLIED_ANNOTATION = "medusa.dev/applied-digest"  # the digest of the manifest last applied (controller/applied.py)
 
 STEPS = ("lookup", "lookup-base", "build", "build-base", "package", "package-base", "validate")
 
