@@ -448,3 +448,22 @@ def test_a_known_image_mismatch_is_refused_before_any_job(local_cluster, kube, n
     apply(local_cluster, namespace, fixed)
     wait_for(lambda: any(n.endswith("-lookup") for n in job_names(kube, namespace)),
              what="the matching pair to start the engine lookup")
+
+
+def test_an_operator_with_nothing_to_do_asks_the_api_server_nothing(local_cluster, kube, namespace, operator,
+                                                                     scripter, chart_identity):
+    """Issue 25: an idle operator makes no requests and changes nothing (passes read the watch
+    caches; a child already in place is not applied again). Counted in the API server's audit
+    log, as the chart's ServiceAccount that the operator runs as; this replica has no Lease."""
+    apply(local_cluster, namespace, model_manifest())
+    wait_phase(kube, namespace, "Serving")
+    time.sleep(5)  # the last steps settle: the baseline's objects go, the status says so
+    start = local_cluster.audit_log.stat().st_size
+    time.sleep(12)  # a dozen of the fixture's 1 s retry intervals and six Secret checks' worth
+    with open(local_cluster.audit_log, "rb") as fh:
+        fh.seek(start)
+        events = [json.loads(line) for line in fh]
+    made = [f"{e['verb']} {e['objectRef'].get('resource')}/{e['objectRef'].get('name', '')}" for e in events
+            if e["user"]["username"] == chart_identity.service_account and e.get("stage") == "ResponseComplete"
+            and e["verb"] != "watch" and "objectRef" in e]
+    assert made == [], f"an idle operator made requests: {made[:20]}"
