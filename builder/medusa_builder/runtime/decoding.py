@@ -44,7 +44,7 @@ CACHE_BUCKET = 256
 PREFILL_BUCKET = 32  # with CUDA graphs, prompts are padded to a multiple of this many tokens
 GRAPHED_PREFILL_MAX = 1024  # longer prompts prefill without a graph: their own work dwarfs the launches
 # With the kernels, the layers of a step launched before the previous step is read: enough GPU
-# work (about 0.1 ms on an H200 for SmolLM2-135M) to cover the host's read and next launch.
+# work, even for a model as small as SmolLM2-135M, to cover the host's read and next launch.
 AHEAD_LAYERS = 4
 
 
