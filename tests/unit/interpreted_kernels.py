@@ -87,8 +87,9 @@ def test_tree_row_check_fails_on_a_wrong_cache_slot(monkeypatch):
     key chunks: fewer programs to interpret, and the slot is wrong whatever the chunking."""
     attention = kernels.attention
 
-    def sibling_for_parent(q, k_cache, v_cache, positions, committed, ancestors, kv_heads):
-        return attention(q, k_cache, v_cache, positions, committed, torch.where(ancestors == 1, 2, ancestors), kv_heads)
+    def sibling_for_parent(q, k_cache, v_cache, positions, committed, ancestors, kv_heads, **options):
+        return attention(q, k_cache, v_cache, positions, committed, torch.where(ancestors == 1, 2, ancestors), kv_heads,
+                         **options)
 
     monkeypatch.setattr(kernels, "attention", sibling_for_parent)
     tree, alone = tree_and_one_token_rows(tiny_model(kernels=True), 5)
