@@ -6,7 +6,7 @@ candidate tiling of ``kernels._linear_kernel`` at the given row counts (1: a one
 among copies that together exceed the L2 cache three times, so every launch reads its weight
 from memory as a decoding step does; launches are timed as CUDA graph replays. The winners are
 printed as ``kernels.LINEAR_TILE_TABLE`` entries and written with every measurement to
-``--json-out`` (which ``step_cost.py --tiles-file`` reads).
+``--json-out`` (which ``step_cost.py --linear-tiles`` reads).
 
     python benchmarks/linear_tiles.py --shape llama3-8b qwen2-7b llama3.2-1b --json-out tiles.json
 
@@ -32,16 +32,18 @@ from medusa_runtime.engine.kernels import LinearTiles
 from medusa_runtime.engine.model import LlamaConfig
 from model_shapes import SHAPES, projections
 
-# Column block, K block, warps, pipelining stages, row tiles, rows a tile. Narrow columns give
-# many programs (a one-token step needs them to keep enough loads in flight); wide ones re-read
-# the activations fewer times. 16-row tiles use the older matrix instructions four to a 64-row
-# tree; 64-row tiles let Hopper's warpgroup instructions take the tree in one, so a tree costs
-# about what one row does, where four 16-row tiles each re-read the weight block
-# (docs/benchmarks.md, "Larger shapes", has the figures).
+# Column block, K block, warps, pipelining stages, row tiles, rows a tile, K splits. Narrow
+# columns give many programs (a one-token step needs them to keep enough loads in flight); wide
+# ones re-read the activations fewer times. 16-row tiles use the older matrix instructions four
+# to a 64-row tree; 64-row tiles let Hopper's warpgroup instructions take the tree in one. K
+# splits give wide tiles their programs back.
 CANDIDATES = [LinearTiles(*c) for c in [
     (32, 256, 4, 3, 4, 16), (64, 128, 4, 3, 4, 16), (128, 64, 4, 4, 4, 16), (128, 128, 8, 3, 4, 16),
     (32, 128, 4, 3, 1, 64), (64, 64, 4, 4, 1, 64), (64, 128, 4, 3, 1, 64), (128, 64, 4, 3, 1, 64),
     (128, 64, 8, 3, 1, 64), (256, 64, 8, 3, 1, 64), (64, 256, 4, 3, 1, 64),
+    (32, 256, 2, 3, 4, 16, 2), (64, 128, 4, 3, 4, 16, 2),
+    (32, 128, 4, 3, 1, 64, 2), (64, 64, 4, 4, 1, 64, 2), (64, 128, 4, 3, 1, 64, 2), (128, 64, 4, 3, 1, 64, 2),
+    (64, 64, 4, 4, 1, 64, 4), (128, 64, 4, 3, 1, 64, 4), (256, 64, 8, 3, 1, 64, 2),
 ]]
 
 
@@ -53,6 +55,11 @@ def variant(projection: dict, tiles: LinearTiles, rows: int) -> tuple:
     """What makes a compiled kernel differ: the projection's flags, the tiling, the row tiles a
     program takes, and a row count of one (which Triton specialises on)."""
     return projection["kind"], projection["bias"], tiles, min(tiles.row_tiles, -(-rows // tiles.block_m)), rows == 1
+
+
+def input_dtype(projection: dict) -> torch.dtype:
+    """The runtime feeds projections without a norm (o, down) in the weight's dtype."""
+    return torch.bfloat16 if projection["kind"] == "plain" else torch.float32
 
 
 def choose(measured: dict[LinearTiles, dict[int, float | None]]) -> LinearTiles:
@@ -73,7 +80,7 @@ def _buffers(projection: dict, rows: int, device: torch.device, copies: int, see
     return {
         "weights": [torch.randn(width, k, generator=gen, device=device, dtype=torch.bfloat16) * 0.02
                     for _ in range(copies)],
-        "x": torch.randn(rows, k, generator=gen, device=device),
+        "x": torch.randn(rows, k, generator=gen, device=device).to(input_dtype(projection)),
         "norm": torch.rand(k, generator=gen, device=device, dtype=torch.bfloat16) + 0.5
         if projection["kind"] in ("norm", "gated", "argmax") else None,
         "bias": torch.randn(n, generator=gen, device=device, dtype=torch.bfloat16) if projection["bias"] else None,
@@ -93,7 +100,7 @@ def _compile(job: tuple[dict, LinearTiles, int]) -> str | None:
     """Worker: compile one (projection kind, tiling, row count) on small tensors of the same
     specialisation; None, or why it cannot run."""
     projection, tiles, rows = job
-    small = {**projection, "n": 256, "k": 256}
+    small = {**projection, "n": 256, "k": 2 * tiles.block_k * tiles.split_k}  # every K split gets work
     try:
         with kernels.tile_table({key(small): tiles}):
             _launch(small, _buffers(small, rows, torch.device("cuda"), 1), 0)
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         b = r["best"]
         print(f"    ({r['kind']!r}, {r['n']}, {r['k']}): LinearTiles({b['blockN']}, {b['blockK']}, {b['warps']}, "
-              f"{b['stages']}, {b['rowTiles']}, {b['blockM']}),  # {', '.join(r['shapes'])}")
+              f"{b['stages']}, {b['rowTiles']}, {b['blockM']}, {b['splitK']}),  # {', '.join(r['shapes'])}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": args.rows,
                                                    "shapes": args.shape, "projections": results}, indent=1) + "\n")

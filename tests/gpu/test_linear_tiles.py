@@ -1,7 +1,7 @@
 """The projection kernel's tilings on a CUDA GPU (skipped without one): in bfloat16, whatever the
 tiling and however many 16-row tiles one program takes, a row comes out bit-identical to the
 same row projected alone (issue 26: trees of up to 64 rows read each weight block once and keep
-Medusa's output identical to greedy decoding)."""
+Medusa's output identical to greedy decoding), also when K is cut into spans summed apart."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.gpu,
 
 TILINGS = [LinearTiles(16, 256, 2, 3, 4), LinearTiles(32, 128, 4, 3, 2), LinearTiles(128, 64, 4, 4, 4),
            LinearTiles(64, 128, 4, 3, 1, 64), LinearTiles(128, 64, 8, 3, 1, 64),
+           LinearTiles(64, 64, 4, 4, 1, 64, 2), LinearTiles(32, 256, 2, 3, 4, 16, 4),
            *dict.fromkeys(LARGE_WEIGHT_TILES.values())]
 N, K = 384, 2048
 
@@ -72,3 +73,13 @@ def test_greedy_tokens_of_a_tree_equal_each_row_alone(tensors, tiles):
         alone = torch.cat([kernels.greedy_tokens(x[i:i + 1], vocab, norm=tensors["norm"], eps=1e-5)
                            for i in range(64)])
     assert torch.equal(together, alone)
+
+
+def test_a_bfloat16_input_gives_the_bits_of_its_float32_source(tensors):
+    """The o and down projections take their inputs in the weight's dtype (issue 26): that must
+    change no bit of what they compute from the float32 values."""
+    x, w, res = tensors["x"], tensors["w"][:N], tensors["res"]
+    for tiles in TILINGS:
+        with kernels.tile_table({("plain", N, K): tiles}):
+            assert torch.equal(kernels.linear(x.bfloat16(), w, residual=res.clone()),
+                               kernels.linear(x, w, residual=res.clone())), tiles

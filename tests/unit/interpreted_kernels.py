@@ -87,8 +87,9 @@ def test_tree_row_check_fails_on_a_wrong_cache_slot(monkeypatch):
     key chunks: fewer programs to interpret, and the slot is wrong whatever the chunking."""
     attention = kernels.attention
 
-    def sibling_for_parent(q, k_cache, v_cache, positions, committed, ancestors, kv_heads):
-        return attention(q, k_cache, v_cache, positions, committed, torch.where(ancestors == 1, 2, ancestors), kv_heads)
+    def sibling_for_parent(q, k_cache, v_cache, positions, committed, ancestors, kv_heads, **options):
+        return attention(q, k_cache, v_cache, positions, committed, torch.where(ancestors == 1, 2, ancestors), kv_heads,
+                         **options)
 
     monkeypatch.setattr(kernels, "attention", sibling_for_parent)
     tree, alone = tree_and_one_token_rows(tiny_model(kernels=True), 5)
@@ -285,6 +286,36 @@ def test_row_tiles_sharing_a_program_change_no_bit():
             assert all(torch.equal(a, b) for a, b in zip(results[0], other)), block_m
         torch.testing.assert_close(results[0][2], residual + x @ w.T, rtol=1e-4, atol=1e-4)
         assert torch.equal(results[0][3], (torch.nn.functional.rms_norm(x, (40,), norm, 1e-5) @ vocab.T).argmax(1))
+
+
+def test_k_splits_give_every_row_the_same_bits_at_any_row_count():
+    """Issue 26: a projection may cut K into spans summed apart (more programs for a one-token
+    step); the spans depend on the weight alone, so the row tiles sharing a program still change
+    no bit, the sums stay those of the whole product, and each launch leaves its counters zeroed."""
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(70, 40, generator=gen)  # K = 40: three 16-wide K blocks, so spans of 32 and 8
+    w, bias, norm = torch.randn(48, 40, generator=gen), torch.randn(48, generator=gen), torch.rand(40, generator=gen)
+    residual, vocab = torch.randn(70, 48, generator=gen), torch.randn(300, 40, generator=gen)
+    for split, block_m, counts in ((2, 16, (1, 4)), (3, 16, (1, 2)), (2, 64, (1,))):
+        results = []
+        for row_tiles in counts:
+            tiles = kernels.LinearTiles(16, 16, 2, None, row_tiles, block_m, split)
+            table = {(kind, n, 40): tiles for kind, n in (("norm", 48), ("gated", 24), ("plain", 48), ("argmax", 300))}
+            with kernels.tile_table(table):
+                results.append([kernels.linear(x, w, bias=bias, norm=norm, eps=1e-5),
+                                kernels.linear(x, w, norm=norm, eps=1e-5, gated=True),
+                                kernels.linear(x, w, residual=residual.clone()),
+                                kernels.greedy_tokens(x, vocab, norm=norm, eps=1e-5)])
+        for other in results[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(results[0], other)), (split, block_m)
+        normed = torch.nn.functional.rms_norm(x, (40,), norm, 1e-5)
+        norm_out, gated, plain, tokens = results[0]
+        torch.testing.assert_close(norm_out, normed @ w.T + bias, rtol=1e-4, atol=1e-4)
+        gate, up = (normed @ w.T).chunk(2, dim=-1)
+        torch.testing.assert_close(gated, torch.nn.functional.silu(gate) * up, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(plain, residual + x @ w.T, rtol=1e-4, atol=1e-4)
+        assert torch.equal(tokens, (normed @ vocab.T).argmax(1))
+        assert not kernels._split_counters[x.device].any()
 
 
 def test_the_heads_merge_takes_their_tiles_in_chunks(monkeypatch):

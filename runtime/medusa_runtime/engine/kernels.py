@@ -65,11 +65,12 @@ def _linear_rows(x_ptr, norm_ptr, rows, row_ok, ks, k_ok, wt, ut, acc, acc_up, s
 
 
 @triton.jit
-def _linear_finish(acc, acc_up, squares, rows, row_ok, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr, index_ptr, N, K,
-                   eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, GATED: tl.constexpr,
-                   ARGMAX: tl.constexpr):
+def _linear_finish(acc, acc_up, sum_squares, rows, row_ok, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr, index_ptr,
+                   N, K, eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+                   GATED: tl.constexpr, ARGMAX: tl.constexpr):
+    """A row tile's epilogue; ``sum_squares`` [BM]: each row's sum of squares (RMSNorm)."""
     if HAS_NORM:
-        rstd = 1.0 / tl.sqrt(tl.sum(squares, axis=1) / K + eps)
+        rstd = 1.0 / tl.sqrt(sum_squares / K + eps)
         acc = acc * rstd[:, None]
         acc_up = acc_up * rstd[:, None]
     if HAS_BIAS:
@@ -88,17 +89,59 @@ def _linear_finish(acc, acc_up, squares, rows, row_ok, cols, col0, col_ok, bias_
         ok = row_ok[:, None] & col_ok[None, :]
         if HAS_RES:
             acc += tl.load(res_ptr + offsets, mask=ok, other=0.0)
-        tl.store(out_ptr + offsets, acc, mask=ok)
+        tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
-def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr, M, N, K, eps,
-                   HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, GATED: tl.constexpr,
-                   ARGMAX: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                   ROW_TILES: tl.constexpr):
+def _split_store(part_ptr, sq_ptr, split, acc, acc_up, squares, rows, row_ok, cols, col_ok, M, N,
+                 HAS_NORM: tl.constexpr, GATED: tl.constexpr):
+    """One K split's partial sums of a row tile, for the split that finishes its columns last."""
+    width = 2 * N if GATED else N
+    ok = row_ok[:, None] & col_ok[None, :]
+    offsets = (split * M + rows[:, None]) * width + cols[None, :]
+    tl.store(part_ptr + offsets, acc, mask=ok)
+    if GATED:
+        tl.store(part_ptr + offsets + N, acc_up, mask=ok)
+    if HAS_NORM:
+        tl.store(sq_ptr + (split * tl.num_programs(0) + tl.program_id(0)) * M + rows, tl.sum(squares, axis=1),
+                 mask=row_ok)
+
+
+@triton.jit
+def _split_sum(part_ptr, sq_ptr, rows, row_ok, cols, col_ok, M, N, BM: tl.constexpr, BN: tl.constexpr,
+               SPLIT: tl.constexpr, HAS_NORM: tl.constexpr, GATED: tl.constexpr):
+    """A row tile's sums over the K splits, always in split order (so never by arrival), read
+    past the SM's own cache, which never held the other programs' stores."""
+    width = 2 * N if GATED else N
+    ok = row_ok[:, None] & col_ok[None, :]
+    acc = tl.zeros((BM, BN), tl.float32)
+    acc_up = tl.zeros((BM, BN), tl.float32)
+    sum_squares = tl.zeros((BM,), tl.float32)
+    for split in tl.static_range(SPLIT):
+        offsets = (split * M + rows[:, None]) * width + cols[None, :]
+        acc += tl.load(part_ptr + offsets, mask=ok, other=0.0, cache_modifier=".cg")
+        if GATED:
+            acc_up += tl.load(part_ptr + offsets + N, mask=ok, other=0.0, cache_modifier=".cg")
+        if HAS_NORM:
+            sum_squares += tl.load(sq_ptr + (split * tl.num_programs(0) + tl.program_id(0)) * M + rows, mask=row_ok,
+                                   other=0.0, cache_modifier=".cg")
+    return acc, acc_up, sum_squares
+
+
+@triton.jit
+def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr, part_ptr, sq_ptr, count_ptr,
+                   M, N, K, k_span, eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+                   GATED: tl.constexpr, ARGMAX: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr,
+                   BN: tl.constexpr, BK: tl.constexpr, ROW_TILES: tl.constexpr, SPLIT: tl.constexpr):
     """Columns ``BN`` wide of ROW_TILES tiles of BM rows: each weight block is read once for all
     of the program's row tiles, each tile its own matrix product (so a row's arithmetic never
-    depends on how many tiles share the program, nor on the other rows of its tile)."""
+    depends on how many tiles share the program, nor on the other rows of its tile).
+
+    With SPLIT > 1 the K range is cut into SPLIT spans of ``k_span`` (program axis 2), each
+    program writing partial sums; the last of a column tile's programs to finish adds them up
+    in split order and applies the epilogue. The spans are a function of the weight alone, so a
+    row's bits still never depend on the row count; a one-token step gets SPLIT times the
+    programs to keep the card's memory busy."""
     col0 = tl.program_id(0) * BN
     cols = col0 + tl.arange(0, BN)
     col_ok = cols < N
@@ -112,7 +155,10 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
     acc1, up1, sq1 = acc0, up0, sq0
     acc2, up2, sq2 = acc0, up0, sq0
     acc3, up3, sq3 = acc0, up0, sq0
-    for k0 in range(0, K, BK):
+    split = tl.program_id(2)
+    k_begin = split * k_span
+    k_end = tl.minimum(k_begin + k_span, K)
+    for k0 in range(k_begin, k_end, BK):
         ks = k0 + tl.arange(0, BK)
         k_ok = ks < K
         wt = tl.load(w_ptr + cols[None, :] * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
@@ -131,17 +177,53 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
         if ROW_TILES > 3:
             acc3, up3, sq3 = _linear_rows(x_ptr, norm_ptr, rows3, rows3 < M, ks, k_ok, wt, ut, acc3, up3, sq3, K,
                                           HAS_NORM, GATED, IEEE)
-    _linear_finish(acc0, up0, sq0, rows0, rows0 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
-                   index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
-    if ROW_TILES > 1:
-        _linear_finish(acc1, up1, sq1, rows1, rows1 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
-                       index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
-    if ROW_TILES > 2:
-        _linear_finish(acc2, up2, sq2, rows2, rows2 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
-                       index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
-    if ROW_TILES > 3:
-        _linear_finish(acc3, up3, sq3, rows3, rows3 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
-                       index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+    if SPLIT == 1:
+        _linear_finish(acc0, up0, tl.sum(sq0, axis=1), rows0, rows0 < M, cols, col0, col_ok, bias_ptr, res_ptr,
+                       out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+        if ROW_TILES > 1:
+            _linear_finish(acc1, up1, tl.sum(sq1, axis=1), rows1, rows1 < M, cols, col0, col_ok, bias_ptr, res_ptr,
+                           out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+        if ROW_TILES > 2:
+            _linear_finish(acc2, up2, tl.sum(sq2, axis=1), rows2, rows2 < M, cols, col0, col_ok, bias_ptr, res_ptr,
+                           out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+        if ROW_TILES > 3:
+            _linear_finish(acc3, up3, tl.sum(sq3, axis=1), rows3, rows3 < M, cols, col0, col_ok, bias_ptr, res_ptr,
+                           out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+    else:
+        _split_store(part_ptr, sq_ptr, split, acc0, up0, sq0, rows0, rows0 < M, cols, col_ok, M, N, HAS_NORM, GATED)
+        if ROW_TILES > 1:
+            _split_store(part_ptr, sq_ptr, split, acc1, up1, sq1, rows1, rows1 < M, cols, col_ok, M, N, HAS_NORM,
+                         GATED)
+        if ROW_TILES > 2:
+            _split_store(part_ptr, sq_ptr, split, acc2, up2, sq2, rows2, rows2 < M, cols, col_ok, M, N, HAS_NORM,
+                         GATED)
+        if ROW_TILES > 3:
+            _split_store(part_ptr, sq_ptr, split, acc3, up3, sq3, rows3, rows3 < M, cols, col_ok, M, N, HAS_NORM,
+                         GATED)
+        # The same handshake as the heads' merge: a barrier, then an acquire-release count.
+        tl.debug_barrier()
+        counter = count_ptr + tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
+        if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == SPLIT - 1:
+            tl.store(counter, 0)  # left zeroed for the next launch
+            acc0, up0, ss0 = _split_sum(part_ptr, sq_ptr, rows0, rows0 < M, cols, col_ok, M, N, BM, BN, SPLIT,
+                                        HAS_NORM, GATED)
+            _linear_finish(acc0, up0, ss0, rows0, rows0 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                           index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+            if ROW_TILES > 1:
+                acc1, up1, ss1 = _split_sum(part_ptr, sq_ptr, rows1, rows1 < M, cols, col_ok, M, N, BM, BN, SPLIT,
+                                            HAS_NORM, GATED)
+                _linear_finish(acc1, up1, ss1, rows1, rows1 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                               index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+            if ROW_TILES > 2:
+                acc2, up2, ss2 = _split_sum(part_ptr, sq_ptr, rows2, rows2 < M, cols, col_ok, M, N, BM, BN, SPLIT,
+                                            HAS_NORM, GATED)
+                _linear_finish(acc2, up2, ss2, rows2, rows2 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                               index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+            if ROW_TILES > 3:
+                acc3, up3, ss3 = _split_sum(part_ptr, sq_ptr, rows3, rows3 < M, cols, col_ok, M, N, BM, BN, SPLIT,
+                                            HAS_NORM, GATED)
+                _linear_finish(acc3, up3, ss3, rows3, rows3 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
+                               index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
 
 @dataclass(frozen=True)
 class LinearTiles:
@@ -157,15 +239,18 @@ class LinearTiles:
     # Rows of one matrix-product tile. 16 suits small models; 64 lets Hopper's warpgroup matrix
     # instructions take a 63-node tree at once, a one-token step then padding its row to 64.
     block_m: int = 16
+    # K spans summed apart, then added in order (1: none). Wide column tiles re-read a tree's
+    # activations fewer times but leave few programs; splitting K gives the programs back.
+    split_k: int = 1
 
     @classmethod
     def from_json(cls, entry: dict) -> "LinearTiles":
         return cls(entry["blockN"], entry["blockK"], entry["warps"], entry.get("stages"), entry["rowTiles"],
-                   entry.get("blockM", 16))
+                   entry.get("blockM", 16), entry.get("splitK", 1))
 
     def to_json(self) -> dict:
         return {"blockN": self.block_n, "blockK": self.block_k, "warps": self.warps, "stages": self.stages,
-                "rowTiles": self.row_tiles, "blockM": self.block_m}
+                "rowTiles": self.row_tiles, "blockM": self.block_m, "splitK": self.split_k}
 
 
 MAX_ROW_TILES = 4  # the kernel's unrolled limit: 4 x 16 rows (a 63-node tree) read a weight block once
@@ -175,43 +260,43 @@ LARGE_K = 2048
 
 
 def _rule_tiles(n: int, k: int, kind: str) -> LinearTiles:
-    """The small-model rule (SmolLM2-135M, tuned on an H200, where a step is bound by launches, not
+    """The small-model rule (for models like SmolLM2-135M, whose steps are bound by launches, not
     bytes): narrow columns for many programs, one row tile per program."""
     wide = n >= WIDE
     block_k = 64 if wide or (kind in ("norm", "argmax") and k < 1024) else 256 if k >= 1024 else 128
     return LinearTiles(256 if wide else 32, block_k, 4 if wide else 2, None, 1)
 
 
-# Tile choices by (kind, output width N, input width K), kind as in ``_tile_kind``. Measured with
+# Tile choices by (kind, output width N, input width K), kind as in ``_tile_kind``: the winners of
 # ``benchmarks/linear_tiles.py --rows 1 32 64`` (every candidate in CUDA graphs, weights rotating
-# past the L2 cache; the least total time over a one-token step and 31- and 63-node trees wins)
-# on an NVIDIA H100 80GB HBM3, 2026-12-06 (benchmarks/results/h100-2026-12-06-large-models.json).
-# Other cards may prefer others: the script prints entries for them. Each entry serves every
-# row count of its projection, which keeps a row's bits the same in every step.
+# past the L2 cache; the least total time over a one-token step and 31- and 63-node trees wins),
+# one sweep per shape; docs/runtime.md names the card and the results file. Other cards may
+# prefer others: the script prints entries for them. Each entry serves every row count of its
+# projection, which keeps a row's bits the same in every step.
 LINEAR_TILE_TABLE: dict[tuple[str, int, int], LinearTiles] = {
     # Llama-3-8B (Mistral-7B shares all but the output layer)
-    ("norm", 6144, 4096): LinearTiles(64, 64, 4, 4, 1, 64),
-    ("plain", 4096, 4096): LinearTiles(32, 128, 4, 3, 1, 64),
+    ("norm", 6144, 4096): LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
+    ("plain", 4096, 4096): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
     ("gated", 14336, 4096): LinearTiles(64, 64, 4, 4, 1, 64),
-    ("plain", 4096, 14336): LinearTiles(32, 256, 4, 3, 4, 16),
+    ("plain", 4096, 14336): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
     ("argmax", 128256, 4096): LinearTiles(128, 64, 4, 3, 1, 64),
     # Qwen2-7B
-    ("norm", 4608, 3584): LinearTiles(64, 64, 4, 4, 1, 64),
-    ("plain", 3584, 3584): LinearTiles(32, 128, 4, 3, 1, 64),
+    ("norm", 4608, 3584): LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
+    ("plain", 3584, 3584): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
     ("gated", 18944, 3584): LinearTiles(256, 64, 8, 3, 1, 64),
-    ("plain", 3584, 18944): LinearTiles(32, 256, 4, 3, 4, 16),
+    ("plain", 3584, 18944): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
     ("argmax", 152064, 3584): LinearTiles(128, 64, 4, 3, 1, 64),
-    # Llama-3.2-1B (its attention and down projections kept the small-model rule)
-    ("norm", 3072, 2048): LinearTiles(32, 256, 2, None, 1),
-    ("plain", 2048, 2048): LinearTiles(32, 256, 2, None, 1),
-    ("gated", 8192, 2048): LinearTiles(64, 64, 4, 4, 1, 64),
-    ("plain", 2048, 8192): LinearTiles(32, 256, 2, None, 1),
+    # Llama-3.2-1B
+    ("norm", 3072, 2048): LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
+    ("plain", 2048, 2048): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
+    ("gated", 8192, 2048): LinearTiles(64, 64, 4, 4, 1, 64, split_k=2),
+    ("plain", 2048, 8192): LinearTiles(64, 64, 4, 4, 1, 64, split_k=4),
     ("argmax", 128256, 2048): LinearTiles(128, 64, 4, 3, 1, 64),
 }
 # Large projections no entry names (another model's shapes), by kind: what won most often above.
 LARGE_WEIGHT_TILES: dict[str, LinearTiles] = {
-    "norm": LinearTiles(64, 64, 4, 4, 1, 64),
-    "plain": LinearTiles(32, 256, 4, 3, 4, 16),
+    "norm": LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
+    "plain": LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
     "gated": LinearTiles(64, 64, 4, 4, 1, 64),
     "argmax": LinearTiles(128, 64, 4, 3, 1, 64),
 }
@@ -249,33 +334,62 @@ def linear_tiles(n: int, k: int, kind: str, element_size: int = 2) -> LinearTile
     return _rule_tiles(n, k, kind)
 
 
+_split_counters: dict[torch.device, torch.Tensor] = {}
+
+
+def _split_counter(count: int, device: torch.device) -> torch.Tensor:
+    """Zeroed int32 counters for K-split launches, shared by all of them on ``device``: launches
+    on one stream run one after another, and each leaves its counters zeroed. Made outside CUDA
+    graph capture (a decoder runs a step before capturing it), so graphs keep referring to them."""
+    counters = _split_counters.get(device)
+    if counters is None or counters.numel() < count:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("a K-split projection needs more counters than were made before CUDA graph capture; "
+                               "run the captured work once outside capture first")
+        counters = torch.zeros(max(count, 4096), dtype=torch.int32, device=device)
+        _split_counters[device] = counters
+    return counters
+
+
 def _launch_linear(x, weight, out, index, n, *, bias=None, norm=None, eps=1e-6, residual=None, gated=False,
                    argmax=False) -> None:
     rows, k = x.shape
     tiles = linear_tiles(n, k, _tile_kind(norm, gated, argmax), weight.element_size())
     row_tiles = min(tiles.row_tiles, triton.cdiv(rows, tiles.block_m))
-    grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(rows, tiles.block_m * row_tiles))
+    k_span = triton.cdiv(triton.cdiv(k, tiles.block_k), tiles.split_k) * tiles.block_k
+    split = triton.cdiv(k, k_span)
+    grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(rows, tiles.block_m * row_tiles), split)
+    if split > 1:
+        part = torch.empty(split, rows, 2 * n if gated else n, dtype=torch.float32, device=x.device)
+        squares = torch.empty(split, grid[0], rows, dtype=torch.float32, device=x.device)
+        counters = _split_counter(grid[0] * grid[1], x.device)
+    else:
+        part = squares = counters = out  # never read
     pipelining = {} if tiles.stages is None else {"num_stages": tiles.stages}
     _linear_kernel[grid](
         x, weight, bias if bias is not None else weight, norm if norm is not None else weight,
-        residual if residual is not None else out, out, index, rows, n, k, eps,
+        residual if residual is not None else out, out, index, part, squares, counters, rows, n, k, k_span, eps,
         HAS_NORM=norm is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, GATED=gated,
         ARGMAX=argmax, IEEE=weight.dtype == torch.float32, BM=tiles.block_m, BN=tiles.block_n, BK=tiles.block_k,
-        ROW_TILES=row_tiles, num_warps=tiles.warps, **pipelining,
+        ROW_TILES=row_tiles, SPLIT=split, num_warps=tiles.warps, **pipelining,
     )
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, *, bias: torch.Tensor | None = None,
            norm: torch.Tensor | None = None, eps: float = 1e-6, residual: torch.Tensor | None = None,
-           gated: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
-    """float32 ``[M, K]`` -> float32 ``[M, N]``: ``residual + act(rmsnorm(x) @ weight.T + bias)``.
+           gated: bool = False, out: torch.Tensor | None = None,
+           out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """float32 ``[M, K]`` -> ``[M, N]``: ``residual + act(rmsnorm(x) @ weight.T + bias)``.
 
     With ``gated`` the weight stacks gate and up projections (``[2N, K]``) and the result is
-    ``silu(gate) * up``. ``out`` may be ``residual`` itself (in place).
+    ``silu(gate) * up``. ``out`` may be ``residual`` itself (in place). ``x`` may also come in
+    the weight's dtype where no norm needs its float32 values: the kernel rounds it to that
+    dtype before the product anyway, so a result stored in it (``out_dtype``) for the next
+    projection changes no bit there and halves what a tree's tiles re-read.
     """
     n = weight.shape[0] // 2 if gated else weight.shape[0]
     if out is None:
-        out = torch.empty(x.shape[0], n, dtype=torch.float32, device=x.device)
+        out = torch.empty(x.shape[0], n, dtype=out_dtype, device=x.device)
     _launch_linear(x, weight, out, out, n, bias=bias, norm=norm, eps=eps, residual=residual, gated=gated)
     return out
 
@@ -412,18 +526,20 @@ def _attention_combine_kernel(part_ptr, stat_ptr, out_ptr, pos_ptr, CHUNKS: tl.c
     dims = tl.arange(0, D)
     parts = tl.load(part_ptr + (base + chunks)[:, None] * D + dims[None, :], mask=ok[:, None], other=0.0)
     out = tl.sum(parts * rescale[:, None], axis=0) / tl.sum(total * rescale, axis=0)
-    tl.store(out_ptr + (row * HEADS + head) * D + dims, out)
+    tl.store(out_ptr + (row * HEADS + head) * D + dims, out.to(out_ptr.dtype.element_ty))
 
 
 def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, positions: torch.Tensor,
-              committed: torch.Tensor, ancestors: torch.Tensor, kv_heads: int) -> torch.Tensor:
+              committed: torch.Tensor, ancestors: torch.Tensor, kv_heads: int,
+              out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Causal attention of queries [T, H, D] over one layer's cache [KV, slots, D].
 
     Token ``t`` at position ``p`` attends logical positions ``0..p``: those below ``committed``
     are cache slots of the same number; position ``committed + d`` is slot
     ``committed + ancestors[t, d]`` (the tree node's ancestor at depth ``d``, itself last).
     Keys are split into fixed chunks of logical positions, each reduced for all query heads of
-    a kv head as one tile, then combined in chunk order. Returns [T, H * D] float32.
+    a kv head as one tile, then combined in chunk order. Returns [T, H * D] in ``out_dtype``
+    (the output projection's weight dtype: ``linear`` rounds to it first anyway).
     """
     rows, heads, head_dim = q.shape
     group = heads // kv_heads
@@ -436,9 +552,9 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos
         rows, head_dim**-0.5, HEADS=heads, GROUP=group, PACK=tile // group, TILE=tile, D=head_dim, CHUNK=KEY_CHUNK,
         IEEE=k_cache.dtype == torch.float32,
     )
-    out = torch.empty(rows, heads * head_dim, dtype=torch.float32, device=q.device)
-    # One warp a program: a tree's 30-60 rows launch hundreds of these small programs, and with
-    # four warps each a tree step paid 0.24 us a layer more than a one-token step (H200), with one 0.15.
+    out = torch.empty(rows, heads * head_dim, dtype=out_dtype, device=q.device)
+    # One warp a program: a tree's 30-60 rows launch hundreds of these small programs, each with
+    # one head's few chunks to combine, too little work to share among more warps.
     _attention_combine_kernel[(rows, heads)](part, stats, out, positions, CHUNKS=chunks, HEADS=heads, D=head_dim,
                                              CHUNK=KEY_CHUNK, num_warps=1)
     return out
@@ -500,7 +616,9 @@ def head_features(x: torch.Tensor, last: torch.Tensor, norm: torch.Tensor, eps: 
     [heads, layers, K] (rows contiguous); no layers gives every head the hidden state itself.
     ``moves`` (from ``accept``) are carried out by extra programs of the first launch."""
     heads, layers, k = weights.shape[0], weights.shape[1], x.shape[1]
-    block_n, block_k = 16, 128  # on an H200, 3.1 us a launch at SmolLM2's 576 against 4.0 with 32 x 64 tiles
+    # Narrow column tiles: one feature row against a small K x K block needs many programs, not
+    # wide ones, to keep the memory busy (docs/runtime.md has the timings).
+    block_n, block_k = 16, 128
     col_tiles = triton.cdiv(k, block_n)
     has_block = layers > 0
     src = x
@@ -620,7 +738,7 @@ def _merge_tiles(key_ptr, head, COUNT, root_ptr, node_head_ptr, node_rank_ptr, t
     """Head h's overall top-k from its tiles' top-k, written into the tree nodes that take them
     (as the token ids of those output rows when the rows are a draft vocabulary). The tiles'
     keys are taken COUNT_PAD at a time, each chunk's k best merged with the k best so far (as one
-    block, a whole vocabulary's thousands of tiles made the merge the slowest part of a step). The k best
+    block, a whole vocabulary's thousands of tiles would make the merge the slowest part of a step). The k best
     keys are selected first and their token ids looked up together afterwards: a lookup inside
     the selection loop puts one memory round trip per rank on the step's critical path. Keys
     are read past the SM's own cache, which may hold an earlier step's."""
@@ -651,15 +769,14 @@ def _merge_tiles(key_ptr, head, COUNT, root_ptr, node_head_ptr, node_rank_ptr, t
 
 
 # Output rows one proposal program ranks. Each program is a serial chain (its K loop, then its
-# top-k), so fewer rows per program give more, shorter programs. On an H200 with heads' own
-# output layers 128 rows beat 256 for an 8,192-token draft and were fastest for the whole
-# 49,152-token vocabulary; with a shared lm_head 64-256 were within 0.2%
-# (`step_cost.py --head-tile-rows`; docs/runtime.md has the figures).
+# top-k), so fewer rows per program give more, shorter programs, down to where each program's
+# fixed top-k and merge work dominates (`step_cost.py --head-tile-rows` measures the trade;
+# docs/runtime.md has the figures).
 HEAD_TILE_ROWS = 128
 # Tiles' top-k keys a merge takes at a time. A whole 128K-token vocabulary gives a head 1,002
-# tiles, 10,020 keys for a 63-node tree's top-10: taken as one block (16,384 padded keys in one
-# program) they made a step's proposals take 14.9 ms (H100, Llama-3-8B shape), in chunks 1.13;
-# a draft vocabulary's few hundred keys fit one chunk.
+# tiles, 10,020 keys for a 63-node tree's top-10: taken as one padded block they overflow one
+# program's registers and the merge becomes the slowest part of a step (docs/runtime.md); in
+# chunks the block stays small, and a draft vocabulary's few hundred keys fit one chunk.
 MERGE_CHUNK = 2048
 
 
@@ -823,7 +940,8 @@ def accept(candidates: torch.Tensor, predictions: torch.Tensor, paths: torch.Ten
     """
     leaves, levels = paths.shape
     moves = torch.empty(2 * levels, dtype=torch.long, device=paths.device)
-    # Two warps: a 31-node tree's acceptance took 2.03 us a launch against 2.18 with one or four (H200).
+    # Two warps: the tile is a few leaves by a few levels, so more warps only add synchronisation;
+    # two measured fastest (docs/runtime.md has the timings).
     _accept_kernel[(1,)](candidates, predictions, paths, path_valid, n, out, root, last, moves,
                          LEAVES=leaves, LEAVES_PAD=triton.next_power_of_2(leaves), LEVELS=levels,
                          LEVELS_PAD=triton.next_power_of_2(levels), num_warps=2)

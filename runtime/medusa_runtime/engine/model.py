@@ -306,9 +306,13 @@ class LlamaModel:
             qkv = kernels.linear(x, layer["qkv"], bias=layer["qkv_bias"], norm=layer["attn_norm"], eps=eps)
             q = kernels.rope_and_store(qkv, self.half_cos, self.half_sin, positions, slots, k_cache, v_cache,
                                        cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
-            out = kernels.attention(q, k_cache, v_cache, positions, committed, ancestors, cfg.num_kv_heads)
+            # The o and down projections' inputs are kept in their weights' dtype: bit for bit
+            # what those projections compute with, at half the bytes a tree's tiles re-read.
+            out = kernels.attention(q, k_cache, v_cache, positions, committed, ancestors, cfg.num_kv_heads,
+                                    out_dtype=layer["o"].dtype)
             kernels.linear(out, layer["o"], residual=x, out=x)
-            act = kernels.linear(x, layer["gate_up"], norm=layer["mlp_norm"], eps=eps, gated=True)
+            act = kernels.linear(x, layer["gate_up"], norm=layer["mlp_norm"], eps=eps, gated=True,
+                                 out_dtype=layer["down"].dtype)
             kernels.linear(act, layer["down"], residual=x, out=x)
 
     def next_tokens(self, x: torch.Tensor) -> torch.Tensor:
