@@ -28,7 +28,6 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import signal
 import sys
 import tempfile
