@@ -40,6 +40,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _json_object(text: str) -> dict[str, str]:
     try:
         value = json.loads(text)
@@ -93,15 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "without it every image is allowed")
     run.add_argument("--prometheus-url", default=OperatorConfig.prometheus_url,
                      help="Prometheus the KEDA trigger queries")
-    run.add_argument("--reconcile-interval", type=float, default=OperatorConfig.reconcile_interval,
+    run.add_argument("--reconcile-interval", type=_positive_seconds, default=OperatorConfig.reconcile_interval,
                      help="seconds before a model that waits for a missing Secret is looked at again; also the "
                           "first retry delay after a failed pass")
-    run.add_argument("--resync-seconds", type=float, default=OperatorConfig.resync_seconds,
+    run.add_argument("--resync-seconds", type=_positive_seconds, default=OperatorConfig.resync_seconds,
                      help="every model is reconciled at least this often, even when nothing changed")
-    run.add_argument("--secret-check-seconds", type=float, default=OperatorConfig.secret_check_seconds,
+    run.add_argument("--secret-check-seconds", type=_positive_seconds, default=OperatorConfig.secret_check_seconds,
                      help="how often each credentials Secret that models name is checked for (the operator may "
                           "get Secrets by name but not watch them)")
-    run.add_argument("--workers", type=int, default=OperatorConfig.workers,
+    run.add_argument("--workers", type=_positive_count, default=OperatorConfig.workers,
                      help="reconcile passes that may run at once (never two of the same model)")
     run.add_argument("--infra-retry-seconds", type=float, default=60.0,
                      help="wait before re-running a step that failed for infrastructure reasons; doubles with "
