@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from medusa_common.tree import MAX_TREE_NODES, PRESETS, TreeError, normalise_tree, parse_choices, to_brace_form, tree_depth
+from medusa_common.tree import (MAX_TREE_NODES, PRESETS, TreeError, normalise_tree, parse_choices, to_brace_form,
+                                tree_depth)
 
 
 def describe_tree(num_heads: int, *, preset: str | None = None, choices: str | None = None,
