@@ -597,16 +597,15 @@ def iter_manifest_files(folder: str | os.PathLike) -> Iterator[dict]:
         yield {"path": rel, "size": (root / rel).stat().st_size, "sha256": sha256_file(root / rel)}
 
 
-def add_storage_arguments(parser) -> None:
-    """The flags every step that touches storage accepts."""
-    parser.add_argument("--credentials-dir", metavar="DIR",
-                        help="folder with one file per credential (HF_TOKEN, AWS_ACCESS_KEY_ID, ...), "
-                             "e.g. a mounted Secret")
-    parser.add_argument("--s3-endpoint", metavar="URL",
-                        help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)")
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where credentials and the S3 endpoint come from (the steps' --credentials-dir and --s3-endpoint)."""
 
+    credentials_dir: str | None = None
+    s3_endpoint: str | None = None
 
-def apply_storage_arguments(args) -> None:
-    load_credentials(getattr(args, "credentials_dir", None))
-    if getattr(args, "s3_endpoint", None):
-        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
+    def apply(self) -> None:
+        """Export the credentials and the endpoint for this process's transfers."""
+        load_credentials(self.credentials_dir)
+        if self.s3_endpoint:
+            os.environ["AWS_ENDPOINT_URL"] = self.s3_endpoint

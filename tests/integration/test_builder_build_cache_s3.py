@@ -15,7 +15,10 @@ import pytest
 from builder_checkpoints import TINY_CONFIG, random_heads_state, write_tiny_base_with_weights
 from trtllm_standin import activate, install_trtllm_standin
 
-from medusa_builder import cli, engine, storage
+from medusa_builder import cli, storage
+from medusa_builder.build.entry import lookup
+from medusa_builder.build.trtllm import EXAMPLES_DIR_ENV
+from medusa_common.toolchain import TRTLLM_VERSION
 
 pytestmark = pytest.mark.s3
 
@@ -148,13 +151,13 @@ def test_interrupted_upload_leaves_no_manifest(tmp_path, sources):
                       "--tree-choices", TREE, "--artifacts-uri", str(artifacts), "--cache-key", "k3")
     assert code == 3, doc
     assert not (artifacts / "engines" / "k3" / "manifest.json").exists()
-    assert engine.lookup(str(artifacts), "k3") is None
+    assert lookup(str(artifacts), "k3") is None
 
 
 @pytest.fixture
 def mock_trtllm(tmp_path, monkeypatch):
     root = install_trtllm_standin(tmp_path / "mock-trtllm")
-    return activate(monkeypatch, root, tmp_path / "mock-calls.jsonl", engine.EXAMPLES_DIR_ENV)
+    return activate(monkeypatch, root, tmp_path / "mock-calls.jsonl", EXAMPLES_DIR_ENV)
 
 
 def test_mock_trtllm_build_uploads_engine_and_reuses_it(tmp_path, s3_server, s3_bucket, sources, mock_trtllm):
@@ -163,7 +166,7 @@ def test_mock_trtllm_build_uploads_engine_and_reuses_it(tmp_path, s3_server, s3_
             "--artifacts-uri", f"s3://{s3_bucket}/artifacts", "--cache-key", "trt-k1", "--gpu-product", "NVIDIA-H100"]
     code, doc = build(tmp_path, *args)
     assert code == 0, doc
-    assert doc["result"]["cacheHit"] is False and doc["result"]["tensorrtLlmVersion"] == engine.TRTLLM_VERSION
+    assert doc["result"]["cacheHit"] is False and doc["result"]["tensorrtLlmVersion"] == TRTLLM_VERSION
     calls = [json.loads(line) for line in mock_trtllm.read_text().splitlines()]
     assert [Path(c[0]).name for c in calls] == ["convert_checkpoint.py", "trtllm-build"]
     assert calls[1][calls[1].index("--max_draft_len") + 1] == "3"
@@ -175,7 +178,7 @@ def test_mock_trtllm_build_uploads_engine_and_reuses_it(tmp_path, s3_server, s3_
     manifest = json.loads(s3_server.client().get_object(
         Bucket=s3_bucket, Key="artifacts/engines/trt-k1/manifest.json")["Body"].read())
     assert manifest["gpu"]["product"] == "NVIDIA-H100"
-    assert manifest["versions"]["tensorrtLlm"] == engine.TRTLLM_VERSION
+    assert manifest["versions"]["tensorrtLlm"] == TRTLLM_VERSION
     assert len(manifest["commands"]) == 2 and manifest["totalBytes"] > 600
 
     code, doc = build(tmp_path, *args, work="again")
@@ -195,7 +198,7 @@ def test_mock_trtllm_build_uploads_engine_and_reuses_it(tmp_path, s3_server, s3_
 
 def test_mock_trtllm_failed_build_uploads_nothing(tmp_path, s3_server, s3_bucket, sources, monkeypatch):
     root = install_trtllm_standin(tmp_path / "failing", fail_build=True)
-    activate(monkeypatch, root, tmp_path / "calls.jsonl", engine.EXAMPLES_DIR_ENV)
+    activate(monkeypatch, root, tmp_path / "calls.jsonl", EXAMPLES_DIR_ENV)
     base_uri, heads_uri = sources
     code, doc = build(tmp_path, "--backend", "tensorrt-llm", "--base-uri", base_uri, "--heads-uri", heads_uri,
                       "--tree-choices", TREE, "--artifacts-uri", f"s3://{s3_bucket}/artifacts",

@@ -13,7 +13,10 @@ import sys
 import pytest
 from builder_checkpoints import write_base, write_sparse_heads
 
-from medusa_builder import cli, engine
+from medusa_builder import cli
+from medusa_builder.build import trtllm
+from medusa_builder.build.key import engine_cache_key
+from medusa_builder.build.spec import EngineSpec
 from medusa_common.contract import InfraError, UserError
 from medusa_common.tree import PRESETS
 
@@ -129,45 +132,45 @@ def test_build_without_artifact_store_is_refused(tmp_path, sources):
 
 
 def test_mistral_and_qwen2_map_to_converter_model_types():
-    paths = engine.BuildPaths(base_dir="/b", heads_dir="/h", checkpoint_dir="/c", engine_dir="/e", examples_dir="/x")
+    paths = trtllm.BuildPaths(base_dir="/b", heads_dir="/h", checkpoint_dir="/c", engine_dir="/e", examples_dir="/x")
     for model_type in ("llama", "qwen2", "mixtral"):
-        commands = engine.plan_commands(engine.EngineSpec(), paths, num_heads=3, num_layers=1, tree_size=10,
+        commands = trtllm.plan_commands(EngineSpec(), paths, num_heads=3, num_layers=1, tree_size=10,
                                         model_type=model_type)
         assert commands[0].argv[commands[0].argv.index("--model_type") + 1] == model_type
 
 
 def test_cache_key_depends_on_every_input():
-    spec = engine.EngineSpec(gpu_product="NVIDIA-H100-80GB-HBM3")
+    spec = EngineSpec(gpu_product="NVIDIA-H100-80GB-HBM3")
     inputs = dict(base_uri="s3://b/base", base_revision="r1", heads_uri="s3://b/heads", heads_revision="h1",
                   tree_spec={"preset": "mc_sim_7b_63"})
-    key = engine.compute_cache_key(engine.cache_inputs(spec, **inputs))
-    assert key == engine.compute_cache_key(engine.cache_inputs(spec, **inputs))
+    key = engine_cache_key(spec, **inputs)
+    assert key == engine_cache_key(spec, **inputs)
     changed = [
-        engine.cache_inputs(engine.EngineSpec(gpu_product="NVIDIA-A100-SXM4-80GB"), **inputs),
-        engine.cache_inputs(engine.EngineSpec(gpu_product=spec.gpu_product, dtype="bfloat16"), **inputs),
-        engine.cache_inputs(spec, **{**inputs, "base_revision": "r2"}),
-        engine.cache_inputs(spec, **{**inputs, "tree_spec": {"preset": "medusa4_48"}}),
+        engine_cache_key(EngineSpec(gpu_product="NVIDIA-A100-SXM4-80GB"), **inputs),
+        engine_cache_key(EngineSpec(gpu_product=spec.gpu_product, dtype="bfloat16"), **inputs),
+        engine_cache_key(spec, **{**inputs, "base_revision": "r2"}),
+        engine_cache_key(spec, **{**inputs, "tree_spec": {"preset": "medusa4_48"}}),
     ]
-    assert len({key, *(engine.compute_cache_key(c) for c in changed)}) == 5
+    assert len({key, *changed}) == 5
 
 
 def test_run_command_streams_and_succeeds(capfd):
-    seconds = engine.run_command(engine.Command("echo", (sys.executable, "-c", "print('building rank 0')")))
+    seconds = trtllm.run_command(trtllm.Command("echo", (sys.executable, "-c", "print('building rank 0')")))
     assert seconds >= 0
     assert "building rank 0" in capfd.readouterr().err
 
 
 def test_run_command_failures_are_classified():
-    oom = engine.Command("build", (sys.executable, "-c",
+    oom = trtllm.Command("build", (sys.executable, "-c",
                                    "print('[TRT] CUDA error: out of memory'); raise SystemExit(1)"))
     with pytest.raises(InfraError, match="build failed with exit code 1"):
-        engine.run_command(oom)
-    bad_input = engine.Command("convert", (sys.executable, "-c",
+        trtllm.run_command(oom)
+    bad_input = trtllm.Command("convert", (sys.executable, "-c",
                                            "print('AssertionError: Invalid model type'); raise SystemExit(2)"))
     with pytest.raises(UserError, match="Invalid model type"):
-        engine.run_command(bad_input)
+        trtllm.run_command(bad_input)
     with pytest.raises(InfraError, match="not installed in this image"):
-        engine.run_command(engine.Command("build", ("trtllm-build-that-does-not-exist",)))
+        trtllm.run_command(trtllm.Command("build", ("trtllm-build-that-does-not-exist",)))
 
 
 def test_default_key_of_local_folders_follows_their_content(tmp_path, capsys, sources):
@@ -183,13 +186,13 @@ def test_default_key_of_local_folders_follows_their_content(tmp_path, capsys, so
                                                 ("mixtral", "models/core/llama/convert_checkpoint.py"),
                                                 ("qwen2", "models/core/qwen/convert_checkpoint.py")])
 def test_base_only_engine_has_no_medusa_flags(model_type, script):
-    paths = engine.BuildPaths(base_dir="/b", heads_dir="/h", checkpoint_dir="/c", engine_dir="/e", examples_dir="/x")
-    convert, build = engine.plan_commands(engine.EngineSpec(dtype="bfloat16", tp_size=2), paths, num_heads=0,
+    paths = trtllm.BuildPaths(base_dir="/b", heads_dir="/h", checkpoint_dir="/c", engine_dir="/e", examples_dir="/x")
+    convert, build = trtllm.plan_commands(EngineSpec(dtype="bfloat16", tp_size=2), paths, num_heads=0,
                                           num_layers=0, tree_size=0, model_type=model_type)
     assert convert.shell() == (f"python3 /x/{script} --model_dir /b --output_dir /c --dtype bfloat16 "
                                "--tp_size 2 --workers 2")
     assert "medusa" not in build.shell() and "--max_draft_len" not in build.shell()
-    fp8, _ = engine.plan_commands(engine.EngineSpec(quantization="fp8"), paths, num_heads=0, num_layers=0,
+    fp8, _ = trtllm.plan_commands(EngineSpec(quantization="fp8"), paths, num_heads=0, num_layers=0,
                                   tree_size=0, model_type=model_type)
     assert "quantize.py" in fp8.shell() and "medusa" not in fp8.shell()
 

@@ -15,9 +15,13 @@ from builder_checkpoints import TINY_CONFIG, random_heads_state, write_base, wri
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from medusa_builder import cli, engine
-from medusa_builder.steps.package import (TemplateError, TrtllmRepositoryOptions, parse_model_config,
-                                          render_trtllm_configs)
+from medusa_builder import cli
+from medusa_builder.build.entry import MANIFEST, make_manifest, write_tree
+from medusa_builder.build.reference import build_reference_entry
+from medusa_builder.build.spec import EngineSpec
+from medusa_builder.repository.config import TemplateError, parse_model_config
+from medusa_builder.repository.trtllm import TrtllmRepositoryOptions, render_trtllm_configs
+from medusa_common.toolchain import TRTLLM_VERSION
 from medusa_common.tree import PRESETS, to_brace_form
 
 
@@ -90,13 +94,13 @@ def make_trtllm_entry(root: Path, tree) -> Path:
     entry = root / "engines" / "k1"
     (entry / "engine").mkdir(parents=True)
     (entry / "engine" / "rank0.engine").write_bytes(b"stand-in engine bytes")
-    (entry / "engine" / "config.json").write_text(json.dumps({"version": engine.TRTLLM_VERSION}))
+    (entry / "engine" / "config.json").write_text(json.dumps({"version": TRTLLM_VERSION}))
     write_base(entry / "tokenizer")
-    engine.write_tree(entry, tree)
-    spec = engine.EngineSpec(max_batch_size=16, max_input_len=1024)
-    manifest = engine.make_manifest(cache_key="k1", spec=spec, entry_dir=entry, num_heads=4, num_layers=1,
+    write_tree(entry, tree)
+    spec = EngineSpec(max_batch_size=16, max_input_len=1024)
+    manifest = make_manifest(cache_key="k1", spec=spec, entry_dir=entry, num_heads=4, num_layers=1,
                                     tree=tree, sources={}, commands=[], build_seconds=12.5)
-    (entry / engine.MANIFEST).write_text(json.dumps(manifest))
+    (entry / MANIFEST).write_text(json.dumps(manifest))
     return entry
 
 
@@ -131,7 +135,7 @@ def test_package_tensorrt_llm_repository_layout(tmp_path):
 
 
 def test_python_models_compile():
-    from medusa_builder.steps.package import TEMPLATES
+    from medusa_builder.repository.trtllm import TEMPLATES
 
     for name in ("preprocessing_model.py.tmpl", "postprocessing_model.py.tmpl"):
         compile((TEMPLATES / name).read_text(), name, "exec")
@@ -162,12 +166,12 @@ def test_package_reference_repository(tmp_path):
               str(heads / "medusa_lm_head.safetensors"))
     save_token_counts(heads, torch.arange(TINY_CONFIG["vocab_size"]))
     tree = [[0], [1], [0, 0]]
-    entry, _ = engine.build_reference_entry(base_dir=base, heads_dir=heads, work_dir=tmp_path / "build", tree=tree)
-    spec = engine.EngineSpec(backend="reference", max_batch_size=4)
-    manifest = engine.make_manifest(cache_key="r1", spec=spec, entry_dir=entry, num_heads=2, num_layers=1,
+    entry, _ = build_reference_entry(base_dir=base, heads_dir=heads, work_dir=tmp_path / "build", tree=tree)
+    spec = EngineSpec(backend="reference", max_batch_size=4)
+    manifest = make_manifest(cache_key="r1", spec=spec, entry_dir=entry, num_heads=2, num_layers=1,
                                     tree=tree, sources={}, commands=[], build_seconds=0.1,
                                     extra={"draftVocabulary": {"size": 5, "trainingCoverage": 0.9}})
-    (entry / engine.MANIFEST).write_text(json.dumps(manifest))
+    (entry / MANIFEST).write_text(json.dumps(manifest))
     out = tmp_path / "repo"
     code, doc = package(tmp_path, "--engine-uri", str(entry), "--backend", "reference", "--output-uri", str(out),
                         "--device", "cpu")
@@ -189,11 +193,11 @@ def test_base_only_engine_config_has_no_medusa_parameters():
 
 def test_package_reference_base_only(tmp_path):
     base = write_tiny_base_with_weights(tmp_path / "base")
-    entry, _ = engine.build_reference_entry(base_dir=base, heads_dir=None, work_dir=tmp_path / "build", tree=[])
+    entry, _ = build_reference_entry(base_dir=base, heads_dir=None, work_dir=tmp_path / "build", tree=[])
     assert not (entry / "heads").exists()
-    manifest = engine.make_manifest(cache_key="b1", spec=engine.EngineSpec(backend="reference"), entry_dir=entry,
+    manifest = make_manifest(cache_key="b1", spec=EngineSpec(backend="reference"), entry_dir=entry,
                                     num_heads=0, num_layers=0, tree=[], sources={}, commands=[], build_seconds=0.0)
-    (entry / engine.MANIFEST).write_text(json.dumps(manifest))
+    (entry / MANIFEST).write_text(json.dumps(manifest))
     out = tmp_path / "repo"
     code, doc = package(tmp_path, "--engine-uri", str(entry), "--backend", "reference", "--output-uri", str(out),
                         "--device", "cpu")

@@ -18,9 +18,11 @@ import pytest
 from builder_checkpoints import TINY_CONFIG, random_heads_state, write_tiny_base_with_weights
 from trtllm_standin import activate, install_trtllm_standin
 
-from medusa_builder import cli, engine
+from medusa_builder import cli
+from medusa_builder.build.entry import MANIFEST
+from medusa_builder.build.spec import EngineSpec
+from medusa_builder.build.trtllm import BASE_CONVERTERS, DEFAULT_EXAMPLES_DIR, EXAMPLES_DIR_ENV, BuildPaths, plan_commands
 from medusa_common import toolchain
-from medusa_builder.engine import BuildPaths, EngineSpec, plan_commands
 
 REPO = Path(__file__).resolve().parents[2]
 TREE = "[[0], [1], [0, 0]]"
@@ -40,7 +42,7 @@ def sources(tmp_path):
 
 def standin(tmp_path, monkeypatch, **kwargs) -> Path:
     root = install_trtllm_standin(tmp_path / "trtllm", **kwargs)
-    return activate(monkeypatch, root, tmp_path / "calls.jsonl", engine.EXAMPLES_DIR_ENV)
+    return activate(monkeypatch, root, tmp_path / "calls.jsonl", EXAMPLES_DIR_ENV)
 
 
 def run(tmp_path, *argv) -> tuple[int, dict]:
@@ -107,7 +109,7 @@ def test_the_installed_version_is_what_the_engine_records(tmp_path, monkeypatch,
     code, doc = build_engine(tmp_path, sources)
     assert code == 0, doc
     assert doc["result"]["tensorrtLlmVersion"] == "1.1.0rc5"
-    manifest = json.loads((tmp_path / "store" / "engines" / "k1" / engine.MANIFEST).read_text())
+    manifest = json.loads((tmp_path / "store" / "engines" / "k1" / MANIFEST).read_text())
     assert manifest["versions"]["tensorrtLlm"] == "1.1.0rc5"
     assert manifest["versions"]["image"] is None, "a version other than the pinned one is not the pinned image"
 
@@ -146,7 +148,7 @@ def dockerfile_arg(name: str) -> str:
 def test_the_builder_dockerfile_pins_what_the_toolchain_module_says() -> None:
     assert dockerfile_arg("TRITON_IMAGE") == toolchain.TRITON_TRTLLM_IMAGE
     assert dockerfile_arg("TRTLLM_VERSION") == toolchain.TRTLLM_VERSION
-    assert dockerfile_arg("TRTLLM_EXAMPLES_DIR") == engine.DEFAULT_EXAMPLES_DIR
+    assert dockerfile_arg("TRTLLM_EXAMPLES_DIR") == DEFAULT_EXAMPLES_DIR
     text = (REPO / "builder" / "Dockerfile").read_text()
     assert "git clone" not in text and "github.com" not in text, "the image's own examples are used, no network"
 
@@ -159,7 +161,7 @@ def test_the_dockerfile_checks_every_example_script_a_build_can_run() -> None:
     paths = BuildPaths(base_dir="/b", heads_dir="/h", checkpoint_dir="/c", engine_dir="/e", examples_dir="/x")
     for quantization in ("none", "fp8"):
         for heads in (0, 3):
-            for model_type in engine.BASE_CONVERTERS:
+            for model_type in BASE_CONVERTERS:
                 commands = plan_commands(EngineSpec(quantization=quantization), paths, num_heads=heads,
                                          num_layers=1, tree_size=3, model_type=model_type)
                 used |= {c.argv[1].removeprefix("/x/") for c in commands if c.argv[0] == "python3"}

@@ -130,3 +130,29 @@ def test_no_import_cycles_and_no_modules_loaded_by_name() -> None:
     by_name = [m for m, p in ALL_MODULES.items()
                if "import_module(f\"medusa_" in p.read_text() or "import_module(\"medusa_" in p.read_text()]
     assert not by_name
+
+
+def _builder_functions() -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    return [(module, node) for module, path in _modules("medusa_builder")
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def test_parsed_flags_stay_in_the_builder_steps() -> None:
+    # Issue 24 (the builder's layout): steps/ only parse flags and hand typed options on, so no
+    # module past them imports argparse or takes the parsed arguments (a parameter named args).
+    def is_step(module: str) -> bool:
+        return module == "medusa_builder.cli" or module.startswith("medusa_builder.steps")
+
+    wrong = [f"{module} imports argparse" for module, path in _modules("medusa_builder")
+             if not is_step(module) and any(i.split(".")[0] == "argparse" for i, _ in _imports(module, path))]
+    wrong += [f"{module}.{function.name} takes the parsed arguments" for module, function in _builder_functions()
+              if not is_step(module) and any(a.arg == "args" for a in function.args.args + function.args.kwonlyargs)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_builder_computes_engine_keys_in_one_place() -> None:
+    # Issue 24: one engine cache key; build-engine and build both key engines through it.
+    callers = {module for module, function in _builder_functions() for node in ast.walk(function)
+               if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "content_key"}
+    assert callers == {"medusa_builder.build.key"}

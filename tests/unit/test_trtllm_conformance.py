@@ -19,7 +19,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from medusa_builder.steps.package import TrtllmRepositoryOptions, render_trtllm_configs
+from medusa_builder.repository.trtllm import TrtllmRepositoryOptions, render_trtllm_configs
 from medusa_common.tree import PRESETS, TreeError, normalise_tree
 
 SRC = "triton_backend/inflight_batcher_llm/src"

@@ -2,7 +2,10 @@
 
 Each module exposes ``register(subparsers)``, which adds its command's parser (arguments only,
 no work at import) with a ``func`` default that takes the parsed arguments and returns the
-step's result. The helpers below are the flags every step spells the same way.
+step's result. A step only parses: its ``run`` turns the parsed arguments into typed options or
+keyword arguments and calls the function that does the work (in ``build``, ``repository``,
+``validation`` or ``storage``), so no ``argparse.Namespace`` leaves these modules. The helpers
+below are the flags every step spells the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+
+from ..storage import StorageSettings
 
 
 def add_result_argument(parser: argparse.ArgumentParser) -> None:
@@ -40,3 +45,17 @@ def add_model_folders(parser: argparse.ArgumentParser) -> None:
     local folders names them; ``--base`` and ``--heads`` are the older spellings."""
     add_flag(parser, "--base-dir", "--base", required=True, metavar="DIR", help="base model folder (Hugging Face layout)")
     add_flag(parser, "--heads-dir", "--heads", required=True, metavar="DIR", help="Medusa head checkpoint folder")
+
+
+def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every step that touches storage accepts."""
+    parser.add_argument("--credentials-dir", metavar="DIR",
+                        help="folder with one file per credential (HF_TOKEN, AWS_ACCESS_KEY_ID, ...), "
+                             "e.g. a mounted Secret")
+    parser.add_argument("--s3-endpoint", metavar="URL",
+                        help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)")
+
+
+def storage_settings(args: argparse.Namespace) -> StorageSettings:
+    """The storage flags of ``add_storage_arguments`` as the storage module takes them."""
+    return StorageSettings(credentials_dir=args.credentials_dir, s3_endpoint=args.s3_endpoint)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
-from . import add_model_folders, add_result_argument
 from medusa_common.tree import CALIBRATION_METHODS, DEFAULT_TREE_NODES, MAX_TREE_NODES, to_brace_form
+
+from ..build.tuning import calibrate
+from . import add_model_folders, add_result_argument
 
 
 def register(subparsers) -> None:
@@ -39,20 +39,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from medusa_runtime.tuning.calibrate import calibrate_tree
-    from medusa_runtime.tuning.prompts import read_prompt_file
-
-    prompts = read_prompt_file(args.prompts) if args.prompts else None
-    if prompts is not None and args.max_prompts is not None:
-        prompts = prompts[: max(1, args.max_prompts)]
-    elif args.max_prompts is not None:
-        from medusa_runtime.tuning.prompts import calibration_prompts
-
-        prompts = calibration_prompts()[: max(1, args.max_prompts)]
-    result = calibrate_tree(args.base_dir, args.heads_dir, num_nodes=args.num_nodes, prompts=prompts, device=args.device,
-                            max_new_tokens=args.max_new_tokens, method=args.method, draft_vocab=args.draft_vocab)
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    result = calibrate(args.base_dir, args.heads_dir, num_nodes=args.num_nodes, prompts_file=args.prompts,
+                       max_prompts=args.max_prompts, max_new_tokens=args.max_new_tokens, method=args.method,
+                       draft_vocab=args.draft_vocab, device=args.device, output=args.output)
     if not args.json:
         print(to_brace_form(result["tree"]))
         print(f"expected accepted tokens per step: {result['expectedAcceptedTokens']:.3f}")

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
+from ..build.tuning import convert_gguf
 from . import add_result_argument
-from medusa_common.contract import UserError
 
 
 def register(subparsers) -> None:
@@ -25,22 +24,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from medusa_runtime.tuning import smollm2
-
-    start = time.monotonic()
-    if args.gguf is None:
-        if args.output is None and args.dtype == "float32":
-            model_dir = smollm2.cached_model_dir()
-        else:
-            if args.output is None:
-                raise UserError("give --output DIR when converting to a dtype other than float32")
-            model_dir = smollm2.convert_gguf(smollm2.locate_gguf(), args.output, dtype=args.dtype)
-        source = str(smollm2.locate_gguf())
-    else:
-        if args.output is None:
-            raise UserError("give --output DIR for the converted model")
-        model_dir = smollm2.convert_gguf(args.gguf, args.output, dtype=args.dtype)
-        source = args.gguf
-    print(model_dir)
-    return {"modelDir": str(model_dir), "gguf": source, "dtype": args.dtype,
-            "seconds": round(time.monotonic() - start, 1)}
+    result = convert_gguf(args.gguf, args.output, args.dtype)
+    print(result["modelDir"])
+    return result

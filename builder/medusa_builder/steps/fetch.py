@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from .. import storage
-from . import add_result_argument
+from . import add_result_argument, add_storage_arguments, storage_settings
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +22,14 @@ def register(subparsers) -> None:
     parser.add_argument("--dest", required=True, metavar="DIR", help="local destination folder")
     parser.add_argument("--revision", metavar="REV",
                         help="hf: commit to pin; s3/gs: a 'sha256:...' listing revision to verify")
-    storage.add_storage_arguments(parser)
+    add_storage_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_result_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    storage.apply_storage_arguments(args)
+    storage_settings(args).apply()
     summary = storage.download(args.uri, args.dest, revision=args.revision)
     log.info("fetched %s: %d files, %d bytes (%d downloaded, %d skipped, %d resumed)", args.uri,
              summary["files"], summary["bytes"], summary["bytesDownloaded"], summary["skipped"], summary["resumed"])

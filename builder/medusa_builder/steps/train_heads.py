@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..build.tuning import train_heads
 from . import add_flag, add_result_argument
 
 
@@ -44,17 +45,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from medusa_runtime.tuning.prompts import read_prompt_file, training_prompts
-    from medusa_runtime.tuning.train import train_heads
-
-    prompts = read_prompt_file(args.prompts) if args.prompts else training_prompts()
-    if args.max_prompts is not None:
-        prompts = prompts[: max(1, args.max_prompts)]
     return train_heads(
-        args.base_dir, args.output, num_heads=args.num_heads, num_layers=args.num_layers,
-        output_layer=args.output_layer, prompts=prompts, model_written=args.model_written_prompts,
-        styles=args.styles, max_new_tokens=args.max_new_tokens, epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, loss_decay=args.loss_decay,
-        distillation=args.distillation,
-        device=args.device, dtype=args.dtype, seed=args.seed,
+        args.base_dir, args.output, prompts_file=args.prompts, max_prompts=args.max_prompts,
+        num_heads=args.num_heads, num_layers=args.num_layers, output_layer=args.output_layer,
+        model_written_prompts=args.model_written_prompts, styles=args.styles, max_new_tokens=args.max_new_tokens,
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        loss_decay=args.loss_decay, distillation=args.distillation, device=args.device, dtype=args.dtype,
+        seed=args.seed,
     )

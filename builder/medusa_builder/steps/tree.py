@@ -6,8 +6,10 @@ import argparse
 import logging
 from typing import Any
 
+from medusa_common.tree import MAX_TREE_NODES, PRESETS
+
+from ..build.tree import describe_tree
 from . import add_flag, add_result_argument
-from medusa_common.tree import MAX_TREE_NODES, PRESETS, TreeError, normalise_tree, parse_choices, to_brace_form, tree_depth
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +31,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.num_heads < 1:
-        raise TreeError(f"--num-heads must be at least 1, not {args.num_heads}")
-    if args.preset is not None:
-        if args.preset not in PRESETS:
-            raise TreeError(f"unknown tree preset {args.preset!r}; known presets: {', '.join(sorted(PRESETS))}")
-        choices = PRESETS[args.preset]
-    else:
-        choices = parse_choices(args.choices)
-    tree = normalise_tree(choices, args.num_heads, max_nodes=args.max_nodes)
-    brace = to_brace_form(tree)
-    log.info("tree: %d nodes, depth %d, fits %d heads", len(tree), tree_depth(tree), args.num_heads)
+    described = describe_tree(args.num_heads, preset=args.preset, choices=args.choices, max_nodes=args.max_nodes)
+    log.info("tree: %d nodes, depth %d, fits %d heads", described["size"], described["depth"], args.num_heads)
     if not args.json:
-        print(brace)
-    return {"tree": tree, "size": len(tree), "depth": tree_depth(tree), "numHeads": args.num_heads,
-            "preset": args.preset, "braceForm": brace}
+        print(described["braceForm"])
+    return described

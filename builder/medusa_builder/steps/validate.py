@@ -3,34 +3,18 @@
 Exit codes: 0 = measured and passed; 4 = measured and failed (result ``ok: false``, error kind
 ``validation``, the full summary with ``passed: false`` and every failed threshold); 2 = bad input
 (flags, empty or malformed dataset or prompts); 3 = could not measure (endpoint unreachable,
-server errors after the bounded retries, time budget spent). See docs/validation.md.
+server errors after the bounded retries, time budget spent). The work is
+``medusa_builder.validation.run``; see docs/validation.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
-import shutil
-import tempfile
-import time
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from .. import storage
-from . import add_result_argument
-from medusa_common.contract import InfraError, UserError, ValidationFailed
-from ..validation import accuracy as accuracy_mod
-from ..validation import throughput as throughput_mod
-from ..validation.client import Deadline, TritonGenerator, map_bounded, parse_endpoint
-from ..validation.dataset import load_subjects, load_topic_prompts
-from ..validation.report import Measurements, build_report, headline, render_chart, render_table, summary
-from ..validation.tokens import NOT_TOKENIZER_FILES, load_token_counter
-from ..validation.verdict import Thresholds, evaluate
+from ..validation.run import ValidationOptions, validate
+from . import add_result_argument, add_storage_arguments, storage_settings
 
-log = logging.getLogger(__name__)
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -96,206 +80,19 @@ def register(subparsers) -> None:
     out.add_argument("--chart", metavar="FILE",
                      help="PNG chart of tokens/s per topic (path or URI; default: beside the report)")
     out.add_argument("--work-dir", metavar="DIR", help="folder for downloaded inputs (default: a temporary one)")
-    storage.add_storage_arguments(parser)
+    add_storage_arguments(parser)
     add_result_argument(parser)
     parser.set_defaults(func=run)
 
 
-def check_arguments(args: argparse.Namespace) -> Thresholds:
-    """Refuse contradictory or incomplete settings before anything is contacted."""
-    thresholds = Thresholds(args.min_score, args.max_drop_vs_base, args.min_speedup)
-    if not args.dataset_uri and not args.tokenizer:
-        raise UserError("nothing to measure: give --dataset-uri (accuracy), --tokenizer (throughput) or both")
-    for name in ("min_score", "max_drop_vs_base"):
-        value = getattr(args, name)
-        if value is not None and not 0 <= value <= 1:
-            raise UserError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
-    if args.min_speedup is not None and args.min_speedup <= 0:
-        raise UserError(f"--min-speedup must be positive, got {args.min_speedup}")
-    positive = {"shots": (args.shots, 0), "max-examples-per-subject": (args.max_examples_per_subject, 0),
-                "answer-max-tokens": (args.answer_max_tokens, 1), "max-tokens": (args.max_tokens, 1),
-                "retries": (args.retries, 0), "requests-per-topic": (args.requests_per_topic, 0),
-                "warmup-requests": (args.warmup_requests if args.warmup_requests is not None else 0, 0)}
-    for flag, (value, least) in positive.items():
-        if value < least:
-            raise UserError(f"--{flag} must be at least {least}, got {value}")
-    if args.timeout_seconds <= 0 or args.request_timeout_seconds <= 0:
-        raise UserError("--timeout-seconds and --request-timeout-seconds must be positive")
-    if (args.min_score is not None or args.max_drop_vs_base is not None) and not args.dataset_uri:
-        raise UserError("--min-score and --max-drop-vs-base need --dataset-uri")
-    if args.max_drop_vs_base is not None and not args.baseline:
-        raise UserError("--max-drop-vs-base needs --baseline")
-    if args.min_speedup is not None and not (args.baseline and args.tokenizer):
-        raise UserError("--min-speedup needs --baseline and --tokenizer")
-    for flag, uri in (("--report-uri", args.report_uri), ("--chart", args.chart)):
-        if uri:
-            loc = storage.parse_uri(uri)
-            if loc.scheme == "hf":
-                raise UserError(f"{flag} {uri}: Hugging Face locations are read-only; use a path, s3://, gs:// "
-                                "or pvc://")
-            if not os.path.basename((loc.key if loc.is_object_store else loc.path).rstrip("/")) or uri.endswith("/"):
-                raise UserError(f"{flag} {uri} must name a file, e.g. s3://bucket/validation/report.json")
-    if args.prompts_uri and not args.tokenizer:
-        raise UserError("--prompts-uri needs --tokenizer (the model folder with tokenizer.json) to count output tokens")
-    return thresholds
-
-
-def _local(uri: str, work_dir: Path, name: str, exclude: tuple[str, ...] = ()) -> Path:
-    """A local path for an input location, downloading it (less ``exclude``) when it is remote."""
-    loc = storage.parse_uri(uri)
-    if loc.scheme == "local":
-        if not os.path.exists(loc.path):
-            raise UserError(f"{uri} does not exist; check the path or the volume mount")
-        return Path(loc.path)
-    dest = work_dir / name
-    storage.download(uri, dest, exclude=exclude)
-    return dest
-
-
-def _store_file(local_file: Path, uri: str) -> None:
-    loc = storage.parse_uri(uri)
-    if loc.scheme == "local":
-        try:
-            Path(loc.path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local_file, loc.path)
-        except OSError as exc:
-            raise InfraError(f"writing {loc.path} failed ({exc.strerror}); check the volume") from None
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copyfile(local_file, Path(tmp, os.path.basename(loc.key)))
-        storage.upload_dir(tmp, uri.rstrip("/").rsplit("/", 1)[0])
-
-
-def default_chart_uri(report_uri: str | None) -> str | None:
-    if not report_uri:
-        return None
-    stem = report_uri[:-5] if report_uri.endswith(".json") else report_uri
-    return f"{stem}.png"
-
-
-def _run_prompts(generator: TritonGenerator, max_tokens: int, stream: bool):
-    def run_prompts(prompts: list[str], concurrency: int):
-        return map_bounded(lambda p: generator.generate(p, max_tokens, stream=stream), prompts, concurrency,
-                           pool=generator.pool)
-    return run_prompts
-
-
-def _texts(generator: TritonGenerator, max_tokens: int, concurrency: int):
-    run = _run_prompts(generator, max_tokens, stream=False)
-    return lambda prompts: [g.text for g in run(prompts, concurrency)]
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    started, clock = datetime.now(timezone.utc), time.monotonic()
-    thresholds = check_arguments(args)
-    storage.apply_storage_arguments(args)
-    deadline = Deadline(args.timeout_seconds)
-    candidate_ep = parse_endpoint(args.candidate, protocol=args.protocol, model=args.model_name)
-    baseline_ep = None
-    if args.baseline:
-        baseline_ep = parse_endpoint(args.baseline, protocol=args.protocol, model=args.model_name)
-
-    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
-        work = Path(tmp)
-        subject_sets = topics = count_tokens = None
-        if args.dataset_uri:
-            subject_sets = load_subjects(_local(args.dataset_uri, work, "dataset"), args.subjects, shots=args.shots,
-                                         max_examples=args.max_examples_per_subject or None)
-            log.info("accuracy: %d subjects, %d questions, %d shots", len(subject_sets),
-                     sum(len(s.test) for s in subject_sets), args.shots)
-        if args.tokenizer:
-            prompts = _local(args.prompts_uri, work, "prompts") if args.prompts_uri else None
-            topics = load_topic_prompts(prompts, args.topics or None)
-            count_tokens = load_token_counter(_local(args.tokenizer, work, "tokenizer", NOT_TOKENIZER_FILES))
-            log.info("throughput: %d topics, concurrency %s, %d max tokens", len(topics), args.concurrency,
-                     args.max_tokens)
-
-        workers = max(args.concurrency)
-        generators = {"candidate": TritonGenerator(candidate_ep, request_timeout=args.request_timeout_seconds,
-                                                   retries=args.retries, deadline=deadline, name="candidate",
-                                                   workers=workers)}
-        if baseline_ep:
-            generators["baseline"] = TritonGenerator(baseline_ep, request_timeout=args.request_timeout_seconds,
-                                                     retries=args.retries, deadline=deadline, name="baseline",
-                                                     workers=workers)
-        try:
-            measurements, stream = _measure(args, generators, subject_sets, topics, count_tokens)
-        finally:
-            for generator in generators.values():
-                generator.close()
-
-        failures = evaluate(thresholds, accuracy=measurements.accuracy.accuracy if measurements.accuracy else None,
-                            base_accuracy=measurements.base_accuracy.accuracy if measurements.base_accuracy else None,
-                            speedup=_speedup(measurements))
-        settings = {"subjects": [s.subject for s in subject_sets or []], "shots": args.shots,
-                    "maxExamplesPerSubject": args.max_examples_per_subject, "answerMaxTokens": args.answer_max_tokens,
-                    "topics": list(topics or {}), "concurrency": args.concurrency, "maxTokens": args.max_tokens,
-                    "warmupRequests": args.warmup_requests, "requestsPerTopic": args.requests_per_topic,
-                    "streaming": stream, "protocol": candidate_ep.protocol,
-                    "datasetUri": args.dataset_uri, "promptsUri": args.prompts_uri}
-        finished = datetime.now(timezone.utc)
-        report = build_report(
-            measurements, failures=failures, thresholds=thresholds.to_dict(),
-            candidate={"url": candidate_ep.url, "model": candidate_ep.model},
-            baseline={"url": baseline_ep.url, "model": baseline_ep.model} if baseline_ep else None,
-            settings=settings,
-            timing={"startedAt": started.isoformat(), "finishedAt": finished.isoformat(),
-                    "durationSeconds": round(time.monotonic() - clock, 3)})
-
-        chart_uri = args.chart or default_chart_uri(args.report_uri)
-        chart_file = work / "chart.png"
-        if chart_uri and render_chart(report, chart_file):
-            _store_file(chart_file, chart_uri)
-            log.info("chart written to %s", chart_uri)
-        else:
-            chart_uri = None
-        if args.report_uri:
-            report_file = work / "report.json"
-            report_file.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            _store_file(report_file, args.report_uri)
-            log.info("report written to %s", args.report_uri)
-
-    print(render_table(report), flush=True)
-    result = summary(report, report_uri=args.report_uri, chart_uri=chart_uri)
-    if failures:
-        names = ", ".join(f["threshold"] for f in failures)
-        raise ValidationFailed(f"the candidate failed {len(failures)} threshold(s): {names}", result)
-    return result
-
-
-def _speedup(m: Measurements) -> float | None:
-    return headline(m)["speedup"] if m.base_throughput else None
-
-
-def _measure(args, generators: dict[str, TritonGenerator], subject_sets, topics, count_tokens):
-    interfaces = {name: g.connect() for name, g in generators.items()}
-    protocol = generators["candidate"].endpoint.protocol
-    can_stream = all(i.can_stream(protocol) for i in interfaces.values())
-    if args.stream == "on" and not can_stream:
-        raise UserError("--stream on needs --protocol grpc and decoupled (streaming) models on every endpoint")
-    stream = args.stream == "on" or (args.stream == "auto" and can_stream)
-    measurements = Measurements(levels=args.concurrency if topics else [])
-
-    if subject_sets:
-        concurrency = max(args.concurrency)
-        for name, generator in generators.items():
-            log.info("%s: answering %d questions", name, sum(len(s.test) for s in subject_sets))
-            result = accuracy_mod.evaluate(subject_sets, _texts(generator, args.answer_max_tokens, concurrency))
-            log.info("%s: accuracy %.3f (%d/%d)", name, result.accuracy, result.correct, result.total)
-            if name == "candidate":
-                measurements.accuracy = result
-            else:
-                measurements.base_accuracy = result
-
-    if topics:
-        for level in args.concurrency:
-            warmup = level if args.warmup_requests is None else args.warmup_requests
-            for topic, prompts in topics.items():
-                for name, generator in generators.items():
-                    stats = throughput_mod.measure(
-                        topic, prompts, level, run_prompts=_run_prompts(generator, args.max_tokens, stream),
-                        count_tokens=count_tokens, warmup=warmup, minimum_requests=args.requests_per_topic)
-                    log.info("%s: %s at concurrency %d: %.1f tokens/s (%d tokens in %.2fs)", name, topic, level,
-                             stats.tokens_per_second, stats.output_tokens, stats.duration)
-                    (measurements.throughput if name == "candidate" else measurements.base_throughput).append(stats)
-    return measurements, stream
+    return validate(ValidationOptions(
+        candidate=args.candidate, baseline=args.baseline, model_name=args.model_name, protocol=args.protocol,
+        stream=args.stream, timeout_seconds=args.timeout_seconds,
+        request_timeout_seconds=args.request_timeout_seconds, retries=args.retries, dataset_uri=args.dataset_uri,
+        subjects=args.subjects, shots=args.shots, max_examples_per_subject=args.max_examples_per_subject,
+        answer_max_tokens=args.answer_max_tokens, min_score=args.min_score, max_drop_vs_base=args.max_drop_vs_base,
+        prompts_uri=args.prompts_uri, topics=args.topics, tokenizer=args.tokenizer, concurrency=args.concurrency,
+        max_tokens=args.max_tokens, warmup_requests=args.warmup_requests,
+        requests_per_topic=args.requests_per_topic, min_speedup=args.min_speedup, report_uri=args.report_uri,
+        chart=args.chart, work_dir=args.work_dir, storage=storage_settings(args)))

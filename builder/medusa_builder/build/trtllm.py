@@ -1,18 +1,13 @@
-"""TensorRT-LLM engine builds: the exact commands, the engine manifest and the engine cache.
+"""TensorRT-LLM engine builds: the toolchain check, the exact commands and running them.
 
 Pinned toolchain: TensorRT-LLM ``TRTLLM_VERSION`` as shipped in the Triton image
 ``TRITON_TRTLLM_IMAGE`` (the builder image's base, see builder/Dockerfile and toolchain.py).
 Engines are not portable across TensorRT-LLM versions or GPU products, so both are part of the
 cache key, and a build refuses to start on a TensorRT-LLM that cannot build Medusa engines.
-
-Cache layout in the artifact store: ``{artifacts}/engines/{cacheKey}/`` holds the engine files
-(``engine/``, ``tokenizer/``, ``tree.json``) and ``manifest.json``. The manifest is uploaded
-last: its presence marks a complete entry, so an interrupted upload is never a cache hit.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -21,17 +16,16 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from medusa_common import toolchain
-from medusa_common.contract import ENGINE_KEY_LENGTH, InfraError, UserError, content_key
-from medusa_common.files import link_or_copy
-from medusa_common.toolchain import TRITON_TRTLLM_IMAGE, TRTLLM_VERSION
-from medusa_common.tree import to_brace_form
+from medusa_common.contract import InfraError, UserError
+from medusa_common.toolchain import TRTLLM_VERSION
 
-from . import storage
+from .entry import write_tree
+from .spec import EngineSpec
 
 log = logging.getLogger(__name__)
 
@@ -41,46 +35,9 @@ EXAMPLES_DIR_ENV = "TRTLLM_EXAMPLES_DIR"
 DEFAULT_EXAMPLES_DIR = "/app/examples"
 TRTLLM_DISTRIBUTION = "tensorrt_llm"
 TRTLLM_BUILD = "trtllm-build"
-MANIFEST = "manifest.json"
-MANIFEST_SCHEMA = 1
-DTYPES = ("float16", "bfloat16")
-QUANTIZATIONS = ("none", "fp8")
-TP_SIZES = (1, 2, 4, 8)
-BACKENDS = ("tensorrt-llm", "reference")
 # Output lines that mean the machine, not the input, failed: worth a retry.
 _INFRA_MARKERS = ("out of memory", "cuda error", "cudaerror", "nccl", "no space left", "device-side assert",
                   "driver", "ecc error")
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """Everything that shapes an engine (and therefore its cache key)."""
-
-    backend: str = "tensorrt-llm"
-    dtype: str = "float16"
-    quantization: str = "none"
-    tp_size: int = 1
-    max_batch_size: int = 8
-    max_input_len: int = 4096
-    max_output_len: int = 1024
-    gpu_product: str | None = None
-
-    def validate(self) -> None:
-        if self.backend not in BACKENDS:
-            raise UserError(f"unknown backend {self.backend!r}; use one of {', '.join(BACKENDS)}")
-        if self.dtype not in DTYPES:
-            raise UserError(f"unsupported dtype {self.dtype!r}; use float16 or bfloat16")
-        if self.quantization not in QUANTIZATIONS:
-            raise UserError(f"unsupported quantization {self.quantization!r}; use none or fp8")
-        if self.tp_size not in TP_SIZES:
-            raise UserError(f"tensor parallel size {self.tp_size} is not supported; use 1, 2, 4 or 8")
-        for name in ("max_batch_size", "max_input_len", "max_output_len"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-
-    @property
-    def max_seq_len(self) -> int:
-        return self.max_input_len + self.max_output_len
 
 
 @dataclass(frozen=True)
@@ -102,31 +59,6 @@ class BuildPaths:
     engine_dir: str
     examples_dir: str = field(default_factory=lambda: os.environ.get(EXAMPLES_DIR_ENV, DEFAULT_EXAMPLES_DIR))
     calib_dataset: str | None = None
-
-
-def compute_cache_key(inputs: dict[str, Any]) -> str:
-    """A stable key over the build inputs (callers add sources, tree and toolchain), made as the
-    operator makes its keys."""
-    return content_key(inputs, ENGINE_KEY_LENGTH)
-
-
-def cache_inputs(spec: EngineSpec, *, base_uri: str, base_revision: str | None, heads_uri: str,
-                 heads_revision: str | None, tree_spec: Any) -> dict[str, Any]:
-    """What the cache key covers when the operator does not pass one."""
-    return {
-        "base": [base_uri, base_revision], "heads": [heads_uri, heads_revision], "tree": tree_spec,
-        "spec": asdict(spec), "tensorrtLlm": TRTLLM_VERSION if spec.backend == "tensorrt-llm" else None,
-        "builder": _builder_version(),
-    }
-
-
-def _builder_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("medusa-operator")
-    except Exception:  # noqa: BLE001 - not installed as a distribution (source checkout)
-        return "source"
 
 
 # Base-model converters inside TensorRT-LLM's examples, by converter model type (base-only engines).
@@ -263,99 +195,6 @@ def run_command(command: Command, *, log_tail: int = 40) -> float:
     return time.monotonic() - started
 
 
-def gpu_description() -> dict[str, Any]:
-    """Name and compute capability of GPU 0 from nvidia-smi, or empty values when none is visible."""
-    if not shutil.which("nvidia-smi"):
-        return {"name": None, "computeCapability": None, "count": 0}
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-    except (subprocess.SubprocessError, OSError):
-        return {"name": None, "computeCapability": None, "count": 0}
-    rows = [[part.strip() for part in line.split(",")] for line in out.strip().splitlines() if line.strip()]
-    if not rows:
-        return {"name": None, "computeCapability": None, "count": 0}
-    return {"name": rows[0][0], "computeCapability": rows[0][1] if len(rows[0]) > 1 else None, "count": len(rows)}
-
-
-def entry_uri(artifacts_uri: str, cache_key: str) -> str:
-    return storage.join_uri(artifacts_uri, "engines", cache_key)
-
-
-def lookup(artifacts_uri: str, cache_key: str) -> dict[str, Any] | None:
-    """The manifest of a complete cache entry, or None (no entry, or a partial upload)."""
-    manifest = storage.read_json(storage.join_uri(entry_uri(artifacts_uri, cache_key), MANIFEST))
-    if manifest is None:
-        return None
-    if manifest.get("cacheKey") != cache_key:
-        log.warning("the cache entry %s holds a manifest for %s; rebuilding", cache_key, manifest.get("cacheKey"))
-        return None
-    return manifest
-
-
-def make_manifest(*, cache_key: str, spec: EngineSpec, entry_dir: str | Path, num_heads: int, num_layers: int,
-                  tree: Sequence[Sequence[int]], sources: dict[str, Any], commands: Sequence[Command],
-                  build_seconds: float, extra: dict[str, Any] | None = None,
-                  trtllm_version: str | None = None) -> dict[str, Any]:
-    """Describe a finished entry: key, versions, GPU, arguments, file sizes and build time.
-
-    ``trtllm_version``: the TensorRT-LLM that built the engine (default: the pinned version)."""
-    files = list(storage.iter_manifest_files(entry_dir))
-    gpu = gpu_description()
-    trtllm = (trtllm_version or TRTLLM_VERSION) if spec.backend == "tensorrt-llm" else None
-    return {
-        "schemaVersion": MANIFEST_SCHEMA,
-        "cacheKey": cache_key,
-        "backend": spec.backend,
-        "versions": {
-            "tensorrtLlm": trtllm,
-            # The Triton image the pinned version comes from; unknown for any other version.
-            "image": TRITON_TRTLLM_IMAGE if trtllm == TRTLLM_VERSION else None,
-            "builder": _builder_version(),
-        },
-        "gpu": {**gpu, "product": spec.gpu_product},
-        "arguments": asdict(spec),
-        "sources": sources,
-        "numHeads": num_heads,
-        "numLayers": num_layers,
-        "tree": [list(p) for p in tree],
-        "treeSize": len(tree),
-        "medusaChoices": to_brace_form(tree),
-        "commands": [c.shell() for c in commands],
-        "files": files,
-        "totalBytes": sum(f["size"] for f in files),
-        "buildSeconds": round(build_seconds, 3),
-        "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **(extra or {}),
-    }
-
-
-def publish(entry_dir: str | Path, artifacts_uri: str, cache_key: str, manifest: dict[str, Any]) -> str:
-    """Upload an entry folder, then its manifest; returns the entry's URI."""
-    folder = Path(entry_dir)
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-    uri = entry_uri(artifacts_uri, cache_key)
-    storage.upload_dir(folder, uri, last=(MANIFEST,))
-    return uri
-
-
-def result_from_manifest(manifest: dict[str, Any], uri: str, *, cache_hit: bool) -> dict[str, Any]:
-    """The build step's result fields, as the operator reads them."""
-    return {
-        "cacheKey": manifest["cacheKey"],
-        "cacheHit": cache_hit,
-        "engineUri": uri,
-        "backend": manifest.get("backend"),
-        "buildSeconds": manifest.get("buildSeconds", 0.0),
-        "numHeads": manifest.get("numHeads"),
-        "numLayers": manifest.get("numLayers"),
-        "tree": manifest.get("tree"),
-        "tensorrtLlmVersion": (manifest.get("versions") or {}).get("tensorrtLlm"),
-    }
-
-
-# --- cache entries ---------------------------------------------------------------------------
-
 TOKENIZER_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt",
                       "*.model", "generation_config.json", "config.json", "chat_template*")
 
@@ -371,11 +210,6 @@ def copy_tokenizer(base_dir: str | Path, target: str | Path) -> list[str]:
         raise UserError(f"the base model in {source} has no tokenizer files (tokenizer.json or tokenizer.model); "
                         "fetch the complete Hugging Face folder")
     return copied
-
-
-def write_tree(entry_dir: str | Path, tree: Sequence[Sequence[int]]) -> None:
-    doc = {"tree": [list(p) for p in tree], "medusaChoices": to_brace_form(tree)}
-    Path(entry_dir, "tree.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
 
 
 def build_trtllm_entry(*, base_dir: str | Path, heads_dir: str | Path | None, work_dir: str | Path,
@@ -415,21 +249,3 @@ def build_trtllm_entry(*, base_dir: str | Path, heads_dir: str | Path | None, wo
     write_tree(entry, tree)
     shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
     return entry, commands, time.monotonic() - started
-
-
-def build_reference_entry(*, base_dir: str | Path, heads_dir: str | Path | None, work_dir: str | Path,
-                          tree: Sequence[Sequence[int]], dry_run: bool = False) -> tuple[Path, float]:
-    """The reference backend's "engine": the checked base model, heads and tree, side by side
-    (the base model alone when ``heads_dir`` is None)."""
-    entry = Path(work_dir) / "entry"
-    if dry_run:
-        return entry, 0.0
-    started = time.monotonic()
-    shutil.rmtree(entry, ignore_errors=True)
-    for name, source in (("base", base_dir), ("heads", heads_dir)):
-        if source is None:
-            continue
-        for rel in storage.local_files(source):
-            link_or_copy(Path(source) / rel, entry / name / rel)
-    write_tree(entry, tree)
-    return entry, time.monotonic() - started

@@ -1,1 +1,0 @@
-"""Jinja2 templates of the TensorRT-LLM Triton model repository (see steps/package.py)."""
