@@ -75,7 +75,12 @@ def is_true(status: MedusaModelStatus, type_: str) -> bool:
 
 
 def transition_events(old: MedusaModelStatus, new: MedusaModelStatus) -> list[Event]:
-    """One event per phase change and per condition that flipped, warnings for failures."""
+    """One event per phase change, per condition that became True or changed its reason while
+    True, and a warning per condition that became False for a reason other than progress.
+
+    Progress (a step that starts, pods that start) is told by the phase events alone, and a
+    condition that is True from the start (credentials found, images allowed) tells nothing:
+    every Event is a write to the API server, thousands at once when many models roll out."""
     events: list[Event] = []
     if old.phase != new.phase and new.phase is not None:
         kind = "Warning" if new.phase in ("Failed", "Degraded") else "Normal"
@@ -84,9 +89,11 @@ def transition_events(old: MedusaModelStatus, new: MedusaModelStatus) -> list[Ev
         before = get_condition(old, cond.type)
         if before is not None and before.status == cond.status and before.reason == cond.reason:
             continue
-        if before is None and cond.status == "Unknown":
+        if cond.status == "Unknown" or (cond.status == "False" and cond.reason in _QUIET_REASONS):
             continue
-        kind = "Warning" if cond.status == "False" and cond.reason not in _QUIET_REASONS else "Normal"
+        if cond.status == "True" and before is None:
+            continue
+        kind = "Warning" if cond.status == "False" else "Normal"
         events.append(Event(kind, cond.reason, f"{cond.type}={cond.status}: {cond.message}"))
     return events
 
