@@ -51,10 +51,14 @@ def get_condition(status: MedusaModelStatus, type_: str) -> Condition | None:
 
 
 def set_condition(status: MedusaModelStatus, type_: str, value: bool | None, reason: str, message: str,
-                  *, generation: int | None, now: datetime) -> bool:
-    """Set a condition; keep lastTransitionTime unless the status flips. Returns True on a flip."""
+                  *, generation: int | None, now: datetime, before: MedusaModelStatus | None = None) -> bool:
+    """Set a condition; keep lastTransitionTime unless the status flips. Returns True on a flip.
+
+    ``before``: the status as the pass found it, when a pass may set one condition more than once
+    (the candidate's step, then the baseline's): a flip is judged against where the pass began,
+    so that True-then-False within one pass keeps the time the condition last became False."""
     text = {True: "True", False: "False", None: "Unknown"}[value]
-    old = get_condition(status, type_)
+    old = get_condition(before if before is not None else status, type_)
     flipped = old is None or old.status != text
     new = Condition(
         type=type_, status=text, reason=reason, message=message, observed_generation=generation,
