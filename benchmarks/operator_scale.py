@@ -5,13 +5,18 @@
 For each N, on a fresh local cluster (kube-apiserver, etcd, controller-manager, scheduler and
 kwok; no real node), with extra kwok GPU nodes so GPUs are not the limit:
 
-- one model first: apply -> Serving, and that time less the scripted Job durations on its
-  critical path (lookup, build, package, validate; the baseline's Jobs run beside them);
-- N models applied at once: time until every one is Serving, and the CPU each process used
+- one model first (three times, one after another): apply -> Serving, and that time less what
+  the simulation scripts on its critical path: the run time of each Job on it (lookup, build,
+  package, validate; the baseline's Jobs run beside them) and kwok's simulated start of each pod
+  on it (those four Jobs' and the candidate's serving pod);
+- N models applied at once: time until every one is Serving, the CPU each process used
   meanwhile (operator, API server, etcd, kwok, controller-manager, scheduler, and this script,
-  which plays the Jobs through hack/jobscript.py);
-- idle: with every model Serving, the operator's API requests per minute by verb and resource
-  (from the API server's audit log, the operator's ServiceAccount only), its writes, its CPU;
+  which plays the Jobs through hack/jobscript.py), and the API server's requests: all of them
+  (its own request counter) and the operator's (the audit log);
+- idle: once every model is Serving and the operator has written nothing for a while (the
+  control plane settles: Deployment and HPA status), the operator's API requests per minute by
+  verb and resource (from the API server's audit log, the operator's ServiceAccount only), its
+  writes, its CPU;
 - memory: the operator's resident set at N Serving models;
 - failover: a standby replica (started with the leader, caches warm) takes over when the
   leader stops (SIGTERM releases the Lease): time to the new leader's first reconcile pass and
@@ -36,6 +41,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / p) for p in ("hack", "tests", "common", "operator", "builder", "runtime")]
 os.environ.setdefault("MEDUSA_CLUSTER_DIR", str(Path(tempfile.gettempdir()) / "medusa-operator-scale"))
@@ -51,7 +58,7 @@ from lightkube.models.meta_v1 import ObjectMeta  # noqa: E402
 from fixtures.manifests import model_manifest  # noqa: E402
 from fixtures.operator import RELEASE, OperatorProcess, chart_rbac, service_account_kubeconfig  # noqa: E402
 from jobscript import JobScripter, default_outcome  # noqa: E402
-from localcluster import COMPONENTS, LocalCluster  # noqa: E402
+from localcluster import COMPONENTS, ClusterError, LocalCluster  # noqa: E402
 from medusa_operator.controller.kube import MedusaModelResource  # noqa: E402
 
 NAMESPACE = "scale"
@@ -60,6 +67,11 @@ GPUS_PER_NODE = 64
 # The Jobs one model's candidate waits for in turn; the baseline's lookup, build and package run
 # beside the candidate's, so they add nothing to the critical path.
 CRITICAL_PATH_JOBS = ("lookup", "build", "package", "validate")
+# Pods on the critical path: its Jobs' and the candidate's first serving pod.
+CRITICAL_PATH_PODS = len(CRITICAL_PATH_JOBS) + 1
+SINGLE_RUNS = 3
+# Idle is measured once the operator has written nothing (Lease aside) for this long.
+SETTLED_AFTER_SECONDS = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STEPS = ("lookup", "lookup-base", "build", "build-base", "package", "package-base", "validate")
 
@@ -149,6 +161,51 @@ def audit_counts(log: Path, user: str, since_offset: int) -> tuple[Counter, int]
     return counts, log.stat().st_size
 
 
+def kwok_pod_start_ms() -> int:
+    """How long kwok takes to start a pod (its pod-ready stage's delay): part of what the
+    simulation scripts, like a Job's run time."""
+    stages = yaml.safe_load_all((REPO / "hack" / "kwok-stages.yaml").read_text())
+    ready = next(s for s in stages if s and s["kind"] == "Stage" and s["metadata"]["name"] == "pod-ready")
+    return int(ready["spec"]["delay"]["durationMilliseconds"])
+
+
+def apiserver_requests(cluster: LocalCluster) -> float:
+    """Requests the API server has served since it started, from every client."""
+    return metric(cluster.kubectl("get", "--raw", "/metrics").stdout, "apiserver_request_total{")
+
+
+def operator_writes(counts: Counter) -> int:
+    return sum(n for (verb, resource), n in counts.items()
+               if verb.split()[0] in ("create", "update", "patch", "delete") and resource != "leases")
+
+
+def scrape(operator: OperatorProcess) -> str:
+    for attempt in range(5):  # a busy operator may answer late
+        try:
+            return operator.metrics()
+        except OSError:
+            if attempt == 4:
+                raise
+            time.sleep(1)
+    return ""
+
+
+def histogram(text: str, name: str) -> tuple[dict[float, float], float, float]:
+    """A Prometheus histogram's cumulative buckets (upper bound -> count), sum and count."""
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets, metric(text, name + "_sum"), metric(text, name + "_count")
+
+
+def quantile_bound(buckets: dict[float, float], q: float) -> float:
+    """The smallest bucket bound that holds at least the quantile ``q`` of the observations."""
+    total = max(buckets.values(), default=0.0)
+    return next((bound for bound, n in sorted(buckets.items()) if n >= q * total), float("inf"))
+
+
 def metric(text: str, name: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -166,7 +223,16 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float, o
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                           "items": gpu_nodes(nodes)}))
     cluster.kubectl("apply", "-f", str(REPO / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/medusamodels.inference.medusa.dev", "--timeout=60s")
+    established = time.monotonic() + 60
+    while True:  # kubectl wait fails outright on a CRD whose status is not written yet
+        try:
+            cluster.kubectl("wait", "--for=condition=Established", "crd/medusamodels.inference.medusa.dev",
+                            "--timeout=60s")
+            break
+        except ClusterError:
+            if time.monotonic() > established:
+                raise
+            time.sleep(0.5)
     kube.create(Namespace(metadata=ObjectMeta(name=NAMESPACE)))
     rbac = chart_rbac(cluster, NAMESPACE)
     cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac}))
@@ -182,23 +248,31 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float, o
     figures: dict = {"models": count, "gpuNodes": nodes, "jobMs": job_ms, "operatorArgs": operator_args}
     try:
         time.sleep(3)  # the leader holds the Lease and its caches are filled
-        # One model alone: apply -> Serving.
-        first = model_manifest("single")
-        started = time.monotonic()
-        kube.create(from_dict(first), namespace=NAMESPACE)
-        assert phases.wait(["single"], 120), "the single model did not reach Serving"
-        single = phases.serving["single"] - started
-        scripted = len(CRITICAL_PATH_JOBS) * job_ms / 1000
-        figures["single"] = {"applyToServingSeconds": round(single, 2), "scriptedJobSeconds": scripted,
-                             "beyondScriptedSeconds": round(single - scripted, 2)}
-        print(f"[{count}] one model: apply -> Serving {single:.2f} s; scripted Jobs on its path {scripted:.2f} s; "
-              f"beyond them {single - scripted:.2f} s", flush=True)
+        # One model alone, a few times: apply -> Serving.
+        singles = []
+        for i in range(SINGLE_RUNS):
+            started = time.monotonic()
+            kube.create(from_dict(model_manifest(f"single-{i}")), namespace=NAMESPACE)
+            assert phases.wait([f"single-{i}"], 120), "the single model did not reach Serving"
+            singles.append(phases.serving[f"single-{i}"] - started)
+        single = sorted(singles)[len(singles) // 2]
+        jobs = len(CRITICAL_PATH_JOBS) * job_ms / 1000
+        pod_starts = CRITICAL_PATH_PODS * kwok_pod_start_ms() / 1000
+        figures["single"] = {"applyToServingSeconds": round(single, 2), "runs": [round(t, 2) for t in singles],
+                             "scriptedJobSeconds": jobs, "kwokPodStartSeconds": pod_starts,
+                             "beyondScriptedJobsSeconds": round(single - jobs, 2),
+                             "beyondScriptedSeconds": round(single - jobs - pod_starts, 2)}
+        print(f"[{count}] one model: apply -> Serving {single:.2f} s (median of {', '.join(f'{t:.2f}' for t in singles)}); "
+              f"scripted on its path: Jobs {jobs:.2f} s, kwok's pod starts {pod_starts:.2f} s; beyond the Jobs "
+              f"{single - jobs:.2f} s, beyond both {single - jobs - pod_starts:.2f} s", flush=True)
 
         # N models at once.
         pids = {**component_pids(cluster), "operator": leader.proc.pid, "benchmark (Job scripter)": os.getpid()}
+        metrics_before = scrape(leader)
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         names = [f"m{i:04d}" for i in range(count)]
         offset = cluster.audit_log.stat().st_size
+        served_before = apiserver_requests(cluster)
         started = time.monotonic()
         for name in names:
             kube.create(from_dict(model_manifest(name)), namespace=NAMESPACE)
@@ -207,6 +281,14 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float, o
         settled = time.monotonic() - started
         cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
         requests, _ = audit_counts(cluster.audit_log, user, offset)
+        served = apiserver_requests(cluster) - served_before
+        metrics_after = scrape(leader)
+        waits_before, wait_sum_before, _ = histogram(metrics_before, "medusa_operator_queue_wait_seconds")
+        waits_after, wait_sum_after, _ = histogram(metrics_after, "medusa_operator_queue_wait_seconds")
+        waits = {bound: n - waits_before.get(bound, 0.0) for bound, n in waits_after.items()}
+        _, pass_sum_before, passes_before = histogram(metrics_before, "medusa_operator_reconcile_duration_seconds")
+        _, pass_sum_after, passes_after = histogram(metrics_after, "medusa_operator_reconcile_duration_seconds")
+        passes, pass_seconds = passes_after - passes_before, pass_sum_after - pass_sum_before
         total = sum(cpu.values()) or 1.0
         times = sorted(phases.serving[n] - started for n in names if n in phases.serving)
         figures["converge"] = {
@@ -215,17 +297,42 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float, o
             "cpuSeconds": cpu, "cpuShare": {k: round(v / total, 3) for k, v in cpu.items()},
             "cpuCoresBusy": round(total / settled, 2),
             "operatorRequests": {f"{verb} {resource}": n for (verb, resource), n in sorted(requests.items())},
+            "apiServerRequests": int(served),
+            "operatorPasses": int(passes),
+            "operatorPassSecondsMean": round(pass_seconds / passes, 4) if passes else None,
+            "operatorPassSecondsPerSecond": round(pass_seconds / settled, 3),
+            "queueWaitSecondsMean": round((wait_sum_after - wait_sum_before) / passes, 4) if passes else None,
+            "queueWaitSecondsP50AtMost": quantile_bound(waits, 0.5),
+            "queueWaitSecondsP99AtMost": quantile_bound(waits, 0.99),
+            "operatorShareOfRequests": round(sum(requests.values()) / served, 3) if served else None,
         }
         print(f"[{count}] {count} models applied in {applied:.1f} s; "
               f"{len(times)}/{count} Serving after {settled:.1f} s (median {figures['converge']['medianSeconds']} s)",
               flush=True)
         print(f"[{count}] operator requests while converging ({sum(requests.values())} in all, "
               f"{sum(requests.values()) / count:.1f} per model): {figures['converge']['operatorRequests']}", flush=True)
+        print(f"[{count}] API server requests while converging, every client: {int(served)} "
+              f"({served / count:.1f} per model); the operator's share {figures['converge']['operatorShareOfRequests']}",
+              flush=True)
+        conv = figures["converge"]
+        print(f"[{count}] operator: {int(passes)} passes, {conv['operatorPassSecondsMean']} s each on average "
+              f"({conv['operatorPassSecondsPerSecond']} pass-seconds per second, over its workers); a model waited "
+              f"{conv['queueWaitSecondsMean']} s on average for a worker (half at most "
+              f"{conv['queueWaitSecondsP50AtMost']} s, 99% at most {conv['queueWaitSecondsP99AtMost']} s)", flush=True)
         print(f"[{count}] CPU seconds while converging (share): " + ", ".join(
             f"{k} {v} ({v / total:.0%})" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])), flush=True)
 
-        # Idle: every model Serving, nothing changes.
-        time.sleep(10)
+        # Idle: every model Serving, the control plane settled (the operator wrote nothing lately).
+        offset = cluster.audit_log.stat().st_size
+        quiet_since = settling = time.monotonic()
+        while time.monotonic() - quiet_since < SETTLED_AFTER_SECONDS and time.monotonic() - settling < 900:
+            time.sleep(5)
+            counts, offset = audit_counts(cluster.audit_log, user, offset)
+            if operator_writes(counts):
+                quiet_since = time.monotonic()
+        figures["settleSeconds"] = round(quiet_since - settling, 1)
+        print(f"[{count}] the operator's last write came {figures['settleSeconds']} s after every model was Serving",
+              flush=True)
         offset = cluster.audit_log.stat().st_size
         op_cpu = cpu_seconds(leader.proc.pid)
         time.sleep(idle_seconds)
@@ -266,7 +373,7 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float, o
             now = time.monotonic() - stopped
             if passes > 0 and first_pass is None:
                 first_pass = now
-            if passes >= count + 1:
+            if passes >= count + SINGLE_RUNS:
                 all_passed = now
             time.sleep(0.05)
         figures["failover"] = {"standbyRssMiBBeforeTakeover": round(standby_rss, 1),

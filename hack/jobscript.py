@@ -154,4 +154,4 @@ class JobScripter:
         delay = 3_600_000 if outcome.hold else outcome.delay_ms
         self.client.patch(Pod, pod.metadata.name, {"metadata": {"annotations": {
             EXIT_CODE: str(outcome.code), MESSAGE: outcome.message(builder_command(step)),
-            DELAY: str(delay)}}}, namespace=self.namespace)
+            DELAY: f"{delay}ms"}}}, namespace=self.namespace)  # kwok reads a Go duration: a bare number is ignored

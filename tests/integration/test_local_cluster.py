@@ -18,13 +18,14 @@ from lightkube.codecs import from_dict
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 
 from fixtures.cluster import wait_for
+from jobscript import DELAY, STEP_LABEL, JobScripter, Outcome
 
 pytestmark = pytest.mark.cluster
 
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 
 
-def _job(name: str, annotations: dict[str, str] | None = None) -> Job:
+def _job(name: str, annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> Job:
     return from_dict({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -32,7 +33,7 @@ def _job(name: str, annotations: dict[str, str] | None = None) -> Job:
         "spec": {
             "backoffLimit": 0,
             "template": {
-                "metadata": {"annotations": annotations or {}},
+                "metadata": {"annotations": annotations or {}, "labels": labels or {}},
                 "spec": {
                     "restartPolicy": "Never",
                     "containers": [{"name": "step", "image": "example.invalid/builder:1", "args": ["run"]}],
@@ -125,6 +126,32 @@ def test_a_job_pod_runs_until_its_scripted_result_is_attached(kube: Client, name
     assert wait_for(lambda: _job_condition(kube, "late", namespace), what="the Job to finish") == "Failed"
     terminated = kube.get(Pod, pod.metadata.name, namespace=namespace).status.containerStatuses[0].state.terminated
     assert (terminated.exitCode, terminated.message) == (3, message)
+
+
+def test_a_scripted_job_pod_runs_as_long_as_its_script_says(kube: Client, namespace: str) -> None:
+    """The Job scripter's run times reach kwok: a pod scripted to run 4 s is still running after
+    2 s and finishes after about 4; a held pod keeps running. (Tests that hold a step, and the
+    scale benchmark's Job durations, rely on it.)"""
+    scripted = {"build": Outcome(result={"cacheKey": "k"}, delay_ms=4000), "package": Outcome(hold=True)}
+    with JobScripter(kube, namespace, scripted):
+        kube.create(_job("slow", labels={STEP_LABEL: "build"}), namespace=namespace)
+        kube.create(_job("held", labels={STEP_LABEL: "package"}), namespace=namespace)
+
+        def running(job: str) -> Pod | None:
+            pods = list(kube.list(Pod, namespace=namespace, labels={"job-name": job}))
+            scripted = pods and (pods[0].metadata.annotations or {}).get(DELAY)
+            return pods[0] if scripted and pods[0].status.phase == "Running" else None
+
+        slow = wait_for(lambda: running("slow"), what="the scripted pod to run")
+        started = time.monotonic()
+        held = wait_for(lambda: running("held"), what="the held pod to run")
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
+        assert kube.get(Pod, slow.metadata.name, namespace=namespace).status.phase == "Running"
+        assert wait_for(lambda: _job_condition(kube, "slow", namespace), timeout=30, interval=0.1,
+                        what="the scripted Job to finish") == "Complete"
+        assert time.monotonic() - started >= 3.0, "the pod finished long before its scripted 4 s"
+        assert kube.get(Pod, held.metadata.name, namespace=namespace).status.phase == "Running"
+        assert _job_condition(kube, "held", namespace) is None
 
 
 def test_job_scripted_to_fail_keeps_its_termination_message(kube: Client, namespace: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -132,7 +133,8 @@ def test_infrastructure_retries_back_off_exponentially_up_to_a_cap() -> None:
         return plan(c, 1, status, Observed(now=NOW, jobs={name: job}))
 
     # Third retry: 60 s doubled twice.
-    assert after(2, 239).delete == [] and "in 1s" in cond(after(2, 239).status, "EngineBuilt").message
+    retry_at = (NOW + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert after(2, 239).delete == [] and f"at {retry_at}" in cond(after(2, 239).status, "EngineBuilt").message
     retried = after(2, 240)
     assert [d.name for d in retried.delete] == [name] and retried.status.revisions.infra_retries == 3
     # The wait stops growing at 32 x 60 s.
@@ -425,3 +427,44 @@ def test_a_wait_that_ends_by_itself_names_when_to_look_again() -> None:
     assert p.revisit_after == c.config.infra_retry_seconds - 5
     quiet = plan(c, 1, MedusaModelStatus(), Observed(now=NOW))
     assert quiet.revisit_after is None
+
+
+def _unchanged_world_cases() -> dict[str, tuple[RenderContext, Observed]]:
+    c = ctx(validation={"baseline": "base-engine"})
+    r = rev(c)
+    key = engine_cache_key(c.spec, c.builder_image)
+    hit = JobObs(names.job_name("m", r, "lookup"), r, "succeeded",
+                 result=ok("build", cacheKey=key, cacheHit=True, engineUri=f"s3://engines/engines/{key}"))
+    base_running = JobObs(names.job_name("m", r, "lookup-base"), r, "running")
+    plain = ctx()
+    p = rev(plain)
+    starting = {names.deployment_name("m", p): DeploymentObs(names.deployment_name("m", p), p, "medusa", 0)}
+    stuck = Unschedulable(since=NOW - timedelta(seconds=30), message="0/3 nodes: Insufficient nvidia.com/gpu")
+    pending = {names.deployment_name("m", p): DeploymentObs(names.deployment_name("m", p), p, "medusa", 0,
+                                                            unschedulable=stuck)}
+    stuck_long = Unschedulable(since=NOW - timedelta(hours=2), message="0/3 nodes: Insufficient nvidia.com/gpu")
+    unschedulable = {names.deployment_name("m", p): DeploymentObs(names.deployment_name("m", p), p, "medusa", 0,
+                                                                  unschedulable=stuck_long)}
+    store_down = JobObs(names.job_name("m", p, "lookup"), p, "failed", finished_at=NOW - timedelta(seconds=10),
+                        result=StepResult("build", False, error_kind="infrastructure", error_message="store down"))
+    return {
+        "a step waiting to be retried": (plain, Observed(now=NOW, jobs={store_down.name: store_down})),
+        "candidate's engine found, the baseline's still looked up":
+            (c, Observed(now=NOW, jobs={hit.name: hit, base_running.name: base_running})),
+        "candidate pods starting": (plain, Observed(now=NOW, jobs=built_and_packaged(p), deployments=starting)),
+        "candidate pods waiting for a node": (plain, Observed(now=NOW, jobs=built_and_packaged(p), deployments=pending)),
+        "candidate pods unschedulable past the limit":
+            (plain, Observed(now=NOW, jobs=built_and_packaged(p), deployments=unschedulable)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_unchanged_world_cases()))
+def test_a_later_pass_that_sees_nothing_new_changes_no_status(case: str) -> None:
+    """A status that changed on every pass (a timestamp, a count of seconds in a message) is a
+    write on every pass, and each write's watch event brings the next pass: a loop of writes for
+    as long as the state lasts, on every model in it."""
+    c, observed = _unchanged_world_cases()[case]
+    first = plan(c, 1, MedusaModelStatus(), observed).status
+    second = plan(c, 1, first, observed).status
+    later = plan(c, 1, second, replace(observed, now=observed.now + timedelta(seconds=7))).status
+    assert later.model_dump() == second.model_dump()

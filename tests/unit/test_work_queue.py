@@ -47,3 +47,16 @@ async def test_waiting_workers_each_get_a_different_key() -> None:
         queue.add(key)
     got = await asyncio.wait_for(asyncio.gather(*workers), timeout=1)
     assert sorted(got) == [0, 1, 2]
+
+
+async def test_the_wait_for_a_worker_is_told_from_when_the_key_was_queued() -> None:
+    waits: list[float] = []
+    queue: WorkQueue[str] = WorkQueue(on_wait=waits.append)
+    queue.add("a")
+    await asyncio.sleep(0.2)
+    queue.add("a")  # already queued: its wait still counts from the first add
+    assert await queue.get() == "a"
+    queue.done("a")
+    queue.add_after("b", 0.1)  # a timer's wait counts from when it fired, not from the add_after
+    assert await asyncio.wait_for(queue.get(), timeout=1) == "b"
+    assert len(waits) == 2 and waits[0] >= 0.2 and waits[1] < 0.1

@@ -77,6 +77,7 @@ class _Planner:
         self.generation = generation
         self.obs = observed
         self.now = observed.now
+        self.old = old
         self.status = old.model_copy(deep=True)
         self.plan = Plan(status=self.status)
         self.model = ctx.model.name
@@ -97,7 +98,8 @@ class _Planner:
             self.plan.revisit_after = seconds
 
     def cond(self, type_: str, value: bool | None, reason: str, message: str) -> None:
-        st.set_condition(self.status, type_, value, reason, message, generation=self.generation, now=self.now)
+        st.set_condition(self.status, type_, value, reason, message, generation=self.generation, now=self.now,
+                         before=self.old)
 
     def job(self, manifest: dict[str, Any]) -> JobObs | None:
         """The observed Job for a manifest; applies the manifest when the Job does not exist yet."""
@@ -491,9 +493,10 @@ class _Planner:
         retries = self.status.revisions.infra_retries or 0
         delay = self.ctx.config.infra_retry_seconds * 2 ** min(retries, MAX_RETRY_DOUBLINGS)
         waited = (self.now - job.finished_at).total_seconds() if job.finished_at else delay
+        at = st.rfc3339(self.now + timedelta(seconds=max(delay - waited, 0)))
         self.cond(condition, False, "RetryingAfterInfrastructureError",
                   f"{what} failed for a reason outside the spec and is retried "
-                  f"(in {max(delay - waited, 0):.0f}s): {job.result.error_message}")
+                  f"(at {at}): {job.result.error_message}")
         self.status.message = f"revision {self.revision}: {what} will be retried: {job.result.error_message}"
         if waited >= delay:
             self.plan.delete.append(Deletion("batch/v1", "Job", job.name))
@@ -614,7 +617,9 @@ class _Planner:
             self.fail(st.CANDIDATE_READY, "DeployTimeout",
                       f"candidate pods were not Ready within rollout.deployTimeoutSeconds ({limit}s): {why}")
             return False
-        self.cond(st.CANDIDATE_READY, False, waiting[0][0], f"{why} ({waited:.0f}s of {limit}s)")
+        deadline = st.rfc3339(st.parse_time(revs.deploying_since) + timedelta(seconds=limit))
+        self.cond(st.CANDIDATE_READY, False, waiting[0][0],
+                  f"{why} (the deadline is {deadline}: rollout.deployTimeoutSeconds {limit}s)")
         self.status.phase = "Deploying"
         self.status.message = f"revision {self.revision}: waiting for candidate pods to become ready: {why}"
         return False
@@ -641,8 +646,10 @@ class _Planner:
         limit = self.ctx.spec.rollout.unschedulable_timeout_seconds
         if waited < limit:
             self.revisit_in(limit - waited)
+            deadline = st.rfc3339(unschedulable.since + timedelta(seconds=limit))
             self.cond(st.CANDIDATE_SCHEDULABLE, None, "CandidatePending",
-                      f"candidate pods wait for a node ({waited:.0f}s of {limit}s): {unschedulable.message}")
+                      f"candidate pods wait for a node (until {deadline}: rollout.unschedulableTimeoutSeconds "
+                      f"{limit}s): {unschedulable.message}")
             return
         current = self.status.revisions.current
         serving_note = ""
@@ -654,7 +661,8 @@ class _Planner:
         elif current:
             serving_note = "; the serving revision is not touched to make room unless rollout.makeRoom is set"
         self.cond(st.CANDIDATE_SCHEDULABLE, False, "Unschedulable",
-                  f"candidate pods could not be scheduled for {waited:.0f}s: {unschedulable.message}. Free GPUs "
+                  f"candidate pods could not be scheduled within rollout.unschedulableTimeoutSeconds ({limit}s): "
+                  f"{unschedulable.message}. Free GPUs "
                   f"({self.ctx.spec.engine.gpu.count} x {self.ctx.spec.engine.gpu.product or 'any product'}) "
                   f"or add nodes{serving_note}")
 

@@ -8,27 +8,31 @@ of the times asked for a key (a retry, a deadline the plan named, the periodic r
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from typing import Generic, Hashable, TypeVar
+from typing import Callable, Generic, Hashable, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
 
 class WorkQueue(Generic[K]):
-    def __init__(self) -> None:
+    def __init__(self, on_wait: Callable[[float], None] | None = None) -> None:
+        """``on_wait`` is told, for each key a worker takes, how long it waited for one (seconds
+        from being queued, or from its timer firing)."""
         self._ready: deque[K] = deque()
-        self._queued: set[K] = set()
+        self._queued: dict[K, float] = {}  # key -> when it was queued
         self._active: set[K] = set()
         self._dirty: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._has_work = asyncio.Event()
+        self._on_wait = on_wait
 
     def add(self, key: K) -> None:
         if key in self._active:
             self._dirty.add(key)
             return
         if key not in self._queued:
-            self._queued.add(key)
+            self._queued[key] = time.monotonic()
             self._ready.append(key)
             self._has_work.set()
 
@@ -61,8 +65,10 @@ class WorkQueue(Generic[K]):
             self._has_work.clear()
             await self._has_work.wait()
         key = self._ready.popleft()
-        self._queued.discard(key)
+        queued = self._queued.pop(key)
         self._active.add(key)
+        if self._on_wait is not None:
+            self._on_wait(time.monotonic() - queued)
         return key
 
     def done(self, key: K) -> None:

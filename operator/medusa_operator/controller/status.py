@@ -51,10 +51,14 @@ def get_condition(status: MedusaModelStatus, type_: str) -> Condition | None:
 
 
 def set_condition(status: MedusaModelStatus, type_: str, value: bool | None, reason: str, message: str,
-                  *, generation: int | None, now: datetime) -> bool:
-    """Set a condition; keep lastTransitionTime unless the status flips. Returns True on a flip."""
+                  *, generation: int | None, now: datetime, before: MedusaModelStatus | None = None) -> bool:
+    """Set a condition; keep lastTransitionTime unless the status flips. Returns True on a flip.
+
+    ``before``: the status as the pass found it, when a pass may set one condition more than once
+    (the candidate's step, then the baseline's): a flip is judged against where the pass began,
+    so that True-then-False within one pass keeps the time the condition last became False."""
     text = {True: "True", False: "False", None: "Unknown"}[value]
-    old = get_condition(status, type_)
+    old = get_condition(before if before is not None else status, type_)
     flipped = old is None or old.status != text
     new = Condition(
         type=type_, status=text, reason=reason, message=message, observed_generation=generation,
@@ -75,7 +79,12 @@ def is_true(status: MedusaModelStatus, type_: str) -> bool:
 
 
 def transition_events(old: MedusaModelStatus, new: MedusaModelStatus) -> list[Event]:
-    """One event per phase change and per condition that flipped, warnings for failures."""
+    """One event per phase change, per condition that became True or changed its reason while
+    True, and a warning per condition that became False for a reason other than progress.
+
+    Progress (a step that starts, pods that start) is told by the phase events alone, and a
+    condition that is True from the start (credentials found, images allowed) tells nothing:
+    every Event is a write to the API server, thousands at once when many models roll out."""
     events: list[Event] = []
     if old.phase != new.phase and new.phase is not None:
         kind = "Warning" if new.phase in ("Failed", "Degraded") else "Normal"
@@ -84,9 +93,11 @@ def transition_events(old: MedusaModelStatus, new: MedusaModelStatus) -> list[Ev
         before = get_condition(old, cond.type)
         if before is not None and before.status == cond.status and before.reason == cond.reason:
             continue
-        if before is None and cond.status == "Unknown":
+        if cond.status == "Unknown" or (cond.status == "False" and cond.reason in _QUIET_REASONS):
             continue
-        kind = "Warning" if cond.status == "False" and cond.reason not in _QUIET_REASONS else "Normal"
+        if cond.status == "True" and before is None:
+            continue
+        kind = "Warning" if cond.status == "False" else "Normal"
         events.append(Event(kind, cond.reason, f"{cond.type}={cond.status}: {cond.message}"))
     return events
 
