@@ -69,7 +69,7 @@ class OperatorConfig:
     reconcile_interval: float = 5.0
     # Every model is reconciled at least this often even when no event came: the safety net.
     resync_seconds: float = 600.0
-    workers: int = 16  # reconcile passes that may run at once (never two of one model); a pass mostly waits on the API server
+    workers: int = 4  # reconcile passes that may run at once (never two of one model)
     # How often each distinct credentials Secret models name is checked (no watch: see controller/secrets.py).
     secret_check_seconds: float = 60.0
     # A step that failed for infrastructure reasons (exit code 3) is run again after this long.

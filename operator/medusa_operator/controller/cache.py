@@ -90,18 +90,35 @@ def _container_status(cs: Obj) -> Obj:
     return _pick(cs, "name", "state", "lastState", "ready", "restartCount")
 
 
+def _meta_read_only(obj: Obj) -> Obj:
+    """Metadata of a kind the operator only reads (pods; Jobs, never applied again once they
+    exist): annotations are nobody's business here, and an update of one wakes no model."""
+    meta = _meta(obj)
+    meta.pop("annotations", None)
+    return meta
+
+
 def trim_pod(obj: Obj) -> Obj:
     status = obj.get("status") or {}
     kept = _pick(status, "phase", "conditions")
     for field in ("containerStatuses", "initContainerStatuses"):
         if status.get(field):
             kept[field] = [_container_status(cs) for cs in status[field]]
-    return {"metadata": _meta(obj), "spec": _pick(obj.get("spec"), "restartPolicy", "nodeName"), "status": kept}
+    return {"metadata": _meta_read_only(obj), "spec": _pick(obj.get("spec"), "restartPolicy", "nodeName"),
+            "status": kept}
 
 
 def trim_job(obj: Obj) -> Obj:
     # A Job's spec cannot change after creation and the plan never re-applies one that exists.
-    return {"metadata": _meta(obj), "status": _pick(obj.get("status"), "conditions", "succeeded", "failed", "active")}
+    return {"metadata": _meta_read_only(obj),
+            "status": _pick(obj.get("status"), "conditions", "succeeded", "failed", "active")}
+
+
+def same_apart_from_version(before: Obj, after: Obj) -> bool:
+    """Two trimmed versions of an object that differ in nothing the operator reads."""
+    def content(obj: Obj) -> Obj:
+        return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}}
+    return content(before) == content(after)
 
 
 def trim_applied(obj: Obj) -> Obj:
@@ -328,8 +345,10 @@ class ClusterCache:
                         del held[name]
                         if not held:
                             del index[owner]
-            for obj in (before, after):
-                owner = model_key(obj) if obj is not None else None
+            if before is not None and after is not None and same_apart_from_version(before, after):
+                return  # an update of fields the cache drops: the plan would see nothing new
+            owners = {model_key(obj) for obj in (before, after) if obj is not None}
+            for owner in owners:
                 if owner is not None and owner in self.model_by_label:
                     self.on_child((owner[0], self.model_by_label[owner]))
 
