@@ -15,7 +15,8 @@ An image's key hashes its Dockerfile, every file its COPY instructions take from
 pinned requirements included), the base's key and the build arguments; a key that has an archive
 is not built again. An image built on another of these images (its ``parent``: the reference
 builder image on the reference serving image) gets the parent's reference as ``BASE_IMAGE``, so
-its key follows the parent's, and its pinned requirements are only what it adds to the parent's. The pinned wheels are downloaded once into ``$MEDUSA_CACHE/images/wheels`` by
+its key follows the parent's, and its pinned requirements are only what it adds to the parent's.
+The pinned wheels are downloaded once into ``$MEDUSA_CACHE/images/wheels`` by
 this machine's pip (so its cache serves what the project's virtual environment already fetched)
 and lent read-only to the builds, which run without network.
 
@@ -52,7 +53,7 @@ CONTAINERS_CONF = HACK / "containers.conf"
 REGISTRY_PREFIX = "localhost/medusa"  # a name no registry answers for; pods must not pull it
 ARCHIVE_FORMAT = "docker-archive"
 KEY_LENGTH = 16
-ARCHIVES_KEPT = 1  # per image: the reference image is gigabytes, and a rebuild after a source change reuses its dependency layer
+ARCHIVES_KEPT = 1  # per image: the reference images are gigabytes, and a rebuild after a source change reuses its dependency layer
 LOGS = CACHE / "logs"  # every build's full output, one file per image key
 TRANSCRIPT_TAIL_LINES = 40
 
@@ -513,7 +514,8 @@ def write_lock(recipe: Recipe) -> Path:
     target = REPO / recipe.lock
     target.parent.mkdir(parents=True, exist_ok=True)
     on_top = f" on top of {', '.join(p.lock for p in parents)}" if parents else ""
-    header = (f"# Pinned closure of {' '.join(requirements)} for the {recipe.name} image ({recipe.dockerfile}){on_top}.\n"
+    header = (f"# Pinned closure of {' '.join(requirements)} for the {recipe.name} image "
+              f"({recipe.dockerfile}){on_top}.\n"
               f"# Regenerate with: python hack/images.py --lock\n")
     target.write_text(header + "".join(f"{name}=={version}\n" for name, version in pins))
     return target

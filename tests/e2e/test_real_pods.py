@@ -2,9 +2,9 @@
 
 Real, all of it: the operator runs as two pods from its image, installed by `helm install` with the
 chart's own ServiceAccount and RBAC and leader election; each Job's container runs its
-`medusa-builder` step from the reference image (fetch from the S3 store on the node address, build,
-package, validate); the candidate and baseline Triton Deployments serve SmolLM2-135M-Instruct with
-Medusa heads on the CPU; the validation Job measures accuracy and tokens/s through Service DNS
+`medusa-builder` step from the reference builder image (fetch from the S3 store on the node address,
+build, package, validate); the candidate and baseline Triton Deployments serve SmolLM2-135M-Instruct
+with Medusa heads on the CPU from the reference serving image; the validation Job measures accuracy and tokens/s through Service DNS
 names (CoreDNS, kube-proxy); the model namespace enforces the `restricted` Pod Security Standard.
 Prometheus scrapes the Triton pods, prometheus-adapter serves the tokens/s metric and the HPA
 scales the promoted Deployment. Nothing in this file scripts a result.
