@@ -3,6 +3,8 @@
 # lists of every distribution (pyproject.toml and those of common/, runtime/, builder/) and the
 # interpreter, installs the four distributions into it in editable mode for this checkout, and
 # prints its folder. Pip's own wheel cache makes a rebuilt environment cheap.
+#   hack/venv.sh           create (once), point at this checkout, print the folder
+#   hack/venv.sh --where   print the folder this checkout's dependency lists key, create nothing
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache_root=${MEDUSA_CACHE:-$HOME/.cache/medusa-operator}
@@ -26,6 +28,10 @@ for folder in sys.argv[1:]:
 print(json.dumps(lists, sort_keys=True))' "${distributions[@]}")
 key=$( (echo "$deps"; "$python" -VV; echo "$extras $SMOLLM2_VERSION") | sha256sum | cut -c1-16)
 venv="$cache_root/venv/$key"
+if [ "${1:-}" = --where ]; then
+  echo "$venv"
+  exit 0
+fi
 
 mkdir -p "$cache_root/venv"
 exec 9>"$cache_root/venv/.lock"
