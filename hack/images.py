@@ -449,6 +449,9 @@ def ensure_images(names: list[str] | None = None) -> dict[str, Image]:
             if image.exists:
                 continue
             _ensure_base()
+            if recipe.parent:
+                # Built FROM the parent, which must be in the store: its archive may be all there is.
+                ensure_loaded(wanted[recipe.parent])
             durations[recipe.name] = _build(recipe, image, _build_args(recipe, wanted))
             _prune(recipe, image)
         built = plan(names)
