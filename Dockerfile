@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The operator image: the `medusa-operator` controller only (no ML stack; the Jobs and serving
-# pods use the builder images, builder/Dockerfile and runtime/Dockerfile).
+# pods use the builder and serving images: builder/Dockerfile, builder/reference.Dockerfile and
+# runtime/Dockerfile).
 #   docker build -t medusa-operator:0.1.0 .
 # The chart runs it as UID 65532 with a read-only root filesystem and an emptyDir at /tmp (HOME).
 # hack/images.py builds it here on a locally made Debian base (BASE_IMAGE); any base with
@@ -29,9 +30,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY pyproject.toml ./
 COPY common ./common
 COPY operator ./operator
-COPY builder ./builder
 RUN touch README.md \
- && pip install --no-input --no-index --no-build-isolation . \
+ && pip install --no-input --no-index --no-build-isolation ./common . \
  && pip check \
  && cd / && rm -rf /opt/medusa \
  && medusa-operator --help > /dev/null

@@ -18,7 +18,7 @@ help:
 	@echo "make unit         fast tests that need no cluster, server or model"
 	@echo "make cluster-up   start the local control plane (kubeconfig: $(MEDUSA_CACHE)/cluster/kubeconfig)"
 	@echo "make cluster-down stop it"
-	@echo "make images       build the operator and reference images here (cached by content key)"
+	@echo "make images       build the operator and reference serving/builder images here (cached by content key)"
 	@echo "make crds         regenerate crds/ from the API types"
 
 deps:

@@ -125,7 +125,8 @@ def main_real() -> None:
 
     say("Building the operator and reference images from the repo's Dockerfiles (cached by content)")
     images = realstack.load_images(cluster)
-    print(f"operator image:  {images.operator}\nreference image: {images.reference}", flush=True)
+    print(f"operator image:          {images.operator}\nreference builder image: {images.reference_builder}\n"
+          f"reference serving image: {images.reference_serving}", flush=True)
 
     say(f"Namespace {NAMESPACE}, enforcing the restricted Pod Security Standard")
     cluster.kubectl("delete", "medusamodel", "--all", "-n", NAMESPACE, "--wait=true", check=False)
@@ -166,7 +167,7 @@ def main_real() -> None:
             raise SystemExit(f"the demo model ended {status.get('phase')}: {status.get('message', '')}")
 
         say(f"A request through the stable Service ({status['endpoint']}) from a pod")
-        reply = realstack.generate(cluster, NAMESPACE, images.reference, status["endpoint"])
+        reply = realstack.generate(cluster, NAMESPACE, images.reference_serving, status["endpoint"])
         print(f"text_output: {reply['text_output']!r}")
     say("Inspect it yourself (the cluster and the operator keep running; the demo's S3 store has "
         "stopped, so new pods cannot fetch; `make cluster-down` stops everything)")

@@ -13,7 +13,10 @@ of its own under ``$MEDUSA_CACHE/images/storage``; each image is saved as a dock
 
 An image's key hashes its Dockerfile, every file its COPY instructions take from the context (the
 pinned requirements included), the base's key and the build arguments; a key that has an archive
-is not built again. The pinned wheels are downloaded once into ``$MEDUSA_CACHE/images/wheels`` by
+is not built again. An image built on another of these images (its ``parent``: the reference
+builder image on the reference serving image) gets the parent's reference as ``BASE_IMAGE``, so
+its key follows the parent's, and its pinned requirements are only what it adds to the parent's.
+The pinned wheels are downloaded once into ``$MEDUSA_CACHE/images/wheels`` by
 this machine's pip (so its cache serves what the project's virtual environment already fetched)
 and lent read-only to the builds, which run without network.
 
@@ -50,7 +53,7 @@ CONTAINERS_CONF = HACK / "containers.conf"
 REGISTRY_PREFIX = "localhost/medusa"  # a name no registry answers for; pods must not pull it
 ARCHIVE_FORMAT = "docker-archive"
 KEY_LENGTH = 16
-ARCHIVES_KEPT = 1  # per image: the reference image is gigabytes, and a rebuild after a source change reuses its dependency layer
+ARCHIVES_KEPT = 1  # per image: the reference images are gigabytes, and a rebuild after a source change reuses its dependency layer
 LOGS = CACHE / "logs"  # every build's full output, one file per image key
 TRANSCRIPT_TAIL_LINES = 40
 
@@ -75,16 +78,24 @@ class Recipe:
     name: str
     dockerfile: str  # relative to the repository root, which is the build context
     lock: str  # the pinned closure the Dockerfile installs
-    requirements: tuple[str, ...]  # what the lock pins (with its dependencies)
+    requirements: tuple[str, ...]  # what the lock pins (with its dependencies), local distributions by path
     purpose: str
+    parent: str | None = None  # the recipe whose image this one is built on (else the Debian base)
 
 
+# The project's distributions are named by path (none is on PyPI); a recipe lists each one it
+# installs, medusa-common included, so that pip resolves them here.
 RECIPES = (
-    Recipe("operator", "Dockerfile", "operator/requirements.txt", (".",),
+    Recipe("operator", "Dockerfile", "operator/requirements.txt", ("./common", "."),
            "the controller (medusa-operator), no ML stack"),
-    Recipe("reference", "runtime/Dockerfile", "runtime/requirements.txt", (".[builder,runtime]", "nvidia-pytriton"),
-           "medusa-builder steps, the PyTorch reference runtime and tritonserver (builder and serving image "
-           "of the reference backend)"),
+    Recipe("reference-serving", "runtime/Dockerfile", "runtime/requirements.txt",
+           ("./common", "./runtime", "nvidia-pytriton"),
+           "the PyTorch reference runtime and tritonserver: the Triton container of the reference backend's "
+           "serving pods (no builder steps, no operator)"),
+    Recipe("reference-builder", "builder/reference.Dockerfile", "builder/reference-requirements.txt",
+           ("./builder[runtime]",),
+           "the reference serving image plus the medusa-builder steps: the reference backend's Jobs and the "
+           "serving pods' fetch init container", parent="reference-serving"),
 )
 NOT_BUILT = {
     "builder": "builder/Dockerfile (TensorRT-LLM builder) is not built here: its base image comes from "
@@ -185,13 +196,14 @@ def context_files(sources: list[str]) -> list[str]:
     return names
 
 
-def _build_args() -> dict[str, str]:
-    return {"BASE_IMAGE": base_reference()}
+def _build_args(recipe: Recipe, planned: dict[str, Image]) -> dict[str, str]:
+    # Every Dockerfile starts FROM ${BASE_IMAGE}: the Debian base, or the parent image.
+    return {"BASE_IMAGE": planned[recipe.parent].reference if recipe.parent else base_reference()}
 
 
-def _image_key(recipe: Recipe, files: list[str]) -> str:
+def _image_key(recipe: Recipe, files: list[str], build_args: dict[str, str]) -> str:
     digest = hashlib.sha256()
-    digest.update(json.dumps({"recipe": recipe.name, "build_args": _build_args(), "format": ARCHIVE_FORMAT},
+    digest.update(json.dumps({"recipe": recipe.name, "build_args": build_args, "format": ARCHIVE_FORMAT},
                              sort_keys=True).encode())
     for name in [recipe.dockerfile, *files]:
         digest.update(name.encode() + b"\0" + _sha256((REPO / name).read_bytes()).encode() + b"\n")
@@ -199,14 +211,15 @@ def _image_key(recipe: Recipe, files: list[str]) -> str:
 
 
 def plan(names: list[str] | None = None) -> dict[str, Image]:
-    """Key, reference and archive path of each image for this checkout, built or not."""
-    out = {}
+    """Key, reference and archive path of each image for this checkout, built or not (``names``
+    and the images they are built on)."""
+    out: dict[str, Image] = {}
     for recipe in _recipes(names):
         dockerfile = REPO / recipe.dockerfile
         files = context_files(copy_sources(dockerfile))
         if recipe.lock not in files:
             raise ImageError(f"{recipe.dockerfile} must COPY its pinned requirements {recipe.lock}")
-        key = _image_key(recipe, files)
+        key = _image_key(recipe, files, _build_args(recipe, out))
         archive = CACHE / f"{recipe.name}-{key}.tar"
         size = archive.stat().st_size if archive.is_file() else None
         out[recipe.name] = Image(recipe.name, key, f"{REGISTRY_PREFIX}/{recipe.name}:{key}", str(archive),
@@ -215,13 +228,29 @@ def plan(names: list[str] | None = None) -> dict[str, Image]:
 
 
 def _recipes(names: list[str] | None) -> list[Recipe]:
+    """The recipes of ``names`` (all when empty) and of the images they are built on, parents
+    first (RECIPES lists a parent before its children)."""
     known = {r.name: r for r in RECIPES}
     for name in names or []:
         if name in NOT_BUILT:
             raise ImageError(NOT_BUILT[name])
         if name not in known:
             raise ImageError(f"unknown image {name!r}; known: {', '.join(known)}")
-    return [r for r in RECIPES if not names or r.name in names]
+    wanted = set(names or known)
+    for recipe in reversed(RECIPES):
+        if recipe.name in wanted and recipe.parent:
+            wanted.add(recipe.parent)
+    return [r for r in RECIPES if r.name in wanted]
+
+
+def _parents(recipe: Recipe) -> list[Recipe]:
+    """The recipes ``recipe`` is built on, nearest first."""
+    known = {r.name: r for r in RECIPES}
+    chain = []
+    while recipe.parent:
+        recipe = known[recipe.parent]
+        chain.append(recipe)
+    return chain
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +386,7 @@ def _stage_context(recipe: Recipe, files: list[str], target: Path) -> None:
         shutil.copy2(REPO / name, destination)
 
 
-def _build(recipe: Recipe, image: Image) -> float:
+def _build(recipe: Recipe, image: Image, build_args: dict[str, str]) -> float:
     started = time.monotonic()
     transcript = LOGS / f"{image.name}-{image.key}.log"
     _say(f"building {image.reference} from {recipe.dockerfile} (output: {transcript})")
@@ -372,9 +401,9 @@ def _build(recipe: Recipe, image: Image) -> float:
         pip_conf = Path(tmp) / "pip.conf"
         pip_conf.write_text(f"[global]\nno-index = true\nfind-links = {BUILD_WHEELS}\n")
         volumes = ["--volume", f"{WHEELS}:{BUILD_WHEELS}:ro", "--volume", f"{pip_conf}:/etc/pip.conf:ro"]
-        build_args = [a for k, v in _build_args().items() for a in ("--build-arg", f"{k}={v}")]
+        arguments = [a for k, v in build_args.items() for a in ("--build-arg", f"{k}={v}")]
         _run(["buildah", *_store_options(), "build", "--pull=never", "--network=none", "--layers",
-              *build_args, *volumes, "--file", str(context / recipe.dockerfile),
+              *arguments, *volumes, "--file", str(context / recipe.dockerfile),
               "--tag", image.reference, str(context)], transcript)
     phases["build"] = time.monotonic() - started - sum(phases.values())
     partial = Path(image.archive + ".partial")
@@ -388,7 +417,10 @@ def _build(recipe: Recipe, image: Image) -> float:
 
 
 def _prune(recipe: Recipe, keep: Image) -> None:
-    archives = sorted(CACHE.glob(f"{recipe.name}-*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    # The key's exact length: "reference-serving-<key>" is not an older "reference" image.
+    archives = sorted((p for p in CACHE.glob(f"{recipe.name}-*.tar")
+                       if re.fullmatch(rf"{re.escape(recipe.name)}-[0-9a-f]{{{KEY_LENGTH}}}\.tar", p.name)),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
     for old in archives[ARCHIVES_KEPT:]:
         if str(old) == keep.archive:
             continue
@@ -417,7 +449,10 @@ def ensure_images(names: list[str] | None = None) -> dict[str, Image]:
             if image.exists:
                 continue
             _ensure_base()
-            durations[recipe.name] = _build(recipe, image)
+            if recipe.parent:
+                # Built FROM the parent, which must be in the store: its archive may be all there is.
+                ensure_loaded(wanted[recipe.parent])
+            durations[recipe.name] = _build(recipe, image, _build_args(recipe, wanted))
             _prune(recipe, image)
         built = plan(names)
         for name, seconds in durations.items():
@@ -452,22 +487,38 @@ def _build_system_requirements() -> list[str]:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
 
 
+def lock_requirements(recipe: Recipe) -> list[str]:
+    """What the recipe's lock is the closure of: its parents' requirements and its own, pip and the
+    project's build requirements (the Dockerfiles install from the lock with --no-build-isolation)."""
+    inherited = [r for parent in reversed(_parents(recipe)) for r in parent.requirements]
+    return [*dict.fromkeys([*inherited, *recipe.requirements]), "pip", *_build_system_requirements()]
+
+
 def write_lock(recipe: Recipe) -> Path:
     """Resolve the recipe's requirements (with pip and the project's build requirements, which
-    the Dockerfiles install first) for this interpreter and write them pinned."""
+    the Dockerfiles install first) for this interpreter and write them pinned. An image built on
+    another pins only what it adds: its closure is resolved with the parents' requirements and
+    their pins as constraints (so a shared dependency keeps the parent's version), and the
+    parents' pins are left out. Lock the parents first (``--lock`` does, in RECIPES order)."""
     if sys.version_info[:2] != (3, 11) or sys.platform != "linux":
         raise ImageError("pin with Python 3.11 on Linux: the images' interpreter is 3.11 on Linux")
-    requirements = [*recipe.requirements, "pip", *_build_system_requirements()]
+    parents = _parents(recipe)
+    requirements = lock_requirements(recipe)
+    constraints = [a for parent in parents for a in ("--constraint", str(REPO / parent.lock))]
+    parent_pins = {_normalised(name) for parent in parents for name, _ in _pins(REPO / parent.lock)}
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                        "--report", str(report), *requirements], cwd=REPO, check=True)
+                        "--report", str(report), *constraints, *requirements], cwd=REPO, check=True)
         resolved = json.loads(report.read_text())["install"]
     pins = sorted((item["metadata"]["name"], item["metadata"]["version"]) for item in resolved
-                  if not item["download_info"]["url"].startswith("file:"))  # the project itself
+                  if not item["download_info"]["url"].startswith("file:")  # the project's own distributions
+                  and _normalised(item["metadata"]["name"]) not in parent_pins)
     target = REPO / recipe.lock
     target.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Pinned closure of {' '.join(requirements)} for the {recipe.name} image ({recipe.dockerfile}).\n"
+    on_top = f" on top of {', '.join(p.lock for p in parents)}" if parents else ""
+    header = (f"# Pinned closure of {' '.join(requirements)} for the {recipe.name} image "
+              f"({recipe.dockerfile}){on_top}.\n"
               f"# Regenerate with: python hack/images.py --lock\n")
     target.write_text(header + "".join(f"{name}=={version}\n" for name, version in pins))
     return target
@@ -482,8 +533,8 @@ def _describe(images: dict[str, Image]) -> str:
         size = f"{image.size_bytes / 2**30:.2f} GiB" if image.size_bytes else "no archive"
         state = (f"built in {image.build_seconds:.0f} s" if image.build_seconds is not None
                  else "cached" if image.exists else "not built yet")
-        lines.append(f"{image.name:10} {image.reference}  {state}, {ARCHIVE_FORMAT} {image.archive} ({size})")
-    lines += [f"{name:10} {reason}" for name, reason in NOT_BUILT.items()]
+        lines.append(f"{image.name:17} {image.reference}  {state}, {ARCHIVE_FORMAT} {image.archive} ({size})")
+    lines += [f"{name:17} {reason}" for name, reason in NOT_BUILT.items()]
     return "\n".join(lines)
 
 

@@ -61,7 +61,8 @@ class StackError(RuntimeError):
 @dataclass(frozen=True)
 class Images:
     operator: str
-    reference: str
+    reference_builder: str  # the reference backend's Jobs and the serving pods' fetch
+    reference_serving: str  # the reference backend's Triton containers; any pod that needs only Python
 
 
 def load_images(cluster: LocalCluster) -> Images:
@@ -69,10 +70,11 @@ def load_images(cluster: LocalCluster) -> Images:
     real node's containerd."""
     import images
 
-    built = images.ensure_images(["operator", "reference"])
+    built = images.ensure_images(["operator", "reference-serving", "reference-builder"])
     for image in built.values():
         cluster.load_image(image.archive)
-    return Images(operator=built["operator"].reference, reference=built["reference"].reference)
+    return Images(operator=built["operator"].reference, reference_builder=built["reference-builder"].reference,
+                  reference_serving=built["reference-serving"].reference)
 
 
 def create_namespace(cluster: LocalCluster, name: str, labels: dict[str, str] | None = None) -> None:
@@ -106,7 +108,8 @@ def operator_values(images: Images, watch_namespaces: list[str], replicas: int =
         "watchMode": "namespaced",
         "watchNamespaces": watch_namespaces,
         "operator": {
-            "referenceImage": images.reference,
+            "referenceBuilderImage": images.reference_builder,
+            "referenceServingImage": images.reference_serving,
             "logFormat": "json",
             "jobs": {"nodeSelector": REAL_NODE_SELECTOR, "tolerations": REAL_NODE_TOLERATIONS},
         },

@@ -14,8 +14,8 @@ from medusa_operator.render.context import ModelRef, RenderContext
 from medusa_operator.revision import revision_of
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
-# The models here are on the reference backend, which builds with the reference image.
-CONFIG = OperatorConfig(builder_image="b:1", serving_image="t:1", reference_image="b:1", infra_retry_seconds=60)
+# The models here are on the reference backend, which builds with the reference builder image.
+CONFIG = OperatorConfig(builder_image="b:1", serving_image="t:1", reference_builder_image="b:1", reference_serving_image="b:1", infra_retry_seconds=60)
 SPEC = {
     "baseModel": {"uri": "s3://models/base/"},
     "medusa": {"uri": "s3://models/heads/", "tree": {"choices": [[0], [0, 0], [1]]}},

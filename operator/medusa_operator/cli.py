@@ -16,7 +16,8 @@ import socket
 import sys
 from typing import Any
 
-from .config import DEFAULT_BUILDER_IMAGE, DEFAULT_REFERENCE_IMAGE, DEFAULT_SERVING_IMAGE, DIGEST, OperatorConfig
+from .config import (DEFAULT_BUILDER_IMAGE, DEFAULT_REFERENCE_BUILDER_IMAGE, DEFAULT_REFERENCE_SERVING_IMAGE,
+                     DEFAULT_SERVING_IMAGE, DIGEST, OperatorConfig)
 
 log = logging.getLogger("medusa_operator")
 
@@ -100,8 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="this replica's name in the Lease")
     run.add_argument("--builder-image", default=DEFAULT_BUILDER_IMAGE, help="image of the build/package/validate Jobs")
     run.add_argument("--serving-image", default=DEFAULT_SERVING_IMAGE, help="Triton image of serving pods")
-    run.add_argument("--reference-image", default=DEFAULT_REFERENCE_IMAGE,
-                     help="image that builds and serves models on the reference backend")
+    run.add_argument("--reference-builder-image", default=None,
+                     help="image of the Jobs, and of the serving pods' fetch, of models on the reference backend "
+                          f"(default {DEFAULT_REFERENCE_BUILDER_IMAGE})")
+    run.add_argument("--reference-serving-image", default=None,
+                     help="image of the Triton container of serving pods of models on the reference backend "
+                          f"(default {DEFAULT_REFERENCE_SERVING_IMAGE})")
+    run.add_argument("--reference-image", default=None,
+                     help="deprecated, removed in 0.2: one image for both --reference-builder-image and "
+                          "--reference-serving-image (the builder image can serve too); the two flags win over it")
     run.add_argument("--job-node-selector", type=_json_object, default={}, metavar="JSON",
                      help='node labels every Job pod selects, as a JSON object, e.g. {"pool": "build"}')
     run.add_argument("--job-tolerations", type=_json_list, default=[], metavar="JSON",
@@ -140,8 +148,13 @@ def _image_policy_entry(value: str) -> str:
 
 
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    if args.reference_image:
+        log.warning("--reference-image is deprecated and will be removed in 0.2: use --reference-builder-image "
+                    "and --reference-serving-image (the serving image lacks the builder steps, so pods get less)")
     return OperatorConfig(
-        builder_image=args.builder_image, serving_image=args.serving_image, reference_image=args.reference_image,
+        builder_image=args.builder_image, serving_image=args.serving_image,
+        reference_builder_image=args.reference_builder_image or args.reference_image or DEFAULT_REFERENCE_BUILDER_IMAGE,
+        reference_serving_image=args.reference_serving_image or args.reference_image or DEFAULT_REFERENCE_SERVING_IMAGE,
         job_node_selector=args.job_node_selector, job_tolerations=tuple(args.job_tolerations),
         namespaces=tuple(args.namespace), all_namespaces=not args.namespace,
         metrics_port=args.metrics_port, health_port=args.health_port, leader_elect=args.leader_elect,

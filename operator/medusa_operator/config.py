@@ -11,9 +11,12 @@ from medusa_common.toolchain import TRITON_TRTLLM_IMAGE
 # serving image is the Triton image that ships the same version, so its engines load.
 DEFAULT_BUILDER_IMAGE = "ghcr.io/medusa-operator/medusa-builder:0.1.0"
 DEFAULT_SERVING_IMAGE = TRITON_TRTLLM_IMAGE
-# Models on the `reference` backend build and serve with one image (runtime/Dockerfile): the
-# builder steps, the PyTorch runtime and tritonserver with its Python backend.
-DEFAULT_REFERENCE_IMAGE = "ghcr.io/medusa-operator/medusa-reference:0.1.0"
+# Models on the `reference` backend serve from the reference serving image (runtime/Dockerfile:
+# the PyTorch runtime and tritonserver with its Python backend, no builder steps) and run their
+# Jobs, and their serving pods' fetch, from the reference builder image built on it
+# (builder/reference.Dockerfile: the same plus the medusa-builder steps).
+DEFAULT_REFERENCE_BUILDER_IMAGE = "ghcr.io/medusa-operator/medusa-reference-builder:0.1.0"
+DEFAULT_REFERENCE_SERVING_IMAGE = "ghcr.io/medusa-operator/medusa-reference-serving:0.1.0"
 FIELD_MANAGER = "medusa-operator"
 # Sets only a Deployment's replicas. Handing the count to an autoscaler through a manager of its
 # own keeps the value when the main manager stops applying it (else it falls back to 1), and
@@ -51,7 +54,8 @@ def image_allowed(image: str, allowed: tuple[str, ...]) -> bool:
 class OperatorConfig:
     builder_image: str = DEFAULT_BUILDER_IMAGE
     serving_image: str = DEFAULT_SERVING_IMAGE
-    reference_image: str = DEFAULT_REFERENCE_IMAGE
+    reference_builder_image: str = DEFAULT_REFERENCE_BUILDER_IMAGE
+    reference_serving_image: str = DEFAULT_REFERENCE_SERVING_IMAGE
     # Where the operator's Jobs run (a build pool, say): merged into every Job's pod spec. GPU
     # builds add the GPU toleration and product selector of the model on top.
     job_node_selector: dict[str, str] = field(default_factory=dict)

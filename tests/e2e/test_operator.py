@@ -226,7 +226,7 @@ def test_serving_only_change_applies_in_place(local_cluster, kube, namespace, op
              what="the resources to be applied")
     dep = kube.get(Deployment, f"smol-{rev[:8]}", namespace=namespace)
     assert any(t.key == "dedicated" for t in dep.spec.template.spec.tolerations)
-    assert container.image == "example.invalid/medusa-reference:test"  # a reference model serves with that image
+    assert container.image == "example.invalid/medusa-reference-serving:test"  # a reference model serves with that image
     st = status(kube, namespace)
     assert st["revisions"]["current"] == rev and st["phase"] == "Serving"
     assert dict(scripter.pods_seen) == jobs_before, "a serving-only change ran Jobs"

@@ -2,9 +2,9 @@
 
 Real, all of it: the operator runs as two pods from its image, installed by `helm install` with the
 chart's own ServiceAccount and RBAC and leader election; each Job's container runs its
-`medusa-builder` step from the reference image (fetch from the S3 store on the node address, build,
-package, validate); the candidate and baseline Triton Deployments serve SmolLM2-135M-Instruct with
-Medusa heads on the CPU; the validation Job measures accuracy and tokens/s through Service DNS
+`medusa-builder` step from the reference builder image (fetch from the S3 store on the node address,
+build, package, validate); the candidate and baseline Triton Deployments serve SmolLM2-135M-Instruct
+with Medusa heads on the CPU from the reference serving image; the validation Job measures accuracy and tokens/s through Service DNS
 names (CoreDNS, kube-proxy); the model namespace enforces the `restricted` Pod Security Standard.
 Prometheus scrapes the Triton pods, prometheus-adapter serves the tokens/s metric and the HPA
 scales the promoted Deployment. Nothing in this file scripts a result.
@@ -119,6 +119,7 @@ def test_reference_model_goes_from_apply_to_serving_with_every_step_in_a_real_co
     assert {"build", "package", "validate"} <= set(steps), sorted(steps)
     for step, pod in steps.items():
         assert pod["spec"]["nodeName"] == realstack.REAL_NODE_NAME, step
+        assert [c["image"] for c in pod["spec"]["containers"]] == [stack["images"].reference_builder], step
         assert pod["status"]["phase"] == "Succeeded", (step, pod["status"])
         (container,) = pod["status"]["containerStatuses"]
         assert container["containerID"].startswith("containerd://"), container
@@ -137,9 +138,14 @@ def test_reference_model_goes_from_apply_to_serving_with_every_step_in_a_real_co
     serving = kubectl_json(local_cluster, "get", "pods", "-n", ns, "-l",
                            f"medusa.dev/revision={st['revisions']['current']},medusa.dev/variant=medusa")["items"]
     assert serving and all(p["spec"]["nodeName"] == realstack.REAL_NODE_NAME for p in serving)
+    # Triton runs from the serving image (no builder steps, no operator); only the fetch before it
+    # is a builder step.
+    for pod in serving:
+        assert [c["image"] for c in pod["spec"]["containers"]] == [stack["images"].reference_serving]
+        assert [c["image"] for c in pod["spec"]["initContainers"]] == [stack["images"].reference_builder]
 
     # A request through the stable Service, by its DNS name, from a pod in the namespace.
-    reply = generate(local_cluster, ns, stack["images"].reference, st["endpoint"])
+    reply = generate(local_cluster, ns, stack["images"].reference_serving, st["endpoint"])
     assert isinstance(reply["text_output"], str) and reply["text_output"].strip()
 
 
@@ -190,7 +196,7 @@ def test_hpa_scales_the_promoted_deployment_on_measured_tokens_per_second(stack,
         assert hpa()["spec"]["minReplicas"] == 1 and hpa()["status"].get("currentReplicas") == 1
 
         load = threading.Thread(target=lambda: results.append(run_in_pod(
-            local_cluster, ns, stack["images"].reference, LOAD % (st["endpoint"], 240, 2000), timeout=400)))
+            local_cluster, ns, stack["images"].reference_serving, LOAD % (st["endpoint"], 240, 2000), timeout=400)))
         results: list[str] = []
         load.start()
         try:
@@ -255,7 +261,7 @@ def test_failed_validation_keeps_the_previous_revision_serving_across_a_leader_k
     # The stable Service still selects the validated revision, which still answers.
     after = kubectl_json(local_cluster, "get", "service", stable["metadata"]["name"], "-n", ns)
     assert after["spec"]["selector"] == stable["spec"]["selector"]
-    reply = generate(local_cluster, ns, stack["images"].reference, st["endpoint"])
+    reply = generate(local_cluster, ns, stack["images"].reference_serving, st["endpoint"])
     assert reply["text_output"].strip()
     # The failed candidate's Deployments are gone.
     deployments = kubectl_json(local_cluster, "get", "deployments", "-n", ns, "-l", f"medusa.dev/revision={candidate}")

@@ -1,8 +1,8 @@
 """The project's images (hack/images.py), run the way the cluster runs them.
 
-The reference image runs the containers the operator renders for a reference model (a Job's
-step, the Triton container of a serving Deployment) and the operator image runs as the chart
-runs it: with their user, their environment, a read-only root filesystem, every capability
+The reference images run the containers the operator renders for a reference model (the builder
+image a Job's step, the serving image the Triton container of a serving Deployment) and the
+operator image runs as the chart runs it: with their user, their environment, a read-only root filesystem, every capability
 dropped, a tmpfs for each emptyDir they mount and no network but loopback. The first run builds
 the images (minutes); later runs reuse them by key.
 """
@@ -86,19 +86,29 @@ def _image_user(image: images.Image) -> str:
     return json.loads(_podman("image", "inspect", image.reference).stdout)[0]["Config"]["User"]
 
 
-def _reference_context(image: images.Image) -> RenderContext:
+def _reference_context(built: dict[str, images.Image]) -> RenderContext:
     doc = yaml.safe_load(REFERENCE_EXAMPLE.read_text())
     spec = MedusaModelSpec.model_validate(doc["spec"])
     assert spec.engine.backend == "reference"
-    config = OperatorConfig(reference_image=image.reference)
+    config = OperatorConfig(reference_builder_image=built["reference-builder"].reference,
+                            reference_serving_image=built["reference-serving"].reference)
     return RenderContext(ModelRef(doc["metadata"]["name"], "models", "0000-uid"), spec, config)
 
 
-def _rendered_job_container(image: images.Image) -> tuple[dict, dict]:
-    job = jobs.package_job(_reference_context(image), "r1", "s3://bucket/engines/key")
+def _rendered_job_container(built: dict[str, images.Image]) -> tuple[dict, dict]:
+    job = jobs.package_job(_reference_context(built), "r1", "s3://bucket/engines/key")
     pod = job["spec"]["template"]["spec"]
-    assert pod["containers"][0]["image"] == image.reference
+    assert pod["containers"][0]["image"] == built["reference-builder"].reference
     return pod, pod["containers"][0]
+
+
+def _rendered_serving_pod(built: dict[str, images.Image]) -> dict:
+    deployment = serving.deployment(_reference_context(built), "r1", "s3://bucket/repo")
+    pod = deployment["spec"]["template"]["spec"]
+    # Triton runs from the serving image; the init container's fetch is a builder step.
+    assert pod["containers"][0]["image"] == built["reference-serving"].reference
+    assert [c["image"] for c in pod["initContainers"]] == [built["reference-builder"].reference]
+    return pod
 
 
 def test_images_are_cached_by_key(built):
@@ -106,10 +116,11 @@ def test_images_are_cached_by_key(built):
     assert {name: image.key for name, image in again.items()} == {name: image.key for name, image in built.items()}
     assert all(image.build_seconds is None and image.exists for image in again.values()), again
     manifest = images.manifest(again)
-    assert set(manifest["images"]) == {"operator", "reference"} and "builder" in manifest["not_built"]
+    assert set(manifest["images"]) == {"operator", "reference-serving", "reference-builder"}
+    assert "builder" in manifest["not_built"]
 
 
-@pytest.mark.parametrize("name", ["operator", "reference"])
+@pytest.mark.parametrize("name", ["operator", "reference-serving", "reference-builder"])
 def test_images_declare_a_numeric_non_root_user(built, name):
     # runAsNonRoot can only be verified by the kubelet for a numeric user.
     user, _, group = _image_user(built[name]).partition(":")
@@ -126,18 +137,18 @@ def test_operator_image_runs_as_the_chart_runs_it(built):
     assert "run" in result.stdout, result.stdout
 
 
-def test_reference_image_runs_a_builder_step_as_its_job_does(built):
-    pod, container = _rendered_job_container(built["reference"])
+def test_reference_builder_image_runs_a_builder_step_as_its_job_does(built):
+    pod, container = _rendered_job_container(built)
     result = _podman("run", "--rm", *_as_rendered(pod, container), "--entrypoint", container["command"][0],
                      container["image"], container["args"][0], "--help")
     assert "usage" in result.stdout.lower(), result.stdout
 
 
-def test_reference_image_imports_its_runtime_and_writes_only_to_scratch(built):
+def test_reference_builder_image_imports_its_steps_and_runtime_and_writes_only_to_scratch(built):
     probe = textwrap.dedent("""
         import os, json, pathlib
-        import torch, transformers, matplotlib.pyplot
-        import medusa_runtime.serving.triton_repo
+        import torch, transformers, matplotlib.pyplot, boto3, tritonclient.http
+        import medusa_runtime.serving.triton_repo, medusa_builder.cli
         x = torch.ones(2, 2) @ torch.ones(2, 2)
         try:
             pathlib.Path("/opt/venv/probe").write_text("x")
@@ -146,11 +157,41 @@ def test_reference_image_imports_its_runtime_and_writes_only_to_scratch(built):
             root_writable = False
         print(json.dumps({"uid": os.getuid(), "sum": float(x.sum()), "root_writable": root_writable}))
     """)
-    pod, container = _rendered_job_container(built["reference"])
+    pod, container = _rendered_job_container(built)
     result = _podman("run", "--rm", *_as_rendered(pod, container), "--entrypoint", "python", container["image"],
                      "-c", probe)
     facts = json.loads(result.stdout.strip().splitlines()[-1])
     assert facts["uid"] != 0 and facts["sum"] == 8.0 and facts["root_writable"] is False, facts
+
+
+# Issue 24: "the serving image [has] no boto3/matplotlib/kopf". What the Triton container's Python
+# environment can import, asked inside it (the serving pods' own interpreter, not the pins).
+SERVING_ENVIRONMENT_PROBE = """
+import importlib.util, json
+names = ["torch", "transformers", "medusa_runtime", "medusa_common", "boto3", "botocore", "matplotlib", "pyarrow",
+         "kopf", "lightkube", "prometheus_client", "medusa_builder", "medusa_operator"]
+print(json.dumps({name: importlib.util.find_spec(name) is not None for name in names}))
+"""
+
+
+def test_reference_serving_image_has_the_runtime_and_no_builder_or_operator_stack(built):
+    pod = _rendered_serving_pod(built)
+    triton = pod["containers"][0]
+    result = _podman("run", "--rm", *_as_rendered(pod, triton), "--entrypoint", "python", triton["image"],
+                     "-c", SERVING_ENVIRONMENT_PROBE)
+    present = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {name for name, found in present.items() if found} == {
+        "torch", "transformers", "medusa_runtime", "medusa_common"}, present
+
+
+def test_reference_builder_image_is_built_on_the_serving_image(built):
+    """A node that runs both stores the serving image's layers once."""
+    def layers(image: images.Image) -> list[str]:
+        return json.loads(_podman("image", "inspect", image.reference).stdout)[0]["RootFS"]["Layers"]
+
+    serving_layers, builder_layers = layers(built["reference-serving"]), layers(built["reference-builder"])
+    assert builder_layers[:len(serving_layers)] == serving_layers
+    assert len(builder_layers) > len(serving_layers)
 
 
 PROBE_CONFIG = """\
@@ -201,13 +242,11 @@ print(json.dumps(json.load(urllib.request.urlopen(request, timeout=300))))
 
 
 @contextlib.contextmanager
-def _serving(image: images.Image, repository: Path) -> Iterator[Callable[[str, dict], dict]]:
-    """The reference image running the Triton container the operator renders, with ``repository``
-    where the init container would have fetched it; yields ``post(path, body)``."""
-    deployment = serving.deployment(_reference_context(image), "r1", "s3://bucket/repo")
-    pod = deployment["spec"]["template"]["spec"]
+def _serving(built: dict[str, images.Image], repository: Path) -> Iterator[Callable[[str, dict], dict]]:
+    """The reference serving image running the Triton container the operator renders, with
+    ``repository`` where the init container would have fetched it; yields ``post(path, body)``."""
+    pod = _rendered_serving_pod(built)
     triton = pod["containers"][0]
-    assert triton["image"] == image.reference
     # The init container fills the models volume in a pod; here it is the test's repository.
     options = _as_rendered(pod, triton, {"models": str(repository)})
     http_port = next(p["containerPort"] for p in triton["ports"] if p["name"] == "http")
@@ -242,13 +281,13 @@ def _readable_by_others(repository: Path) -> None:
             copy.replace(path)
 
 
-def test_reference_image_serves_a_python_backend_model_as_the_deployment_runs_it(built, tmp_path):
+def test_reference_serving_image_serves_a_python_backend_model_as_the_deployment_runs_it(built, tmp_path):
     repository = tmp_path / "repository"
     (repository / "probe" / "1").mkdir(parents=True)
     (repository / "probe" / "config.pbtxt").write_text(PROBE_CONFIG)
     (repository / "probe" / "1" / "model.py").write_text(PROBE_MODEL)
     started = time.monotonic()
-    with _serving(built["reference"], repository) as post:
+    with _serving(built, repository) as post:
         body = {"inputs": [{"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}
         facts = json.loads(post("/v2/models/probe/infer", body)["outputs"][0]["data"][0])
     assert facts["uid"] != 0 and facts["torch"], facts
@@ -256,8 +295,8 @@ def test_reference_image_serves_a_python_backend_model_as_the_deployment_runs_it
 
 
 @pytest.mark.model
-def test_reference_image_serves_smollm2_with_medusa_heads(built, tmp_path, smollm2_dir, medusa_heads_dir,
-                                                          medusa_tree):
+def test_reference_serving_image_serves_smollm2_with_medusa_heads(built, tmp_path, smollm2_dir, medusa_heads_dir,
+                                                                  medusa_tree):
     from medusa_runtime.serving.triton_repo import write_reference_repository
     from medusa_common.tree import REFERENCE_DRAFT_VOCAB
 
@@ -265,9 +304,9 @@ def test_reference_image_serves_smollm2_with_medusa_heads(built, tmp_path, smoll
     write_reference_repository(repository, base_dir=smollm2_dir, heads_dir=medusa_heads_dir, tree=medusa_tree,
                                device="cpu", draft_vocab=REFERENCE_DRAFT_VOCAB)
     _readable_by_others(repository)
-    with _serving(built["reference"], repository) as post:
+    with _serving(built, repository) as post:
         answer = post("/v2/models/ensemble/generate", {"text_input": "What is the capital of France?",
                                                        "max_tokens": 16, "return_perf_metrics": True})
     assert answer["text_output"].strip(), answer
     assert answer["total_draft_tokens"] > 0, answer  # the Medusa heads drafted
-    print(f"SmolLM2 with Medusa heads in the reference image: {answer}")
+    print(f"SmolLM2 with Medusa heads in the reference serving image: {answer}")

@@ -316,23 +316,43 @@ def test_the_operator_accepts_the_arguments_the_chart_gives_it(helm: str, sets: 
     assert config.allowed_images == policy
 
 
-def test_reference_image_and_job_placement_reach_the_operator_config(helm: str, tmp_path: Path) -> None:
+def test_reference_images_and_job_placement_reach_the_operator_config(helm: str, tmp_path: Path) -> None:
     """The chart's values arrive in the operator's own parser as the same objects."""
     from medusa_operator.cli import build_parser, config_from_args
 
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({"operator": {
-        "referenceImage": "reg.example/reference:3",
+        "referenceBuilderImage": "reg.example/reference-builder:3",
+        "referenceServingImage": "reg.example/reference-serving:3",
         "jobs": {"nodeSelector": {"pool": "build"},
                  "tolerations": [{"key": "pool", "operator": "Equal", "value": "build", "effect": "NoSchedule"}]}}}))
     args = operator_container(render(helm, chart=CHART, values=values))["args"]
     config = config_from_args(build_parser().parse_args(args))
-    assert config.reference_image == "reg.example/reference:3"
+    assert config.reference_builder_image == "reg.example/reference-builder:3"
+    assert config.reference_serving_image == "reg.example/reference-serving:3"
     assert config.job_node_selector == {"pool": "build"}
     assert config.job_tolerations == ({"key": "pool", "operator": "Equal", "value": "build", "effect": "NoSchedule"},)
     # Empty values leave the flags out: the operator's defaults apply.
     defaults = operator_container(render(helm))["args"]
-    assert not [a for a in defaults if a.startswith(("--reference-image", "--job-"))]
+    assert not [a for a in defaults if a.startswith(("--reference-", "--job-"))]
+
+
+def test_the_deprecated_reference_image_value_still_sets_both_reference_images(helm: str, tmp_path: Path) -> None:
+    """operator.referenceImage (one image that builds and serves) keeps working for one release;
+    the two values that replace it win over it."""
+    from medusa_operator.cli import build_parser, config_from_args
+
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"operator": {"referenceImage": "reg.example/reference:2"}}))
+    config = config_from_args(build_parser().parse_args(
+        operator_container(render(helm, chart=CHART, values=values))["args"]))
+    assert (config.reference_builder_image, config.reference_serving_image) == ("reg.example/reference:2",) * 2
+    values.write_text(yaml.safe_dump({"operator": {"referenceImage": "reg.example/reference:2",
+                                                   "referenceServingImage": "reg.example/reference-serving:3"}}))
+    config = config_from_args(build_parser().parse_args(
+        operator_container(render(helm, chart=CHART, values=values))["args"]))
+    assert (config.reference_builder_image, config.reference_serving_image) == (
+        "reg.example/reference:2", "reg.example/reference-serving:3")
 
 
 def test_image_policy_is_off_by_default_and_reaches_the_operator_and_the_api_server(helm: str) -> None:

@@ -37,7 +37,8 @@ def context(policy: tuple[str, ...], **spec_changes) -> RenderContext:
     for section, values in spec_changes.items():
         spec[section] = {**spec.get(section, {}), **values}
     config = OperatorConfig(builder_image="registry.example.com/ml/medusa-builder:default",
-                            reference_image="registry.example.com/ml/medusa-reference:default",
+                            reference_builder_image="registry.example.com/ml/medusa-reference-builder:default",
+                            reference_serving_image="registry.example.com/ml/medusa-reference-serving:default",
                             serving_image="nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3",
                             allowed_images=policy)
     return RenderContext(ModelRef("m", "ns", "uid-1"), MedusaModelSpec.model_validate(spec), config)
@@ -84,11 +85,14 @@ def test_the_operators_own_default_images_are_checked_too() -> None:
     assert "the operator's --serving-image 'nvcr.io/nvidia/tritonserver" in message and p.apply == []
 
 
-def test_the_reference_backends_one_image_is_named_once() -> None:
+def test_the_reference_backends_two_images_are_each_named_by_their_flag() -> None:
     c = context(("registry.example.com/other",), engine={"builderImage": None})
     p = plan(c, 1, MedusaModelStatus(), Observed(now=NOW))
     message = condition(p.status, "ImageAllowed").message
-    assert message.count("the operator's --reference-image 'registry.example.com/ml/medusa-reference:default'") == 1
+    assert ("the operator's --reference-builder-image 'registry.example.com/ml/medusa-reference-builder:default'"
+            in message)
+    assert ("the operator's --reference-serving-image 'registry.example.com/ml/medusa-reference-serving:default'"
+            in message)
     assert p.apply == []
 
 

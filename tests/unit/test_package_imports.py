@@ -1,6 +1,7 @@
 """The four packages import only what their install brings (issue 24, "Done when": the operator
 depends on common only; no import cycles, the importlib one included; importing the operator pulls
-no torch, boto3 or matplotlib; the runtime's Triton model imports no kopf).
+no torch, boto3 or matplotlib; the runtime's Triton model imports no kopf; each distribution's
+pyproject.toml declares what its package imports).
 
 What a module loads is measured in a fresh interpreter (an earlier test's imports would hide it);
 who may import whom is read from the source with ``ast``, so a lazy import inside a function is
@@ -12,8 +13,11 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -156,3 +160,140 @@ def test_the_builder_computes_engine_keys_in_one_place() -> None:
     callers = {module for module, function in _builder_functions() for node in ast.walk(function)
                if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "content_key"}
     assert callers == {"medusa_builder.build.key"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Each package is a distribution of its own (issue 24: "`pip install .` (operator), `.[builder]` and
+# `.[runtime]` each import only what they need"): what its pyproject.toml declares must be what its
+# source imports, so that installing it alone gives it everything it loads and nothing it does not.
+
+# package -> the folder of the pyproject.toml that makes it a distribution
+DISTRIBUTIONS = {"medusa_common": REPO / "common", "medusa_operator": REPO, "medusa_builder": REPO / "builder",
+                 "medusa_runtime": REPO / "runtime"}
+# Modules that the process hosting a package provides, not a distribution.
+HOST_PROVIDED = {"triton_python_backend_utils"}  # Triton's Python backend, to the models it loads
+# Declared dependencies no module imports, and who uses them.
+USED_THROUGH_ANOTHER = {
+    "medusa_runtime": {"gguf": "transformers, to read GGUF checkpoints",
+                       "sentencepiece": "transformers, for SentencePiece tokenizers",
+                       "accelerate": "transformers, to load large checkpoints"},
+}
+
+
+def _name(requirement: str) -> str:
+    """A requirement's distribution name, normalised (PEP 503)."""
+    from packaging.requirements import Requirement
+
+    return re.sub(r"[-_.]+", "-", Requirement(requirement).name).lower()
+
+
+def _project(folder: Path) -> dict:
+    return tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+
+
+def _declared(package: str) -> tuple[set[str], set[str]]:
+    """(the base dependencies, those of every extra) of the package's distribution, by name; the
+    operator's `test` extra is the test suite's, not the operator's."""
+    project = _project(DISTRIBUTIONS[package])
+    extras = {name: deps for name, deps in project.get("optional-dependencies", {}).items()
+              if not (package == "medusa_operator" and name == "test")}
+    return ({_name(r) for r in project.get("dependencies", [])},
+            {_name(r) for deps in extras.values() for r in deps})
+
+
+PROJECT_DISTRIBUTIONS = {_project(folder)["name"]: package for package, folder in DISTRIBUTIONS.items()}
+
+
+def _third_party_imports(package: str) -> dict[str, bool]:
+    """Top-level name of each module from outside the project and the standard library that the
+    package imports -> whether some module imports it at module level."""
+    found: dict[str, bool] = {}
+    for module, path in _modules(package):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        lazy = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top in PACKAGES or top == "__future__":
+                    continue
+                found[top] = found.get(top, False) or id(node) not in lazy
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_each_distribution_declares_what_its_package_imports_and_nothing_else(package: str) -> None:
+    from importlib.metadata import packages_distributions
+
+    providers = {module: {re.sub(r"[-_.]+", "-", d).lower() for d in dists}
+                 for module, dists in packages_distributions().items()}
+    base, extras = _declared(package)
+    # What a lazy import may also use: the dependencies of the project distributions it names.
+    reachable = set(base | extras)
+    for name in base | extras:
+        if name in PROJECT_DISTRIBUTIONS:
+            reachable |= set().union(*_declared(PROJECT_DISTRIBUTIONS[name]))
+    wrong = []
+    imported_distributions: set[str] = set()
+    for module, top_level in sorted(_third_party_imports(package).items()):
+        if module in HOST_PROVIDED:
+            continue
+        if module not in providers:
+            wrong.append(f"{module}: no installed distribution provides it")
+            continue
+        imported_distributions |= providers[module]
+        allowed = base if top_level else reachable
+        if not providers[module] & allowed:
+            wrong.append(f"{module} ({'/'.join(sorted(providers[module]))}) is imported"
+                         f"{' at module level' if top_level else ''} but not declared"
+                         f"{'' if top_level else ' (nor by an extra)'}")
+    indirect = USED_THROUGH_ANOTHER.get(package, {})
+    unused = {name for name in base - set(PROJECT_DISTRIBUTIONS) if name not in imported_distributions} - set(indirect)
+    wrong += [f"{name} is declared but nothing imports it" for name in sorted(unused)]
+    wrong += [f"{name} is listed as used through another but is not declared" for name in sorted(set(indirect) - base)]
+    assert not wrong, f"{DISTRIBUTIONS[package] / 'pyproject.toml'}:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_each_distribution_declares_the_project_packages_it_may_import(package: str) -> None:
+    """ALLOWED above (module level, inside functions) is what the pyproject.toml files declare:
+    the base dependencies for module-level imports, an extra for lazy ones."""
+    base, extras = _declared(package)
+    at_top, lazily = ALLOWED[package]
+    assert {PROJECT_DISTRIBUTIONS[n] for n in base if n in PROJECT_DISTRIBUTIONS} == at_top
+    assert {PROJECT_DISTRIBUTIONS[n] for n in base | extras if n in PROJECT_DISTRIBUTIONS} == lazily
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_each_distribution_builds_from_its_folder_with_its_package_alone(package: str, tmp_path: Path) -> None:
+    """A wheel built from the distribution's folder alone (the root: pyproject.toml, README.md and
+    operator/) holds its package and no other, and requires what its pyproject.toml declares."""
+    import zipfile
+
+    folder = DISTRIBUTIONS[package]
+    source = tmp_path / "source"
+    if folder == REPO:
+        source.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            (source / name).write_bytes((REPO / name).read_bytes())
+        shutil.copytree(REPO / "operator" / package, source / "operator" / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    else:
+        shutil.copytree(folder, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                           "--quiet", "--wheel-dir", str(tmp_path / "wheels"), str(source)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = (tmp_path / "wheels").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {package}
+    requires = {_name(line.split(":", 1)[1].split(";")[0].strip())
+                for line in metadata.splitlines() if line.startswith("Requires-Dist:")}
+    base, extras = _declared(package)
+    test_extra = {_name(r) for r in _project(folder).get("optional-dependencies", {}).get("test", [])} \
+        if package == "medusa_operator" else set()
+    assert requires == base | extras | test_extra

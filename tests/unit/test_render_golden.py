@@ -22,7 +22,8 @@ from medusa_operator.revision import base_engine_cache_key, engine_cache_key, re
 GOLDEN = Path(__file__).parent / "golden"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CONFIG = OperatorConfig(builder_image="registry.example/medusa-builder:1.0", serving_image="registry.example/triton:1.0",
-                        reference_image="registry.example/medusa-reference:1.0")
+                        reference_builder_image="registry.example/medusa-reference-builder:1.0",
+                        reference_serving_image="registry.example/medusa-reference-serving:1.0")
 
 
 def _context(example: str) -> RenderContext:

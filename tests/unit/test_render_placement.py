@@ -10,7 +10,8 @@ from medusa_operator.render import jobs, serving
 from medusa_operator.render.context import ModelRef, RenderContext
 
 CONFIG = OperatorConfig(builder_image="reg.example/builder:1", serving_image="reg.example/triton:1",
-                        reference_image="reg.example/reference:1")
+                        reference_builder_image="reg.example/reference-builder:1",
+                        reference_serving_image="reg.example/reference-serving:1")
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 POOL_TOLERATION = {"key": "pool", "operator": "Equal", "value": "build", "effect": "NoSchedule"}
 
@@ -28,7 +29,7 @@ def pod_spec(obj: dict) -> dict:
 
 
 @pytest.mark.parametrize("backend, builder, triton", [
-    ("reference", "reg.example/reference:1", "reg.example/reference:1"),
+    ("reference", "reg.example/reference-builder:1", "reg.example/reference-serving:1"),
     ("tensorrt-llm", "reg.example/builder:1", "reg.example/triton:1"),
 ])
 def test_backend_picks_the_operator_default_images(backend: str, builder: str, triton: str) -> None:

@@ -82,6 +82,12 @@ default images and log format.
 {{- with .Values.operator.servingImage }}
 - --serving-image={{ . }}
 {{- end }}
+{{- with .Values.operator.referenceBuilderImage }}
+- --reference-builder-image={{ . }}
+{{- end }}
+{{- with .Values.operator.referenceServingImage }}
+- --reference-serving-image={{ . }}
+{{- end }}
 {{- with .Values.operator.referenceImage }}
 - --reference-image={{ . }}
 {{- end }}

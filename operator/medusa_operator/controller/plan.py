@@ -190,13 +190,11 @@ class _Planner:
         spec = self.ctx.spec
         reference = spec.engine.backend == "reference"
         images = [("engine.builderImage" if spec.engine.builder_image else
-                   "the operator's --reference-image" if reference else "the operator's --builder-image",
+                   "the operator's --reference-builder-image" if reference else "the operator's --builder-image",
                    self.ctx.builder_image),
                   ("serving.image" if spec.serving.image else
-                   "the operator's --reference-image" if reference else "the operator's --serving-image",
+                   "the operator's --reference-serving-image" if reference else "the operator's --serving-image",
                    self.ctx.serving_image)]
-        # One image can stand in both places (the reference backend's): name it once.
-        images = list(dict.fromkeys(images))
         refused = [f"{where} '{image}'" for where, image in images if not config.image_allowed(image, allowed)]
         if not refused:
             self.cond(st.IMAGE_ALLOWED, True, "Allowed", "the builder and serving images pass the image policy")

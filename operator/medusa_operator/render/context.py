@@ -32,13 +32,17 @@ class RenderContext:
     def builder_image(self) -> str:
         if self.spec.engine.builder_image:
             return self.spec.engine.builder_image
-        return self.config.reference_image if self.spec.engine.backend == "reference" else self.config.builder_image
+        if self.spec.engine.backend == "reference":
+            return self.config.reference_builder_image
+        return self.config.builder_image
 
     @property
     def serving_image(self) -> str:
         if self.spec.serving.image:
             return self.spec.serving.image
-        return self.config.reference_image if self.spec.engine.backend == "reference" else self.config.serving_image
+        if self.spec.engine.backend == "reference":
+            return self.config.reference_serving_image
+        return self.config.serving_image
 
     def metadata(self, name: str, labels: dict[str, str] | None = None,
                  annotations: dict[str, str] | None = None) -> dict:
