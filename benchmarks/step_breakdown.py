@@ -5,7 +5,9 @@ the host included). This takes a decoder's captured step graphs apart: it times 
 alone (replayed back to back, no host work between them), the prefill graph alone, and, through
 the profiler, every kernel of a few replayed steps, named by its role in the layer (the qkv, o,
 gate/up and down projections, RoPE, attention, the output layer, ...) with the idle time between
-kernels. Kernels launched by CUDA graph replays are recorded one by one by the profiler.
+kernels; and, for comparison, the request figure ``step_cost.py`` prints. Graph replays are
+profiled as they run, so the kernels' times include no launch overhead; where the profiler
+records no kernel of a replay, the run says so instead of a breakdown.
 
     python benchmarks/step_breakdown.py --shape llama3-8b --nodes 0 31 63 --json-out breakdown.json
 
@@ -28,7 +30,7 @@ from medusa_runtime.engine.decoding import MedusaDecoder
 from medusa_runtime.engine.heads import MedusaHeads
 from medusa_runtime.engine.model import LlamaConfig, LlamaModel
 from model_shapes import SHAPES, plain_step_bytes, random_weights, read_bandwidth
-from step_cost import tree_of
+from step_cost import ms_per_step, tree_of
 
 # A decoder layer's projections in launch order (model.decode_layers); the output layer follows
 # the last layer's.
@@ -142,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     for nodes in args.nodes:
         decoder = (MedusaDecoder(model, heads, tree_of(nodes, args.heads)) if nodes else MedusaDecoder(model))
         generation = decoder.generate(prompt, args.new_tokens)  # allocation, compilation, capture
+        request_ms, _ = ms_per_step(decoder, prompt, args.new_tokens, 2)
         s = next(iter(decoder._sessions.values()))
         (prefill_graph,) = [graph for _, graph in s.prefills.values()]
-        run = {"nodes": nodes, "steps": generation.steps,
+        run = {"nodes": nodes, "steps": generation.steps, "msPerStep": request_ms,
                "stepGraphMs": _graph_ms(s.graphs, 20),
                "prefillGraphMs": _graph_ms([prefill_graph], 3),
                "breakdown": breakdown(decoder, args.profile_steps)}
@@ -162,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {result['device']}, shape {args.shape}, floor {floor_ms:.3f} ms")
     for run in runs:
         b = run["breakdown"]
-        print(f"-- {run['nodes']} nodes: step graphs {run['stepGraphMs']:.3f} ms, prefill "
+        print(f"-- {run['nodes']} nodes: {run['msPerStep']:.3f} ms a step as a request sees it; step graphs "
+              f"{run['stepGraphMs']:.3f} ms, prefill "
               f"{run['prefillGraphMs']:.2f} ms ({run['prefillMsPerStep']:.3f} ms a step over {run['steps']} steps)")
         if "error" in b:
             print("   ", b["error"])
