@@ -14,6 +14,8 @@ QUEUE_WAIT_SECONDS = Histogram("medusa_operator_queue_wait_seconds",
                                "Time a model waited in the work queue for a worker, from the change or deadline "
                                "that queued it.",
                                buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
+EVENTS_DROPPED = Counter("medusa_operator_events_dropped_total",
+                         "Events not posted because too many were already waiting for the API server.")
 MODEL_PHASE = Gauge("medusa_model_phase", "1 for the phase each MedusaModel is in, 0 for the others.",
                     ["namespace", "name", "phase"])
 PHASE_SECONDS = Counter("medusa_model_phase_seconds_total", "Time MedusaModels spent in each phase.",

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
 
 import pytest
 
 from medusa_operator.config import OperatorConfig
-from medusa_operator.controller.observed import Children
 from medusa_operator.controller.reconciler import Reconciler
 from medusa_operator.leader import LeaderElector
 
-from plan_helpers import SPEC
+from reconciler_standins import OneModelCache, RecordingKube
 
 
 class HangingClient:
@@ -45,59 +43,6 @@ async def test_a_hanging_renewal_ends_in_time_and_leadership_lapses_at_the_deadl
     await asyncio.wait_for(lost.wait(), timeout=2)
     holder.cancel()
     assert not elector.is_leader() and time.monotonic() - started >= 0.6
-
-
-class OneModelCache:
-    """The watch caches, holding one model (any name asked for) and no children."""
-
-    def __init__(self) -> None:
-        self.keys: list[tuple[str, str]] = []
-
-    async def wait_synced(self):
-        return None
-
-    def unsynced(self):
-        return []
-
-    def model(self, key):
-        namespace, name = key
-        return {"metadata": {"name": name, "namespace": namespace, "uid": "u", "generation": 1,
-                             "resourceVersion": "7"}, "spec": SPEC}
-
-    def model_keys(self):
-        return list(self.keys)
-
-    def children_of(self, key):
-        return Children()
-
-    def live(self, *args):
-        return None
-
-
-class RecordingKube:
-    """Records every write."""
-
-    def __init__(self) -> None:
-        self.writes: list[str] = []
-
-    async def secret_exists(self, namespace, name):
-        return True
-
-    async def set_replicas(self, *args):
-        self.writes.append("replicas")
-
-    async def apply(self, manifest):
-        self.writes.append(f"apply {manifest['kind']}")
-
-    async def delete(self, *args):
-        self.writes.append("delete")
-
-    async def patch_status(self, namespace, name, status, resource_version=None):
-        self.writes.append(f"status@{resource_version}")
-        return "8"
-
-    async def emit(self, *args):
-        self.writes.append("event")
 
 
 async def test_a_replica_that_is_not_the_leader_writes_nothing() -> None:

@@ -31,6 +31,7 @@ from ..render.jobs import secret_names
 from .. import metrics
 from . import applied
 from . import status as st
+from .events import EventPoster
 from .kube import Kube
 from .observed import Children, observe, secrets_to_check
 from .plan import known_engine_key, plan
@@ -44,6 +45,8 @@ MAX_BACKOFF_SECONDS = 300.0
 # After its own status write, a pass waits for the watch to bring that version before it reads
 # the model again (it would plan from the status before its own write); at most this long.
 OWN_WRITE_WAIT_SECONDS = 5.0
+# How long a shutdown waits, after the passes in flight, for the Events they queued.
+EVENT_DRAIN_SECONDS = 1.0
 SYNC_WARNING_SECONDS = 30.0  # how often a start that waits for its caches says which
 
 
@@ -99,6 +102,7 @@ class Reconciler:
         self.known_engines: dict[tuple[str, str, str], EngineStatus] = {}
         self.busy = 0  # passes in flight
         self.secrets = SecretPresence(kube.secret_exists, config.secret_check_seconds, self.queue.add)
+        self.events = EventPoster(kube.emit, self.may_act)
 
     # -- what wakes a model ----------------------------------------------------------------
 
@@ -145,10 +149,13 @@ class Reconciler:
         workers = [asyncio.create_task(self.work(stopped), name=f"medusa-worker-{i}")
                    for i in range(max(self.config.workers, 1))]
         workers.append(asyncio.create_task(self.secrets.run(), name="medusa-secret-checks"))
+        workers.append(asyncio.create_task(self.events.run(), name="medusa-events"))
         try:
             await stopped.wait()
             while self.busy:
                 await asyncio.sleep(0.02)
+            if not await self.events.drain(EVENT_DRAIN_SECONDS):
+                log.warning("stopping with events not posted", extra={"waiting": self.events.pending.qsize()})
         finally:
             for worker in workers:
                 worker.cancel()
@@ -345,11 +352,7 @@ class Reconciler:
                 raise
             if version and not self.seen(key, version):
                 self.own_writes[key] = (version, time.monotonic())
-        events = st.transition_events(old, new)
-        if events:
-            self.guard()
-            # Independent of each other: posted at once rather than one round trip after another.
-            await asyncio.gather(*(self.kube.emit(namespace, model, event, st.rfc3339(now)) for event in events))
+        self.events.post(namespace, model, st.transition_events(old, new), st.rfc3339(now))
 
     def record_metrics(self, key: Key, old: MedusaModelStatus, new: MedusaModelStatus, now: datetime) -> None:
         namespace, name = key
