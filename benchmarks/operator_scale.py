@@ -52,7 +52,9 @@ os.environ["MEDUSA_REAL_NODE"] = "0"
 from lightkube import Client  # noqa: E402
 from lightkube.codecs import from_dict  # noqa: E402
 from lightkube.config.kubeconfig import KubeConfig  # noqa: E402
-from lightkube.resources.core_v1 import Namespace  # noqa: E402
+from lightkube.resources.apps_v1 import Deployment  # noqa: E402
+from lightkube.resources.batch_v1 import Job  # noqa: E402
+from lightkube.resources.core_v1 import Namespace, Pod  # noqa: E402
 from lightkube.models.meta_v1 import ObjectMeta  # noqa: E402
 
 from fixtures.manifests import model_manifest  # noqa: E402
@@ -137,6 +139,84 @@ class PhaseWatch:
                 return True
             time.sleep(0.1)
         return False
+
+
+def owner_of(pod) -> str:
+    """The Job or Deployment a pod belongs to (a Deployment's pods belong to its ReplicaSet,
+    named after it plus a hash)."""
+    ref = (pod.metadata.ownerReferences or [None])[0]
+    if ref is None:
+        return ""
+    return ref.name.rsplit("-", 1)[0] if ref.kind == "ReplicaSet" else ref.name
+
+
+class Timeline:
+    """When each Job, Deployment and pod of the namespace was first seen created, bound to a
+    node, Ready and finished (from watches): splits one model's apply -> Serving into the
+    operator's reactions and the control plane's work."""
+
+    def __init__(self, client: Client, namespace: str) -> None:
+        self.client, self.namespace = client, namespace
+        self.seen: dict[tuple[str, str], float] = {}  # (object name, milestone) -> first time
+        self.owner: dict[str, str] = {}  # pod -> its Job or Deployment
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._follow, args=(kind,), daemon=True)
+                        for kind in (Job, Deployment, Pod)]
+        for thread in self.threads:
+            thread.start()
+
+    def mark(self, name: str, milestone: str) -> None:
+        self.seen.setdefault((name, milestone), time.monotonic())
+
+    def _follow(self, kind) -> None:
+        while not self.stop.is_set():
+            try:
+                for _, obj in self.client.watch(kind, namespace=self.namespace, server_timeout=30):
+                    name = obj.metadata.name
+                    self.mark(name, "created")
+                    if kind is Pod:
+                        self.owner[name] = owner_of(obj)
+                        if obj.spec.nodeName:
+                            self.mark(name, "bound")
+                        if any(c.type == "Ready" and c.status == "True" for c in obj.status.conditions or []):
+                            self.mark(name, "ready")
+                        if obj.status.phase == "Succeeded":
+                            self.mark(name, "done")
+                    if self.stop.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - watch again
+                time.sleep(0.5)
+
+    def pods_of(self, owner: str) -> list[str]:
+        return [pod for pod, of in self.owner.items() if of == owner]
+
+    def split(self, model: str, applied: float, serving: float, job_ms: int, pod_start_ms: int) -> dict:
+        """The operator's part and the control plane's part of ``model``'s path to Serving."""
+        def last_pod(owners: list[str], milestone: str) -> float:
+            """When the first pod of each owner got there, for the owner that got there last."""
+            return max(min(self.seen[(pod, milestone)] for pod in self.pods_of(owner) if (pod, milestone) in self.seen)
+                       for owner in owners)
+
+        def owned(suffixes: tuple[str, ...]) -> list[str]:
+            return [owner for owner in set(self.owner.values()) if owner.startswith(model + "-")
+                    and owner.endswith(suffixes)]
+
+        # A step's Jobs (the candidate's and the baseline's; an engine already known needs no Job
+        # of the candidate's) start together and the path goes on once both are done.
+        created = {step: min(self.seen[(job, "created")] for job in owned((f"-{step}", f"-{step}-base")))
+                   for step in CRITICAL_PATH_JOBS}
+        done = {step: last_pod(owned((f"-{step}", f"-{step}-base")), "done") for step in CRITICAL_PATH_JOBS}
+        deployments = [owner for owner in owned(("",)) if owner not in owned(tuple(f"-{s}" for s in STEPS))]
+        deployed = min(self.seen[(d, "created")] for d in deployments)
+        pods_ready = last_pod(deployments, "ready")
+        operator = [created["lookup"] - applied, created["build"] - done["lookup"],
+                    created["package"] - done["build"], deployed - done["package"],
+                    created["validate"] - pods_ready, serving - done["validate"]]
+        cluster = [done[step] - created[step] for step in CRITICAL_PATH_JOBS] + [pods_ready - deployed]
+        scripted = (len(CRITICAL_PATH_JOBS) * (job_ms + pod_start_ms) + pod_start_ms) / 1000
+        return {"operatorSeconds": round(sum(operator), 3), "operatorSegments": [round(t, 3) for t in operator],
+                "controlPlaneSeconds": round(sum(cluster) - scripted, 3),
+                "controlPlaneAndScriptedSegments": [round(t, 3) for t in cluster]}
 
 
 def component_pids(cluster: LocalCluster) -> dict[str, int]:
@@ -245,26 +325,36 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float, o
                              "--reconcile-interval", "5", name="leader").start()
     scripter = JobScripter(kube, NAMESPACE, {step: timed(step, job_ms) for step in STEPS}).start()
     phases = PhaseWatch(kube, NAMESPACE)
+    timeline = Timeline(kube, NAMESPACE)
     figures: dict = {"models": count, "gpuNodes": nodes, "jobMs": job_ms, "operatorArgs": operator_args}
     try:
         time.sleep(3)  # the leader holds the Lease and its caches are filled
         # One model alone, a few times: apply -> Serving.
-        singles = []
+        singles, splits = [], []
         for i in range(SINGLE_RUNS):
             started = time.monotonic()
             kube.create(from_dict(model_manifest(f"single-{i}")), namespace=NAMESPACE)
             assert phases.wait([f"single-{i}"], 120), "the single model did not reach Serving"
             singles.append(phases.serving[f"single-{i}"] - started)
+            time.sleep(1)  # the watches bring the last milestones
+            splits.append(timeline.split(f"single-{i}", started, phases.serving[f"single-{i}"], job_ms,
+                                         kwok_pod_start_ms()))
+        timeline.stop.set()  # its watches would add to this process's share below
         single = sorted(singles)[len(singles) // 2]
+        split = splits[singles.index(single)]
         jobs = len(CRITICAL_PATH_JOBS) * job_ms / 1000
         pod_starts = CRITICAL_PATH_PODS * kwok_pod_start_ms() / 1000
         figures["single"] = {"applyToServingSeconds": round(single, 2), "runs": [round(t, 2) for t in singles],
                              "scriptedJobSeconds": jobs, "kwokPodStartSeconds": pod_starts,
                              "beyondScriptedJobsSeconds": round(single - jobs, 2),
-                             "beyondScriptedSeconds": round(single - jobs - pod_starts, 2)}
+                             "beyondScriptedSeconds": round(single - jobs - pod_starts, 2), "split": split}
         print(f"[{count}] one model: apply -> Serving {single:.2f} s (median of {', '.join(f'{t:.2f}' for t in singles)}); "
               f"scripted on its path: Jobs {jobs:.2f} s, kwok's pod starts {pod_starts:.2f} s; beyond the Jobs "
               f"{single - jobs:.2f} s, beyond both {single - jobs - pod_starts:.2f} s", flush=True)
+        print(f"[{count}] of that run's time beyond the scripted: the operator's reactions {split['operatorSeconds']:.2f} s "
+              f"(apply -> lookup Job, each step's end -> the next step's start, validation -> Serving: "
+              f"{split['operatorSegments']}), the control plane {split['controlPlaneSeconds']:.2f} s (Job or "
+              f"Deployment -> pods created, scheduled, started and finished, less kwok's scripted times)", flush=True)
 
         # N models at once.
         pids = {**component_pids(cluster), "operator": leader.proc.pid, "benchmark (Job scripter)": os.getpid()}
@@ -385,6 +475,7 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float, o
         standby.stop()
     finally:
         phases.stop.set()
+        timeline.stop.set()
         scripter.stop()
         leader.stop()
         figures["scripterErrors"] = len(scripter.errors)

@@ -289,17 +289,21 @@ class Reconciler:
             self.guard()  # a replica that may not act does not even begin (the log says what began)
             log.debug("write batch", extra={"namespace": namespace, "model": name, "apply": len(to_apply),
                                             "delete": len(result.delete), "replicas": len(result.replicas)})
-        # Replica counts first (see Plan.replicas), then the manifests, then deletions, then the
-        # status. Within each group the objects are independent (the plan decided on what it
-        # observed), so their writes go out at once: a pass costs a few round trips, not one per
-        # object, which matters when the API server is slow to answer.
+        # The plan decided every write on what it observed, so they are independent and go out at
+        # once (a pass costs two or three round trips, not one per object, which matters when the
+        # API server is slow to answer), with two orderings: a Deployment's replica count is set
+        # before the manifest that stops rendering it (see Plan.replicas), and the status goes
+        # last, so it never tells of a write that failed.
+        def counted(manifest: dict[str, Any]) -> bool:
+            return manifest["kind"] == "Deployment" and manifest["metadata"]["name"] in result.replicas
+
         self.guard()
         await asyncio.gather(*(self.kube.set_replicas(namespace, deployment, replicas)
-                               for deployment, replicas in result.replicas.items()))
+                               for deployment, replicas in result.replicas.items()),
+                             *(self.apply(namespace, manifest) for manifest in to_apply if not counted(manifest)),
+                             *(self.kube.delete(namespace, deletion) for deletion in result.delete))
         self.guard()
-        await asyncio.gather(*(self.apply(namespace, manifest) for manifest in to_apply))
-        self.guard()
-        await asyncio.gather(*(self.kube.delete(namespace, deletion) for deletion in result.delete))
+        await asyncio.gather(*(self.apply(namespace, manifest) for manifest in to_apply if counted(manifest)))
         writes = len(result.replicas) + len(to_apply) + len(result.delete)
         self.guard()
         await self.write_status(key, model, raw_status, old_status, result.status, now)
