@@ -185,7 +185,7 @@ HOST_PROVIDED = {"triton_python_backend_utils"}  # Triton's Python backend, to t
 USED_THROUGH_ANOTHER = {
     "medusa_runtime": {"gguf": "transformers, to read GGUF checkpoints",
                        "sentencepiece": "transformers, for SentencePiece tokenizers",
-                       "accelerate": "transformers, to load large checkpoints"},
+                       "accelerate": "transformers, which loads no GGUF checkpoint without it (convert-gguf)"},
 }
 
 
