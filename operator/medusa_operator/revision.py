@@ -1,19 +1,19 @@
 """Content keys: which spec changes make a new engine, and which a new revision.
 
-The engine cache key covers everything that changes the engine's bytes or how its build checks
-the inputs: sources and their revisions, the declared head and layer counts, the tree, engine
-settings, backend, the builder image (which pins the TensorRT-LLM version) and the GPU product
-(engines are not portable across GPUs). The revision adds what changes where it is kept, how it
-is served or judged: the artifact store, the credential references, the serving image, the GPU
-count and the validation gates. Replicas, autoscaling, resources, node selection and tolerations
-are in neither: they apply in place.
+The engine cache key is ``medusa_common.engine_key``'s, over the spec's sources, declared counts,
+tree, engine settings and GPU product, with the builder image as the toolchain (it pins the
+TensorRT-LLM version). The revision adds what changes where it is kept, how it is served or
+judged: the artifact store, the credential references, the serving image, the GPU count and the
+validation gates. Replicas, autoscaling, resources, node selection and tolerations are in
+neither: they apply in place.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from medusa_common.contract import ENGINE_KEY_LENGTH, content_key
+from medusa_common.contract import content_key
+from medusa_common.engine_key import EngineInputs, tree_choices
 from medusa_common.tree import AUTO_PRESET
 
 from .api.v1alpha1 import MedusaModelSpec
@@ -32,32 +32,23 @@ def effective_tree(spec: MedusaModelSpec) -> dict[str, Any]:
     return {"preset": (tree.preset if tree is not None and tree.preset else AUTO_PRESET)}
 
 
-def _heads(spec: MedusaModelSpec) -> list[Any]:
-    heads: list[Any] = [spec.medusa.uri, spec.medusa.revision]
-    # Declared counts only when given, so the key of a spec that leaves them to the checkpoint
-    # stays what it always was (and its engines in the store are found again).
-    declared = {k: v for k, v in (("numHeads", spec.medusa.num_heads), ("numLayers", spec.medusa.num_layers)) if v}
-    return heads + [declared] if declared else heads
-
-
-def engine_inputs(spec: MedusaModelSpec, builder_image: str) -> dict[str, Any]:
-    engine = spec.engine
-    return {
-        "base": [spec.base_model.uri, spec.base_model.revision],
-        "heads": _heads(spec),
-        "tree": effective_tree(spec),
-        "backend": engine.backend,
-        "dtype": engine.dtype,
-        "quantization": engine.quantization,
-        "tensorParallelSize": engine.tensor_parallel_size,
-        "limits": [engine.max_batch_size, engine.max_input_len, engine.max_output_len],
-        "gpuProduct": engine.gpu.product,
-        "builderImage": builder_image,
-    }
+def engine_inputs(spec: MedusaModelSpec, builder_image: str) -> EngineInputs:
+    """What the spec's engine is keyed by; the builder image names the toolchain."""
+    medusa, engine, tree = spec.medusa, spec.engine, effective_tree(spec)
+    return EngineInputs(
+        base_uri=spec.base_model.uri, base_revision=spec.base_model.revision,
+        heads_uri=medusa.uri, heads_revision=medusa.revision,
+        num_heads=medusa.num_heads, num_layers=medusa.num_layers,
+        tree_choices=tree_choices(tree["choices"]) if "choices" in tree else None, tree_preset=tree.get("preset"),
+        backend=engine.backend, dtype=engine.dtype, quantization=engine.quantization,
+        tensor_parallel_size=engine.tensor_parallel_size, max_batch_size=engine.max_batch_size,
+        max_input_len=engine.max_input_len, max_output_len=engine.max_output_len,
+        gpu_product=engine.gpu.product, toolchain=builder_image,
+    )
 
 
 def engine_cache_key(spec: MedusaModelSpec, builder_image: str) -> str:
-    return content_key(engine_inputs(spec, builder_image), ENGINE_KEY_LENGTH)
+    return engine_inputs(spec, builder_image).key()
 
 
 def revision_of(spec: MedusaModelSpec, builder_image: str, serving_image: str) -> str:
@@ -76,6 +67,4 @@ def revision_of(spec: MedusaModelSpec, builder_image: str, serving_image: str) -
 
 def base_engine_cache_key(spec: MedusaModelSpec, builder_image: str) -> str:
     """Key of the base model's own engine (the baseline): the engine inputs without heads or tree."""
-    inputs = engine_inputs(spec, builder_image)
-    del inputs["heads"], inputs["tree"]
-    return content_key({"baseline": inputs}, ENGINE_KEY_LENGTH)
+    return engine_inputs(spec, builder_image).baseline_key()

@@ -155,11 +155,20 @@ def test_parsed_flags_stay_in_the_builder_steps() -> None:
     assert not wrong, "\n".join(wrong)
 
 
-def test_the_builder_computes_engine_keys_in_one_place() -> None:
-    # Issue 24: one engine cache key; build-engine and build both key engines through it.
-    callers = {module for module, function in _builder_functions() for node in ast.walk(function)
-               if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "content_key"}
-    assert callers == {"medusa_builder.build.key"}
+def _callers(package: str, name: str) -> set[str]:
+    """Modules of ``package`` with a function that calls ``name`` (as a name or an attribute)."""
+    return {module for module, path in _modules(package)
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == name}
+
+
+def test_engine_keys_are_made_in_one_place_on_each_side() -> None:
+    # Issue 24: one engine cache key (medusa_common.engine_key). The builder hashes nothing itself;
+    # build-engine and build both fill the key's inputs in through build.key, the operator through
+    # revision.py.
+    assert not _callers("medusa_builder", "content_key")
+    assert _callers("medusa_builder", "EngineInputs") == {"medusa_builder.build.key"}
+    assert _callers("medusa_operator", "EngineInputs") == {"medusa_operator.revision"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +185,7 @@ HOST_PROVIDED = {"triton_python_backend_utils"}  # Triton's Python backend, to t
 USED_THROUGH_ANOTHER = {
     "medusa_runtime": {"gguf": "transformers, to read GGUF checkpoints",
                        "sentencepiece": "transformers, for SentencePiece tokenizers",
-                       "accelerate": "transformers, to load large checkpoints"},
+                       "accelerate": "transformers, which loads no GGUF checkpoint without it (convert-gguf)"},
 }
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +13,7 @@ from medusa_common.toolchain import TRITON_TRTLLM_IMAGE, TRTLLM_VERSION
 from medusa_common.tree import to_brace_form
 
 from .. import storage
-from .key import builder_version
+from .host import builder_version, gpu_description
 from .spec import EngineSpec
 
 log = logging.getLogger(__name__)
@@ -28,21 +26,6 @@ TREE_FILE = "tree.json"
 def write_tree(entry_dir: str | Path, tree: Sequence[Sequence[int]]) -> None:
     doc = {"tree": [list(p) for p in tree], "medusaChoices": to_brace_form(tree)}
     Path(entry_dir, TREE_FILE).write_text(json.dumps(doc, indent=2), encoding="utf-8")
-
-
-def gpu_description() -> dict[str, Any]:
-    """Name and compute capability of GPU 0 from nvidia-smi, or empty values when none is visible."""
-    if not shutil.which("nvidia-smi"):
-        return {"name": None, "computeCapability": None, "count": 0}
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-    except (subprocess.SubprocessError, OSError):
-        return {"name": None, "computeCapability": None, "count": 0}
-    rows = [[part.strip() for part in line.split(",")] for line in out.strip().splitlines() if line.strip()]
-    if not rows:
-        return {"name": None, "computeCapability": None, "count": 0}
-    return {"name": rows[0][0], "computeCapability": rows[0][1] if len(rows[0]) > 1 else None, "count": len(rows)}
 
 
 def entry_uri(artifacts_uri: str, cache_key: str) -> str:

@@ -1,49 +1,55 @@
 """The engine cache key a build computes when it is given none.
 
 The operator always passes its own key (``--cache-key``, from the MedusaModel spec); a build run
-by hand keys its engine here, with ``medusa_common.contract.content_key`` over the build's
-inputs, the hash and length the operator uses. This module is the builder's only caller of it.
+by hand keys its engine here, from its flags, with ``medusa_common.engine_key.EngineInputs``: the
+facts and the hash the operator uses (that module says what each side fills in). This module is
+the builder's only maker of engine inputs.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
-from typing import Any
+from typing import Sequence
 
-from medusa_common.contract import ENGINE_KEY_LENGTH, UserError, content_key
+from medusa_common.contract import UserError
+from medusa_common.engine_key import EngineInputs, tree_choices
 from medusa_common.toolchain import TRTLLM_VERSION
 
+from .host import builder_version, gpu_description
 from .spec import EngineSpec
+from .trtllm import installed_trtllm_version
 
 _CACHE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def builder_version() -> str:
-    """This package's installed version, or ``source`` in a checkout that is not installed."""
-    try:
-        from importlib.metadata import version
-
-        return version("medusa-operator")
-    except Exception:  # noqa: BLE001 - not installed as a distribution (source checkout)
-        return "source"
-
-
-def cache_inputs(spec: EngineSpec, *, base_uri: str, base_revision: str | None, heads_uri: str | None,
-                 heads_revision: str | None, tree_spec: Any) -> dict[str, Any]:
-    """What the cache key covers: sources, tree, engine shape and toolchain."""
-    return {
-        "base": [base_uri, base_revision], "heads": [heads_uri, heads_revision], "tree": tree_spec,
-        "spec": asdict(spec), "tensorrtLlm": TRTLLM_VERSION if spec.backend == "tensorrt-llm" else None,
-        "builder": builder_version(),
-    }
+def toolchain(backend: str) -> str:
+    """What builds the engine: this builder's version and, for TensorRT-LLM engines, TensorRT-LLM's
+    (the installed one; where none is installed, as in a dry run outside the builder image, the
+    version that image pins, which a real build insists on)."""
+    if backend != "tensorrt-llm":
+        return f"medusa-builder {builder_version()}"
+    return f"medusa-builder {builder_version()}, tensorrt-llm {installed_trtllm_version() or TRTLLM_VERSION}"
 
 
-def engine_cache_key(spec: EngineSpec, *, base_uri: str, base_revision: str | None, heads_uri: str | None,
-                     heads_revision: str | None, tree_spec: Any) -> str:
-    """The cache key of the engine these inputs build."""
-    return content_key(cache_inputs(spec, base_uri=base_uri, base_revision=base_revision, heads_uri=heads_uri,
-                                    heads_revision=heads_revision, tree_spec=tree_spec), ENGINE_KEY_LENGTH)
+def gpu_product(spec: EngineSpec) -> str | None:
+    """The GPU the engine is for: ``--gpu-product``, else the GPU this build runs on as nvidia-smi
+    names it, else None (no GPU visible: the key then says nothing about one)."""
+    return spec.gpu_product or gpu_description()["name"]
+
+
+def engine_inputs(spec: EngineSpec, *, base_uri: str, base_revision: str | None, heads_uri: str | None = None,
+                  heads_revision: str | None = None, num_heads: int | None = None, num_layers: int | None = None,
+                  choices: Sequence[Sequence[int]] | None = None, preset: str | None = None) -> EngineInputs:
+    """What a hand-run build's engine is keyed by: the sources, the declared counts, the tree (a
+    preset or the checked choices) and the engine flags."""
+    return EngineInputs(
+        base_uri=base_uri, base_revision=base_revision, heads_uri=heads_uri, heads_revision=heads_revision,
+        num_heads=num_heads, num_layers=num_layers,
+        tree_choices=tree_choices(choices) if choices is not None else None, tree_preset=preset,
+        backend=spec.backend, dtype=spec.dtype, quantization=spec.quantization, tensor_parallel_size=spec.tp_size,
+        max_batch_size=spec.max_batch_size, max_input_len=spec.max_input_len, max_output_len=spec.max_output_len,
+        gpu_product=gpu_product(spec), toolchain=toolchain(spec.backend),
+    )
 
 
 def check_cache_key(key: str) -> str:

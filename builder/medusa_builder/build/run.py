@@ -14,12 +14,13 @@ from typing import Any
 
 from medusa_common import checkpoint
 from medusa_common.contract import UserError
+from medusa_common.engine_key import EngineInputs
 from medusa_common.tree import (AUTO_PRESET, DEFAULT_TREE_NODES, REFERENCE_DRAFT_VOCAB, REFERENCE_TREE_NODES,
                                 normalise_tree, parse_choices, resolve_tree)
 
 from .. import storage
 from . import entry as cache_entry
-from .key import check_cache_key, engine_cache_key
+from .key import check_cache_key, engine_inputs
 from .reference import build_reference_entry
 from .spec import EngineSpec
 from .trtllm import build_trtllm_entry, check_trtllm_toolchain
@@ -73,11 +74,18 @@ def checked_spec(spec: EngineSpec) -> EngineSpec:
     return spec
 
 
-def tree_spec(tree: TreeRequest) -> Any:
-    """The tree as given (for the cache key); explicit choices are checked here, before any download."""
+# The preset a key records when no tree is asked for: the default preset for the heads' count.
+DEFAULT_TREE_KEY = "default"
+
+
+def requested_tree(tree: TreeRequest) -> dict[str, Any]:
+    """The tree as asked for, as ``engine_inputs`` takes it: explicit choices as given, as the
+    operator keys them, once they are checked (here, before any download)."""
     if tree.choices is not None:
-        return {"choices": normalise_tree(parse_choices(tree.choices), tree.num_heads)}
-    return {"preset": tree.preset or "default"}
+        choices = parse_choices(tree.choices)
+        normalise_tree(choices, tree.num_heads)
+        return {"choices": choices}
+    return {"preset": tree.preset or DEFAULT_TREE_KEY}
 
 
 def trtllm_toolchain(options: BuildOptions) -> str | None:
@@ -188,10 +196,10 @@ def build_from_folders(base_dir: str, heads_dir: str, options: BuildOptions) -> 
     report = checkpoint.inspect(base_dir, heads_dir, expected_heads=options.tree.num_heads,
                                 expected_layers=options.tree.num_layers)
     tree, calibration = resolve_build_tree(options.tree, base_dir, heads_dir, report, spec)
-    key = check_cache_key(options.cache_key or engine_cache_key(
+    key = check_cache_key(options.cache_key or engine_inputs(
         spec, base_uri=str(Path(base_dir).resolve()), base_revision=storage.folder_fingerprint(base_dir),
         heads_uri=str(Path(heads_dir).resolve()), heads_revision=storage.folder_fingerprint(heads_dir),
-        tree_spec=tree))
+        num_heads=options.tree.num_heads, num_layers=options.tree.num_layers, choices=tree).key())
     return build_and_publish(options, key=key, base_dir=base_dir, heads_dir=heads_dir, report=report, tree=tree,
                              extra=calibration, sources={})
 
@@ -212,6 +220,23 @@ def check_sources(sources: Sources, options: BuildOptions) -> None:
             storage.parse_uri(uri)
 
 
+def sources_inputs(sources: Sources, options: BuildOptions) -> EngineInputs:
+    """What a build from sources is keyed by when it is given no ``--cache-key``."""
+    if sources.base_only:
+        return engine_inputs(options.spec, base_uri=sources.base_uri, base_revision=sources.base_revision)
+    tree = options.tree
+    return engine_inputs(options.spec, base_uri=sources.base_uri, base_revision=sources.base_revision,
+                         heads_uri=sources.heads_uri, heads_revision=sources.heads_revision, num_heads=tree.num_heads,
+                         num_layers=tree.num_layers, **requested_tree(tree))
+
+
+def sources_key(sources: Sources, options: BuildOptions) -> str:
+    """The baseline's key for a base-only build (the key the operator gives it), else the key of
+    the engine with these heads and this tree."""
+    inputs = sources_inputs(sources, options)
+    return inputs.baseline_key() if sources.base_only else inputs.key()
+
+
 def build_from_sources(sources: Sources, options: BuildOptions, *, lookup_only: bool = False) -> dict[str, Any]:
     """Look the engine up and, on a miss, download, inspect and build it. ``lookup_only`` stops
     after the lookup (the operator's CPU-only Job), refusing first a builder image that could not
@@ -221,9 +246,7 @@ def build_from_sources(sources: Sources, options: BuildOptions, *, lookup_only: 
     check_sources(sources, options)
     if options.artifacts_uri and storage.parse_uri(options.artifacts_uri).scheme == "hf":
         raise UserError("the artifact store cannot be a Hugging Face location; use s3://, gs://, pvc:// or a path")
-    key = check_cache_key(options.cache_key or engine_cache_key(
-        spec, base_uri=sources.base_uri, base_revision=sources.base_revision, heads_uri=sources.heads_uri,
-        heads_revision=sources.heads_revision, tree_spec=None if sources.base_only else tree_spec(options.tree)))
+    key = check_cache_key(options.cache_key or sources_key(sources, options))
     if lookup_only and not options.artifacts_uri:
         raise UserError("--lookup-only needs --artifacts-uri, the store to look the engine up in")
     cached = cached_result(options, key)

@@ -41,7 +41,10 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def sources(args: argparse.Namespace) -> Sources:
+    return Sources(base_uri=args.base_uri, base_revision=args.base_revision, heads_uri=args.heads_uri,
+                   heads_revision=args.heads_revision, base_only=args.base_only)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    sources = Sources(base_uri=args.base_uri, base_revision=args.base_revision, heads_uri=args.heads_uri,
-                      heads_revision=args.heads_revision, base_only=args.base_only)
-    return build_from_sources(sources, build_options(args, backend=args.backend), lookup_only=args.lookup_only)
+    return build_from_sources(sources(args), build_options(args, backend=args.backend), lookup_only=args.lookup_only)
