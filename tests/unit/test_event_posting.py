@@ -38,8 +38,9 @@ async def test_a_pass_does_not_wait_for_its_events() -> None:
     assert reconciler.events.pending.qsize() >= 1, "the first pass of a new model has Events to tell"
 
 
-async def test_a_shutdown_waits_for_the_events_on_their_way() -> None:
-    kube = EventKube(event_seconds=0.3)
+async def stop_once_events_are_posted(kube: EventKube, shutdown_seconds: float) -> None:
+    """Run the reconcile loop over one model, stop it once its first Event is on its way, and
+    give the shutdown ``shutdown_seconds``."""
     cache = OneModelCache()
     cache.keys = [("ns", "m")]
     reconciler = Reconciler(kube, cache, OperatorConfig())
@@ -49,8 +50,13 @@ async def test_a_shutdown_waits_for_the_events_on_their_way() -> None:
         if kube.begun:
             break
         await asyncio.sleep(0.01)
-    stopped.set()  # while the Events are still on their way
-    await asyncio.wait_for(loop, timeout=5)
+    stopped.set()
+    await asyncio.wait_for(loop, timeout=shutdown_seconds)
+
+
+async def test_a_shutdown_waits_for_the_events_on_their_way() -> None:
+    kube = EventKube(event_seconds=0.3)
+    await stop_once_events_are_posted(kube, shutdown_seconds=5)
     assert kube.begun and kube.reasons == kube.begun
 
 
@@ -89,15 +95,4 @@ async def test_events_beyond_the_bound_are_dropped_and_counted_and_a_failed_one_
 
 
 async def test_a_shutdown_does_not_wait_long_for_an_api_server_that_takes_no_events() -> None:
-    kube = EventKube(event_seconds=3600)
-    cache = OneModelCache()
-    cache.keys = [("ns", "m")]
-    reconciler = Reconciler(kube, cache, OperatorConfig())
-    stopped = asyncio.Event()
-    loop = asyncio.create_task(reconciler.run(stopped))
-    for _ in range(200):
-        if "status@7" in kube.writes:
-            break
-        await asyncio.sleep(0.01)
-    stopped.set()
-    await asyncio.wait_for(loop, timeout=3)
+    await stop_once_events_are_posted(EventKube(event_seconds=3600), shutdown_seconds=3)
