@@ -42,6 +42,9 @@ class LeaderElector:
         self._observed: tuple[str | None, str | None] | None = None
         self._observed_at = 0.0
         self._renewed_at: float | None = None  # monotonic start of the last successful acquire or renewal
+        # The Lease as this replica's last write left it: the next renewal writes over it without
+        # reading it first (one request, not two), unless someone else wrote it meanwhile (409).
+        self._written: Lease | None = None
 
     def is_leader(self) -> bool:
         """Whether this replica may act now: it renewed within the renew deadline."""
@@ -84,6 +87,7 @@ class LeaderElector:
     async def release(self) -> None:
         """Give the Lease up on a clean shutdown so a follower takes over at once."""
         self._renewed_at = None
+        self._written = None
         try:
             lease = await self.client.get(Lease, self.name, namespace=self.namespace)
             if lease.spec.holderIdentity == self.identity:
@@ -96,13 +100,17 @@ class LeaderElector:
 
     async def _try_acquire(self) -> bool:
         now = datetime.now(timezone.utc)
+        if self._written is not None:
+            if await self._write(self._written, now):
+                return True
+            self._written = None  # changed since this replica wrote it: read it and decide again
         try:
             lease = await self.client.get(Lease, self.name, namespace=self.namespace)
         except ApiError as exc:
             if exc.status.code != 404:
                 raise
             try:
-                await self.client.create(Lease(
+                self._written = await self.client.create(Lease(
                     metadata=ObjectMeta(name=self.name, namespace=self.namespace),
                     spec=LeaseSpec(holderIdentity=self.identity, leaseDurationSeconds=self.lease_seconds,
                                    acquireTime=now, renewTime=now, leaseTransitions=0)))
@@ -122,11 +130,17 @@ class LeaderElector:
         if spec.holderIdentity != self.identity:
             spec.acquireTime = now
             spec.leaseTransitions = (spec.leaseTransitions or 0) + 1
+        return await self._write(lease, now)
+
+    async def _write(self, lease: Lease, now: datetime) -> bool:
+        """Write ``lease`` as held by this replica, renewed ``now``; False if it changed since it
+        was read (its resourceVersion no longer matches)."""
+        spec = lease.spec
         spec.holderIdentity = self.identity
         spec.leaseDurationSeconds = self.lease_seconds
         spec.renewTime = now
         try:
-            await self.client.replace(lease)  # carries resourceVersion: a concurrent writer makes this 409
+            self._written = await self.client.replace(lease)
         except ApiError as exc:
             if exc.status.code == 409:
                 return False
