@@ -10,6 +10,7 @@ profiled as they run, so the kernels' times include no launch overhead; where th
 records no kernel of a replay, the run says so instead of a breakdown.
 
     python benchmarks/step_breakdown.py --shape llama3-8b --nodes 0 31 63 --json-out breakdown.json
+    python benchmarks/step_breakdown.py --shape llama3-8b --dependent-launches off on --prefetch 0 2
 
 Random weights in the shape's sizes, as in ``step_cost.py``.
 """
@@ -17,7 +18,10 @@ Random weights in the shape's sizes, as in ``step_cost.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import gc
+import itertools
 import json
 import sys
 import tempfile
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from medusa_runtime.engine import kernels
 from medusa_runtime.engine.decoding import MedusaDecoder
 from medusa_runtime.engine.heads import MedusaHeads
 from medusa_runtime.engine.model import LlamaConfig, LlamaModel
@@ -122,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=200)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--profile-steps", type=int, default=5)
+    parser.add_argument("--dependent-launches", nargs="+", choices=["on", "off"], default=["on"],
+                        help="programmatic dependent launches (Hopper and newer); one set of runs each")
+    parser.add_argument("--prefetch", type=int, nargs="+", default=[None], metavar="BLOCKS",
+                        help="weight K blocks every table tiling prefetches (default: the table's own); "
+                             "one set of runs each")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -141,13 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     prompt = torch.randint(0, cfg.vocab_size, (args.prompt_tokens,),
                            generator=torch.Generator().manual_seed(0)).tolist()
     runs = []
-    for nodes in args.nodes:
-        decoder = (MedusaDecoder(model, heads, tree_of(nodes, args.heads)) if nodes else MedusaDecoder(model))
-        generation = decoder.generate(prompt, args.new_tokens)  # allocation, compilation, capture
-        request_ms, _ = ms_per_step(decoder, prompt, args.new_tokens, 2)
+    for launches, prefetch, nodes in itertools.product(args.dependent_launches, args.prefetch, args.nodes):
+        kernels.DEPENDENT_LAUNCHES = launches == "on"
+        table = None if prefetch is None else {key: dataclasses.replace(tiles, prefetch=prefetch)
+                                               for key, tiles in kernels.LINEAR_TILE_TABLE.items()}
+        with kernels.tile_table(table) if table is not None else contextlib.nullcontext():
+            decoder = (MedusaDecoder(model, heads, tree_of(nodes, args.heads)) if nodes else MedusaDecoder(model))
+            generation = decoder.generate(prompt, args.new_tokens)  # allocation, compilation, capture
+            request_ms, _ = ms_per_step(decoder, prompt, args.new_tokens, 2)
         s = next(iter(decoder._sessions.values()))
         (prefill_graph,) = [graph for _, graph in s.prefills.values()]
-        run = {"nodes": nodes, "steps": generation.steps, "msPerStep": request_ms,
+        run = {"dependentLaunches": kernels.dependent_launches(device), "prefetch": prefetch, "nodes": nodes,
+               "steps": generation.steps, "msPerStep": request_ms,
                "stepGraphMs": _graph_ms(s.graphs, 20),
                "prefillGraphMs": _graph_ms([prefill_graph], 3),
                "breakdown": breakdown(decoder, args.profile_steps)}
@@ -165,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {result['device']}, shape {args.shape}, floor {floor_ms:.3f} ms")
     for run in runs:
         b = run["breakdown"]
-        print(f"-- {run['nodes']} nodes: {run['msPerStep']:.3f} ms a step as a request sees it; step graphs "
+        print(f"-- {run['nodes']} nodes, dependent launches {run['dependentLaunches']}, prefetch "
+              f"{'table' if run['prefetch'] is None else run['prefetch']}: "
+              f"{run['msPerStep']:.3f} ms a step as a request sees it; step graphs "
               f"{run['stepGraphMs']:.3f} ms, prefill "
               f"{run['prefillGraphMs']:.2f} ms ({run['prefillMsPerStep']:.3f} ms a step over {run['steps']} steps)")
         if "error" in b:

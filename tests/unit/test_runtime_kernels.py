@@ -109,3 +109,5 @@ def test_table_entries_fit_the_kernel():
         assert tiles.block_m * tiles.row_tiles <= 64, key
         assert tiles.warps in (1, 2, 4, 8, 16), key
         assert tiles.split_k >= 1, key
+        # A prefetch asks for 64-value lines, BLOCKS x block_k / 64 of them, a power of two (tl.arange).
+        assert tiles.prefetch == 0 or (tiles.prefetch & (tiles.prefetch - 1) == 0 and tiles.block_k >= 64), key

@@ -65,8 +65,8 @@ def _linear_rows(x_ptr, norm_ptr, rows, row_ok, ks, k_ok, wt, ut, acc, acc_up, s
 
 
 @triton.jit
-def _linear_finish(acc, acc_up, sum_squares, rows, row_ok, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr, index_ptr,
-                   N, K, eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+def _linear_finish(acc, acc_up, sum_squares, rows, row_ok, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr, out_ptr,
+                   index_ptr, N, K, eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
                    GATED: tl.constexpr, ARGMAX: tl.constexpr):
     """A row tile's epilogue; ``sum_squares`` [BM]: each row's sum of squares (RMSNorm)."""
     if HAS_NORM:
@@ -80,10 +80,9 @@ def _linear_finish(acc, acc_up, sum_squares, rows, row_ok, cols, col0, col_ok, b
     if ARGMAX:
         # Each column tile's best score and its first column; greedy_tokens picks among tiles.
         scores = tl.where(col_ok[None, :], acc, float("-inf"))
-        tiles = tl.num_programs(0)
-        tl.store(out_ptr + rows * tiles + tl.program_id(0), tl.max(scores, axis=1), mask=row_ok)
+        tl.store(out_ptr + rows * tiles + tile, tl.max(scores, axis=1), mask=row_ok)
         best = col0 + tl.argmax(scores, axis=1)
-        tl.store(index_ptr + rows * tiles + tl.program_id(0), best, mask=row_ok)
+        tl.store(index_ptr + rows * tiles + tile, best, mask=row_ok)
     else:
         offsets = rows[:, None] * N + cols[None, :]
         ok = row_ok[:, None] & col_ok[None, :]
@@ -93,7 +92,7 @@ def _linear_finish(acc, acc_up, sum_squares, rows, row_ok, cols, col0, col_ok, b
 
 
 @triton.jit
-def _split_store(part_ptr, sq_ptr, split, acc, acc_up, squares, rows, row_ok, cols, col_ok, M, N,
+def _split_store(part_ptr, sq_ptr, split, acc, acc_up, squares, rows, row_ok, cols, col_ok, tile, tiles, M, N,
                  HAS_NORM: tl.constexpr, GATED: tl.constexpr):
     """One K split's partial sums of a row tile, for the split that finishes its columns last."""
     width = 2 * N if GATED else N
@@ -103,12 +102,12 @@ def _split_store(part_ptr, sq_ptr, split, acc, acc_up, squares, rows, row_ok, co
     if GATED:
         tl.store(part_ptr + offsets + N, acc_up, mask=ok)
     if HAS_NORM:
-        tl.store(sq_ptr + (split * tl.num_programs(0) + tl.program_id(0)) * M + rows, tl.sum(squares, axis=1),
+        tl.store(sq_ptr + (split * tiles + tile) * M + rows, tl.sum(squares, axis=1),
                  mask=row_ok)
 
 
 @triton.jit
-def _split_sum(part_ptr, sq_ptr, rows, row_ok, cols, col_ok, M, N, BM: tl.constexpr, BN: tl.constexpr,
+def _split_sum(part_ptr, sq_ptr, rows, row_ok, cols, col_ok, tile, tiles, M, N, BM: tl.constexpr, BN: tl.constexpr,
                SPLIT: tl.constexpr, HAS_NORM: tl.constexpr, GATED: tl.constexpr):
     """A row tile's sums over the K splits, always in split order (so never by arrival), read
     past the SM's own cache, which never held the other programs' stores."""
@@ -123,16 +122,39 @@ def _split_sum(part_ptr, sq_ptr, rows, row_ok, cols, col_ok, M, N, BM: tl.conste
         if GATED:
             acc_up += tl.load(part_ptr + offsets + N, mask=ok, other=0.0, cache_modifier=".cg")
         if HAS_NORM:
-            sum_squares += tl.load(sq_ptr + (split * tl.num_programs(0) + tl.program_id(0)) * M + rows, mask=row_ok,
+            sum_squares += tl.load(sq_ptr + (split * tiles + tile) * M + rows, mask=row_ok,
                                    other=0.0, cache_modifier=".cg")
     return acc, acc_up, sum_squares
+
+
+@triton.jit
+def _after_previous_kernel(GDC: tl.constexpr):
+    """With GDC (a programmatic dependent launch), wait until the kernel launched before this one
+    has finished and its stores are visible, then let the next kernel's programs start arriving.
+    Whatever a program does before this call must not touch memory another kernel writes."""
+    if GDC:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def _prefetch_weight(w_ptr, cols, col_ok, k_begin, k_end, K, BLOCKS: tl.constexpr, BK: tl.constexpr):
+    """Ask the L2 cache for the first BLOCKS K blocks of these weight columns, a 128-byte line
+    (64 bfloat16 values) per request. Weights are never written while decoding, so this may run
+    before the previous kernel has finished: the read then overlaps that kernel's end."""
+    lines = k_begin + tl.arange(0, BLOCKS * BK // 64) * 64
+    ok = col_ok[:, None] & (lines[None, :] < k_end)
+    ptrs = tl.where(ok, w_ptr + cols[:, None] * K + lines[None, :], w_ptr)
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)
 
 
 @triton.jit
 def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr, part_ptr, sq_ptr, count_ptr,
                    M, N, K, k_span, eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
                    GATED: tl.constexpr, ARGMAX: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr,
-                   BN: tl.constexpr, BK: tl.constexpr, ROW_TILES: tl.constexpr, SPLIT: tl.constexpr):
+                   BN: tl.constexpr, BK: tl.constexpr, ROW_TILES: tl.constexpr, SPLIT: tl.constexpr,
+                   GDC: tl.constexpr, PREFETCH: tl.constexpr):
     """Columns ``BN`` wide of ROW_TILES tiles of BM rows: each weight block is read once for all
     of the program's row tiles, each tile its own matrix product (so a row's arithmetic never
     depends on how many tiles share the program, nor on the other rows of its tile).
@@ -142,10 +164,16 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
     in split order and applies the epilogue. The spans are a function of the weight alone, so a
     row's bits still never depend on the row count; a one-token step gets SPLIT times the
     programs to keep the card's memory busy."""
-    col0 = tl.program_id(0) * BN
+    # Program axis 0 takes the row groups of a column tile one after another: a prefill's
+    # programs that read the same weight block then run together, and the memory serves them once.
+    groups = tl.cdiv(M, BM * ROW_TILES)
+    tile = tl.program_id(0) // groups
+    group = tl.program_id(0) % groups
+    tiles = tl.num_programs(0) // groups
+    col0 = tile * BN
     cols = col0 + tl.arange(0, BN)
     col_ok = cols < N
-    rows0 = tl.program_id(1) * (BM * ROW_TILES) + tl.arange(0, BM)
+    rows0 = group * (BM * ROW_TILES) + tl.arange(0, BM)
     rows1 = rows0 + BM
     rows2 = rows1 + BM
     rows3 = rows2 + BM
@@ -158,6 +186,11 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
     split = tl.program_id(2)
     k_begin = split * k_span
     k_end = tl.minimum(k_begin + k_span, K)
+    if PREFETCH > 0:
+        _prefetch_weight(w_ptr, cols, col_ok, k_begin, k_end, K, PREFETCH, BK)
+        if GATED:
+            _prefetch_weight(w_ptr, cols + N, col_ok, k_begin, k_end, K, PREFETCH, BK)
+    _after_previous_kernel(GDC)
     for k0 in range(k_begin, k_end, BK):
         ks = k0 + tl.arange(0, BK)
         k_ok = ks < K
@@ -178,52 +211,53 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
             acc3, up3, sq3 = _linear_rows(x_ptr, norm_ptr, rows3, rows3 < M, ks, k_ok, wt, ut, acc3, up3, sq3, K,
                                           HAS_NORM, GATED, IEEE)
     if SPLIT == 1:
-        _linear_finish(acc0, up0, tl.sum(sq0, axis=1), rows0, rows0 < M, cols, col0, col_ok, bias_ptr, res_ptr,
-                       out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+        _linear_finish(acc0, up0, tl.sum(sq0, axis=1), rows0, rows0 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
+                       res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
         if ROW_TILES > 1:
-            _linear_finish(acc1, up1, tl.sum(sq1, axis=1), rows1, rows1 < M, cols, col0, col_ok, bias_ptr, res_ptr,
-                           out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+            _linear_finish(acc1, up1, tl.sum(sq1, axis=1), rows1, rows1 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
+                           res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
         if ROW_TILES > 2:
-            _linear_finish(acc2, up2, tl.sum(sq2, axis=1), rows2, rows2 < M, cols, col0, col_ok, bias_ptr, res_ptr,
-                           out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+            _linear_finish(acc2, up2, tl.sum(sq2, axis=1), rows2, rows2 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
+                           res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
         if ROW_TILES > 3:
-            _linear_finish(acc3, up3, tl.sum(sq3, axis=1), rows3, rows3 < M, cols, col0, col_ok, bias_ptr, res_ptr,
-                           out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+            _linear_finish(acc3, up3, tl.sum(sq3, axis=1), rows3, rows3 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
+                           res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
     else:
-        _split_store(part_ptr, sq_ptr, split, acc0, up0, sq0, rows0, rows0 < M, cols, col_ok, M, N, HAS_NORM, GATED)
+        _split_store(part_ptr, sq_ptr, split, acc0, up0, sq0, rows0, rows0 < M, cols, col_ok, tile, tiles, M, N,
+                     HAS_NORM, GATED)
         if ROW_TILES > 1:
-            _split_store(part_ptr, sq_ptr, split, acc1, up1, sq1, rows1, rows1 < M, cols, col_ok, M, N, HAS_NORM,
-                         GATED)
+            _split_store(part_ptr, sq_ptr, split, acc1, up1, sq1, rows1, rows1 < M, cols, col_ok, tile, tiles, M, N,
+                         HAS_NORM, GATED)
         if ROW_TILES > 2:
-            _split_store(part_ptr, sq_ptr, split, acc2, up2, sq2, rows2, rows2 < M, cols, col_ok, M, N, HAS_NORM,
-                         GATED)
+            _split_store(part_ptr, sq_ptr, split, acc2, up2, sq2, rows2, rows2 < M, cols, col_ok, tile, tiles, M, N,
+                         HAS_NORM, GATED)
         if ROW_TILES > 3:
-            _split_store(part_ptr, sq_ptr, split, acc3, up3, sq3, rows3, rows3 < M, cols, col_ok, M, N, HAS_NORM,
-                         GATED)
+            _split_store(part_ptr, sq_ptr, split, acc3, up3, sq3, rows3, rows3 < M, cols, col_ok, tile, tiles, M, N,
+                         HAS_NORM, GATED)
         # The same handshake as the heads' merge: a barrier, then an acquire-release count.
         tl.debug_barrier()
-        counter = count_ptr + tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
+        counter = count_ptr + tl.program_id(0)
         if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == SPLIT - 1:
             tl.store(counter, 0)  # left zeroed for the next launch
-            acc0, up0, ss0 = _split_sum(part_ptr, sq_ptr, rows0, rows0 < M, cols, col_ok, M, N, BM, BN, SPLIT,
-                                        HAS_NORM, GATED)
-            _linear_finish(acc0, up0, ss0, rows0, rows0 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
-                           index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+            acc0, up0, ss0 = _split_sum(part_ptr, sq_ptr, rows0, rows0 < M, cols, col_ok, tile, tiles, M, N, BM, BN,
+                                        SPLIT, HAS_NORM, GATED)
+            _linear_finish(acc0, up0, ss0, rows0, rows0 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
+                           out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
             if ROW_TILES > 1:
-                acc1, up1, ss1 = _split_sum(part_ptr, sq_ptr, rows1, rows1 < M, cols, col_ok, M, N, BM, BN, SPLIT,
-                                            HAS_NORM, GATED)
-                _linear_finish(acc1, up1, ss1, rows1, rows1 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
-                               index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+                acc1, up1, ss1 = _split_sum(part_ptr, sq_ptr, rows1, rows1 < M, cols, col_ok, tile, tiles, M, N, BM, BN,
+                                            SPLIT, HAS_NORM, GATED)
+                _linear_finish(acc1, up1, ss1, rows1, rows1 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
+                               out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
             if ROW_TILES > 2:
-                acc2, up2, ss2 = _split_sum(part_ptr, sq_ptr, rows2, rows2 < M, cols, col_ok, M, N, BM, BN, SPLIT,
-                                            HAS_NORM, GATED)
-                _linear_finish(acc2, up2, ss2, rows2, rows2 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
-                               index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+                acc2, up2, ss2 = _split_sum(part_ptr, sq_ptr, rows2, rows2 < M, cols, col_ok, tile, tiles, M, N, BM, BN,
+                                            SPLIT, HAS_NORM, GATED)
+                _linear_finish(acc2, up2, ss2, rows2, rows2 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
+                               out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
             if ROW_TILES > 3:
-                acc3, up3, ss3 = _split_sum(part_ptr, sq_ptr, rows3, rows3 < M, cols, col_ok, M, N, BM, BN, SPLIT,
-                                            HAS_NORM, GATED)
-                _linear_finish(acc3, up3, ss3, rows3, rows3 < M, cols, col0, col_ok, bias_ptr, res_ptr, out_ptr,
-                               index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+                acc3, up3, ss3 = _split_sum(part_ptr, sq_ptr, rows3, rows3 < M, cols, col_ok, tile, tiles, M, N, BM, BN,
+                                            SPLIT, HAS_NORM, GATED)
+                _linear_finish(acc3, up3, ss3, rows3, rows3 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
+                               out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
 
 @dataclass(frozen=True)
 class LinearTiles:
@@ -242,15 +276,19 @@ class LinearTiles:
     # K spans summed apart, then added in order (1: none). Wide column tiles re-read a tree's
     # activations fewer times but leave few programs; splitting K gives the programs back.
     split_k: int = 1
+    # K blocks of its weight a program asks the L2 cache for before waiting on the previous
+    # kernel (dependent launches only; 0: none): the read overlaps the end of that kernel.
+    prefetch: int = 0
 
     @classmethod
     def from_json(cls, entry: dict) -> "LinearTiles":
         return cls(entry["blockN"], entry["blockK"], entry["warps"], entry.get("stages"), entry["rowTiles"],
-                   entry.get("blockM", 16), entry.get("splitK", 1))
+                   entry.get("blockM", 16), entry.get("splitK", 1), entry.get("prefetch", 0))
 
     def to_json(self) -> dict:
         return {"blockN": self.block_n, "blockK": self.block_k, "warps": self.warps, "stages": self.stages,
-                "rowTiles": self.row_tiles, "blockM": self.block_m, "splitK": self.split_k}
+                "rowTiles": self.row_tiles, "blockM": self.block_m, "splitK": self.split_k,
+                "prefetch": self.prefetch}
 
 
 MAX_ROW_TILES = 4  # the kernel's unrolled limit: 4 x 16 rows (a 63-node tree) read a weight block once
@@ -334,6 +372,27 @@ def linear_tiles(n: int, k: int, kind: str, element_size: int = 2) -> LinearTile
     return _rule_tiles(n, k, kind)
 
 
+# Whether the decoding kernels are launched as programmatic dependent launches where the GPU has
+# them (compute capability 9.0, Hopper, and newer): each kernel's programs may then be placed on
+# the GPU while the previous kernel finishes, and wait there for its results, so a layer's
+# chain of launches leaves no gap between kernels.
+DEPENDENT_LAUNCHES = True
+_dependent_launch_devices: dict[torch.device, bool] = {}
+
+
+def dependent_launches(device: torch.device) -> bool:
+    """Whether launches on ``device`` are programmatic dependent launches (``DEPENDENT_LAUNCHES``)."""
+    if not DEPENDENT_LAUNCHES or device.type != "cuda":
+        return False
+    if device not in _dependent_launch_devices:
+        _dependent_launch_devices[device] = torch.cuda.get_device_capability(device)[0] >= 9
+    return _dependent_launch_devices[device]
+
+
+def _launch_options(gdc: bool) -> dict:
+    return {"GDC": True, "launch_pdl": True} if gdc else {"GDC": False}
+
+
 _split_counters: dict[torch.device, torch.Tensor] = {}
 
 
@@ -358,20 +417,22 @@ def _launch_linear(x, weight, out, index, n, *, bias=None, norm=None, eps=1e-6, 
     row_tiles = min(tiles.row_tiles, triton.cdiv(rows, tiles.block_m))
     k_span = triton.cdiv(triton.cdiv(k, tiles.block_k), tiles.split_k) * tiles.block_k
     split = triton.cdiv(k, k_span)
-    grid = (triton.cdiv(n, tiles.block_n), triton.cdiv(rows, tiles.block_m * row_tiles), split)
+    grid = (triton.cdiv(n, tiles.block_n) * triton.cdiv(rows, tiles.block_m * row_tiles), 1, split)
     if split > 1:
         part = torch.empty(split, rows, 2 * n if gated else n, dtype=torch.float32, device=x.device)
         squares = torch.empty(split, grid[0], rows, dtype=torch.float32, device=x.device)
-        counters = _split_counter(grid[0] * grid[1], x.device)
+        counters = _split_counter(grid[0], x.device)
     else:
         part = squares = counters = out  # never read
     pipelining = {} if tiles.stages is None else {"num_stages": tiles.stages}
+    gdc = dependent_launches(x.device)
     _linear_kernel[grid](
         x, weight, bias if bias is not None else weight, norm if norm is not None else weight,
         residual if residual is not None else out, out, index, part, squares, counters, rows, n, k, k_span, eps,
         HAS_NORM=norm is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, GATED=gated,
         ARGMAX=argmax, IEEE=weight.dtype == torch.float32, BM=tiles.block_m, BN=tiles.block_n, BK=tiles.block_k,
-        ROW_TILES=row_tiles, SPLIT=split, num_warps=tiles.warps, **pipelining,
+        ROW_TILES=row_tiles, SPLIT=split, num_warps=tiles.warps, PREFETCH=tiles.prefetch if gdc else 0,
+        **_launch_options(gdc), **pipelining,
     )
 
 
@@ -410,9 +471,10 @@ def greedy_tokens(x: torch.Tensor, weight: torch.Tensor, *, norm: torch.Tensor |
 @triton.jit
 def _rope_store_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_cache_ptr, v_cache_ptr, head_stride,
                        HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr,
-                       KV_PAD: tl.constexpr, D: tl.constexpr):
+                       KV_PAD: tl.constexpr, D: tl.constexpr, GDC: tl.constexpr):
     """One token's row: rotate its query and key heads (as one [heads, D/2] tile per half), keep
     the queries, write keys and values to the token's cache slot."""
+    _after_previous_kernel(GDC)
     row = tl.program_id(0)
     heads = tl.arange(0, HEADS_PAD)[:, None]  # query heads, then key heads
     half = tl.arange(0, D // 2)[None, :]
@@ -452,7 +514,7 @@ def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, posi
     _rope_store_kernel[(rows,)](
         qkv, cos, sin, positions, slots, q, k_cache, v_cache, k_cache.stride(0),
         HEADS=heads, KV_HEADS=kv_heads, HEADS_PAD=triton.next_power_of_2(heads + kv_heads),
-        KV_PAD=triton.next_power_of_2(kv_heads), D=head_dim,
+        KV_PAD=triton.next_power_of_2(kv_heads), D=head_dim, **_launch_options(dependent_launches(qkv.device)),
     )
     return q
 
@@ -461,7 +523,7 @@ def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, posi
 def _attention_chunk_kernel(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, committed_ptr, anc_ptr,
                             anc_stride, head_stride, rows, scale, HEADS: tl.constexpr, GROUP: tl.constexpr,
                             PACK: tl.constexpr, TILE: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr,
-                            IEEE: tl.constexpr):
+                            IEEE: tl.constexpr, GDC: tl.constexpr):
     """One chunk of keys for the query heads of one kv head, as one matrix tile of queries.
 
     A chunk wholly below ``committed`` holds the same keys for every token, so the program of
@@ -469,6 +531,7 @@ def _attention_chunk_kernel(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr,
     a chunk reaching past ``committed`` maps positions through each token's own ancestors, so
     each token's program takes only its own. A token's rows of a tile are computed alone
     either way (the tile's other rows never mix into them), so both give the same bits."""
+    _after_previous_kernel(GDC)
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
     chunk = tl.program_id(2)
@@ -512,7 +575,8 @@ def _attention_chunk_kernel(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr,
 
 @triton.jit
 def _attention_combine_kernel(part_ptr, stat_ptr, out_ptr, pos_ptr, CHUNKS: tl.constexpr, HEADS: tl.constexpr,
-                              D: tl.constexpr, CHUNK: tl.constexpr):
+                              D: tl.constexpr, CHUNK: tl.constexpr, GDC: tl.constexpr):
+    _after_previous_kernel(GDC)
     row = tl.program_id(0)
     head = tl.program_id(1)
     used = tl.load(pos_ptr + row) // CHUNK + 1
@@ -550,13 +614,14 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos
     _attention_chunk_kernel[(rows, kv_heads, chunks)](
         q, k_cache, v_cache, part, stats, positions, committed, ancestors, ancestors.stride(0), k_cache.stride(0),
         rows, head_dim**-0.5, HEADS=heads, GROUP=group, PACK=tile // group, TILE=tile, D=head_dim, CHUNK=KEY_CHUNK,
-        IEEE=k_cache.dtype == torch.float32,
+        IEEE=k_cache.dtype == torch.float32, **_launch_options(dependent_launches(q.device)),
     )
     out = torch.empty(rows, heads * head_dim, dtype=out_dtype, device=q.device)
     # One warp a program: a tree's 30-60 rows launch hundreds of these small programs, each with
     # one head's few chunks to combine, too little work to share among more warps.
     _attention_combine_kernel[(rows, heads)](part, stats, out, positions, CHUNKS=chunks, HEADS=heads, D=head_dim,
-                                             CHUNK=KEY_CHUNK, num_warps=1)
+                                             CHUNK=KEY_CHUNK, num_warps=1,
+                                             **_launch_options(dependent_launches(q.device)))
     return out
 
 
