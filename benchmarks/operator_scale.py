@@ -187,36 +187,41 @@ class Timeline:
             except Exception:  # noqa: BLE001 - watch again
                 time.sleep(0.5)
 
-    def pods_of(self, owner: str) -> list[str]:
-        return [pod for pod, of in self.owner.items() if of == owner]
+    def split(self, model: str, applied: float, serving: float, job_ms: int, pod_start_ms: int) -> dict | None:
+        """The operator's part and the control plane's part of ``model``'s path to Serving, or
+        None if the watches missed a milestone (a watch that broke and came back, say)."""
+        # Copies: the watch threads go on adding while this reads (a dict's copy is atomic).
+        seen, owner = self.seen.copy(), self.owner.copy()
 
-    def split(self, model: str, applied: float, serving: float, job_ms: int, pod_start_ms: int) -> dict:
-        """The operator's part and the control plane's part of ``model``'s path to Serving."""
         def last_pod(owners: list[str], milestone: str) -> float:
             """When the first pod of each owner got there, for the owner that got there last."""
-            return max(min(self.seen[(pod, milestone)] for pod in self.pods_of(owner) if (pod, milestone) in self.seen)
-                       for owner in owners)
+            return max(min(seen[(pod, milestone)] for pod, of in owner.items() if of == o and (pod, milestone) in seen)
+                       for o in owners)
 
         def owned(suffixes: tuple[str, ...]) -> list[str]:
-            return [owner for owner in set(self.owner.values()) if owner.startswith(model + "-")
-                    and owner.endswith(suffixes)]
+            return [o for o in set(owner.values()) if o.startswith(model + "-") and o.endswith(suffixes)]
 
-        # A step's Jobs (the candidate's and the baseline's; an engine already known needs no Job
-        # of the candidate's) start together and the path goes on once both are done.
-        created = {step: min(self.seen[(job, "created")] for job in owned((f"-{step}", f"-{step}-base")))
-                   for step in CRITICAL_PATH_JOBS}
-        done = {step: last_pod(owned((f"-{step}", f"-{step}-base")), "done") for step in CRITICAL_PATH_JOBS}
-        deployments = [owner for owner in owned(("",)) if owner not in owned(tuple(f"-{s}" for s in STEPS))]
-        deployed = min(self.seen[(d, "created")] for d in deployments)
-        pods_ready = last_pod(deployments, "ready")
-        operator = [created["lookup"] - applied, created["build"] - done["lookup"],
-                    created["package"] - done["build"], deployed - done["package"],
-                    created["validate"] - pods_ready, serving - done["validate"]]
-        cluster = [done[step] - created[step] for step in CRITICAL_PATH_JOBS] + [pods_ready - deployed]
-        scripted = (len(CRITICAL_PATH_JOBS) * (job_ms + pod_start_ms) + pod_start_ms) / 1000
-        return {"operatorSeconds": round(sum(operator), 3), "operatorSegments": [round(t, 3) for t in operator],
-                "controlPlaneSeconds": round(sum(cluster) - scripted, 3),
-                "controlPlaneAndScriptedSegments": [round(t, 3) for t in cluster]}
+        try:
+            # A step's Jobs (the candidate's and the baseline's; an engine already known needs no Job
+            # of the candidate's) start together and the path goes on once both are done.
+            created = {step: min(seen[(job, "created")] for job in owned((f"-{step}", f"-{step}-base")))
+                       for step in CRITICAL_PATH_JOBS}
+            done = {step: last_pod(owned((f"-{step}", f"-{step}-base")), "done") for step in CRITICAL_PATH_JOBS}
+            deployments = [d for d in owned(("",)) if d not in owned(tuple(f"-{s}" for s in STEPS))]
+            deployed = min(seen[(d, "created")] for d in deployments)
+            pods_ready = last_pod(deployments, "ready")
+            operator = [created["lookup"] - applied, created["build"] - done["lookup"],
+                        created["package"] - done["build"], deployed - done["package"],
+                        created["validate"] - pods_ready, serving - done["validate"]]
+            cluster = [done[step] - created[step] for step in CRITICAL_PATH_JOBS] + [pods_ready - deployed]
+            scripted = (len(CRITICAL_PATH_JOBS) * (job_ms + pod_start_ms) + pod_start_ms) / 1000
+            split = {"operatorSeconds": round(sum(operator), 3), "operatorSegments": [round(t, 3) for t in operator],
+                     "controlPlaneSeconds": round(sum(cluster) - scripted, 3),
+                     "controlPlaneAndScriptedSegments": [round(t, 3) for t in cluster]}
+        except (KeyError, ValueError) as exc:  # a missing milestone: max()/min() of nothing, or no entry
+            print(f"timeline of {model} incomplete ({exc!r}): no split for it", flush=True)
+            return None
+        return split
 
 
 def component_pids(cluster: LocalCluster) -> dict[str, int]:
@@ -351,10 +356,11 @@ def run(count: int, job_ms: int, idle_seconds: float, converge_timeout: float, o
         print(f"[{count}] one model: apply -> Serving {single:.2f} s (median of {', '.join(f'{t:.2f}' for t in singles)}); "
               f"scripted on its path: Jobs {jobs:.2f} s, kwok's pod starts {pod_starts:.2f} s; beyond the Jobs "
               f"{single - jobs:.2f} s, beyond both {single - jobs - pod_starts:.2f} s", flush=True)
-        print(f"[{count}] of that run's time beyond the scripted: the operator's reactions {split['operatorSeconds']:.2f} s "
-              f"(apply -> lookup Job, each step's end -> the next step's start, validation -> Serving: "
-              f"{split['operatorSegments']}), the control plane {split['controlPlaneSeconds']:.2f} s (Job or "
-              f"Deployment -> pods created, scheduled, started and finished, less kwok's scripted times)", flush=True)
+        if split is not None:
+            print(f"[{count}] of that run's time beyond the scripted: the operator's reactions {split['operatorSeconds']:.2f} s "
+                  f"(apply -> lookup Job, each step's end -> the next step's start, validation -> Serving: "
+                  f"{split['operatorSegments']}), the control plane {split['controlPlaneSeconds']:.2f} s (Job or "
+                  f"Deployment -> pods created, scheduled, started and finished, less kwok's scripted times)", flush=True)
 
         # N models at once.
         pids = {**component_pids(cluster), "operator": leader.proc.pid, "benchmark (Job scripter)": os.getpid()}
