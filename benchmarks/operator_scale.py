@@ -44,7 +44,11 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / p) for p in ("hack", "tests", "common", "operator", "builder", "runtime")]
+PACKAGE_PATHS = [str(REPO / p) for p in ("hack", "tests", "common", "operator", "builder", "runtime")]
+sys.path[:0] = PACKAGE_PATHS
+# The operators it starts import this checkout too, wherever the environment's editable installs
+# point (another clone may have pointed them elsewhere).
+os.environ["PYTHONPATH"] = os.pathsep.join(PACKAGE_PATHS + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
 os.environ.setdefault("MEDUSA_CLUSTER_DIR", str(Path(tempfile.gettempdir()) / "medusa-operator-scale"))
 os.environ.setdefault("MEDUSA_CLUSTER_PORT_BASE", "27000")
 os.environ["MEDUSA_REAL_NODE"] = "0"
