@@ -2,7 +2,8 @@
 
 An Event tells people what happened; nothing in the operator reads it back. A pass that waited
 for its Events' round trips would hold its worker (and every model queued behind it) for
-nothing, so a pass hands them here and moves on; a few senders post them in the order given.
+nothing, so a pass hands them here and moves on; a few senders take them in the order given
+(``SENDERS`` at once, so one slow answer does not hold up the rest).
 Events are best effort, as in Kubernetes itself: one the API server refuses is logged and
 dropped, and when the API server falls far behind, new ones are dropped (counted) rather than
 held without bound. A replica that may no longer act posts none.
