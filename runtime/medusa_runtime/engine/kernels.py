@@ -354,6 +354,11 @@ def tile_table(table: dict[tuple[str, int, int], LinearTiles] | None):
         _tile_override[0] = previous
 
 
+# What a projection fuses in, which decides its tiles: nothing, an RMSNorm first, a SiLU gate
+# (gate and up stacked), or a greedy argmax over the output layer.
+TILE_KINDS = ("plain", "norm", "gated", "argmax")
+
+
 def _tile_kind(norm, gated: bool, argmax: bool) -> str:
     return "gated" if gated else "argmax" if argmax else "norm" if norm is not None else "plain"
 
