@@ -47,6 +47,7 @@ CANDIDATES = [LinearTiles(*c) for c in [
     (64, 64, 4, 4, 1, 64, 4), (128, 64, 4, 3, 1, 64, 4), (256, 64, 8, 3, 1, 64, 2),
     # More programs than SMs several times over, so a one-token step's last wave is short.
     (32, 64, 4, 4, 1, 64), (64, 64, 4, 3, 1, 64, 3), (32, 128, 4, 3, 1, 64, 4), (128, 64, 8, 3, 1, 64, 4),
+    (128, 64, 8, 4, 1, 64),
 ]]
 
 

@@ -331,11 +331,12 @@ LINEAR_TILE_TABLE: dict[tuple[str, int, int], LinearTiles] = {
     ("plain", 2048, 8192): LinearTiles(32, 128, 4, 3, 1, 64, split_k=4),
     ("argmax", 128256, 2048): LinearTiles(128, 64, 4, 3, 1, 64),
 }
-# Large projections no entry names (another model's shapes), by kind: what won most often above.
+# Large projections no entry names (another model's shapes), by kind: what won most often above;
+# for gate/up, where each shape chose differently, the 7-8B shape's choice.
 LARGE_WEIGHT_TILES: dict[str, LinearTiles] = {
     "norm": LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
-    "plain": LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
-    "gated": LinearTiles(64, 64, 4, 4, 1, 64),
+    "plain": LinearTiles(64, 128, 4, 3, 1, 64, split_k=2),
+    "gated": LinearTiles(128, 64, 8, 3, 1, 64),
     "argmax": LinearTiles(128, 64, 4, 3, 1, 64),
 }
 
