@@ -3,8 +3,9 @@
 For every projection of the named model shapes (``model_shapes.SHAPES``) this times each
 candidate tiling of ``kernels._linear_kernel`` at the given row counts (1: a one-token step; 16,
 32, 64: trees of 15, 31, 63 nodes) and picks the one with the least total time. Weights rotate
-among copies that together exceed the L2 cache three times, so every launch reads its weight
-from memory as a decoding step does; launches are timed as CUDA graph replays. The winners are
+among at least two copies that together exceed the L2 cache three times, so every launch reads
+its weight from memory as a decoding step does (never the part of it the cache kept from the
+launch before); launches are timed as CUDA graph replays. The winners are
 printed as ``kernels.LINEAR_TILE_TABLE`` entries and written with every measurement to
 ``--json-out`` (which ``step_cost.py --linear-tiles`` reads).
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import torch
 
 from medusa_runtime.engine import kernels
-from medusa_runtime.engine.kernels import LinearTiles
+from medusa_runtime.engine.kernels import TILE_KINDS, LinearTiles
 from medusa_runtime.engine.model import LlamaConfig
 from model_shapes import SHAPES, projections
 
@@ -44,6 +45,9 @@ CANDIDATES = [LinearTiles(*c) for c in [
     (32, 256, 2, 3, 4, 16, 2), (64, 128, 4, 3, 4, 16, 2),
     (32, 128, 4, 3, 1, 64, 2), (64, 64, 4, 4, 1, 64, 2), (64, 128, 4, 3, 1, 64, 2), (128, 64, 4, 3, 1, 64, 2),
     (64, 64, 4, 4, 1, 64, 4), (128, 64, 4, 3, 1, 64, 4), (256, 64, 8, 3, 1, 64, 2),
+    # More programs than SMs several times over, so a one-token step's last wave is short.
+    (32, 64, 4, 4, 1, 64), (64, 64, 4, 3, 1, 64, 3), (32, 128, 4, 3, 1, 64, 4), (128, 64, 8, 3, 1, 64, 4),
+    (128, 64, 8, 4, 1, 64),
 ]]
 
 
@@ -60,6 +64,13 @@ def variant(projection: dict, tiles: LinearTiles, rows: int) -> tuple:
 def input_dtype(projection: dict) -> torch.dtype:
     """The runtime feeds projections without a norm (o, down) in the weight's dtype."""
     return torch.bfloat16 if projection["kind"] == "plain" else torch.float32
+
+
+def weight_copies(weight_bytes: int, l2_bytes: int) -> int:
+    """Copies of a weight to rotate among: together at least three times the L2 cache, and never
+    one alone, whose launches would find the end of their weight still in the cache from the
+    launch before (a decoding step reads each weight once)."""
+    return max(2, math.ceil(3 * l2_bytes / weight_bytes))
 
 
 def choose(measured: dict[LinearTiles, dict[int, float | None]]) -> LinearTiles:
@@ -121,7 +132,7 @@ def time_us(projection: dict, tiles: LinearTiles, rows: int, device: torch.devic
     weight copies."""
     l2 = torch.cuda.get_device_properties(device).L2_cache_size
     width = 2 * projection["n"] if projection["kind"] == "gated" else projection["n"]
-    copies = max(1, math.ceil(3 * l2 / (width * projection["k"] * 2)))
+    copies = weight_copies(width * projection["k"] * 2, l2)
     launches = max(8, 2 * copies)
     b = _buffers(projection, rows, device, copies)
     with kernels.tile_table({key(projection): tiles}):
@@ -152,6 +163,8 @@ def time_us(projection: dict, tiles: LinearTiles, rows: int, device: torch.devic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", nargs="+", default=["llama3-8b"], choices=sorted(SHAPES))
+    parser.add_argument("--kinds", nargs="+", default=list(TILE_KINDS), choices=TILE_KINDS,
+                        help="only these projections (default: all)")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 32, 64],
                         help="row counts to time (a one-token step is 1; a tree of N nodes N + 1)")
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="compiling processes")
@@ -165,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     wanted: dict[tuple, dict] = {}
     for shape in args.shape:
         for p in projections(LlamaConfig.from_hf(SHAPES[shape])):
+            if p["kind"] not in args.kinds:
+                continue
             wanted.setdefault(key(p), {**p, "shapes": []})["shapes"].append(f"{shape}:{p['name']}")
     rule = {k: kernels._rule_tiles(k[1], k[2], k[0]) for k in wanted}
     started = time.perf_counter()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medusa_runtime.engine import kernels
-from medusa_runtime.engine.kernels import LARGE_WEIGHT_TILES, LinearTiles
+from medusa_runtime.engine.kernels import LARGE_WEIGHT_TILES, LINEAR_TILE_TABLE, LinearTiles
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -18,7 +18,7 @@ TILINGS = [LinearTiles(16, 256, 2, 3, 4), LinearTiles(32, 128, 4, 3, 2), LinearT
            LinearTiles(64, 128, 4, 3, 1, 64), LinearTiles(128, 64, 8, 3, 1, 64),
            LinearTiles(64, 64, 4, 4, 1, 64, 2), LinearTiles(32, 256, 2, 3, 4, 16, 4),
            LinearTiles(64, 128, 4, 3, 1, 64, 2, prefetch=2), LinearTiles(32, 128, 4, 3, 1, 64, 4, prefetch=4),
-           *dict.fromkeys(LARGE_WEIGHT_TILES.values())]
+           *dict.fromkeys([*LARGE_WEIGHT_TILES.values(), *LINEAR_TILE_TABLE.values()])]
 N, K = 384, 2048
 
 

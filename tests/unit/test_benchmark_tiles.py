@@ -29,3 +29,15 @@ def test_the_least_total_time_over_the_row_counts_wins():
 def test_no_complete_candidate_is_an_error():
     with pytest.raises(RuntimeError, match="no candidate tiling ran at every row count"):
         linear_tiles.choose({LinearTiles(16, 256, 2, 3, 4): {1: None}})
+
+
+def test_a_weight_larger_than_the_cache_is_still_rotated_with_another_copy():
+    """A launch timed over one copy re-reads the weight the launch before read, and may find part
+    of it in the L2 cache; a decoding step reads each layer's weight once (issue 26: tile choices
+    measured as a step runs them)."""
+    l2 = 50 * 2**20
+    gate_up_8b = 2 * 14336 * 4096 * 2  # larger than three caches: the old rule rotated one copy
+    assert linear_tiles.weight_copies(gate_up_8b, l2) == 2
+    qkv_8b = 6144 * 4096 * 2
+    copies = linear_tiles.weight_copies(qkv_8b, l2)
+    assert copies * qkv_8b >= 3 * l2 and (copies - 1) * qkv_8b < 3 * l2

@@ -314,28 +314,29 @@ def _rule_tiles(n: int, k: int, kind: str) -> LinearTiles:
 LINEAR_TILE_TABLE: dict[tuple[str, int, int], LinearTiles] = {
     # Llama-3-8B (Mistral-7B shares all but the output layer)
     ("norm", 6144, 4096): LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
-    ("plain", 4096, 4096): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
-    ("gated", 14336, 4096): LinearTiles(64, 64, 4, 4, 1, 64),
-    ("plain", 4096, 14336): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
+    ("plain", 4096, 4096): LinearTiles(64, 128, 4, 3, 1, 64, split_k=2),
+    ("gated", 14336, 4096): LinearTiles(128, 64, 8, 3, 1, 64),
+    ("plain", 4096, 14336): LinearTiles(64, 128, 4, 3, 1, 64, split_k=2),
     ("argmax", 128256, 4096): LinearTiles(128, 64, 4, 3, 1, 64),
     # Qwen2-7B
     ("norm", 4608, 3584): LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
-    ("plain", 3584, 3584): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
+    ("plain", 3584, 3584): LinearTiles(64, 128, 4, 3, 1, 64, split_k=2),
     ("gated", 18944, 3584): LinearTiles(256, 64, 8, 3, 1, 64),
-    ("plain", 3584, 18944): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
+    ("plain", 3584, 18944): LinearTiles(64, 64, 4, 4, 1, 64, split_k=4),
     ("argmax", 152064, 3584): LinearTiles(128, 64, 4, 3, 1, 64),
     # Llama-3.2-1B
     ("norm", 3072, 2048): LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
     ("plain", 2048, 2048): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
-    ("gated", 8192, 2048): LinearTiles(64, 64, 4, 4, 1, 64, split_k=2),
-    ("plain", 2048, 8192): LinearTiles(64, 64, 4, 4, 1, 64, split_k=4),
+    ("gated", 8192, 2048): LinearTiles(128, 64, 4, 3, 1, 64, split_k=2),
+    ("plain", 2048, 8192): LinearTiles(32, 128, 4, 3, 1, 64, split_k=4),
     ("argmax", 128256, 2048): LinearTiles(128, 64, 4, 3, 1, 64),
 }
-# Large projections no entry names (another model's shapes), by kind: what won most often above.
+# Large projections no entry names (another model's shapes), by kind: what won most often above;
+# for gate/up, where each shape chose differently, the 7-8B shape's choice.
 LARGE_WEIGHT_TILES: dict[str, LinearTiles] = {
     "norm": LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
-    "plain": LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
-    "gated": LinearTiles(64, 64, 4, 4, 1, 64),
+    "plain": LinearTiles(64, 128, 4, 3, 1, 64, split_k=2),
+    "gated": LinearTiles(128, 64, 8, 3, 1, 64),
     "argmax": LinearTiles(128, 64, 4, 3, 1, 64),
 }
 
@@ -352,6 +353,11 @@ def tile_table(table: dict[tuple[str, int, int], LinearTiles] | None):
         yield
     finally:
         _tile_override[0] = previous
+
+
+# What a projection fuses in, which decides its tiles: nothing, an RMSNorm first, a SiLU gate
+# (gate and up stacked), or a greedy argmax over the output layer.
+TILE_KINDS = ("plain", "norm", "gated", "argmax")
 
 
 def _tile_kind(norm, gated: bool, argmax: bool) -> str:
