@@ -68,8 +68,8 @@ def input_dtype(projection: dict) -> torch.dtype:
 
 def weight_copies(weight_bytes: int, l2_bytes: int) -> int:
     """Copies of a weight to rotate among: together at least three times the L2 cache, and never
-    one alone, whose launches would find the end of their weight still in the cache from the
-    launch before (a decoding step reads each weight once)."""
+    one alone, whose launches could find part of their weight still in the cache from the launch
+    before (a decoding step reads each weight once)."""
     return max(2, math.ceil(3 * l2_bytes / weight_bytes))
 
 
