@@ -41,3 +41,15 @@ def test_a_weight_larger_than_the_cache_is_still_rotated_with_another_copy():
     qkv_8b = 6144 * 4096 * 2
     copies = linear_tiles.weight_copies(qkv_8b, l2)
     assert copies * qkv_8b >= 3 * l2 and (copies - 1) * qkv_8b < 3 * l2
+
+
+def test_the_sweep_by_default_covers_every_projection_the_shapes_have():
+    """`--kinds` defaults to the kernels' tile kinds: a projection of another kind would silently
+    go unmeasured, and a kind without large-weight tiles would have no fallback."""
+    from medusa_runtime.engine.kernels import LARGE_WEIGHT_TILES, TILE_KINDS
+    from medusa_runtime.engine.model import LlamaConfig
+    from model_shapes import SHAPES, projections
+
+    kinds = {p["kind"] for shape in SHAPES.values() for p in projections(LlamaConfig.from_hf(shape))}
+    assert kinds <= set(TILE_KINDS)
+    assert set(LARGE_WEIGHT_TILES) == set(TILE_KINDS)
