@@ -5,9 +5,11 @@ candidate tiling of ``kernels._linear_kernel`` at the given row counts (1: a one
 32, 64: trees of 15, 31, 63 nodes) and picks the one with the least total time. Weights rotate
 among at least two copies that together exceed the L2 cache three times, so every launch reads
 its weight from memory as a decoding step does (never the part of it the cache kept from the
-launch before); launches are timed as CUDA graph replays. The winners are
-printed as ``kernels.LINEAR_TILE_TABLE`` entries and written with every measurement to
-``--json-out`` (which ``step_cost.py --linear-tiles`` reads).
+launch before); launches are timed as CUDA graph replays. A winner with 64-row tiles (a tree
+takes one) then gets the row tiles per program that project a prompt of ``--prompt-rows``
+fastest, which changes nothing for a tree nor any row's bits. The winners are printed as
+``kernels.LINEAR_TILE_TABLE`` entries and written with every measurement to ``--json-out``
+(which ``step_cost.py --linear-tiles`` reads).
 
     python benchmarks/linear_tiles.py --shape llama3-8b qwen2-7b llama3.2-1b --json-out tiles.json
 
@@ -23,6 +25,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -47,7 +50,13 @@ CANDIDATES = [LinearTiles(*c) for c in [
     (64, 64, 4, 4, 1, 64, 4), (128, 64, 4, 3, 1, 64, 4), (256, 64, 8, 3, 1, 64, 2),
     # More programs than SMs several times over, so a one-token step's last wave is short.
     (32, 64, 4, 4, 1, 64), (64, 64, 4, 3, 1, 64, 3), (32, 128, 4, 3, 1, 64, 4), (128, 64, 8, 3, 1, 64, 4),
-    (128, 64, 8, 4, 1, 64),
+    (128, 64, 8, 4, 1, 64), (64, 128, 4, 4, 1, 64, 2), (128, 64, 4, 4, 1, 64, 4),
+]] + [LinearTiles(*c, programs_per_sm=p) for *c, p in [
+    # Runs of K blocks, one a program, an equal share of the weight per SM: for column tiles
+    # that leave SMs idle (as 112 tiles on 132 SMs do) or do not divide among them.
+    (128, 64, 8, 3, 1, 64, 1, 0, 1), (128, 64, 8, 4, 1, 64, 1, 0, 1), (128, 64, 4, 4, 1, 64, 1, 0, 1),
+    (64, 128, 4, 3, 1, 64, 1, 0, 1), (64, 128, 4, 4, 1, 64, 1, 0, 1), (64, 64, 4, 4, 1, 64, 1, 0, 2),
+    (128, 64, 4, 3, 1, 64, 1, 0, 2),
 ]]
 
 
@@ -112,6 +121,8 @@ def _compile(job: tuple[dict, LinearTiles, int]) -> str | None:
     specialisation; None, or why it cannot run."""
     projection, tiles, rows = job
     small = {**projection, "n": 256, "k": 2 * tiles.block_k * tiles.split_k}  # every K split gets work
+    if tiles.programs_per_sm:  # runs of several K blocks, some cutting column tiles
+        small["k"] = tiles.block_k * 3 * kernels.sm_count(torch.device("cuda")) * tiles.programs_per_sm
     try:
         with kernels.tile_table({key(small): tiles}):
             _launch(small, _buffers(small, rows, torch.device("cuda"), 1), 0)
@@ -160,6 +171,34 @@ def time_us(projection: dict, tiles: LinearTiles, rows: int, device: torch.devic
     return best
 
 
+def tree_row_tiles(tiles: LinearTiles) -> int:
+    """The row tiles a program of a 63-node tree (64 rows) takes with these tiles."""
+    return min(tiles.row_tiles, -(-64 // tiles.block_m))
+
+
+def prompt_options(tiles: LinearTiles) -> list[int]:
+    """Row tiles a program may take that give a tree's programs the same rows as ``tiles`` do."""
+    return [r for r in range(1, kernels.MAX_ROW_TILES + 1)
+            if min(r, -(-64 // tiles.block_m)) == tree_row_tiles(tiles)]
+
+
+def prompt_row_tiles(projection: dict, best: LinearTiles, rows: int,
+                     device: torch.device) -> tuple[LinearTiles, dict[int, float]]:
+    """Among the row tiles that change nothing for a tree (64-row tiles: a tree has one), the
+    one that projects a prompt of ``rows`` fastest: a program then reads each weight block once
+    for several of the prompt's row tiles. Row tiles never change a row's bits."""
+    us = {}
+    for r in prompt_options(best):
+        try:
+            us[r] = time_us(projection, replace(best, row_tiles=r), rows, device)
+        except Exception as exc:  # noqa: BLE001 - out of registers or shared memory: not an option
+            print(f"  {replace(best, row_tiles=r)} at {rows} rows: {type(exc).__name__}: {str(exc)[:120]}",
+                  file=sys.stderr)
+    if not us:
+        return best, {}
+    return replace(best, row_tiles=min(us, key=us.get)), us
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", nargs="+", default=["llama3-8b"], choices=sorted(SHAPES))
@@ -167,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these projections (default: all)")
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 32, 64],
                         help="row counts to time (a one-token step is 1; a tree of N nodes N + 1)")
+    parser.add_argument("--prompt-rows", type=int, default=200,
+                        help="also pick the row tiles a program of a prompt this long takes (0: leave them)")
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="compiling processes")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
@@ -191,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 if job_key not in seen:
                     seen.add(job_key)
                     jobs.append((p, tiles, rows))
+            for r in prompt_options(tiles) if args.prompt_rows else []:
+                jobs.append((p, replace(tiles, row_tiles=r), args.prompt_rows))
     failures = precompile(jobs, args.workers)
     print(f"compiled {len(jobs)} kernels in {time.perf_counter() - started:.0f} s "
           f"({sum(v is not None for v in failures.values())} failed)", flush=True)
@@ -208,23 +251,31 @@ def main(argv: list[str] | None = None) -> int:
                     us[rows] = None
             measured[tiles] = us
         best = choose(measured)
+        prompt_us = {}
+        if args.prompt_rows:
+            best, prompt_us = prompt_row_tiles(p, best, args.prompt_rows, device)
         weight_bytes = (2 if p["kind"] == "gated" else 1) * p["n"] * p["k"] * 2
         result = {"kind": p["kind"], "n": p["n"], "k": p["k"], "shapes": p["shapes"], "weightBytes": weight_bytes,
-                  "best": best.to_json(), "bestUs": measured[best], "ruleUs": measured[rule[key(p)]],
+                  "best": best.to_json(), "bestUs": measured[replace(best, row_tiles=tree_row_tiles(best))],
+                  "promptUs": prompt_us, "ruleUs": measured[rule[key(p)]],
                   "measured": [{**t.to_json(), "us": us} for t, us in measured.items()]}
         results.append(result)
-        row_text = " ".join(f"{r}: {measured[best][r]:.1f}" for r in args.rows)
+        best_us = result["bestUs"]
+        row_text = " ".join(f"{r}: {best_us[r]:.1f}" for r in args.rows)
+        if prompt_us:
+            row_text += f" {args.prompt_rows}: {prompt_us[best.row_tiles]:.1f}"
         rule_text = " ".join(f"{r}: {u:.1f}" if u else f"{r}: -" for r, u in measured[rule[key(p)]].items())
         print(f"{'/'.join(p['shapes'])} {p['kind']} {p['n']}x{p['k']} ({weight_bytes / 1e6:.0f} MB): best {best} "
-              f"us {row_text} (GB/s at 1 row: {weight_bytes / measured[best][args.rows[0]] / 1e3:.0f}); "
+              f"us {row_text} (GB/s at 1 row: {weight_bytes / best_us[args.rows[0]] / 1e3:.0f}); "
               f"rule us {rule_text}", flush=True)
     name = torch.cuda.get_device_name(device)
     print(f"\n# {name}: benchmarks/linear_tiles.py --shape {' '.join(args.shape)} --rows "
           f"{' '.join(map(str, args.rows))}")
     for r in results:
         b = r["best"]
+        runs = f", programs_per_sm={b['programsPerSm']}" if b["programsPerSm"] else ""
         print(f"    ({r['kind']!r}, {r['n']}, {r['k']}): LinearTiles({b['blockN']}, {b['blockK']}, {b['warps']}, "
-              f"{b['stages']}, {b['rowTiles']}, {b['blockM']}, {b['splitK']}),  # {', '.join(r['shapes'])}")
+              f"{b['stages']}, {b['rowTiles']}, {b['blockM']}, {b['splitK']}{runs}),  # {', '.join(r['shapes'])}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": args.rows,
                                                    "shapes": args.shape, "projections": results}, indent=1) + "\n")

@@ -318,6 +318,48 @@ def test_k_splits_give_every_row_the_same_bits_at_any_row_count():
         assert not kernels._split_counters[x.device].any()
 
 
+def test_runs_of_k_blocks_sum_every_column_tile_whole_at_any_sm_count(monkeypatch):
+    """Issue 26 (a plain step near the weight-read floor): a projection may deal its K blocks out
+    in equal runs, one a program, so that column tiles which do not divide among the SMs leave
+    none idle. A column tile cut by the runs' ends is summed like K splits: where the runs fall as
+    a split's spans do, the bits are the split's; at any SM count the sums are the whole
+    product's, row tiles sharing a program change no bit, and each launch leaves its counters
+    zeroed."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(70, 64, generator=gen)  # K = 64: four 16-wide K blocks
+    w, bias, norm = torch.randn(48, 64, generator=gen), torch.randn(48, generator=gen), torch.rand(64, generator=gen)
+    residual, vocab = torch.randn(70, 48, generator=gen), torch.randn(300, 64, generator=gen)
+
+    def project(tiles: kernels.LinearTiles) -> list[torch.Tensor]:
+        table = {(kind, n, 64): tiles for kind, n in (("norm", 48), ("gated", 24), ("plain", 48), ("argmax", 300))}
+        with kernels.tile_table(table):
+            return [kernels.linear(x, w, bias=bias, norm=norm, eps=1e-5),
+                    kernels.linear(x, w, norm=norm, eps=1e-5, gated=True),
+                    kernels.linear(x, w, residual=residual.clone()),
+                    kernels.greedy_tokens(x, vocab, norm=norm, eps=1e-5)]
+
+    split = project(kernels.LinearTiles(16, 16, 2, None, 1, 16, 2))
+    normed = torch.nn.functional.rms_norm(x, (64,), norm, 1e-5)
+    gate, up = (normed @ w.T).chunk(2, dim=-1)
+    for sms in (6, 5, 1):
+        monkeypatch.setattr(kernels, "_sm_counts", {x.device: sms})
+        results = [project(kernels.LinearTiles(16, 16, 2, None, row_tiles, 16, programs_per_sm=1))
+                   for row_tiles in (1, 4)]
+        if sms == 6:
+            # 48 columns x 4 K blocks (24 x 8 gated) over 6 programs: runs of two blocks, the spans
+            # of a two-way split.
+            assert kernels.linear_launch(48, 64, kernels.LinearTiles(16, 16, 2, None, 1, 16, programs_per_sm=1),
+                                         sms).run_blocks == 2
+            assert all(torch.equal(a, b) for a, b in zip(split[:3], results[0][:3]))
+        assert all(torch.equal(a, b) for a, b in zip(*results)), sms
+        norm_out, gated, plain, tokens = results[0]
+        torch.testing.assert_close(norm_out, normed @ w.T + bias, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(gated, torch.nn.functional.silu(gate) * up, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(plain, residual + x @ w.T, rtol=1e-4, atol=1e-4)
+        assert torch.equal(tokens, (normed @ vocab.T).argmax(1)), sms
+        assert not kernels._split_counters[x.device].any()
+
+
 def test_the_heads_merge_takes_their_tiles_in_chunks(monkeypatch):
     """Issue 26: a whole large vocabulary gives a head thousands of tiles; the merge takes their
     top-k keys a chunk at a time and must pick what one pass over them all would."""

@@ -53,3 +53,23 @@ def test_the_sweep_by_default_covers_every_projection_the_shapes_have():
     kinds = {p["kind"] for shape in SHAPES.values() for p in projections(LlamaConfig.from_hf(shape))}
     assert kinds <= set(TILE_KINDS)
     assert set(LARGE_WEIGHT_TILES) == set(TILE_KINDS)
+
+
+def test_a_prompts_row_tiles_are_chosen_among_those_a_tree_does_not_notice(monkeypatch):
+    """Issue 26 (the plain step includes its share of the prompt): 64-row tiles give a tree one
+    tile, so a program may take more of them for a prompt and read each weight block once for
+    all; 16-row tiles already serve trees with their row tiles, which a prompt then keeps."""
+    us = {1: 30.0, 2: 20.0, 3: 25.0, 4: 22.0}
+    timed = []
+
+    def fake_time(projection, tiles, rows, device):
+        timed.append((tiles.row_tiles, rows))
+        return us[tiles.row_tiles]
+
+    monkeypatch.setattr(linear_tiles, "time_us", fake_time)
+    best, measured = linear_tiles.prompt_row_tiles({}, LinearTiles(128, 64, 8, 4, 1, 64), 200, None)
+    assert best == LinearTiles(128, 64, 8, 4, 2, 64) and measured == us
+    assert timed == [(1, 200), (2, 200), (3, 200), (4, 200)]
+    timed.clear()
+    best, measured = linear_tiles.prompt_row_tiles({}, LinearTiles(64, 128, 4, 3, 4, 16), 200, None)
+    assert best == LinearTiles(64, 128, 4, 3, 4, 16) and timed == [(4, 200)]

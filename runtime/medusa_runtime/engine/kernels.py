@@ -7,11 +7,12 @@ pick different kernels, tile shapes and split reductions for different row count
 bfloat16 those rounding differences flip greedy choices within a few hundred tokens. These
 kernels make every row's arithmetic independent of the other rows:
 
-- ``linear``: tile shapes chosen by the weight's shape alone (``LINEAR_TILE_TABLE``), never by
-  the row count, and a fixed K order; each 16- or 64-row tile is its own matrix product, which
-  a one-token step pads its row to, so a program may take a whole 63-node tree (a weight block
-  read once) without a row's bits changing; RMSNorm, bias, SiLU gate, residual and greedy argmax
-  fused in; the residual stream stays in float32 while weights may be bfloat16.
+- ``linear``: tile shapes chosen by the weight's shape alone (``LINEAR_TILE_TABLE``) and K
+  spans by it and the card's SM count, never by the row count, and a fixed K order; each 16- or
+  64-row tile is its own matrix product, which a one-token step pads its row to, so a program
+  may take a whole 63-node tree (a weight block read once) without a row's bits changing;
+  RMSNorm, bias, SiLU gate, residual and greedy argmax fused in; the residual stream stays in
+  float32 while weights may be bfloat16.
 - ``attention``: keys are taken by *logical* position, in fixed chunks, then the chunks are
   combined in order. A tree node's ancestors live in scattered cache slots, so positions at or
   past ``committed`` are mapped through the node's ancestor list; the keys, their order and
@@ -107,22 +108,22 @@ def _split_store(part_ptr, sq_ptr, split, acc, acc_up, squares, rows, row_ok, co
 
 
 @triton.jit
-def _split_sum(part_ptr, sq_ptr, rows, row_ok, cols, col_ok, tile, tiles, M, N, BM: tl.constexpr, BN: tl.constexpr,
-               SPLIT: tl.constexpr, HAS_NORM: tl.constexpr, GATED: tl.constexpr):
-    """A row tile's sums over the K splits, always in split order (so never by arrival), read
-    past the SM's own cache, which never held the other programs' stores."""
+def _split_sum(part_ptr, sq_ptr, rows, row_ok, cols, col_ok, tile, tiles, M, N, spans, BM: tl.constexpr,
+               BN: tl.constexpr, HAS_NORM: tl.constexpr, GATED: tl.constexpr):
+    """A row tile's sums over the ``spans`` K spans of its columns, always in K order (so never by
+    arrival), read past the SM's own cache, which never held the other programs' stores."""
     width = 2 * N if GATED else N
     ok = row_ok[:, None] & col_ok[None, :]
     acc = tl.zeros((BM, BN), tl.float32)
     acc_up = tl.zeros((BM, BN), tl.float32)
     sum_squares = tl.zeros((BM,), tl.float32)
-    for split in tl.static_range(SPLIT):
-        offsets = (split * M + rows[:, None]) * width + cols[None, :]
+    for span in range(spans):
+        offsets = (span * M + rows[:, None]) * width + cols[None, :]
         acc += tl.load(part_ptr + offsets, mask=ok, other=0.0, cache_modifier=".cg")
         if GATED:
             acc_up += tl.load(part_ptr + offsets + N, mask=ok, other=0.0, cache_modifier=".cg")
         if HAS_NORM:
-            sum_squares += tl.load(sq_ptr + (split * tiles + tile) * M + rows, mask=row_ok,
+            sum_squares += tl.load(sq_ptr + (span * tiles + tile) * M + rows, mask=row_ok,
                                    other=0.0, cache_modifier=".cg")
     return acc, acc_up, sum_squares
 
@@ -150,30 +151,12 @@ def _prefetch_weight(w_ptr, cols, col_ok, k_begin, k_end, K, BLOCKS: tl.constexp
 
 
 @triton.jit
-def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr, part_ptr, sq_ptr, count_ptr,
-                   M, N, K, k_span, eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
-                   GATED: tl.constexpr, ARGMAX: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr,
-                   BN: tl.constexpr, BK: tl.constexpr, ROW_TILES: tl.constexpr, SPLIT: tl.constexpr,
-                   GDC: tl.constexpr, PREFETCH: tl.constexpr):
-    """Columns ``BN`` wide of ROW_TILES tiles of BM rows: each weight block is read once for all
-    of the program's row tiles, each tile its own matrix product (so a row's arithmetic never
-    depends on how many tiles share the program, nor on the other rows of its tile).
-
-    With SPLIT > 1 the K range is cut into SPLIT spans of ``k_span`` (program axis 2), each
-    program writing partial sums; the last of a column tile's programs to finish adds them up
-    in split order and applies the epilogue. The spans are a function of the weight alone, so a
-    row's bits still never depend on the row count; a one-token step gets SPLIT times the
-    programs to keep the card's memory busy."""
-    # Program axis 0 takes the row groups of a column tile one after another: a prefill's
-    # programs that read the same weight block then run together, and the memory serves them once.
-    groups = tl.cdiv(M, BM * ROW_TILES)
-    tile = tl.program_id(0) // groups
-    group = tl.program_id(0) % groups
-    tiles = tl.num_programs(0) // groups
-    col0 = tile * BN
-    cols = col0 + tl.arange(0, BN)
-    col_ok = cols < N
-    rows0 = group * (BM * ROW_TILES) + tl.arange(0, BM)
+def _accumulate(x_ptr, w_ptr, norm_ptr, rows0, M, cols, col_ok, k_begin, k_end, N, K, HAS_NORM: tl.constexpr,
+                GATED: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                ROW_TILES: tl.constexpr):
+    """The products of ROW_TILES row tiles from ``rows0`` with these weight columns over K from
+    ``k_begin`` to ``k_end``, each weight block read once for them all: (product, up product,
+    squares) per row tile."""
     rows1 = rows0 + BM
     rows2 = rows1 + BM
     rows3 = rows2 + BM
@@ -183,14 +166,6 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
     acc1, up1, sq1 = acc0, up0, sq0
     acc2, up2, sq2 = acc0, up0, sq0
     acc3, up3, sq3 = acc0, up0, sq0
-    split = tl.program_id(2)
-    k_begin = split * k_span
-    k_end = tl.minimum(k_begin + k_span, K)
-    if PREFETCH > 0:
-        _prefetch_weight(w_ptr, cols, col_ok, k_begin, k_end, K, PREFETCH, BK)
-        if GATED:
-            _prefetch_weight(w_ptr, cols + N, col_ok, k_begin, k_end, K, PREFETCH, BK)
-    _after_previous_kernel(GDC)
     for k0 in range(k_begin, k_end, BK):
         ks = k0 + tl.arange(0, BK)
         k_ok = ks < K
@@ -210,60 +185,168 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
         if ROW_TILES > 3:
             acc3, up3, sq3 = _linear_rows(x_ptr, norm_ptr, rows3, rows3 < M, ks, k_ok, wt, ut, acc3, up3, sq3, K,
                                           HAS_NORM, GATED, IEEE)
-    if SPLIT == 1:
-        _linear_finish(acc0, up0, tl.sum(sq0, axis=1), rows0, rows0 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
+    return acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3
+
+
+@triton.jit
+def _finish_whole(acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3, rows0, M, cols, col0, col_ok,
+                  tile, tiles, bias_ptr, res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, GATED: tl.constexpr, ARGMAX: tl.constexpr,
+                  BM: tl.constexpr, ROW_TILES: tl.constexpr):
+    """The epilogue of row tiles whose products took the whole K range in this program."""
+    _linear_finish(acc0, up0, tl.sum(sq0, axis=1), rows0, rows0 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
+                   res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+    if ROW_TILES > 1:
+        rows1 = rows0 + BM
+        _linear_finish(acc1, up1, tl.sum(sq1, axis=1), rows1, rows1 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
                        res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
-        if ROW_TILES > 1:
-            _linear_finish(acc1, up1, tl.sum(sq1, axis=1), rows1, rows1 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
-                           res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
-        if ROW_TILES > 2:
-            _linear_finish(acc2, up2, tl.sum(sq2, axis=1), rows2, rows2 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
-                           res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
-        if ROW_TILES > 3:
-            _linear_finish(acc3, up3, tl.sum(sq3, axis=1), rows3, rows3 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
-                           res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
-    else:
-        _split_store(part_ptr, sq_ptr, split, acc0, up0, sq0, rows0, rows0 < M, cols, col_ok, tile, tiles, M, N,
+    if ROW_TILES > 2:
+        rows2 = rows0 + 2 * BM
+        _linear_finish(acc2, up2, tl.sum(sq2, axis=1), rows2, rows2 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
+                       res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+    if ROW_TILES > 3:
+        rows3 = rows0 + 3 * BM
+        _linear_finish(acc3, up3, tl.sum(sq3, axis=1), rows3, rows3 < M, cols, col0, col_ok, tile, tiles, bias_ptr,
+                       res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+
+
+@triton.jit
+def _finish_span(acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3, part_ptr, sq_ptr, count_ptr,
+                 counter, span, spans, rows0, M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr, out_ptr,
+                 index_ptr, N, K, eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr,
+                 GATED: tl.constexpr, ARGMAX: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                 ROW_TILES: tl.constexpr):
+    """Store the partial sums of K span ``span`` of the column tile's ``spans``; the program that
+    stores the last of them adds them all up in K order and applies the epilogue."""
+    rows1 = rows0 + BM
+    rows2 = rows1 + BM
+    rows3 = rows2 + BM
+    _split_store(part_ptr, sq_ptr, span, acc0, up0, sq0, rows0, rows0 < M, cols, col_ok, tile, tiles, M, N,
+                 HAS_NORM, GATED)
+    if ROW_TILES > 1:
+        _split_store(part_ptr, sq_ptr, span, acc1, up1, sq1, rows1, rows1 < M, cols, col_ok, tile, tiles, M, N,
                      HAS_NORM, GATED)
+    if ROW_TILES > 2:
+        _split_store(part_ptr, sq_ptr, span, acc2, up2, sq2, rows2, rows2 < M, cols, col_ok, tile, tiles, M, N,
+                     HAS_NORM, GATED)
+    if ROW_TILES > 3:
+        _split_store(part_ptr, sq_ptr, span, acc3, up3, sq3, rows3, rows3 < M, cols, col_ok, tile, tiles, M, N,
+                     HAS_NORM, GATED)
+    # The same handshake as the heads' merge: a barrier, then an acquire-release count.
+    tl.debug_barrier()
+    if tl.atomic_add(count_ptr + counter, 1, sem="acq_rel", scope="gpu") == spans - 1:
+        tl.store(count_ptr + counter, 0)  # left zeroed for the next launch
+        acc0, up0, ss0 = _split_sum(part_ptr, sq_ptr, rows0, rows0 < M, cols, col_ok, tile, tiles, M, N, spans,
+                                    BM, BN, HAS_NORM, GATED)
+        _linear_finish(acc0, up0, ss0, rows0, rows0 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
+                       out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
         if ROW_TILES > 1:
-            _split_store(part_ptr, sq_ptr, split, acc1, up1, sq1, rows1, rows1 < M, cols, col_ok, tile, tiles, M, N,
-                         HAS_NORM, GATED)
-        if ROW_TILES > 2:
-            _split_store(part_ptr, sq_ptr, split, acc2, up2, sq2, rows2, rows2 < M, cols, col_ok, tile, tiles, M, N,
-                         HAS_NORM, GATED)
-        if ROW_TILES > 3:
-            _split_store(part_ptr, sq_ptr, split, acc3, up3, sq3, rows3, rows3 < M, cols, col_ok, tile, tiles, M, N,
-                         HAS_NORM, GATED)
-        # The same handshake as the heads' merge: a barrier, then an acquire-release count.
-        tl.debug_barrier()
-        counter = count_ptr + tl.program_id(0)
-        if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == SPLIT - 1:
-            tl.store(counter, 0)  # left zeroed for the next launch
-            acc0, up0, ss0 = _split_sum(part_ptr, sq_ptr, rows0, rows0 < M, cols, col_ok, tile, tiles, M, N, BM, BN,
-                                        SPLIT, HAS_NORM, GATED)
-            _linear_finish(acc0, up0, ss0, rows0, rows0 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
+            acc1, up1, ss1 = _split_sum(part_ptr, sq_ptr, rows1, rows1 < M, cols, col_ok, tile, tiles, M, N, spans,
+                                        BM, BN, HAS_NORM, GATED)
+            _linear_finish(acc1, up1, ss1, rows1, rows1 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
                            out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
-            if ROW_TILES > 1:
-                acc1, up1, ss1 = _split_sum(part_ptr, sq_ptr, rows1, rows1 < M, cols, col_ok, tile, tiles, M, N, BM, BN,
-                                            SPLIT, HAS_NORM, GATED)
-                _linear_finish(acc1, up1, ss1, rows1, rows1 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
-                               out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
-            if ROW_TILES > 2:
-                acc2, up2, ss2 = _split_sum(part_ptr, sq_ptr, rows2, rows2 < M, cols, col_ok, tile, tiles, M, N, BM, BN,
-                                            SPLIT, HAS_NORM, GATED)
-                _linear_finish(acc2, up2, ss2, rows2, rows2 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
-                               out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
-            if ROW_TILES > 3:
-                acc3, up3, ss3 = _split_sum(part_ptr, sq_ptr, rows3, rows3 < M, cols, col_ok, tile, tiles, M, N, BM, BN,
-                                            SPLIT, HAS_NORM, GATED)
-                _linear_finish(acc3, up3, ss3, rows3, rows3 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
-                               out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+        if ROW_TILES > 2:
+            acc2, up2, ss2 = _split_sum(part_ptr, sq_ptr, rows2, rows2 < M, cols, col_ok, tile, tiles, M, N, spans,
+                                        BM, BN, HAS_NORM, GATED)
+            _linear_finish(acc2, up2, ss2, rows2, rows2 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
+                           out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+        if ROW_TILES > 3:
+            acc3, up3, ss3 = _split_sum(part_ptr, sq_ptr, rows3, rows3 < M, cols, col_ok, tile, tiles, M, N, spans,
+                                        BM, BN, HAS_NORM, GATED)
+            _linear_finish(acc3, up3, ss3, rows3, rows3 < M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr,
+                           out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX)
+
+
+# A run's length changes with the shape and the card: not specialised on, one compiled kernel serves them.
+@triton.jit(do_not_specialize=["run_blocks"])
+def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr, part_ptr, sq_ptr, count_ptr,
+                   M, N, K, k_span, run_blocks, eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   HAS_RES: tl.constexpr, GATED: tl.constexpr, ARGMAX: tl.constexpr, IEEE: tl.constexpr,
+                   BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, ROW_TILES: tl.constexpr,
+                   SPLIT: tl.constexpr, RUNS: tl.constexpr, GDC: tl.constexpr, PREFETCH: tl.constexpr):
+    """Columns ``BN`` wide of ROW_TILES tiles of BM rows: each weight block is read once for all
+    of the program's row tiles, each tile its own matrix product (so a row's arithmetic never
+    depends on how many tiles share the program, nor on the other rows of its tile).
+
+    With SPLIT > 1 the K range is cut into SPLIT spans of ``k_span`` (program axis 2), each
+    program writing partial sums; the last of a column tile's programs to finish adds them up
+    in split order and applies the epilogue. With RUNS, the projection's K blocks, column tile
+    after column tile, are dealt out in runs of ``run_blocks``, one run a program: every program
+    reads the same share of the weight, and a column tile cut by the runs' ends is summed like K
+    splits. Either way the spans are a function of the weight and the card, never of the row
+    count, so a row's bits never depend on it; a one-token step gets enough programs to keep
+    the card's memory busy."""
+    # Program axis 0 takes the row groups of a column tile (or run) one after another: a
+    # prefill's programs that read the same weight block then run together, and the memory
+    # serves them once.
+    groups = tl.cdiv(M, BM * ROW_TILES)
+    group = tl.program_id(0) % groups
+    rows0 = group * (BM * ROW_TILES) + tl.arange(0, BM)
+    tiles = tl.cdiv(N, BN)
+    if RUNS:
+        blocks = tl.cdiv(K, BK)
+        first = tl.program_id(0) // groups * run_blocks
+        end = tl.minimum(first + run_blocks, tiles * blocks)
+        if PREFETCH > 0:
+            cols = first // blocks * BN + tl.arange(0, BN)
+            k_begin = (first % blocks) * BK
+            k_end = tl.minimum(k_begin + (end - first) * BK, K)
+            _prefetch_weight(w_ptr, cols, cols < N, k_begin, k_end, K, PREFETCH, BK)
+            if GATED:
+                _prefetch_weight(w_ptr, cols + N, cols < N, k_begin, k_end, K, PREFETCH, BK)
+        _after_previous_kernel(GDC)
+        for tile in range(first // blocks, (end - 1) // blocks + 1):
+            col0 = tile * BN
+            cols = col0 + tl.arange(0, BN)
+            col_ok = cols < N
+            begin = tl.maximum(first, tile * blocks)
+            stop = tl.minimum(end, (tile + 1) * blocks)
+            acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3 = _accumulate(
+                x_ptr, w_ptr, norm_ptr, rows0, M, cols, col_ok, (begin - tile * blocks) * BK,
+                tl.minimum((stop - tile * blocks) * BK, K), N, K, HAS_NORM, GATED, IEEE, BM, BN, BK, ROW_TILES)
+            first_run = tile * blocks // run_blocks
+            spans = ((tile + 1) * blocks - 1) // run_blocks - first_run + 1
+            if spans == 1:
+                _finish_whole(acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3, rows0, M, cols, col0,
+                              col_ok, tile, tiles, bias_ptr, res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM,
+                              HAS_BIAS, HAS_RES, GATED, ARGMAX, BM, ROW_TILES)
+            else:
+                _finish_span(acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3, part_ptr, sq_ptr,
+                             count_ptr, tile * groups + group, tl.program_id(0) // groups - first_run, spans, rows0,
+                             M, cols, col0, col_ok, tile, tiles, bias_ptr, res_ptr, out_ptr, index_ptr, N, K, eps,
+                             HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX, BM, BN, ROW_TILES)
+    else:
+        tile = tl.program_id(0) // groups
+        col0 = tile * BN
+        cols = col0 + tl.arange(0, BN)
+        col_ok = cols < N
+        split = tl.program_id(2)
+        k_begin = split * k_span
+        k_end = tl.minimum(k_begin + k_span, K)
+        if PREFETCH > 0:
+            _prefetch_weight(w_ptr, cols, col_ok, k_begin, k_end, K, PREFETCH, BK)
+            if GATED:
+                _prefetch_weight(w_ptr, cols + N, col_ok, k_begin, k_end, K, PREFETCH, BK)
+        _after_previous_kernel(GDC)
+        acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3 = _accumulate(
+            x_ptr, w_ptr, norm_ptr, rows0, M, cols, col_ok, k_begin, k_end, N, K, HAS_NORM, GATED, IEEE, BM, BN, BK,
+            ROW_TILES)
+        if SPLIT == 1:
+            _finish_whole(acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3, rows0, M, cols, col0,
+                          col_ok, tile, tiles, bias_ptr, res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS,
+                          HAS_RES, GATED, ARGMAX, BM, ROW_TILES)
+        else:
+            _finish_span(acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3, part_ptr, sq_ptr, count_ptr,
+                         tl.program_id(0), split, SPLIT, rows0, M, cols, col0, col_ok, tile, tiles, bias_ptr,
+                         res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS, HAS_RES, GATED, ARGMAX, BM, BN,
+                         ROW_TILES)
+
 
 @dataclass(frozen=True)
 class LinearTiles:
-    """How ``_linear_kernel`` splits one projection. Only the column and K blocks shape a row's
-    arithmetic, and every choice here is a function of the weight alone, so a row computes the
-    same bits in a one-token step, a tree step or a prefill."""
+    """How ``_linear_kernel`` splits one projection. Only the column and K blocks and the K spans
+    shape a row's arithmetic, and every choice here is a function of the weight and the card
+    alone, so a row computes the same bits in a one-token step, a tree step or a prefill."""
 
     block_n: int  # output columns per program
     block_k: int  # K step of the loop
@@ -279,16 +362,21 @@ class LinearTiles:
     # K blocks of its weight a program asks the L2 cache for before waiting on the previous
     # kernel (dependent launches only; 0: none): the read overlaps the end of that kernel.
     prefetch: int = 0
+    # 0: a program per column tile and K split. n > 0: n programs per SM, the K blocks of all
+    # column tiles dealt out among them in equal runs (``split_k`` is then unused), so that no SM
+    # idles while others read when the column tiles do not divide evenly among the SMs.
+    programs_per_sm: int = 0
 
     @classmethod
     def from_json(cls, entry: dict) -> "LinearTiles":
         return cls(entry["blockN"], entry["blockK"], entry["warps"], entry.get("stages"), entry["rowTiles"],
-                   entry.get("blockM", 16), entry.get("splitK", 1), entry.get("prefetch", 0))
+                   entry.get("blockM", 16), entry.get("splitK", 1), entry.get("prefetch", 0),
+                   entry.get("programsPerSm", 0))
 
     def to_json(self) -> dict:
         return {"blockN": self.block_n, "blockK": self.block_k, "warps": self.warps, "stages": self.stages,
                 "rowTiles": self.row_tiles, "blockM": self.block_m, "splitK": self.split_k,
-                "prefetch": self.prefetch}
+                "prefetch": self.prefetch, "programsPerSm": self.programs_per_sm}
 
 
 MAX_ROW_TILES = 4  # the kernel's unrolled limit: 4 x 16 rows (a 63-node tree) read a weight block once
@@ -306,37 +394,38 @@ def _rule_tiles(n: int, k: int, kind: str) -> LinearTiles:
 
 
 # Tile choices by (kind, output width N, input width K), kind as in ``_tile_kind``: the winners of
-# ``benchmarks/linear_tiles.py --rows 1 32 64`` (every candidate in CUDA graphs, weights rotating
-# past the L2 cache; the least total time over a one-token step and 31- and 63-node trees wins),
-# one sweep per shape; docs/runtime.md names the card and the results file. Other cards may
-# prefer others: the script prints entries for them. Each entry serves every row count of its
-# projection, which keeps a row's bits the same in every step.
+# ``benchmarks/linear_tiles.py --rows 1 32 64 --prompt-rows 200`` (every candidate in CUDA graphs,
+# weights rotating past the L2 cache; the least total time over a one-token step and 31- and
+# 63-node trees wins, then the row tiles a prompt's programs take), one sweep of the three shapes;
+# docs/runtime.md names the card and the results file. Other cards may prefer others: the script
+# prints entries for them. Each entry serves every row count of its projection, which keeps a
+# row's bits the same in every step.
 LINEAR_TILE_TABLE: dict[tuple[str, int, int], LinearTiles] = {
     # Llama-3-8B (Mistral-7B shares all but the output layer)
-    ("norm", 6144, 4096): LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
-    ("plain", 4096, 4096): LinearTiles(64, 128, 4, 3, 1, 64, split_k=2),
-    ("gated", 14336, 4096): LinearTiles(128, 64, 8, 3, 1, 64),
-    ("plain", 4096, 14336): LinearTiles(64, 128, 4, 3, 1, 64, split_k=2),
+    ("norm", 6144, 4096): LinearTiles(128, 64, 4, 4, 1, 64, split_k=4),
+    ("plain", 4096, 4096): LinearTiles(64, 128, 4, 4, 2, 64, split_k=2),
+    ("gated", 14336, 4096): LinearTiles(128, 64, 8, 4, 2, 64),
+    ("plain", 4096, 14336): LinearTiles(64, 128, 4, 4, 2, 64, split_k=2),
     ("argmax", 128256, 4096): LinearTiles(128, 64, 4, 3, 1, 64),
     # Qwen2-7B
-    ("norm", 4608, 3584): LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
-    ("plain", 3584, 3584): LinearTiles(64, 128, 4, 3, 1, 64, split_k=2),
+    ("norm", 4608, 3584): LinearTiles(128, 64, 4, 3, 1, 64, programs_per_sm=2),
+    ("plain", 3584, 3584): LinearTiles(64, 128, 4, 4, 2, 64, split_k=2),
     ("gated", 18944, 3584): LinearTiles(256, 64, 8, 3, 1, 64),
-    ("plain", 3584, 18944): LinearTiles(64, 64, 4, 4, 1, 64, split_k=4),
-    ("argmax", 152064, 3584): LinearTiles(128, 64, 4, 3, 1, 64),
+    ("plain", 3584, 18944): LinearTiles(64, 128, 4, 4, 2, 64, split_k=2),
+    ("argmax", 152064, 3584): LinearTiles(128, 64, 4, 3, 1, 64, programs_per_sm=2),
     # Llama-3.2-1B
     ("norm", 3072, 2048): LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
-    ("plain", 2048, 2048): LinearTiles(32, 128, 4, 3, 1, 64, split_k=2),
+    ("plain", 2048, 2048): LinearTiles(32, 128, 4, 3, 4, 64, split_k=2),
     ("gated", 8192, 2048): LinearTiles(128, 64, 4, 3, 1, 64, split_k=2),
-    ("plain", 2048, 8192): LinearTiles(32, 128, 4, 3, 1, 64, split_k=4),
+    ("plain", 2048, 8192): LinearTiles(64, 128, 4, 4, 2, 64, programs_per_sm=1),
     ("argmax", 128256, 2048): LinearTiles(128, 64, 4, 3, 1, 64),
 }
 # Large projections no entry names (another model's shapes), by kind: what won most often above;
 # for gate/up, where each shape chose differently, the 7-8B shape's choice.
 LARGE_WEIGHT_TILES: dict[str, LinearTiles] = {
     "norm": LinearTiles(128, 64, 4, 3, 1, 64, split_k=4),
-    "plain": LinearTiles(64, 128, 4, 3, 1, 64, split_k=2),
-    "gated": LinearTiles(128, 64, 8, 3, 1, 64),
+    "plain": LinearTiles(64, 128, 4, 4, 2, 64, split_k=2),
+    "gated": LinearTiles(128, 64, 8, 4, 2, 64),
     "argmax": LinearTiles(128, 64, 4, 3, 1, 64),
 }
 
@@ -416,29 +505,67 @@ def _split_counter(count: int, device: torch.device) -> torch.Tensor:
     return counters
 
 
+# The SM count a launch deals runs out for; the CPU interpreter runs programs one at a time,
+# and any count keeps its arithmetic exact, so it takes a small one that cuts column tiles.
+INTERPRETED_SMS = 3
+_sm_counts: dict[torch.device, int] = {}
+
+
+def sm_count(device: torch.device) -> int:
+    if device not in _sm_counts:
+        _sm_counts[device] = (torch.cuda.get_device_properties(device).multi_processor_count
+                              if device.type == "cuda" else INTERPRETED_SMS)
+    return _sm_counts[device]
+
+
+@dataclass(frozen=True)
+class LinearLaunch:
+    """How one projection's launch covers its K range: programs along grid axes 0 and 2 and the
+    most K spans a column tile's sum takes (1: every program sums its columns whole)."""
+
+    programs: int  # per row group
+    splits: int  # grid axis 2 (K splits); 1 with runs
+    k_span: int  # K values a split covers
+    run_blocks: int  # K blocks a run covers (0: no runs)
+    spans: int
+
+
+def linear_launch(n: int, k: int, tiles: LinearTiles, sms: int) -> LinearLaunch:
+    column_tiles, blocks = triton.cdiv(n, tiles.block_n), triton.cdiv(k, tiles.block_k)
+    if tiles.programs_per_sm:
+        run_blocks = triton.cdiv(column_tiles * blocks, tiles.programs_per_sm * sms)
+        # A column tile's blocks meet at most cdiv(blocks, run_blocks) + 1 runs.
+        spans = min(triton.cdiv(blocks, run_blocks) + 1, triton.cdiv(column_tiles * blocks, run_blocks))
+        return LinearLaunch(triton.cdiv(column_tiles * blocks, run_blocks), 1, 0, run_blocks, spans)
+    k_span = triton.cdiv(blocks, tiles.split_k) * tiles.block_k
+    split = triton.cdiv(k, k_span)
+    return LinearLaunch(column_tiles, split, k_span, 0, split)
+
+
 def _launch_linear(x, weight, out, index, n, *, bias=None, norm=None, eps=1e-6, residual=None, gated=False,
                    argmax=False) -> None:
     rows, k = x.shape
     tiles = linear_tiles(n, k, _tile_kind(norm, gated, argmax), weight.element_size())
     row_tiles = min(tiles.row_tiles, triton.cdiv(rows, tiles.block_m))
-    k_span = triton.cdiv(triton.cdiv(k, tiles.block_k), tiles.split_k) * tiles.block_k
-    split = triton.cdiv(k, k_span)
-    grid = (triton.cdiv(n, tiles.block_n) * triton.cdiv(rows, tiles.block_m * row_tiles), 1, split)
-    if split > 1:
-        part = torch.empty(split, rows, 2 * n if gated else n, dtype=torch.float32, device=x.device)
-        squares = torch.empty(split, grid[0], rows, dtype=torch.float32, device=x.device)
-        counters = _split_counter(grid[0], x.device)
+    groups = triton.cdiv(rows, tiles.block_m * row_tiles)
+    plan = linear_launch(n, k, tiles, sm_count(x.device))
+    grid = (plan.programs * groups, 1, plan.splits)
+    if plan.spans > 1:
+        column_tiles = triton.cdiv(n, tiles.block_n)
+        part = torch.empty(plan.spans, rows, 2 * n if gated else n, dtype=torch.float32, device=x.device)
+        squares = torch.empty(plan.spans, column_tiles, rows, dtype=torch.float32, device=x.device)
+        counters = _split_counter(column_tiles * groups, x.device)
     else:
         part = squares = counters = out  # never read
     pipelining = {} if tiles.stages is None else {"num_stages": tiles.stages}
     gdc = dependent_launches(x.device)
     _linear_kernel[grid](
         x, weight, bias if bias is not None else weight, norm if norm is not None else weight,
-        residual if residual is not None else out, out, index, part, squares, counters, rows, n, k, k_span, eps,
-        HAS_NORM=norm is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None, GATED=gated,
-        ARGMAX=argmax, IEEE=weight.dtype == torch.float32, BM=tiles.block_m, BN=tiles.block_n, BK=tiles.block_k,
-        ROW_TILES=row_tiles, SPLIT=split, num_warps=tiles.warps, PREFETCH=tiles.prefetch if gdc else 0,
-        **_launch_options(gdc), **pipelining,
+        residual if residual is not None else out, out, index, part, squares, counters, rows, n, k, plan.k_span,
+        plan.run_blocks, eps, HAS_NORM=norm is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
+        GATED=gated, ARGMAX=argmax, IEEE=weight.dtype == torch.float32, BM=tiles.block_m, BN=tiles.block_n,
+        BK=tiles.block_k, ROW_TILES=row_tiles, SPLIT=plan.splits, RUNS=plan.run_blocks > 0, num_warps=tiles.warps,
+        PREFETCH=tiles.prefetch if gdc else 0, **_launch_options(gdc), **pipelining,
     )
 
 
