@@ -113,3 +113,33 @@ def test_table_entries_fit_the_kernel():
         assert tiles.split_k >= 1, key
         # A prefetch asks for 64-value lines, BLOCKS x block_k / 64 of them, a power of two (tl.arange).
         assert tiles.prefetch == 0 or (tiles.prefetch & (tiles.prefetch - 1) == 0 and tiles.block_k >= 64), key
+
+
+@pytest.mark.parametrize("n, k, tiles", [
+    (28672, 4096, (128, 64, 1)),  # Llama-3-8B gate/up stacked: 112 column tiles on 132 SMs
+    (4608, 3584, (128, 64, 2)),  # Qwen2-7B qkv, two programs per SM
+    (2048, 8192, (64, 128, 1)),
+    (300, 40, (16, 16, 1)),  # a partial last column tile and K block
+    (48, 64, (16, 16, 3)),  # fewer K blocks than programs: runs of one block
+])
+@pytest.mark.parametrize("sms", [132, 114, 7, 1])
+def test_runs_of_k_blocks_cover_every_block_once_within_the_spans_made_for_them(n, k, tiles, sms):
+    """Issue 26: the partial-sum buffers a launch makes must hold every span a column tile is cut
+    into by the runs' ends, and the runs must cover each K block of each column tile once."""
+    from medusa_runtime.engine import kernels
+
+    block_n, block_k, per_sm = tiles
+    plan = kernels.linear_launch(n, k, kernels.LinearTiles(block_n, block_k, 4, 3, 1, 64, programs_per_sm=per_sm),
+                                 sms)
+    column_tiles, blocks = -(-n // block_n), -(-k // block_k)
+    assert plan.splits == 1 and plan.programs <= per_sm * sms
+    covered = [0] * (column_tiles * blocks)
+    runs_per_tile = [set() for _ in range(column_tiles)]
+    for program in range(plan.programs):
+        for unit in range(program * plan.run_blocks, min((program + 1) * plan.run_blocks, len(covered))):
+            covered[unit] += 1
+            runs_per_tile[unit // blocks].add(program)
+    assert covered == [1] * len(covered)
+    assert max(len(runs) for runs in runs_per_tile) <= plan.spans
+    # Every program has blocks to read: none is launched for nothing.
+    assert (plan.programs - 1) * plan.run_blocks < len(covered)
