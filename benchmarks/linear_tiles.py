@@ -171,15 +171,13 @@ def time_us(projection: dict, tiles: LinearTiles, rows: int, device: torch.devic
     return best
 
 
-def tree_row_tiles(tiles: LinearTiles) -> int:
-    """The row tiles a program of a 63-node tree (64 rows) takes with these tiles."""
-    return min(tiles.row_tiles, -(-64 // tiles.block_m))
+TREE_ROWS = 64  # the most rows a step projects: a 63-node tree and its root
 
 
 def prompt_options(tiles: LinearTiles) -> list[int]:
     """Row tiles a program may take that give a tree's programs the same rows as ``tiles`` do."""
-    return [r for r in range(1, kernels.MAX_ROW_TILES + 1)
-            if min(r, -(-64 // tiles.block_m)) == tree_row_tiles(tiles)]
+    tile_rows = -(-TREE_ROWS // tiles.block_m)
+    return [r for r in range(1, kernels.MAX_ROW_TILES + 1) if min(r, tile_rows) == min(tiles.row_tiles, tile_rows)]
 
 
 def prompt_row_tiles(projection: dict, best: LinearTiles, rows: int,
@@ -211,10 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="compiling processes")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
+    if any(r < 1 or r > TREE_ROWS for r in args.rows):
+        parser.error(f"row counts must be 1 to {TREE_ROWS} (a {TREE_ROWS - 1}-node tree)")
+    if args.prompt_rows < 0:
+        parser.error(f"--prompt-rows counts a prompt's tokens (0: leave the row tiles); got {args.prompt_rows}")
     if not torch.cuda.is_available():
         parser.error("this times GPU kernels; it needs a CUDA device")
-    if any(r < 1 or r > 64 for r in args.rows):
-        parser.error("row counts must be 1 to 64 (a 63-node tree)")
     device = torch.device("cuda")
     wanted: dict[tuple, dict] = {}
     for shape in args.shape:
@@ -250,13 +250,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {tiles}: {type(exc).__name__}: {str(exc)[:120]}", file=sys.stderr)
                     us[rows] = None
             measured[tiles] = us
-        best = choose(measured)
-        prompt_us = {}
+        tree_best = choose(measured)
+        best, prompt_us = tree_best, {}
         if args.prompt_rows:
-            best, prompt_us = prompt_row_tiles(p, best, args.prompt_rows, device)
+            best, prompt_us = prompt_row_tiles(p, tree_best, args.prompt_rows, device)
         weight_bytes = (2 if p["kind"] == "gated" else 1) * p["n"] * p["k"] * 2
         result = {"kind": p["kind"], "n": p["n"], "k": p["k"], "shapes": p["shapes"], "weightBytes": weight_bytes,
-                  "best": best.to_json(), "bestUs": measured[replace(best, row_tiles=tree_row_tiles(best))],
+                  "best": best.to_json(), "bestUs": measured[tree_best],
                   "promptUs": prompt_us, "ruleUs": measured[rule[key(p)]],
                   "measured": [{**t.to_json(), "us": us} for t, us in measured.items()]}
         results.append(result)

@@ -104,3 +104,15 @@ def test_step_cost_takes_a_model_shape_by_name(tmp_path):
         refused = subprocess.run([sys.executable, str(BENCHMARKS / "step_cost.py"), "--device", "cpu", *argv],
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2 and message in refused.stderr, (argv, refused.stderr[-500:])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--rows", "1", "65"], "row counts must be 1 to 64 (a 63-node tree)"),
+    (["--prompt-rows", "-1"], "--prompt-rows counts a prompt's tokens (0: leave the row tiles); got -1"),
+])
+def test_the_tile_sweep_refuses_bad_row_counts_before_looking_for_a_gpu(flags, message):
+    """Without a GPU the sweep cannot run at all, so a bad flag must be named first, not hidden
+    behind the missing device."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "linear_tiles.py"), *flags],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-1000:]
