@@ -18,9 +18,11 @@ TILINGS = [LinearTiles(16, 256, 2, 3, 4), LinearTiles(32, 128, 4, 3, 2), LinearT
            LinearTiles(64, 128, 4, 3, 1, 64), LinearTiles(128, 64, 8, 3, 1, 64),
            LinearTiles(64, 64, 4, 4, 1, 64, 2), LinearTiles(32, 256, 2, 3, 4, 16, 4),
            LinearTiles(64, 128, 4, 3, 1, 64, 2, prefetch=2), LinearTiles(32, 128, 4, 3, 1, 64, 4, prefetch=4),
-           # Runs of K blocks: here a block or two a program, so a column tile sums up to 33 spans.
+           # Runs of K blocks. On a 132-SM card: one block a run, so a column tile sums 32 spans; two;
+           # and six (16-column tiles), so that runs start and end inside column tiles.
            LinearTiles(128, 64, 8, 4, 1, 64, programs_per_sm=1), LinearTiles(64, 64, 4, 4, 1, 64, programs_per_sm=2),
            LinearTiles(32, 128, 4, 3, 4, 16, programs_per_sm=1, prefetch=2),
+           LinearTiles(16, 64, 2, 3, 4, 16, programs_per_sm=1),
            # Several 64-row tiles a program: a prompt's (a tree has one).
            LinearTiles(128, 64, 8, 4, 2, 64),
            LinearTiles(128, 64, 4, 3, 3, 64, programs_per_sm=2)]
