@@ -34,7 +34,7 @@ import torch
 from medusa_runtime.engine import kernels
 from medusa_runtime.engine.kernels import TILE_KINDS, LinearTiles
 from medusa_runtime.engine.model import LlamaConfig
-from model_shapes import SHAPES, projections
+from model_shapes import SHAPES, best_gpu_seconds, projections
 
 # Column block, K block, warps, pipelining stages, row tiles, rows a tile, K splits. Narrow
 # columns give many programs (a one-token step needs them to keep enough loads in flight); wide
@@ -158,17 +158,9 @@ def time_us(projection: dict, tiles: LinearTiles, rows: int, device: torch.devic
         with torch.cuda.graph(graph):
             for i in range(launches):
                 _launch(projection, b, i % copies)
-    graph.replay()
-    best = float("inf")
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        best = min(best, start.elapsed_time(end) * 1000 / launches)
+    us = best_gpu_seconds(graph.replay, runs=5) * 1e6 / launches
     del graph, b
-    return best
+    return us
 
 
 TREE_ROWS = 64  # the most rows a step projects: a 63-node tree and its root

@@ -100,6 +100,21 @@ def random_weights(cfg: LlamaConfig, device: torch.device, dtype: torch.dtype,
     return tensors
 
 
+def best_gpu_seconds(work, runs: int = 10) -> float:
+    """The least GPU time of ``runs`` calls of ``work`` (which only queues GPU work), each timed
+    apart by CUDA events, after one untimed call."""
+    work()
+    best = float("inf")
+    for _ in range(runs):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        work()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1000)
+    return best
+
+
 @triton.jit
 def _read_kernel(src_ptr, out_ptr, n, BLOCK: tl.constexpr, STEPS: tl.constexpr):
     """Sums STEPS blocks of BLOCK float32s: a stream of loads, nothing written but one partial sum."""
@@ -122,20 +137,8 @@ def read_bandwidth(device: torch.device, gib: float = 4.0) -> dict[str, float]:
     partial = torch.empty(programs, device=device)
     dst = torch.empty_like(src)
 
-    def best(work, runs: int = 10) -> float:
-        work()
-        times = []
-        for _ in range(runs):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            work()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        return min(times)
-
-    read = best(lambda: _read_kernel[(programs,)](src, partial, n, BLOCK=block, STEPS=steps, num_warps=8))
-    copy = best(lambda: dst.copy_(src))
+    read = best_gpu_seconds(lambda: _read_kernel[(programs,)](src, partial, n, BLOCK=block, STEPS=steps, num_warps=8))
+    copy = best_gpu_seconds(lambda: dst.copy_(src))
     if not torch.allclose(partial.sum(), src.sum(), rtol=1e-3):
         raise RuntimeError("the bandwidth probe's read kernel summed the buffer wrongly")
     del src, dst, partial

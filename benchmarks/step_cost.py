@@ -38,7 +38,7 @@ from medusa_runtime.engine.decoding import MedusaDecoder, build_tree_buffers
 from medusa_runtime.engine.heads import MedusaHeads
 from medusa_runtime.engine.model import DTYPES, LlamaConfig, LlamaModel, kernels_unsupported, read_config
 from medusa_common.tree import PRESETS, normalise_tree
-from model_shapes import SHAPES, plain_step_bytes, random_weights, read_bandwidth
+from model_shapes import SHAPES, best_gpu_seconds, plain_step_bytes, random_weights, read_bandwidth
 
 
 def linear_tiles(override: dict | None):
@@ -142,16 +142,7 @@ def proposal_ms(decoder: MedusaDecoder, launches: int = 20) -> float:
             decoder._remember(s, s.x, s.last)
             decoder._candidates(s)
 
-    graph = decoder._graph(work)
-    best = float("inf")
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        best = min(best, start.elapsed_time(end) / launches)
-    return best
+    return best_gpu_seconds(decoder._graph(work).replay, runs=5) * 1e3 / launches
 
 
 def tile_sources(names: list[str]) -> list[tuple[str, dict | None]]:

@@ -60,7 +60,8 @@ def _wait(predicate, timeout: float, what: str, log: Path) -> None:
 
 
 @contextlib.contextmanager
-def _process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen]:
+def process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """``command`` running in its own session, its output in ``log_path``; stopped on exit."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -179,7 +180,7 @@ def running_prometheus(cluster: LocalCluster, workdir: Path, namespaces: list[st
     port = _free_port("127.0.0.1")
     log = workdir / "prometheus.log"
     with discovering_pods(cluster, namespaces, targets), \
-            _process([binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+            process([binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
                       f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"], log):
         prometheus = Prometheus(f"http://127.0.0.1:{port}")
         _wait(prometheus.ready, 60, "Prometheus", log)
@@ -216,7 +217,7 @@ def running_custom_metrics_api(cluster: LocalCluster, prometheus: Prometheus, wo
     log = workdir / "adapter.log"
     kubeconfig = str(cluster.kubeconfig)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_process([
+        stack.enter_context(process([
             cluster.tool("prometheus-adapter"), f"--prometheus-url={prometheus.url}/", f"--config={config}",
             "--metrics-relist-interval=10s", f"--lister-kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",

@@ -42,9 +42,9 @@ from lightkube.resources.autoscaling_v2 import HorizontalPodAutoscaler
 from lightkube.resources.core_v1 import Pod
 
 from fixtures.cluster import wait_for
-from fixtures.processes import free_port, stop_process
+from fixtures.processes import free_port
 from localcluster import LocalCluster
-from monitoring import pod_metric as pod_metrics, quantity
+from monitoring import pod_metric as pod_metrics, process, quantity
 
 pytestmark = [pytest.mark.cluster, pytest.mark.triton, pytest.mark.model, pytest.mark.slow]
 
@@ -146,17 +146,6 @@ def network_namespace() -> Iterator[str]:
     finally:
         subprocess.run(["ip", "link", "del", host_end], capture_output=True)
         subprocess.run(["ip", "netns", "del", netns], capture_output=True)
-
-
-@contextlib.contextmanager
-def process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen]:
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    try:
-        yield proc
-    finally:
-        stop_process(proc)
 
 
 def prometheus_config(triton_metrics: str, namespace: str, pod: str, labels: dict[str, str], rules: Path) -> dict:
