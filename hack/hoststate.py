@@ -134,7 +134,7 @@ def remove_new_netfilter(before: dict[str, dict[str, list[str]]], tables_before:
     if tables_before is not None and tables_now is not None:
         for line in tables_now:
             if line not in tables_before:  # e.g. "table ip nat", made by iptables-nft for these chains
-                run(["nft", "delete", *line.split()[1:]], check=False)
+                run(["nft", "delete", *line.split()], check=False)
 
 
 def _rule_target(args: list[str]) -> str | None:

@@ -16,8 +16,9 @@ before making any (``host-state.json`` in the node's folder):
   and the nftables tables that iptables created for them;
 - sysctls the kubelet, kube-proxy and the CNI bridge set (SYSCTLS), restored to their values;
 - cgroups (``kubepods`` in every hierarchy), mounts under the node's folder, the processes of pods;
-- ``/run/containerd`` (shim sockets) and ``/var/lib/cni`` (CNI's result cache), when they were
-  not there before.
+- ``/run/containerd`` (shim sockets), ``/var/lib/cni`` (CNI's result cache), ``/var/lib/kubelet``
+  and ``/var/log/containers`` (the kubelet's device plugin socket and container log links, which
+  no setting moves), when they were not there before.
 
 Only one real node can run on a machine at a time (the bridge, the address and kube-proxy's chains
 are host-wide); a second cluster's ``up`` says which cluster holds it.
@@ -69,9 +70,13 @@ CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 GUARD_FORWARD = "MEDUSA-NODE-FORWARD"
 GUARD_INPUT = "MEDUSA-NODE-INPUT"
 NODE_COMPONENTS = ("containerd", "kubelet", "kube-proxy")
-# Host-wide places containerd and CNI use whatever their configuration says.
+# Host-wide places containerd, CNI and the kubelet use whatever their configuration says.
 CONTAINERD_RUN = Path("/run/containerd")  # shim sockets (/run/containerd/s)
 CNI_CACHE = Path("/var/lib/cni")  # results of CNI ADD, read back at DEL
+KUBELET_DEFAULT_ROOT = Path("/var/lib/kubelet")  # its device-plugins/kubelet.sock, whatever --root-dir says
+CONTAINER_LOG_LINKS = Path("/var/log/containers")  # a link per running container's log
+# Those ``down`` removes when they were not there before ``up``.
+HOST_WIDE_DIRS = (CONTAINERD_RUN, CNI_CACHE, KUBELET_DEFAULT_ROOT, CONTAINER_LOG_LINKS)
 # Sysctls the node's components set: the kubelet (memory overcommit, panics, key quotas),
 # the CNI bridge as the pods' gateway (forwarding) and kube-proxy (route_localnet). The bridge
 # netfilter switches must be on for Service traffic between pods on one bridge; the node turns
@@ -185,10 +190,14 @@ class RealNode:
         hoststate.ip("link", "del", HOST_LINK, check=False)
         hoststate.restore_sysctls(record["sysctls"])
         self._remove_cgroups(record)
-        for path, existed in ((CONTAINERD_RUN, record["containerd_run"]), (CNI_CACHE, record["cni_cache"])):
-            if not existed:
+        existed = record.get("host_wide_dirs", {})  # a record without it: leave them all
+        for path in HOST_WIDE_DIRS:
+            if not existed.get(str(path), True):
                 shutil.rmtree(path, ignore_errors=True)
-        if record["cni_cache"]:
+        for link in CONTAINER_LOG_LINKS.glob("*.log"):  # where it was there before: only the node's links
+            if link.is_symlink() and Path(os.readlink(link)).is_relative_to(self.root):
+                link.unlink(missing_ok=True)
+        if existed.get(str(CNI_CACHE), True):
             for f in glob.glob(str(CNI_CACHE / "results" / f"{CNI_NETWORK}-*")):
                 Path(f).unlink(missing_ok=True)
         hoststate.unmount_under(self.root)
@@ -458,8 +467,7 @@ def _host_snapshot() -> dict:
         "nft_tables": hoststate.nft_tables(),
         "cgroup_hierarchies": hierarchies,
         "cgroups": [str(Path(h) / "kubepods") for h in hierarchies if (Path(h) / "kubepods").exists()],
-        "containerd_run": CONTAINERD_RUN.exists(),
-        "cni_cache": CNI_CACHE.exists(),
+        "host_wide_dirs": {str(path): path.exists() for path in HOST_WIDE_DIRS},
     }
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import hoststate
 from localcluster import REAL_NODE_NAME, LocalCluster, Ports
 from realnode import real_node_owner
 
@@ -31,6 +33,7 @@ VOLATILE_SYSCTLS = ("fs.dentry-state", "fs.file-nr", "fs.inode-nr", "fs.inode-st
 DEFAULT_PATHS = ("/run/containerd", "/var/run/netns", "/var/lib/cni", "/etc/cni", "/opt/cni", "/opt/containerd",
                  "/var/lib/containerd", "/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/etc/kubernetes",
                  "/run/nri", "/opt/nri", "/etc/nri")
+CONTAINER_LOG_LINKS = Path("/var/log/containers")  # the kubelet's, whatever its settings say
 NODE_PROCESSES = ("containerd", "containerd-shim", "kubelet", "kube-proxy", "coredns", "pause", "probe", "runc")
 
 
@@ -125,3 +128,43 @@ def test_down_leaves_the_host_as_up_found_it_and_a_second_up_starts_clean(own_cl
         assert host_snapshot() != before  # the node did change the host
         own_cluster.down()
         assert _differences(before, host_snapshot()) == {}
+
+
+def test_down_removes_its_container_log_links_from_a_folder_that_was_there(own_cluster: LocalCluster) -> None:
+    """The kubelet links each container's log into /var/log/containers whatever its settings say;
+    where the folder was there before (another kubelet's), down leaves it but takes the node's
+    links out of it."""
+    made = not CONTAINER_LOG_LINKS.exists()
+    CONTAINER_LOG_LINKS.mkdir(parents=True, exist_ok=True)
+    try:
+        others = sorted(CONTAINER_LOG_LINKS.iterdir())
+        own_cluster.up()
+        assert sorted(CONTAINER_LOG_LINKS.iterdir()) != others  # CoreDNS's container log
+        own_cluster.down()
+        assert CONTAINER_LOG_LINKS.is_dir()
+        assert sorted(CONTAINER_LOG_LINKS.iterdir()) == others
+    finally:
+        if made:
+            shutil.rmtree(CONTAINER_LOG_LINKS, ignore_errors=True)
+
+
+def test_removing_new_chains_also_deletes_the_nftables_table_iptables_made_for_them() -> None:
+    """On a machine whose firewall had no tables, the node's chains bring iptables-nft to make
+    them; down must delete those tables too, not only the chains (a fresh machine's failure)."""
+    tables = hoststate.nft_tables()
+    if tables is None:
+        pytest.skip("nft is not installed")
+    # A table neither kube-proxy nor the kubelet uses, so a running node is left alone.
+    free = [name for name in ("raw", "security") if f"table ip {name}" not in tables]
+    if not free:
+        pytest.skip("this machine already has the raw and security tables")
+    table = free[0]
+    before = hoststate.netfilter_chains()
+    hoststate.run(["iptables", "-w", "-t", table, "-N", "MEDUSA-HOST-TEST"])
+    try:
+        assert f"table ip {table}" in hoststate.nft_tables()
+        hoststate.remove_new_netfilter(before, tables)
+        assert hoststate.nft_tables() == tables
+        assert hoststate.netfilter_chains() == before
+    finally:
+        hoststate.run(["nft", "delete", "table", "ip", table], check=False)
