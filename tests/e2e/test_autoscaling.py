@@ -117,6 +117,9 @@ class TcpRelay:
         self.server.close()
 
 
+NAMESPACES_FOLDER = Path("/run/netns")  # where ip netns keeps named namespaces
+
+
 def ip(*args: str) -> None:
     proc = subprocess.run(["ip", *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -130,6 +133,8 @@ def network_namespace() -> Iterator[str]:
         pytest.skip("iproute2's ip is missing (Debian package iproute2)")
     suffix = secrets.token_hex(3)
     netns, host_end, inner_end = f"medusa-hpa-{suffix}", f"mh{suffix}h", f"mh{suffix}n"
+    # ip makes this folder (a mount on itself) for the first namespace and never removes it.
+    made_folder = not NAMESPACES_FOLDER.exists()
     try:
         ip("netns", "add", netns)
     except RuntimeError as exc:
@@ -146,6 +151,10 @@ def network_namespace() -> Iterator[str]:
     finally:
         subprocess.run(["ip", "link", "del", host_end], capture_output=True)
         subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        if made_folder and not any(NAMESPACES_FOLDER.iterdir()):
+            subprocess.run(["umount", str(NAMESPACES_FOLDER)], capture_output=True)
+            with contextlib.suppress(OSError):
+                NAMESPACES_FOLDER.rmdir()
 
 
 def prometheus_config(triton_metrics: str, namespace: str, pod: str, labels: dict[str, str], rules: Path) -> dict:
