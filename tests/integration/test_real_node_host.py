@@ -29,11 +29,11 @@ pytestmark = [pytest.mark.cluster, pytest.mark.host_state]
 VOLATILE_SYSCTLS = ("fs.dentry-state", "fs.file-nr", "fs.inode-nr", "fs.inode-state", "kernel.ns_last_pid",
                     "kernel.random.", "net.netfilter.nf_conntrack_count", "kernel.pty.nr", "fs.aio-nr",
                     "fs.quota.")
+CONTAINER_LOG_LINKS = Path("/var/log/containers")  # the kubelet's, whatever its settings say
 # Where containerd, CNI and the kubelet put things when not told otherwise.
 DEFAULT_PATHS = ("/run/containerd", "/var/run/netns", "/var/lib/cni", "/etc/cni", "/opt/cni", "/opt/containerd",
-                 "/var/lib/containerd", "/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/etc/kubernetes",
-                 "/run/nri", "/opt/nri", "/etc/nri")
-CONTAINER_LOG_LINKS = Path("/var/log/containers")  # the kubelet's, whatever its settings say
+                 "/var/lib/containerd", "/var/lib/kubelet", "/var/log/pods", str(CONTAINER_LOG_LINKS),
+                 "/etc/kubernetes", "/run/nri", "/opt/nri", "/etc/nri")
 NODE_PROCESSES = ("containerd", "containerd-shim", "kubelet", "kube-proxy", "coredns", "pause", "probe", "runc")
 
 
