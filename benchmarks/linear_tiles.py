@@ -34,6 +34,7 @@ import torch
 from medusa_runtime.engine import kernels
 from medusa_runtime.engine.kernels import TILE_KINDS, LinearTiles
 from medusa_runtime.engine.model import LlamaConfig
+from medusa_runtime.engine.weights import PackedWeight
 from model_shapes import SHAPES, best_gpu_seconds, projections
 
 # Column block, K block, warps, pipelining stages, row tiles, rows a tile, K splits. Narrow
@@ -60,8 +61,23 @@ CANDIDATES = [LinearTiles(*c) for c in [
 ]]
 
 
+# Weight layouts a candidate is timed in: row by row, or packed in its blocks (weights.py).
+LAYOUTS = {"row-major": False, "packed": True}
+
+
 def key(projection: dict) -> tuple[str, int, int]:
     return projection["kind"], projection["n"], projection["k"]
+
+
+def candidates(projection: dict, source: str, layouts: list[str]) -> list[LinearTiles]:
+    """The tilings to time, each in every layout: the sweep's candidates, or (``table``) only
+    the runtime's present choice; the small-model rule, row-major, always (for comparison)."""
+    n, k, kind = projection["n"], projection["k"], projection["kind"]
+    base = CANDIDATES if source == "sweep" else [kernels.linear_tiles(n, k, kind)]
+    out = [replace(t, packed=LAYOUTS[layout], prefetch=0 if LAYOUTS[layout] else t.prefetch)
+           for t in base for layout in layouts]
+    out.append(kernels._rule_tiles(n, k, kind))
+    return list(dict.fromkeys(out))
 
 
 def variant(projection: dict, tiles: LinearTiles, rows: int) -> tuple:
@@ -91,15 +107,19 @@ def choose(measured: dict[LinearTiles, dict[int, float | None]]) -> LinearTiles:
     return min(complete, key=complete.get)
 
 
-def _buffers(projection: dict, rows: int, device: torch.device, copies: int, seed: int = 0) -> dict:
+def _buffers(projection: dict, tiles: LinearTiles, rows: int, device: torch.device, copies: int,
+             seed: int = 0) -> dict:
     gen = torch.Generator(device=device).manual_seed(seed)
     n, k = projection["n"], projection["k"]
     width = 2 * n if projection["kind"] == "gated" else n
     argmax = projection["kind"] == "argmax"
     tiles_out = n  # enough columns for per-tile argmax results at any column block
+    weights = [torch.randn(width, k, generator=gen, device=device, dtype=torch.bfloat16) * 0.02
+               for _ in range(copies)]
+    if tiles.packed:
+        weights = [PackedWeight.pack(w, tiles.block_n, tiles.block_k, projection["kind"] == "gated") for w in weights]
     return {
-        "weights": [torch.randn(width, k, generator=gen, device=device, dtype=torch.bfloat16) * 0.02
-                    for _ in range(copies)],
+        "weights": weights,
         "x": torch.randn(rows, k, generator=gen, device=device).to(input_dtype(projection)),
         "norm": torch.rand(k, generator=gen, device=device, dtype=torch.bfloat16) + 0.5
         if projection["kind"] in ("norm", "gated", "argmax") else None,
@@ -125,7 +145,7 @@ def _compile(job: tuple[dict, LinearTiles, int]) -> str | None:
         small["k"] = tiles.block_k * 3 * kernels.sm_count(torch.device("cuda")) * tiles.programs_per_sm
     try:
         with kernels.tile_table({key(small): tiles}):
-            _launch(small, _buffers(small, rows, torch.device("cuda"), 1), 0)
+            _launch(small, _buffers(small, tiles, rows, torch.device("cuda"), 1), 0)
         torch.cuda.synchronize()
         return None
     except Exception as exc:  # out of resources and the like: that candidate is out
@@ -145,7 +165,7 @@ def time_us(projection: dict, tiles: LinearTiles, rows: int, device: torch.devic
     width = 2 * projection["n"] if projection["kind"] == "gated" else projection["n"]
     copies = weight_copies(width * projection["k"] * 2, l2)
     launches = max(8, 2 * copies)
-    b = _buffers(projection, rows, device, copies)
+    b = _buffers(projection, tiles, rows, device, copies)
     with kernels.tile_table({key(projection): tiles}):
         _launch(projection, b, 0)
         torch.cuda.synchronize()
@@ -198,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="row counts to time (a one-token step is 1; a tree of N nodes N + 1)")
     parser.add_argument("--prompt-rows", type=int, default=200,
                         help="also pick the row tiles a program of a prompt this long takes (0: leave them)")
+    parser.add_argument("--candidates", choices=["sweep", "table"], default="sweep",
+                        help="the sweep's tilings, or only those the runtime's table holds now")
+    parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS),
+                        help="weight layouts to time each tiling in")
     parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="compiling processes")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
@@ -218,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     jobs, seen = [], set()
     for p in wanted.values():
-        for tiles in CANDIDATES + [rule[key(p)]]:
+        for tiles in candidates(p, args.candidates, args.layouts):
             for rows in args.rows:
                 job_key = variant(p, tiles, rows)
                 if job_key not in seen:
@@ -232,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for p in wanted.values():
         measured: dict[LinearTiles, dict[int, float | None]] = {}
-        for tiles in CANDIDATES + [rule[key(p)]]:
+        for tiles in candidates(p, args.candidates, args.layouts):
             us: dict[int, float | None] = {}
             for rows in args.rows:
                 failed = failures.get(variant(p, tiles, rows))
@@ -266,11 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         b = r["best"]
         runs = f", programs_per_sm={b['programsPerSm']}" if b["programsPerSm"] else ""
+        runs += ", packed=True" if b["packed"] else ""
         print(f"    ({r['kind']!r}, {r['n']}, {r['k']}): LinearTiles({b['blockN']}, {b['blockK']}, {b['warps']}, "
               f"{b['stages']}, {b['rowTiles']}, {b['blockM']}, {b['splitK']}{runs}),  # {', '.join(r['shapes'])}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": args.rows,
-                                                   "shapes": args.shape, "projections": results}, indent=1) + "\n")
+                                                   "shapes": args.shape, "candidates": args.candidates,
+                                                   "layouts": args.layouts, "projections": results}, indent=1) + "\n")
     return 0
 
 

@@ -253,12 +253,16 @@ def main(argv: list[str] | None = None) -> int:
         tensors = random_weights(cfg, device, DTYPES[dtype])
         heads.to(dtype=DTYPES[dtype])
         for implementation in ["torch"] + ([] if kernels_unsupported(cfg, device, dtype) else ["kernels"]):
-            model = LlamaModel(cfg, tensors, DTYPES[dtype], device, kernels=implementation == "kernels")
-            if bandwidth and dtype not in floors:
-                floors[dtype] = plain_step_bytes(model) / bandwidth["read"] * 1000
             tiles = args.head_tile_rows if implementation == "kernels" else [None]
             sources = tile_sources(args.linear_tiles) if implementation == "kernels" else [(None, None)]
             for source, override in sources:
+                # Built under the source's tiles: they decide which weights it keeps packed.
+                model = None
+                free_decoder()
+                with linear_tiles(override):
+                    model = LlamaModel(cfg, tensors, DTYPES[dtype], device, kernels=implementation == "kernels")
+                if bandwidth and dtype not in floors:
+                    floors[dtype] = plain_step_bytes(model) / bandwidth["read"] * 1000
                 runs = [(0, 0, None)] if 0 in args.nodes else []
                 runs += [(nodes, draft, tile) for nodes in args.nodes if nodes for draft in args.draft_vocab
                          for tile in tiles]

@@ -5,11 +5,14 @@ Medusa's output identical to greedy decoding), also when K is cut into spans sum
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from medusa_runtime.engine import kernels
 from medusa_runtime.engine.kernels import LARGE_WEIGHT_TILES, LINEAR_TILE_TABLE, LinearTiles
+from medusa_runtime.engine.weights import PackedWeight
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -77,6 +80,36 @@ def test_every_row_of_a_tree_equals_the_row_alone(tensors, tiles, kind):
         reference = x.bfloat16().float() @ w.float().T + tensors["res"]
     error = (together[200] - reference).norm() / reference.norm()
     assert error < 1e-2, error
+
+
+# Packed weights (weights.py) under the runtime's tiles and tilings with K splits, runs and 16-row tiles.
+PACKED = [(kind, replace(t, packed=True, prefetch=0)) for kind, t in
+          [*((k, t) for k, t in CHOSEN if k != "argmax"), ("norm", TILINGS[0]), ("gated", TILINGS[6]),
+           ("plain", TILINGS[10]), ("norm", TILINGS[12])]]
+
+
+@pytest.mark.parametrize("kind, tiles", PACKED, ids=[f"{kind}-{t}" for kind, t in PACKED])
+def test_a_packed_weight_gives_the_bits_of_the_row_major_one(tensors, tiles, kind):
+    """Issue 26: a weight kept in its tiles' blocks moves where values are loaded from, never
+    which are multiplied or in what order: a one-token step, a 63-node tree and a prompt get
+    the row-major weight's bits."""
+    x, w = tensors["x"], tensors["w"] if kind == "gated" else tensors["w"][:N]
+    if kind == "plain":
+        x = x.bfloat16()
+
+    def project(weight, count: int) -> torch.Tensor:
+        rows = x[:count]
+        if kind == "norm":
+            return kernels.linear(rows, weight, bias=tensors["bias"], norm=tensors["norm"], eps=1e-5)
+        if kind == "gated":
+            return kernels.linear(rows, weight, norm=tensors["norm"], eps=1e-5, gated=True)
+        return kernels.linear(rows, weight, residual=tensors["res"][:count].clone())
+
+    with kernels.tile_table({(kind, N, K): tiles}):
+        packed = kernels.pack_for_tiles(w, kind)
+        assert isinstance(packed, PackedWeight)
+        for count in (1, 64, 200):
+            assert torch.equal(project(packed, count), project(w, count)), count
 
 
 @pytest.mark.parametrize("tiles", TILINGS + [t for kind, t in CHOSEN if kind == "argmax"], ids=str)

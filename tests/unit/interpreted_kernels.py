@@ -13,6 +13,7 @@ this file in a fresh process with it set."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -20,6 +21,7 @@ import torch
 
 from medusa_runtime.engine import decoding
 from medusa_runtime.engine.decoding import MedusaDecoder, build_tree_buffers
+from medusa_runtime.engine.weights import PackedWeight
 from tiny_llama import (PADDED_PROMPT, assert_equal_but_for_cpu_rounding, prefill, prefilled_state, random_heads,
                         tiny_model, tree_and_one_token_rows)
 
@@ -374,3 +376,59 @@ def test_the_heads_merge_takes_their_tiles_in_chunks(monkeypatch):
                             bf16=False, tile_rows=64)
     topk = logits.topk(tb.topk, dim=-1).indices.flatten()
     assert out.tolist() == [42] + topk.index_select(0, tb.candidate_index).tolist()
+
+
+def test_a_packed_weight_gives_the_bits_of_the_row_major_one():
+    """Issue 26 (a plain step near the weight-read floor): a weight kept in blocks, each
+    program's in one stretch of memory, changes where values are loaded from and nothing else:
+    the same bits for every kind, with K splits, runs and shared row tiles, at edges the blocks
+    overhang (48 = 32 + 16 columns, K = 40 = 32 + 8)."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(70, 40, generator=gen)
+    w, bias, norm = torch.randn(48, 40, generator=gen), torch.randn(48, generator=gen), torch.rand(40, generator=gen)
+    residual, vocab = torch.randn(70, 48, generator=gen), torch.randn(300, 40, generator=gen)
+    kinds = {"norm": (48, w), "gated": (24, w), "plain": (48, w), "argmax": (300, vocab)}
+    for tiles in (kernels.LinearTiles(32, 32, 2, None, 2, 16), kernels.LinearTiles(32, 16, 2, None, 4, 16, 3),
+                  kernels.LinearTiles(32, 16, 2, None, 1, 64, programs_per_sm=1)):
+        results = []
+        for packed in (False, True):
+            table = {(kind, n, 40): dataclasses.replace(tiles, packed=packed) for kind, (n, _) in kinds.items()}
+            with kernels.tile_table(table):
+                weights = {kind: kernels.pack_for_tiles(weight, kind) for kind, (_, weight) in kinds.items()}
+                assert all(isinstance(v, PackedWeight) == packed for v in weights.values())
+                results.append([kernels.linear(x, weights["norm"], bias=bias, norm=norm, eps=1e-5),
+                                kernels.linear(x, weights["gated"], norm=norm, eps=1e-5, gated=True),
+                                kernels.linear(x, weights["plain"], residual=residual.clone()),
+                                kernels.greedy_tokens(x, weights["argmax"], norm=norm, eps=1e-5)])
+        assert all(torch.equal(a, b) for a, b in zip(*results)), tiles
+        normed = torch.nn.functional.rms_norm(x, (40,), norm, 1e-5)
+        gate, up = (normed @ w.T).chunk(2, dim=-1)
+        torch.testing.assert_close(results[1][1], torch.nn.functional.silu(gate) * up, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(results[1][2], residual + x @ w.T, rtol=1e-4, atol=1e-4)
+
+
+def test_a_weight_packed_in_other_blocks_is_refused():
+    x = torch.randn(3, 40)
+    packed = PackedWeight.pack(torch.randn(48, 40), 32, 16, gated=False)
+    with kernels.tile_table({("plain", 48, 40): kernels.LinearTiles(16, 16, 2, None, 1, 16, packed=True)}):
+        with pytest.raises(ValueError, match="packed in 32x16 blocks .* cannot be read as 16x16 blocks"):
+            kernels.linear(x, packed)
+
+
+def test_a_model_keeps_the_weights_its_tiles_pack_and_decodes_the_same_bits(monkeypatch):
+    """The model packs each layer weight whose tiles say so when it is built, decodes the bits
+    the row-major weights give, and its torch forward pass (training, calibration) still runs."""
+    row_major = tiny_model(kernels=True)
+    rule = kernels._rule_tiles
+    monkeypatch.setattr(kernels, "_rule_tiles", lambda n, k, kind: dataclasses.replace(rule(n, k, kind), packed=True))
+    with kernels.tile_table({}):
+        packed = tiny_model(kernels=True)
+        assert all(isinstance(layer[name], PackedWeight) for layer in packed.layers
+                   for name in ("qkv", "o", "gate_up", "down"))
+        assert not isinstance(packed.lm_head, PackedWeight)  # the embedding and the heads read it
+        prompt = [5, 17, 3, 44, 9, 60, 2]
+        x_packed, _ = prefill(packed, prompt)
+    x_row_major, _ = prefill(row_major, prompt)
+    assert torch.equal(x_packed, x_row_major)
+    tokens = torch.tensor([prompt])
+    assert torch.equal(packed.hidden_states(tokens), row_major.hidden_states(tokens))

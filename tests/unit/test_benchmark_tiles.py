@@ -4,6 +4,7 @@ measurements per shape), without a GPU."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,17 @@ def test_a_prompts_row_tiles_are_chosen_among_those_a_tree_does_not_notice(monke
     timed.clear()
     best, measured = linear_tiles.prompt_row_tiles({}, LinearTiles(64, 128, 4, 3, 4, 16), 200, None)
     assert best == LinearTiles(64, 128, 4, 3, 4, 16) and timed == [(4, 200)]
+
+
+def test_each_tiling_is_timed_in_the_layouts_asked_for_and_the_rule_row_major():
+    from medusa_runtime.engine import kernels
+
+    gate_up = {"kind": "gated", "n": 14336, "k": 4096}
+    table = kernels.LINEAR_TILE_TABLE[("gated", 14336, 4096)]
+    rule = kernels._rule_tiles(14336, 4096, "gated")
+    both = linear_tiles.candidates(gate_up, "table", ["row-major", "packed"])
+    assert both == [replace(table, packed=False), replace(table, packed=True), rule]
+    assert linear_tiles.candidates(gate_up, "table", ["packed"]) == [replace(table, packed=True), rule]
+    sweep = linear_tiles.candidates(gate_up, "sweep", ["row-major", "packed"])
+    assert len(sweep) == 2 * len(linear_tiles.CANDIDATES) + (rule not in linear_tiles.CANDIDATES)
+    assert all(t.prefetch == 0 for t in sweep if t.packed)

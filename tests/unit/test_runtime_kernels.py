@@ -28,7 +28,7 @@ def test_kernels_under_the_triton_interpreter():
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert re.search(r"^31 passed in ", result.stdout, re.MULTILINE), result.stdout[-2000:]  # none skipped
+    assert re.search(r"^34 passed in ", result.stdout, re.MULTILINE), result.stdout[-2000:]  # none skipped
 
 
 def test_the_cpu_decodes_in_float32_through_torch_operations(tmp_path, monkeypatch):
@@ -143,3 +143,40 @@ def test_runs_of_k_blocks_cover_every_block_once_within_the_spans_made_for_them(
     assert max(len(runs) for runs in runs_per_tile) <= plan.spans
     # Every program has blocks to read: none is launched for nothing.
     assert (plan.programs - 1) * plan.run_blocks < len(covered)
+
+
+def test_a_packed_weight_holds_each_programs_blocks_in_one_stretch():
+    """Issue 26: the blocks a program reads in turn, a column tile's in K order, then the next
+    column tile's, lie one after another; a gated projection's gate and up blocks of the same
+    columns side by side; edges padded with zeros; unpacking gives the weight back."""
+    from medusa_runtime.engine.weights import PackedWeight, dense
+
+    weight = torch.arange(2 * 5 * 7, dtype=torch.float32).view(10, 7)  # gate rows 0-4, up rows 5-9
+    packed = PackedWeight.pack(weight, block_n=4, block_k=4, gated=True)
+    assert packed.data.shape == (2, 2, 2, 4, 4)  # column tiles, K blocks, gate/up, block_n, block_k
+    flat = packed.data.reshape(-1)
+    block = 4 * 4
+    # The first column tile's first K block: gate columns 0-3 then up columns 0-3, K 0-3.
+    assert torch.equal(flat[:block].view(4, 4), weight[0:4, 0:4])
+    assert torch.equal(flat[block:2 * block].view(4, 4), weight[5:9, 0:4])
+    # Then the same columns' second K block (K 4-6, one padded), then the second column tile.
+    assert torch.equal(flat[2 * block:3 * block].view(4, 4)[:, :3], weight[0:4, 4:7])
+    assert not flat[2 * block:3 * block].view(4, 4)[:, 3].any()
+    assert torch.equal(flat[4 * block:5 * block].view(4, 4)[0], weight[4, 0:4])  # the last gate column
+    assert not flat[4 * block:5 * block].view(4, 4)[1:].any()  # columns past N are zeros
+    assert torch.equal(dense(packed), weight) and dense(weight) is weight
+    assert (packed.shape, packed.numel(), packed.element_size()) == (weight.shape, 70, 4)
+    plain = PackedWeight.pack(weight, block_n=8, block_k=8, gated=False)
+    assert not plain.gated and torch.equal(plain.unpacked(), weight)
+    with pytest.raises(ValueError, match="gate and up: 9 rows do not halve"):
+        PackedWeight.pack(weight[:9], 4, 4, gated=True)
+
+
+def test_tiles_that_pack_their_weight_round_trip_and_refuse_a_row_major_prefetch():
+    from medusa_runtime.engine.kernels import LinearTiles
+
+    tiles = LinearTiles(128, 64, 8, 4, 2, 64, packed=True)
+    assert LinearTiles.from_json(tiles.to_json()) == tiles
+    assert LinearTiles.from_json({k: v for k, v in tiles.to_json().items() if k != "packed"}).packed is False
+    with pytest.raises(ValueError, match="prefetch .* packed weight has none"):
+        LinearTiles(128, 64, 8, 4, 2, 64, prefetch=2, packed=True)

@@ -39,6 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
+from medusa_runtime.engine.weights import PackedWeight
+
 KEY_CHUNK = 128  # attention splits the keys into chunks of this many logical positions
 WIDE = 8192  # output layers at least this wide (the vocabulary) get wider column tiles
 
@@ -151,12 +153,13 @@ def _prefetch_weight(w_ptr, cols, col_ok, k_begin, k_end, K, BLOCKS: tl.constexp
 
 
 @triton.jit
-def _accumulate(x_ptr, w_ptr, norm_ptr, rows0, M, cols, col_ok, k_begin, k_end, N, K, HAS_NORM: tl.constexpr,
+def _accumulate(x_ptr, w_ptr, norm_ptr, rows0, M, cols, col_ok, tile, k_begin, k_end, N, K, HAS_NORM: tl.constexpr,
                 GATED: tl.constexpr, IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                ROW_TILES: tl.constexpr):
-    """The products of ROW_TILES row tiles from ``rows0`` with these weight columns over K from
-    ``k_begin`` to ``k_end``, each weight block read once for them all: (product, up product,
-    squares) per row tile."""
+                ROW_TILES: tl.constexpr, PACKED: tl.constexpr):
+    """The products of ROW_TILES row tiles from ``rows0`` with these weight columns (column tile
+    ``tile``) over K from ``k_begin`` to ``k_end``, each weight block read once for them all:
+    (product, up product, squares) per row tile. PACKED: the weight is a ``PackedWeight``'s
+    blocks (``weights.py``), zero-padded, so its loads need no mask."""
     rows1 = rows0 + BM
     rows2 = rows1 + BM
     rows3 = rows2 + BM
@@ -169,11 +172,21 @@ def _accumulate(x_ptr, w_ptr, norm_ptr, rows0, M, cols, col_ok, k_begin, k_end, 
     for k0 in range(k_begin, k_end, BK):
         ks = k0 + tl.arange(0, BK)
         k_ok = ks < K
-        wt = tl.load(w_ptr + cols[None, :] * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
-        ut = wt
-        if GATED:
-            ut = tl.load(w_ptr + (cols[None, :] + N) * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None],
-                         other=0.0)
+        if PACKED:
+            block = tile * tl.cdiv(K, BK) + k0 // BK
+            in_block = tl.arange(0, BN)[None, :] * BK + tl.arange(0, BK)[:, None]
+            if GATED:
+                wt = tl.load(w_ptr + block * (2 * BN * BK) + in_block)
+                ut = tl.load(w_ptr + block * (2 * BN * BK) + BN * BK + in_block)
+            else:
+                wt = tl.load(w_ptr + block * (BN * BK) + in_block)
+                ut = wt
+        else:
+            wt = tl.load(w_ptr + cols[None, :] * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
+            ut = wt
+            if GATED:
+                ut = tl.load(w_ptr + (cols[None, :] + N) * K + ks[:, None], mask=col_ok[None, :] & k_ok[:, None],
+                             other=0.0)
         acc0, up0, sq0 = _linear_rows(x_ptr, norm_ptr, rows0, rows0 < M, ks, k_ok, wt, ut, acc0, up0, sq0, K,
                                       HAS_NORM, GATED, IEEE)
         if ROW_TILES > 1:
@@ -263,7 +276,8 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
                    M, N, K, k_span, run_blocks, eps, HAS_NORM: tl.constexpr, HAS_BIAS: tl.constexpr,
                    HAS_RES: tl.constexpr, GATED: tl.constexpr, ARGMAX: tl.constexpr, IEEE: tl.constexpr,
                    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, ROW_TILES: tl.constexpr,
-                   SPLIT: tl.constexpr, RUNS: tl.constexpr, GDC: tl.constexpr, PREFETCH: tl.constexpr):
+                   SPLIT: tl.constexpr, RUNS: tl.constexpr, GDC: tl.constexpr, PREFETCH: tl.constexpr,
+                   PACKED: tl.constexpr):
     """Columns ``BN`` wide of ROW_TILES tiles of BM rows: each weight block is read once for all
     of the program's row tiles, each tile its own matrix product (so a row's arithmetic never
     depends on how many tiles share the program, nor on the other rows of its tile).
@@ -302,8 +316,9 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
             begin = tl.maximum(first, tile * blocks)
             stop = tl.minimum(end, (tile + 1) * blocks)
             acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3 = _accumulate(
-                x_ptr, w_ptr, norm_ptr, rows0, M, cols, col_ok, (begin - tile * blocks) * BK,
-                tl.minimum((stop - tile * blocks) * BK, K), N, K, HAS_NORM, GATED, IEEE, BM, BN, BK, ROW_TILES)
+                x_ptr, w_ptr, norm_ptr, rows0, M, cols, col_ok, tile, (begin - tile * blocks) * BK,
+                tl.minimum((stop - tile * blocks) * BK, K), N, K, HAS_NORM, GATED, IEEE, BM, BN, BK, ROW_TILES,
+                PACKED)
             first_run = tile * blocks // run_blocks
             spans = ((tile + 1) * blocks - 1) // run_blocks - first_run + 1
             if spans == 1:
@@ -329,8 +344,8 @@ def _linear_kernel(x_ptr, w_ptr, bias_ptr, norm_ptr, res_ptr, out_ptr, index_ptr
                 _prefetch_weight(w_ptr, cols + N, col_ok, k_begin, k_end, K, PREFETCH, BK)
         _after_previous_kernel(GDC)
         acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3 = _accumulate(
-            x_ptr, w_ptr, norm_ptr, rows0, M, cols, col_ok, k_begin, k_end, N, K, HAS_NORM, GATED, IEEE, BM, BN, BK,
-            ROW_TILES)
+            x_ptr, w_ptr, norm_ptr, rows0, M, cols, col_ok, tile, k_begin, k_end, N, K, HAS_NORM, GATED, IEEE, BM, BN,
+            BK, ROW_TILES, PACKED)
         if SPLIT == 1:
             _finish_whole(acc0, up0, sq0, acc1, up1, sq1, acc2, up2, sq2, acc3, up3, sq3, rows0, M, cols, col0,
                           col_ok, tile, tiles, bias_ptr, res_ptr, out_ptr, index_ptr, N, K, eps, HAS_NORM, HAS_BIAS,
@@ -366,17 +381,25 @@ class LinearTiles:
     # column tiles dealt out among them in equal runs (``split_k`` is then unused), so that no SM
     # idles while others read when the column tiles do not divide evenly among the SMs.
     programs_per_sm: int = 0
+    # Whether a model keeps this projection's weight as a ``PackedWeight`` of these blocks
+    # (weights.py), so that the blocks a program reads lie in one stretch of memory. The
+    # layout moves no value of the arithmetic: either layout gives the same bits.
+    packed: bool = False
+
+    def __post_init__(self):
+        if self.packed and self.prefetch:
+            raise ValueError("prefetch asks for lines of row-major weight rows; a packed weight has none")
 
     @classmethod
     def from_json(cls, entry: dict) -> "LinearTiles":
         return cls(entry["blockN"], entry["blockK"], entry["warps"], entry.get("stages"), entry["rowTiles"],
                    entry.get("blockM", 16), entry.get("splitK", 1), entry.get("prefetch", 0),
-                   entry.get("programsPerSm", 0))
+                   entry.get("programsPerSm", 0), entry.get("packed", False))
 
     def to_json(self) -> dict:
         return {"blockN": self.block_n, "blockK": self.block_k, "warps": self.warps, "stages": self.stages,
                 "rowTiles": self.row_tiles, "blockM": self.block_m, "splitK": self.split_k,
-                "prefetch": self.prefetch, "programsPerSm": self.programs_per_sm}
+                "prefetch": self.prefetch, "programsPerSm": self.programs_per_sm, "packed": self.packed}
 
 
 MAX_ROW_TILES = 4  # the kernel's unrolled limit: 4 x 16 rows (a 63-node tree) read a weight block once
@@ -467,6 +490,15 @@ def linear_tiles(n: int, k: int, kind: str, element_size: int = 2) -> LinearTile
     return _rule_tiles(n, k, kind)
 
 
+def pack_for_tiles(weight: torch.Tensor, kind: str) -> torch.Tensor | PackedWeight:
+    """``weight`` as its projection's tiles want it kept: a ``PackedWeight`` of their blocks
+    where they say ``packed``, else itself. ``kind`` as ``linear_tiles`` takes it."""
+    gated = kind == "gated"
+    n = weight.shape[0] // 2 if gated else weight.shape[0]
+    tiles = linear_tiles(n, weight.shape[1], kind, weight.element_size())
+    return PackedWeight.pack(weight, tiles.block_n, tiles.block_k, gated) if tiles.packed else weight
+
+
 # Whether the decoding kernels are launched as programmatic dependent launches where the GPU has
 # them (compute capability 9.0, Hopper, and newer): each kernel's programs may then be placed on
 # the GPU while the previous kernel finishes, and wait there for its results, so a layer's
@@ -546,6 +578,14 @@ def _launch_linear(x, weight, out, index, n, *, bias=None, norm=None, eps=1e-6, 
                    argmax=False) -> None:
     rows, k = x.shape
     tiles = linear_tiles(n, k, _tile_kind(norm, gated, argmax), weight.element_size())
+    packed = isinstance(weight, PackedWeight)
+    if packed:
+        if (weight.block_n, weight.block_k, weight.gated, weight.k) != (tiles.block_n, tiles.block_k, gated, k):
+            raise ValueError(
+                f"a weight packed in {weight.block_n}x{weight.block_k} blocks (gated: {weight.gated}, K {weight.k}) "
+                f"cannot be read as {tiles.block_n}x{tiles.block_k} blocks (gated: {gated}, K {k}); pack it "
+                "under the tile table it is used with (pack_for_tiles)")
+        weight = weight.data
     row_tiles = min(tiles.row_tiles, triton.cdiv(rows, tiles.block_m))
     groups = triton.cdiv(rows, tiles.block_m * row_tiles)
     plan = linear_launch(n, k, tiles, sm_count(x.device))
@@ -565,7 +605,7 @@ def _launch_linear(x, weight, out, index, n, *, bias=None, norm=None, eps=1e-6, 
         plan.run_blocks, eps, HAS_NORM=norm is not None, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
         GATED=gated, ARGMAX=argmax, IEEE=weight.dtype == torch.float32, BM=tiles.block_m, BN=tiles.block_n,
         BK=tiles.block_k, ROW_TILES=row_tiles, SPLIT=plan.splits, RUNS=plan.run_blocks > 0, num_warps=tiles.warps,
-        PREFETCH=tiles.prefetch if gdc else 0, **_launch_options(gdc), **pipelining,
+        PREFETCH=tiles.prefetch if gdc else 0, PACKED=packed, **_launch_options(gdc), **pipelining,
     )
 
 

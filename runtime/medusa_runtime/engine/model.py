@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from medusa_common.contract import UserError
+from medusa_runtime.engine.weights import dense
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,8 @@ class LlamaModel:
                 "gate_up": torch.cat([take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]),
                 "down": take(p + "mlp.down_proj.weight"),
             })
+        if kernels:
+            self._pack_for_kernels()
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
         angles = torch.outer(torch.arange(cfg.max_positions, dtype=torch.float64), inv_freq)
         self.cos = torch.cat([angles.cos(), angles.cos()], dim=-1).to(device=self.device, dtype=dtype)
@@ -185,6 +188,19 @@ class LlamaModel:
         if kernels:
             self.half_cos = angles.cos().to(device=self.device, dtype=torch.float32)
             self.half_sin = angles.sin().to(device=self.device, dtype=torch.float32)
+
+    # Each layer weight's projection kind, as the kernels' tile table names it.
+    LAYER_WEIGHT_KINDS = {"qkv": "norm", "o": "plain", "gate_up": "gated", "down": "plain"}
+
+    def _pack_for_kernels(self) -> None:
+        """Keep each layer weight in the layout its tiles read fastest (a ``PackedWeight`` where
+        the table says so; the same bits either way). The output layer stays row-major: the
+        embedding and the heads read it too."""
+        from medusa_runtime.engine import kernels
+
+        for layer in self.layers:
+            for name, kind in self.LAYER_WEIGHT_KINDS.items():
+                layer[name] = kernels.pack_for_tiles(layer[name], kind)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, dtype: str = "float32", device: str | torch.device = "cpu",
@@ -250,7 +266,7 @@ class LlamaModel:
         x = self.embed[tokens.reshape(-1)]
         for index, layer in enumerate(self.layers):
             h = rms_norm(x, layer["attn_norm"], cfg.rms_norm_eps)
-            qkv = F.linear(h, layer["qkv"], layer["qkv_bias"])
+            qkv = F.linear(h, dense(layer["qkv"]), layer["qkv_bias"])
             qkv = qkv.view(bsz, seq, heads + 2 * kv_heads, head_dim).transpose(1, 2)
             qk = apply_rope(qkv[:, : heads + kv_heads], cos, sin)
             q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads:]
@@ -263,10 +279,10 @@ class LlamaModel:
             weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(self.dtype)
             out = torch.bmm(weights, v.reshape(bsz * kv_heads, -1, head_dim))
             out = out.view(bsz, heads, seq, head_dim).transpose(1, 2).reshape(bsz * seq, q_size)
-            x = torch.addmm(x, out, layer["o"].t())
+            x = torch.addmm(x, out, dense(layer["o"]).t())
             h = rms_norm(x, layer["mlp_norm"], cfg.rms_norm_eps)
-            gate, up = F.linear(h, layer["gate_up"]).chunk(2, dim=-1)
-            x = torch.addmm(x, F.silu(gate).mul_(up), layer["down"].t())
+            gate, up = F.linear(h, dense(layer["gate_up"])).chunk(2, dim=-1)
+            x = torch.addmm(x, F.silu(gate).mul_(up), dense(layer["down"]).t())
         x = x.view(bsz, seq, cfg.hidden_size)
         return rms_norm(x, self.final_norm, cfg.rms_norm_eps) if final_norm else x
 
