@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
 import json
 import sys
 import time
@@ -48,6 +49,22 @@ def linear_tiles(override: dict | None):
     from medusa_runtime.engine import kernels
 
     return kernels.tile_table(override)
+
+
+@contextlib.contextmanager
+def attention_shape(key_chunk: int | None, query_rows: int | None):
+    """Within it, the kernels' attention splits keys into chunks of ``key_chunk`` positions and
+    takes ``query_rows`` query-head rows a tile (None: the runtime's own), for comparing them.
+    A decoder made and run within it keeps them in its CUDA graphs."""
+    from medusa_runtime.engine import kernels
+
+    previous = kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS
+    kernels.KEY_CHUNK = key_chunk or previous[0]
+    kernels.QUERY_TILE_ROWS = query_rows or previous[1]
+    try:
+        yield
+    finally:
+        kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS = previous
 
 
 def tree_of(nodes: int, depth: int) -> list[list[int]]:
@@ -169,8 +186,8 @@ def summary(rows: list[dict], floor_ms: float | None) -> list[dict]:
     without its proposals too, and against the torch operations at the same size."""
     out = []
     for row in rows:
-        same = [r for r in rows if (r["implementation"], r["dtype"], r.get("linearTiles")) ==
-                (row["implementation"], row["dtype"], row.get("linearTiles"))]
+        same = [r for r in rows if (r["implementation"], r["dtype"], r.get("linearTiles"), r.get("attention")) ==
+                (row["implementation"], row["dtype"], row.get("linearTiles"), row.get("attention"))]
         plain = next((r["msPerStep"] for r in same if r["nodes"] == 0), None)
         torch_row = next((r["msPerStep"] for r in rows if r["implementation"] == "torch" and r["dtype"] == row["dtype"]
                           and r["nodes"] == row["nodes"] and r["draftVocabulary"] == row["draftVocabulary"]), None)
@@ -208,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linear-tiles", nargs="+", default=["table"], metavar="SOURCE",
                         help="kernels: projection tiles from the runtime's table, the small-model rule, or a "
                              "linear_tiles.py --json-out file; one set of runs each")
+    parser.add_argument("--attention", nargs="+", default=["runtime"], metavar="CHUNK:ROWS",
+                        help="kernels: attention key chunks of CHUNK positions and query tiles of ROWS rows, "
+                             "one set of runs each (default: the runtime's own)")
     parser.add_argument("--profile", action="store_true",
                         help="also print GPU time per kernel: plain, and the largest tree with the last draft and tile")
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
@@ -223,6 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.linear_tiles:
         if name not in ("table", "rule") and not Path(name).is_file():
             parser.error(f"--linear-tiles takes table, rule or a linear_tiles.py --json-out file; {name} is none")
+
+    attention = []
+    for spec in args.attention:
+        chunk, _, query_rows = spec.partition(":")
+        if spec == "runtime":
+            attention.append((None, None))
+        elif chunk.isdigit() and query_rows.isdigit() and all(
+                v >= 16 and v & (v - 1) == 0 for v in (int(chunk), int(query_rows))):
+            attention.append((int(chunk), int(query_rows)))
+        else:
+            parser.error(f"--attention takes runtime or CHUNK:ROWS, powers of two of at least 16; got {spec}")
 
     shape_name = args.shape or ("smollm2-135m" if not args.base else None)
     cfg = LlamaConfig.from_hf(read_config(args.base) if args.base else SHAPES[shape_name])
@@ -255,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         for implementation in ["torch"] + ([] if kernels_unsupported(cfg, device, dtype) else ["kernels"]):
             tiles = args.head_tile_rows if implementation == "kernels" else [None]
             sources = tile_sources(args.linear_tiles) if implementation == "kernels" else [(None, None)]
-            for source, override in sources:
+            variants = attention if implementation == "kernels" else [(None, None)]
+            for (source, override), (key_chunk, query_rows) in itertools.product(sources, variants):
                 # Built under the source's tiles: they decide which weights it keeps packed.
                 model = None
                 free_decoder()
@@ -267,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs += [(nodes, draft, tile) for nodes in args.nodes if nodes for draft in args.draft_vocab
                          for tile in tiles]
                 for nodes, draft, tile in runs:
-                    with linear_tiles(override):
+                    with linear_tiles(override), attention_shape(key_chunk, query_rows):
                         tokens = draft_tokens(cfg.vocab_size, draft)
                         decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads), draft_tokens=tokens,
                                                 head_tile_rows=tile) if nodes else MedusaDecoder(model)
@@ -277,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                                "msPerStep": ms, "tokensPerRequest": length}
                         if source:
                             row["linearTiles"] = source
+                        if key_chunk:
+                            row["attention"] = f"{key_chunk}:{query_rows}"
                         if nodes:
                             row["rowsIdentical"] = rows_identical(model, prompt, nodes, args.heads)
                             if implementation == "kernels" and decoder.use_cuda_graphs:
@@ -322,14 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     for dtype, floor in floors.items():
         print(f"weight-read floor ({dtype}): {result['plainStepBytes'][dtype] / 1e9:.2f} GB a plain step / "
               f"{bandwidth['read'] / 1e9:.0f} GB/s read = {floor:.3f} ms")
-    print("implementation | tiles | dtype | tree nodes | draft vocab | head tile rows | tokens/request | ms/step | "
+    print("implementation | tiles | attention | dtype | tree nodes | draft vocab | head tile rows | tokens/request | ms/step | "
           "vs plain | without proposals | proposals ms | vs torch | vs floor | tree rows identical")
 
     def fmt(value, spec: str, unit: str = "") -> str:
         return "-" if value is None else format(value, spec) + unit
 
     for row in table:
-        print(f"{row['implementation']} | {row.get('linearTiles') or '-'} | {row['dtype']} | {row['nodes']} | "
+        print(f"{row['implementation']} | {row.get('linearTiles') or '-'} | {row.get('attention') or '-'} | "
+              f"{row['dtype']} | {row['nodes']} | "
               f"{row['draftVocabulary']} | {row['headTileRows'] or '-'} | {row['tokensPerRequest']:.0f} | "
               f"{row['msPerStep']:.3f} | {fmt(row['vsPlain'], '.3f', 'x')} | "
               f"{fmt(row.get('vsPlainWithoutProposals'), '.3f', 'x')} | {fmt(row.get('proposalMs'), '.3f')} | "

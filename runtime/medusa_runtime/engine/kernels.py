@@ -42,6 +42,9 @@ import triton.language as tl
 from medusa_runtime.engine.weights import PackedWeight
 
 KEY_CHUNK = 128  # attention splits the keys into chunks of this many logical positions
+# Query-head rows of an attention program's tile (at least): a chunk every token shares takes as
+# many tokens' heads into one tile as fit, so its keys are read once for them all.
+QUERY_TILE_ROWS = 16
 WIDE = 8192  # output layers at least this wide (the vocabulary) get wider column tiles
 
 
@@ -780,7 +783,7 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos
     """
     rows, heads, head_dim = q.shape
     group = heads // kv_heads
-    tile = max(16, triton.next_power_of_2(group))
+    tile = max(QUERY_TILE_ROWS, triton.next_power_of_2(group))
     chunks = triton.next_power_of_2(triton.cdiv(k_cache.shape[1], KEY_CHUNK))
     part = torch.empty(rows, heads, chunks, head_dim, dtype=torch.float32, device=q.device)
     stats = torch.empty(rows, heads, chunks, 2, dtype=torch.float32, device=q.device)
