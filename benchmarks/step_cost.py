@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             tiles = args.head_tile_rows if implementation == "kernels" else [None]
             sources = tile_sources(args.linear_tiles) if implementation == "kernels" else [(None, None)]
             variants = attention if implementation == "kernels" else [(None, None)]
-            for (source, override), (key_chunk, query_rows) in itertools.product(sources, variants):
+            for source, override in sources:
                 # Built under the source's tiles: they decide which weights it keeps packed.
                 model = None
                 free_decoder()
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs = [(0, 0, None)] if 0 in args.nodes else []
                 runs += [(nodes, draft, tile) for nodes in args.nodes if nodes for draft in args.draft_vocab
                          for tile in tiles]
-                for nodes, draft, tile in runs:
+                for (key_chunk, query_rows), (nodes, draft, tile) in itertools.product(variants, runs):
                     with linear_tiles(override), attention_shape(key_chunk, query_rows):
                         tokens = draft_tokens(cfg.vocab_size, draft)
                         decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads), draft_tokens=tokens,
