@@ -12,7 +12,8 @@ kernels make every row's arithmetic independent of the other rows:
   64-row tile is its own matrix product, which a one-token step pads its row to, so a program
   may take a whole 63-node tree (a weight block read once) without a row's bits changing;
   RMSNorm, bias, SiLU gate, residual and greedy argmax fused in; the residual stream stays in
-  float32 while weights may be bfloat16.
+  float32 while weights may be bfloat16, row-major or packed in the tiles' blocks (weights.py),
+  which gives the same bits.
 - ``attention``: keys are taken by *logical* position, in fixed chunks, then the chunks are
   combined in order. A tree node's ancestors live in scattered cache slots, so positions at or
   past ``committed`` are mapped through the node's ancestor list; the keys, their order and
