@@ -10,6 +10,7 @@ time (what keeps Medusa output identical to greedy decoding).
     python benchmarks/step_cost.py --dtype bfloat16 --dtype float32 --nodes 0 7 31 63
     python benchmarks/step_cost.py --shape llama3-8b --heads 5 --output-layer --nodes 0 15 31 63 \
         --new-tokens 64 --draft-vocab 0 16384 --linear-tiles table rule
+    python benchmarks/step_cost.py --shape llama3-8b --heads 5 --output-layer --nodes 0 63 --warm-l2 off on
 
 On a GPU it also prints the weight-read floor of a plain step (the bytes of weights it reads
 over the card's measured read bandwidth) and, for the kernels' tree steps, what the heads'
@@ -65,6 +66,21 @@ def attention_shape(key_chunk: int | None, query_rows: int | None):
         yield
     finally:
         kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS = previous
+
+
+@contextlib.contextmanager
+def warm_l2(setting: str | None):
+    """Within it, layers warm the L2 cache with their o weight during attention (``on``) or not
+    (``off``; None: the runtime's own). A decoder made and run within it keeps that in its CUDA
+    graphs."""
+    from medusa_runtime.engine import kernels
+
+    previous = kernels.WARM_L2
+    kernels.WARM_L2 = previous if setting is None else setting == "on"
+    try:
+        yield
+    finally:
+        kernels.WARM_L2 = previous
 
 
 def tree_of(nodes: int, depth: int) -> list[list[int]]:
@@ -182,12 +198,12 @@ def tile_sources(names: list[str]) -> list[tuple[str, dict | None]]:
 
 
 def summary(rows: list[dict], floor_ms: float | None) -> list[dict]:
-    """Per implementation, dtype and tile source: each tree size's step against the plain step,
+    """Per implementation, dtype and kernel variant: each tree size's step against the plain step,
     without its proposals too, and against the torch operations at the same size."""
     out = []
     for row in rows:
-        same = [r for r in rows if (r["implementation"], r["dtype"], r.get("linearTiles"), r.get("attention")) ==
-                (row["implementation"], row["dtype"], row.get("linearTiles"), row.get("attention"))]
+        variant = ("implementation", "dtype", "linearTiles", "attention", "warmL2")
+        same = [r for r in rows if all(r.get(key) == row.get(key) for key in variant)]
         plain = next((r["msPerStep"] for r in same if r["nodes"] == 0), None)
         torch_row = next((r["msPerStep"] for r in rows if r["implementation"] == "torch" and r["dtype"] == row["dtype"]
                           and r["nodes"] == row["nodes"] and r["draftVocabulary"] == row["draftVocabulary"]), None)
@@ -227,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                              "linear_tiles.py --json-out file; one set of runs each")
     parser.add_argument("--attention", nargs="+", default=["runtime"], metavar="CHUNK:ROWS",
                         help="kernels: attention key chunks of CHUNK positions and query tiles of ROWS rows, "
+                             "one set of runs each (default: the runtime's own)")
+    parser.add_argument("--warm-l2", nargs="+", choices=["on", "off"], default=[None],
+                        help="kernels: layers ask the L2 cache for their o weight while attention runs, or not; "
                              "one set of runs each (default: the runtime's own)")
     parser.add_argument("--profile", action="store_true",
                         help="also print GPU time per kernel: plain, and the largest tree with the last draft and tile")
@@ -286,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         for implementation in ["torch"] + ([] if kernels_unsupported(cfg, device, dtype) else ["kernels"]):
             tiles = args.head_tile_rows if implementation == "kernels" else [None]
             sources = tile_sources(args.linear_tiles) if implementation == "kernels" else [(None, None)]
-            variants = attention if implementation == "kernels" else [(None, None)]
+            variants = (list(itertools.product(attention, args.warm_l2)) if implementation == "kernels"
+                        else [((None, None), None)])
             for source, override in sources:
                 # Built under the source's tiles: they decide which weights it keeps packed.
                 model = None
@@ -298,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs = [(0, 0, None)] if 0 in args.nodes else []
                 runs += [(nodes, draft, tile) for nodes in args.nodes if nodes for draft in args.draft_vocab
                          for tile in tiles]
-                for (key_chunk, query_rows), (nodes, draft, tile) in itertools.product(variants, runs):
-                    with linear_tiles(override), attention_shape(key_chunk, query_rows):
+                for ((key_chunk, query_rows), warm), (nodes, draft, tile) in itertools.product(variants, runs):
+                    with linear_tiles(override), attention_shape(key_chunk, query_rows), warm_l2(warm):
                         tokens = draft_tokens(cfg.vocab_size, draft)
                         decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads), draft_tokens=tokens,
                                                 head_tile_rows=tile) if nodes else MedusaDecoder(model)
@@ -311,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                             row["linearTiles"] = source
                         if key_chunk:
                             row["attention"] = f"{key_chunk}:{query_rows}"
+                        if warm:
+                            row["warmL2"] = warm
                         if nodes:
                             row["rowsIdentical"] = rows_identical(model, prompt, nodes, args.heads)
                             if implementation == "kernels" and decoder.use_cuda_graphs:
@@ -356,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     for dtype, floor in floors.items():
         print(f"weight-read floor ({dtype}): {result['plainStepBytes'][dtype] / 1e9:.2f} GB a plain step / "
               f"{bandwidth['read'] / 1e9:.0f} GB/s read = {floor:.3f} ms")
-    print("implementation | tiles | attention | dtype | tree nodes | draft vocab | head tile rows | tokens/request | ms/step | "
+    print("implementation | tiles | attention | warm L2 | dtype | tree nodes | draft vocab | head tile rows | tokens/request | ms/step | "
           "vs plain | without proposals | proposals ms | vs torch | vs floor | tree rows identical")
 
     def fmt(value, spec: str, unit: str = "") -> str:
@@ -364,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for row in table:
         print(f"{row['implementation']} | {row.get('linearTiles') or '-'} | {row.get('attention') or '-'} | "
+              f"{row.get('warmL2') or '-'} | "
               f"{row['dtype']} | {row['nodes']} | "
               f"{row['draftVocabulary']} | {row['headTileRows'] or '-'} | {row['tokensPerRequest']:.0f} | "
               f"{row['msPerStep']:.3f} | {fmt(row['vsPlain'], '.3f', 'x')} | "

@@ -115,10 +115,10 @@ def test_padded_prefill_check_fails_on_a_wrong_cache_slot(monkeypatch):
     belongs (default key chunks, as above)."""
     rope_and_store = kernels.rope_and_store
 
-    def padding_one_slot_low(qkv, cos, sin, positions, slots, *rest):
+    def padding_one_slot_low(qkv, cos, sin, positions, slots, *rest, **options):
         repeated = torch.zeros_like(slots, dtype=torch.bool)
         repeated[1:] = slots[1:] == slots[:-1]
-        return rope_and_store(qkv, cos, sin, positions, torch.where(repeated, slots - 1, slots), *rest)
+        return rope_and_store(qkv, cos, sin, positions, torch.where(repeated, slots - 1, slots), *rest, **options)
 
     monkeypatch.setattr(kernels, "rope_and_store", padding_one_slot_low)
     model = tiny_model(kernels=True)

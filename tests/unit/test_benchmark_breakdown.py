@@ -53,3 +53,15 @@ def test_idle_time_is_the_span_less_the_kernels():
 
 def test_no_kernels_is_reported_not_divided_by():
     assert "error" in step_breakdown.summarise([], 5, 32)
+
+
+def test_a_prefetch_override_leaves_packed_entries_without_prefetch():
+    from medusa_runtime.engine import kernels
+
+    table = step_breakdown.prefetching_table(2)
+    assert table.keys() == kernels.LINEAR_TILE_TABLE.keys()
+    packed = [key for key, tiles in kernels.LINEAR_TILE_TABLE.items() if tiles.packed]
+    assert packed, "the table has packed entries to leave alone"
+    for key, tiles in table.items():
+        assert tiles.prefetch == (0 if key in packed else 2), key
+        assert tiles.block_n == kernels.LINEAR_TILE_TABLE[key].block_n

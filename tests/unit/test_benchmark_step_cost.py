@@ -1,4 +1,4 @@
-"""benchmarks/step_cost.py's comparisons of attention shapes, without a GPU."""
+"""benchmarks/step_cost.py's comparisons of attention shapes and L2 warming, without a GPU."""
 
 from __future__ import annotations
 
@@ -32,3 +32,29 @@ def test_attention_shapes_must_be_powers_of_two_of_16_or_more(spec, capsys):
         step_cost.main(["--device", "cpu", "--attention", spec])
     assert exit_info.value.code == 2
     assert f"--attention takes runtime or CHUNK:ROWS, powers of two of at least 16; got {spec}" in capsys.readouterr().err
+
+
+def test_an_l2_warming_setting_holds_within_its_block_only():
+    runtime = kernels.WARM_L2
+    with step_cost.warm_l2("off"):
+        assert kernels.WARM_L2 is False
+        with step_cost.warm_l2(None):  # the runtime's own: what is in effect
+            assert kernels.WARM_L2 is False
+        with step_cost.warm_l2("on"):
+            assert kernels.WARM_L2 is True
+    assert kernels.WARM_L2 == runtime
+    with pytest.raises(RuntimeError), step_cost.warm_l2("off" if runtime else "on"):
+        raise RuntimeError("a failed run")
+    assert kernels.WARM_L2 == runtime
+
+
+def test_tree_steps_are_compared_with_the_plain_step_of_their_own_variant():
+    def row(nodes, ms, warm):
+        return {"implementation": "kernels", "dtype": "bfloat16", "nodes": nodes, "draftVocabulary": 10,
+                "msPerStep": ms, "warmL2": warm}
+
+    rows = [row(0, 6.0, "off"), row(31, 6.6, "off"), row(0, 5.0, "on"), row(31, 5.5, "on")]
+    by_variant = {(r["warmL2"], r["nodes"]): r for r in step_cost.summary(rows, floor_ms=4.0)}
+    assert by_variant[("off", 31)]["vsPlain"] == pytest.approx(1.1)
+    assert by_variant[("on", 31)]["vsPlain"] == pytest.approx(1.1)
+    assert by_variant[("on", 0)]["vsFloor"] == pytest.approx(1.25)

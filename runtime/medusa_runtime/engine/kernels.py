@@ -646,14 +646,62 @@ def greedy_tokens(x: torch.Tensor, weight: torch.Tensor, *, norm: torch.Tensor |
     return index.gather(1, best.argmax(dim=1, keepdim=True)).squeeze(1).long()
 
 
+# Whether a layer's o projection weight is asked of the L2 cache while attention runs (CUDA only:
+# it takes inline PTX). Attention reads little memory for a long time at batch 1, so the weight's
+# read could fill that time and the projection then read it from the cache. Off until a card has
+# shown it faster (``step_cost.py --warm-l2 off on``); it changes no value either way.
+WARM_L2 = False
+WARM_LINE_BYTES = 128  # the L2 cache's line: one request each
+WARM_LINES_PER_PROGRAM = 1024
+
+
+def _bytes_to_warm(weight: torch.Tensor | PackedWeight | None, device: torch.device) -> torch.Tensor | None:
+    """The bytes of ``weight`` (either layout) as one flat byte tensor, or None where nothing is warmed."""
+    if weight is None or not WARM_L2 or device.type != "cuda":
+        return None
+    data = weight.data if isinstance(weight, PackedWeight) else weight
+    if not data.is_contiguous():
+        raise ValueError("only a contiguous weight can be warmed in the L2 cache")
+    return data.view(-1).view(torch.uint8)
+
+
+def _warm_programs(warm_bytes: torch.Tensor | None) -> int:
+    if warm_bytes is None:
+        return 0
+    return triton.cdiv(warm_bytes.numel(), WARM_LINE_BYTES * WARM_LINES_PER_PROGRAM)
+
+
+@triton.jit
+def _warm_lines(byte_ptr, size, program, LINES: tl.constexpr, LINE: tl.constexpr):
+    """Ask the L2 cache for the ``program``-th LINES lines of LINE bytes of the ``size`` bytes at
+    ``byte_ptr``; the requests are not waited for."""
+    offsets = (program * LINES + tl.arange(0, LINES)) * LINE
+    ptrs = tl.where(offsets < size, byte_ptr + offsets, byte_ptr)
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)
+
+
 @triton.jit
 def _rope_store_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_cache_ptr, v_cache_ptr, head_stride,
-                       HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr,
-                       KV_PAD: tl.constexpr, D: tl.constexpr, GDC: tl.constexpr):
+                       rows, warm_ptr, warm_size, HEADS: tl.constexpr, KV_HEADS: tl.constexpr,
+                       HEADS_PAD: tl.constexpr, KV_PAD: tl.constexpr, D: tl.constexpr, WARM: tl.constexpr,
+                       WARM_LINES: tl.constexpr, WARM_LINE: tl.constexpr, GDC: tl.constexpr):
     """One token's row: rotate its query and key heads (as one [heads, D/2] tile per half), keep
-    the queries, write keys and values to the token's cache slot."""
+    the queries, write keys and values to the token's cache slot. With WARM, the programs past
+    the rows ask the L2 cache for the bytes of the weight at ``warm_ptr`` instead."""
     _after_previous_kernel(GDC)
     row = tl.program_id(0)
+    if row < rows:
+        _rope_store_row(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_cache_ptr, v_cache_ptr, head_stride,
+                        row, HEADS, KV_HEADS, HEADS_PAD, KV_PAD, D)
+    elif WARM:
+        _warm_lines(warm_ptr, warm_size, row - rows, WARM_LINES, WARM_LINE)
+
+
+@triton.jit
+def _rope_store_row(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_cache_ptr, v_cache_ptr, head_stride, row,
+                    HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr, KV_PAD: tl.constexpr,
+                    D: tl.constexpr):
     heads = tl.arange(0, HEADS_PAD)[:, None]  # query heads, then key heads
     half = tl.arange(0, D // 2)[None, :]
     rotated = heads < HEADS + KV_HEADS
@@ -684,15 +732,23 @@ def _rope_store_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_ca
 
 def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                    slots: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, heads: int, kv_heads: int,
-                   head_dim: int) -> torch.Tensor:
+                   head_dim: int, warm: torch.Tensor | PackedWeight | None = None) -> torch.Tensor:
     """Rotate queries and keys of ``qkv`` [T, (H + 2KV) * D]; write keys and values to cache
-    ``slots`` ([KV, slots, D] per layer); return the queries [T, H, D]."""
+    ``slots`` ([KV, slots, D] per layer); return the queries [T, H, D].
+
+    ``warm``: a weight read soon after (the layer's o projection, which waits on attention) whose
+    bytes extra programs of this launch ask the L2 cache for (``WARM_L2``), so that its read from
+    memory overlaps the attention rather than following it."""
     rows = qkv.shape[0]
     q = torch.empty(rows, heads, head_dim, dtype=torch.float32, device=qkv.device)
-    _rope_store_kernel[(rows,)](
-        qkv, cos, sin, positions, slots, q, k_cache, v_cache, k_cache.stride(0),
+    warm_bytes = _bytes_to_warm(warm, qkv.device)
+    _rope_store_kernel[(rows + _warm_programs(warm_bytes),)](
+        qkv, cos, sin, positions, slots, q, k_cache, v_cache, k_cache.stride(0), rows,
+        warm_bytes if warm_bytes is not None else q, warm_bytes.numel() if warm_bytes is not None else 0,
         HEADS=heads, KV_HEADS=kv_heads, HEADS_PAD=triton.next_power_of_2(heads + kv_heads),
-        KV_PAD=triton.next_power_of_2(kv_heads), D=head_dim, **_launch_options(dependent_launches(qkv.device)),
+        KV_PAD=triton.next_power_of_2(kv_heads), D=head_dim, WARM=warm_bytes is not None,
+        WARM_LINES=WARM_LINES_PER_PROGRAM, WARM_LINE=WARM_LINE_BYTES,
+        **_launch_options(dependent_launches(qkv.device)),
     )
     return q
 
