@@ -151,7 +151,12 @@ def _prefetch_weight(w_ptr, cols, col_ok, k_begin, k_end, K, BLOCKS: tl.constexp
     before the previous kernel has finished: the read then overlaps that kernel's end."""
     lines = k_begin + tl.arange(0, BLOCKS * BK // 64) * 64
     ok = col_ok[:, None] & (lines[None, :] < k_end)
-    ptrs = tl.where(ok, w_ptr + cols[:, None] * K + lines[None, :], w_ptr)
+    _ask_l2(tl.where(ok, w_ptr + cols[:, None] * K + lines[None, :], w_ptr))
+
+
+@triton.jit
+def _ask_l2(ptrs):
+    """Ask the L2 cache for the line holding each of ``ptrs``, without waiting for it (PTX: CUDA only)."""
     tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
                               is_pure=False, pack=1)
 
@@ -676,9 +681,7 @@ def _warm_lines(byte_ptr, size, program, LINES: tl.constexpr, LINE: tl.constexpr
     """Ask the L2 cache for the ``program``-th LINES lines of LINE bytes of the ``size`` bytes at
     ``byte_ptr``; the requests are not waited for."""
     offsets = (program * LINES + tl.arange(0, LINES)) * LINE
-    ptrs = tl.where(offsets < size, byte_ptr + offsets, byte_ptr)
-    tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
-                              is_pure=False, pack=1)
+    _ask_l2(tl.where(offsets < size, byte_ptr + offsets, byte_ptr))
 
 
 @triton.jit
