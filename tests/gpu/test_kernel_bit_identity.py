@@ -55,6 +55,26 @@ def test_warming_the_l2_cache_changes_no_bit(short_chunks, monkeypatch, dtype):
     assert torch.equal(warmed[0], cold[0]) and torch.equal(warmed[1], cold[1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("tree_tokens", [3, 4])
+def test_tokens_taking_turns_in_a_tree_chunk_change_no_bit(short_chunks, monkeypatch, dtype, tree_tokens):
+    """Issue 26: attention programs that take several tokens in turn in the chunk past the
+    committed keys (3 or 4 of the tree's 6, so the chain's tokens come first, second or last in
+    their program) give the bits of one program a token, for a tree and for a padded prefill
+    (whose chunks all reach past the committed keys)."""
+    from medusa_runtime.engine import kernels
+
+    model = tiny_model(kernels=True, dtype=dtype, device="cuda")
+    alone_tree, alone_steps = tree_and_one_token_rows(model, 40)
+    alone_prefill = prefilled_state(model, PADDED_PROMPT, 32)
+    monkeypatch.setattr(kernels, "TREE_CHUNK_TOKENS", tree_tokens)
+    tree, steps = tree_and_one_token_rows(model, 40)
+    assert torch.equal(tree, alone_tree) and torch.equal(steps, alone_steps) and torch.equal(tree, steps)
+    prefill = prefilled_state(model, PADDED_PROMPT, 32)
+    for name in alone_prefill:
+        assert torch.equal(prefill[name], alone_prefill[name]), name
+
+
 def test_rope_with_many_warming_programs_stores_only_its_rows(monkeypatch):
     """The warming programs of a large weight (many programs past the rows) leave the queries,
     the cache and the weight as a launch without them does."""

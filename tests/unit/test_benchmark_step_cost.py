@@ -15,23 +15,29 @@ from medusa_runtime.engine import kernels  # noqa: E402
 
 
 def test_an_attention_shape_holds_within_its_block_only():
-    runtime = kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS
-    with step_cost.attention_shape(64, 32):
-        assert (kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS) == (64, 32)
+    runtime = kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS, kernels.TREE_CHUNK_TOKENS
+    with step_cost.attention_shape(64, 32, 5):
+        assert (kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS, kernels.TREE_CHUNK_TOKENS) == (64, 32, 5)
         with step_cost.attention_shape(None, None):  # the runtime's own: what is in effect
-            assert (kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS) == (64, 32)
-    assert (kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS) == runtime
-    with pytest.raises(RuntimeError), step_cost.attention_shape(32, 64):
+            assert (kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS, kernels.TREE_CHUNK_TOKENS) == (64, 32, 5)
+    assert (kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS, kernels.TREE_CHUNK_TOKENS) == runtime
+    with pytest.raises(RuntimeError), step_cost.attention_shape(32, 64, 2):
         raise RuntimeError("a failed run")
-    assert (kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS) == runtime
+    assert (kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS, kernels.TREE_CHUNK_TOKENS) == runtime
 
 
-@pytest.mark.parametrize("spec", ["100:16", "64", "64:8", "sixty:16"])
+@pytest.mark.parametrize("spec, shape", [("runtime", (None, None, None)), ("64:16", (64, 16, None)),
+                                         ("128:16:4", (128, 16, 4))])
+def test_attention_shapes_name_chunk_rows_and_tree_tokens(spec, shape):
+    assert step_cost.parse_attention(spec) == shape
+
+
+@pytest.mark.parametrize("spec", ["100:16", "64", "64:8", "sixty:16", "128:16:0", "128:16:4:2", "128:16:"])
 def test_attention_shapes_must_be_powers_of_two_of_16_or_more(spec, capsys):
     with pytest.raises(SystemExit) as exit_info:
         step_cost.main(["--device", "cpu", "--attention", spec])
     assert exit_info.value.code == 2
-    assert f"--attention takes runtime or CHUNK:ROWS, powers of two of at least 16; got {spec}" in capsys.readouterr().err
+    assert f"TOKENS at least 1; got {spec}" in capsys.readouterr().err
 
 
 def test_an_l2_warming_setting_holds_within_its_block_only():

@@ -46,6 +46,10 @@ KEY_CHUNK = 128  # attention splits the keys into chunks of this many logical po
 # Query-head rows of an attention program's tile (at least): a chunk every token shares takes as
 # many tokens' heads into one tile as fit, so its keys are read once for them all.
 QUERY_TILE_ROWS = 16
+# Tokens one attention program takes in turn in a chunk that reaches past the committed keys (a
+# tree's or a prompt's own): 1 gives each token its own program, more read the chunk's committed
+# keys from the memory once for that many tokens and from the SM's cache after.
+TREE_CHUNK_TOKENS = 1
 WIDE = 8192  # output layers at least this wide (the vocabulary) get wider column tiles
 
 
@@ -759,25 +763,46 @@ def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, posi
 @triton.jit
 def _attention_chunk_kernel(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, committed_ptr, anc_ptr,
                             anc_stride, head_stride, rows, scale, HEADS: tl.constexpr, GROUP: tl.constexpr,
-                            PACK: tl.constexpr, TILE: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr,
-                            IEEE: tl.constexpr, GDC: tl.constexpr):
+                            PACK: tl.constexpr, TOKENS: tl.constexpr, TILE: tl.constexpr, D: tl.constexpr,
+                            CHUNK: tl.constexpr, IEEE: tl.constexpr, GDC: tl.constexpr):
     """One chunk of keys for the query heads of one kv head, as one matrix tile of queries.
 
     A chunk wholly below ``committed`` holds the same keys for every token, so the program of
     every PACK-th token takes the query heads of PACK tokens into its tile and the others stop;
     a chunk reaching past ``committed`` maps positions through each token's own ancestors, so
-    each token's program takes only its own. A token's rows of a tile are computed alone
-    either way (the tile's other rows never mix into them), so both give the same bits."""
+    its tile takes one token's heads: the program of every TOKENS-th token takes TOKENS tokens
+    one after another (the chunk's keys below ``committed``, the same for them all, then come
+    from the SM's cache after the first). A token's rows of a tile are computed alone either
+    way (the tile's other rows never mix into them), so all give the same bits."""
     _after_previous_kernel(GDC)
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
     chunk = tl.program_id(2)
     committed = tl.load(committed_ptr)
     start = chunk * CHUNK
-    shared = start + CHUNK <= committed
+    if start + CHUNK <= committed:
+        if row % PACK == 0:
+            _attend_chunk(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, anc_ptr, anc_stride,
+                          head_stride, rows, scale, committed, row, PACK * GROUP, kv_head, chunk, HEADS, GROUP, TILE,
+                          D, CHUNK, IEEE)
+    elif row % TOKENS == 0:
+        for token in range(row, tl.minimum(row + TOKENS, rows)):
+            _attend_chunk(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, anc_ptr, anc_stride,
+                          head_stride, rows, scale, committed, token, GROUP, kv_head, chunk, HEADS, GROUP, TILE, D,
+                          CHUNK, IEEE)
+
+
+@triton.jit
+def _attend_chunk(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, anc_ptr, anc_stride, head_stride,
+                  rows, scale, committed, first, taken, kv_head, chunk, HEADS: tl.constexpr, GROUP: tl.constexpr,
+                  TILE: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr, IEEE: tl.constexpr):
+    """The tile of ``taken`` query-head rows from token ``first`` on (whole tokens' GROUP heads
+    each) against one chunk of keys: its partial output and softmax statistics. Positions past
+    ``committed`` map through token ``first``'s ancestors (a tile reaching there holds that token
+    alone)."""
+    start = chunk * CHUNK
     members = tl.arange(0, TILE)
-    tokens = row + members // GROUP
-    taken = tl.where(shared, tl.where(row % PACK == 0, PACK * GROUP, 0), GROUP)
+    tokens = first + members // GROUP
     member_ok = (members < taken) & (tokens < rows)
     position = tl.load(pos_ptr + tokens, mask=member_ok, other=-1)
     if tl.max(position, axis=0) >= start:
@@ -787,7 +812,7 @@ def _attention_chunk_kernel(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr,
         logical = start + tl.arange(0, CHUNK)
         needed = logical <= tl.max(position, axis=0)
         in_tree = needed & (logical >= committed)
-        ancestor = tl.load(anc_ptr + row * anc_stride + (logical - committed), mask=in_tree, other=0)
+        ancestor = tl.load(anc_ptr + first * anc_stride + (logical - committed), mask=in_tree, other=0)
         slot = tl.where(logical < committed, logical, committed + ancestor)
         kv_offsets = kv_head * head_stride + slot[:, None] * D + dims[None, :]
         keys = tl.load(k_cache_ptr + kv_offsets, mask=needed[:, None], other=0.0)
@@ -850,8 +875,8 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos
     stats = torch.empty(rows, heads, chunks, 2, dtype=torch.float32, device=q.device)
     _attention_chunk_kernel[(rows, kv_heads, chunks)](
         q, k_cache, v_cache, part, stats, positions, committed, ancestors, ancestors.stride(0), k_cache.stride(0),
-        rows, head_dim**-0.5, HEADS=heads, GROUP=group, PACK=tile // group, TILE=tile, D=head_dim, CHUNK=KEY_CHUNK,
-        IEEE=k_cache.dtype == torch.float32, **_launch_options(dependent_launches(q.device)),
+        rows, head_dim**-0.5, HEADS=heads, GROUP=group, PACK=tile // group, TOKENS=TREE_CHUNK_TOKENS, TILE=tile,
+        D=head_dim, CHUNK=KEY_CHUNK, IEEE=k_cache.dtype == torch.float32, **_launch_options(dependent_launches(q.device)),
     )
     out = torch.empty(rows, heads * head_dim, dtype=out_dtype, device=q.device)
     # One warp a program: a tree's 30-60 rows launch hundreds of these small programs, each with
