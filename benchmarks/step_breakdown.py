@@ -11,7 +11,6 @@ records no kernel of a replay, the run says so instead of a breakdown.
 
     python benchmarks/step_breakdown.py --shape llama3-8b --nodes 0 31 63 --json-out breakdown.json
     python benchmarks/step_breakdown.py --shape llama3-8b --dependent-launches off on --prefetch 0 2
-    python benchmarks/step_breakdown.py --shape llama3-8b --nodes 0 63 --warm-l2 off on
 
 Random weights in the shape's sizes, as in ``step_cost.py``.
 """
@@ -36,7 +35,7 @@ from medusa_runtime.engine.decoding import MedusaDecoder
 from medusa_runtime.engine.heads import MedusaHeads
 from medusa_runtime.engine.model import LlamaConfig, LlamaModel
 from model_shapes import SHAPES, plain_step_bytes, random_weights, read_bandwidth
-from step_cost import ms_per_step, tree_of, warm_l2
+from step_cost import ms_per_step, tree_of
 
 # A decoder layer's projections in launch order (model.decode_layers); the output layer follows
 # the last layer's.
@@ -140,9 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefetch", type=int, nargs="+", default=[None], metavar="BLOCKS",
                         help="weight K blocks every row-major table tiling prefetches (default: the table's own); "
                              "one set of runs each")
-    parser.add_argument("--warm-l2", nargs="+", choices=["on", "off"], default=[None],
-                        help="layers ask the L2 cache for their o weight while attention runs, or not; one set of "
-                             "runs each (default: the runtime's own)")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -162,18 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     prompt = torch.randint(0, cfg.vocab_size, (args.prompt_tokens,),
                            generator=torch.Generator().manual_seed(0)).tolist()
     runs = []
-    for launches, prefetch, warm, nodes in itertools.product(args.dependent_launches, args.prefetch, args.warm_l2,
-                                                             args.nodes):
+    for launches, prefetch, nodes in itertools.product(args.dependent_launches, args.prefetch, args.nodes):
         kernels.DEPENDENT_LAUNCHES = launches == "on"
         table = None if prefetch is None else prefetching_table(prefetch)
-        with kernels.tile_table(table) if table is not None else contextlib.nullcontext(), warm_l2(warm):
+        with kernels.tile_table(table) if table is not None else contextlib.nullcontext():
             decoder = (MedusaDecoder(model, heads, tree_of(nodes, args.heads)) if nodes else MedusaDecoder(model))
             generation = decoder.generate(prompt, args.new_tokens)  # allocation, compilation, capture
             request_ms, _ = ms_per_step(decoder, prompt, args.new_tokens, 2)
         s = next(iter(decoder._sessions.values()))
         (prefill_graph,) = [graph for _, graph in s.prefills.values()]
-        run = {"dependentLaunches": kernels.dependent_launches(device), "prefetch": prefetch,
-               "warmL2": kernels.WARM_L2 if warm is None else warm == "on", "nodes": nodes,
+        run = {"dependentLaunches": kernels.dependent_launches(device), "prefetch": prefetch, "nodes": nodes,
                "steps": generation.steps, "msPerStep": request_ms,
                "stepGraphMs": _graph_ms(s.graphs, 20),
                "prefillGraphMs": _graph_ms([prefill_graph], 3),
@@ -193,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         b = run["breakdown"]
         print(f"-- {run['nodes']} nodes, dependent launches {run['dependentLaunches']}, prefetch "
-              f"{'table' if run['prefetch'] is None else run['prefetch']}, warm L2 {run['warmL2']}: "
+              f"{'table' if run['prefetch'] is None else run['prefetch']}: "
               f"{run['msPerStep']:.3f} ms a step as a request sees it; step graphs "
               f"{run['stepGraphMs']:.3f} ms, prefill "
               f"{run['prefillGraphMs']:.2f} ms ({run['prefillMsPerStep']:.3f} ms a step over {run['steps']} steps)")

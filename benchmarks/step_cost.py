@@ -10,7 +10,6 @@ time (what keeps Medusa output identical to greedy decoding).
     python benchmarks/step_cost.py --dtype bfloat16 --dtype float32 --nodes 0 7 31 63
     python benchmarks/step_cost.py --shape llama3-8b --heads 5 --output-layer --nodes 0 15 31 63 \
         --new-tokens 64 --draft-vocab 0 16384 --linear-tiles table rule
-    python benchmarks/step_cost.py --shape llama3-8b --heads 5 --output-layer --nodes 0 63 --warm-l2 off on
 
 On a GPU it also prints the weight-read floor of a plain step (the bytes of weights it reads
 over the card's measured read bandwidth) and, for the kernels' tree steps, what the heads'
@@ -53,49 +52,19 @@ def linear_tiles(override: dict | None):
 
 
 @contextlib.contextmanager
-def attention_shape(key_chunk: int | None, query_rows: int | None, tree_tokens: int | None = None):
-    """Within it, the kernels' attention splits keys into chunks of ``key_chunk`` positions, takes
-    ``query_rows`` query-head rows a tile and ``tree_tokens`` tokens a program in a chunk past the
-    committed keys (None: the runtime's own), for comparing them. A decoder made and run within
-    it keeps them in its CUDA graphs."""
+def attention_shape(key_chunk: int | None, query_rows: int | None):
+    """Within it, the kernels' attention splits keys into chunks of ``key_chunk`` positions and
+    takes ``query_rows`` query-head rows a tile (None: the runtime's own), for comparing them.
+    A decoder made and run within it keeps them in its CUDA graphs."""
     from medusa_runtime.engine import kernels
 
-    previous = kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS, kernels.TREE_CHUNK_TOKENS
+    previous = kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS
     kernels.KEY_CHUNK = key_chunk or previous[0]
     kernels.QUERY_TILE_ROWS = query_rows or previous[1]
-    kernels.TREE_CHUNK_TOKENS = tree_tokens or previous[2]
     try:
         yield
     finally:
-        kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS, kernels.TREE_CHUNK_TOKENS = previous
-
-
-def parse_attention(spec: str) -> tuple[int | None, int | None, int | None]:
-    """``runtime`` or CHUNK:ROWS[:TOKENS] (see ``attention_shape``); ValueError otherwise."""
-    if spec == "runtime":
-        return None, None, None
-    parts = spec.split(":")
-    if len(parts) in (2, 3) and all(p.isdigit() for p in parts):
-        chunk, query_rows, *tokens = map(int, parts)
-        if all(v >= 16 and v & (v - 1) == 0 for v in (chunk, query_rows)) and all(t >= 1 for t in tokens):
-            return chunk, query_rows, tokens[0] if tokens else None
-    raise ValueError(f"--attention takes runtime or CHUNK:ROWS[:TOKENS], CHUNK and ROWS powers of two of at "
-                     f"least 16, TOKENS at least 1; got {spec}")
-
-
-@contextlib.contextmanager
-def warm_l2(setting: str | None):
-    """Within it, layers warm the L2 cache with their o weight during attention (``on``) or not
-    (``off``; None: the runtime's own). A decoder made and run within it keeps that in its CUDA
-    graphs."""
-    from medusa_runtime.engine import kernels
-
-    previous = kernels.WARM_L2
-    kernels.WARM_L2 = previous if setting is None else setting == "on"
-    try:
-        yield
-    finally:
-        kernels.WARM_L2 = previous
+        kernels.KEY_CHUNK, kernels.QUERY_TILE_ROWS = previous
 
 
 def tree_of(nodes: int, depth: int) -> list[list[int]]:
@@ -217,7 +186,7 @@ def summary(rows: list[dict], floor_ms: float | None) -> list[dict]:
     without its proposals too, and against the torch operations at the same size."""
     out = []
     for row in rows:
-        variant = ("implementation", "dtype", "linearTiles", "attention", "warmL2")
+        variant = ("implementation", "dtype", "linearTiles", "attention")
         same = [r for r in rows if all(r.get(key) == row.get(key) for key in variant)]
         plain = next((r["msPerStep"] for r in same if r["nodes"] == 0), None)
         torch_row = next((r["msPerStep"] for r in rows if r["implementation"] == "torch" and r["dtype"] == row["dtype"]
@@ -256,12 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linear-tiles", nargs="+", default=["table"], metavar="SOURCE",
                         help="kernels: projection tiles from the runtime's table, the small-model rule, or a "
                              "linear_tiles.py --json-out file; one set of runs each")
-    parser.add_argument("--attention", nargs="+", default=["runtime"], metavar="CHUNK:ROWS[:TOKENS]",
-                        help="kernels: attention key chunks of CHUNK positions, query tiles of ROWS rows and "
-                             "TOKENS tokens a program in a chunk past the committed keys, one set of runs each "
-                             "(default: the runtime's own)")
-    parser.add_argument("--warm-l2", nargs="+", choices=["on", "off"], default=[None],
-                        help="kernels: layers ask the L2 cache for their o weight while attention runs, or not; "
+    parser.add_argument("--attention", nargs="+", default=["runtime"], metavar="CHUNK:ROWS",
+                        help="kernels: attention key chunks of CHUNK positions and query tiles of ROWS rows, "
                              "one set of runs each (default: the runtime's own)")
     parser.add_argument("--profile", action="store_true",
                         help="also print GPU time per kernel: plain, and the largest tree with the last draft and tile")
@@ -279,10 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         if name not in ("table", "rule") and not Path(name).is_file():
             parser.error(f"--linear-tiles takes table, rule or a linear_tiles.py --json-out file; {name} is none")
 
-    try:
-        attention = [parse_attention(spec) for spec in args.attention]
-    except ValueError as error:
-        parser.error(str(error))
+    attention = []
+    for spec in args.attention:
+        chunk, _, query_rows = spec.partition(":")
+        if spec == "runtime":
+            attention.append((None, None))
+        elif chunk.isdigit() and query_rows.isdigit() and all(
+                v >= 16 and v & (v - 1) == 0 for v in (int(chunk), int(query_rows))):
+            attention.append((int(chunk), int(query_rows)))
+        else:
+            parser.error(f"--attention takes runtime or CHUNK:ROWS, powers of two of at least 16; got {spec}")
 
     shape_name = args.shape or ("smollm2-135m" if not args.base else None)
     cfg = LlamaConfig.from_hf(read_config(args.base) if args.base else SHAPES[shape_name])
@@ -315,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         for implementation in ["torch"] + ([] if kernels_unsupported(cfg, device, dtype) else ["kernels"]):
             tiles = args.head_tile_rows if implementation == "kernels" else [None]
             sources = tile_sources(args.linear_tiles) if implementation == "kernels" else [(None, None)]
-            variants = (list(itertools.product(attention, args.warm_l2)) if implementation == "kernels"
-                        else [((None, None, None), None)])
+            variants = attention if implementation == "kernels" else [(None, None)]
             for source, override in sources:
                 # Built under the source's tiles: they decide which weights it keeps packed.
                 model = None
@@ -328,9 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs = [(0, 0, None)] if 0 in args.nodes else []
                 runs += [(nodes, draft, tile) for nodes in args.nodes if nodes for draft in args.draft_vocab
                          for tile in tiles]
-                for ((key_chunk, query_rows, tree_tokens), warm), (nodes, draft, tile) in itertools.product(variants,
-                                                                                                             runs):
-                    with linear_tiles(override), attention_shape(key_chunk, query_rows, tree_tokens), warm_l2(warm):
+                for (key_chunk, query_rows), (nodes, draft, tile) in itertools.product(variants, runs):
+                    with linear_tiles(override), attention_shape(key_chunk, query_rows):
                         tokens = draft_tokens(cfg.vocab_size, draft)
                         decoder = MedusaDecoder(model, heads, tree_of(nodes, args.heads), draft_tokens=tokens,
                                                 head_tile_rows=tile) if nodes else MedusaDecoder(model)
@@ -341,9 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                         if source:
                             row["linearTiles"] = source
                         if key_chunk:
-                            row["attention"] = ":".join(str(v) for v in (key_chunk, query_rows, tree_tokens) if v)
-                        if warm:
-                            row["warmL2"] = warm
+                            row["attention"] = f"{key_chunk}:{query_rows}"
                         if nodes:
                             row["rowsIdentical"] = rows_identical(model, prompt, nodes, args.heads)
                             if implementation == "kernels" and decoder.use_cuda_graphs:
@@ -389,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     for dtype, floor in floors.items():
         print(f"weight-read floor ({dtype}): {result['plainStepBytes'][dtype] / 1e9:.2f} GB a plain step / "
               f"{bandwidth['read'] / 1e9:.0f} GB/s read = {floor:.3f} ms")
-    print("implementation | tiles | attention | warm L2 | dtype | tree nodes | draft vocab | head tile rows | tokens/request | ms/step | "
+    print("implementation | tiles | attention | dtype | tree nodes | draft vocab | head tile rows | tokens/request | ms/step | "
           "vs plain | without proposals | proposals ms | vs torch | vs floor | tree rows identical")
 
     def fmt(value, spec: str, unit: str = "") -> str:
@@ -397,7 +364,6 @@ def main(argv: list[str] | None = None) -> int:
 
     for row in table:
         print(f"{row['implementation']} | {row.get('linearTiles') or '-'} | {row.get('attention') or '-'} | "
-              f"{row.get('warmL2') or '-'} | "
               f"{row['dtype']} | {row['nodes']} | "
               f"{row['draftVocabulary']} | {row['headTileRows'] or '-'} | {row['tokensPerRequest']:.0f} | "
               f"{row['msPerStep']:.3f} | {fmt(row['vsPlain'], '.3f', 'x')} | "

@@ -32,29 +32,3 @@ def test_a_request_that_ends_leaves_the_step_after_it_unfinished(tmp_path, tree)
     # launched ahead ran.
     assert int(session.n) == len(prompt) + sum(a + 1 for a in stopped.accepted_per_step)
     assert decoder.generate(prompt, 40).tokens == free  # the next request runs again
-
-
-def test_warming_the_l2_cache_keeps_the_tokens(tmp_path, monkeypatch):
-    """Issue 26: graphed tree steps whose layers warm the L2 cache with their o weight emit the
-    tokens of steps that do not."""
-    from medusa_runtime.engine import kernels
-
-    model = LlamaModel.load(write_tiny_model(tmp_path / "tiny", layers=6), dtype="bfloat16", device="cuda")
-    heads, tree, prompt = random_heads(3), [[0], [1], [0, 0], [0, 1], [0, 0, 0]], [5, 17, 42, 8]
-    monkeypatch.setattr(kernels, "WARM_L2", True)
-    warmed = MedusaDecoder(model, heads, tree).generate(prompt, 40).tokens
-    monkeypatch.setattr(kernels, "WARM_L2", False)
-    assert MedusaDecoder(model, heads, tree).generate(prompt, 40).tokens == warmed
-
-
-def test_tokens_taking_turns_in_a_tree_chunk_keep_the_tokens(tmp_path, monkeypatch):
-    """Issue 26: graphed tree steps whose attention programs take four tokens in turn in the
-    chunk past the committed keys emit the tokens of steps with a program a token."""
-    from medusa_runtime.engine import kernels
-
-    model = LlamaModel.load(write_tiny_model(tmp_path / "tiny", layers=6), dtype="bfloat16", device="cuda")
-    heads, tree, prompt = random_heads(3), [[0], [1], [0, 0], [0, 1], [0, 0, 0]], [5, 17, 42, 8]
-    monkeypatch.setattr(kernels, "TREE_CHUNK_TOKENS", 4)
-    taking_turns = MedusaDecoder(model, heads, tree).generate(prompt, 40).tokens
-    monkeypatch.setattr(kernels, "TREE_CHUNK_TOKENS", 1)
-    assert MedusaDecoder(model, heads, tree).generate(prompt, 40).tokens == taking_turns

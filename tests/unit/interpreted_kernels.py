@@ -83,19 +83,6 @@ def test_tree_rows_equal_one_token_steps(short_chunks, prompt_length):
     assert_equal_but_for_cpu_rounding(tree, alone)
 
 
-@pytest.mark.parametrize("tree_tokens", [3, 4])
-def test_tokens_taking_turns_in_a_tree_chunk_give_the_same_rows(short_chunks, monkeypatch, tree_tokens):
-    """Attention programs that take 3 or 4 of the tree's 6 tokens in turn in the chunk past the
-    committed keys give each token its own ancestors' keys: tree rows equal the one-token steps
-    and the rows of one program a token."""
-    model = tiny_model(kernels=True)
-    one_a_program, _ = tree_and_one_token_rows(model, 40)
-    monkeypatch.setattr(kernels, "TREE_CHUNK_TOKENS", tree_tokens)
-    tree, alone = tree_and_one_token_rows(model, 40)
-    assert_equal_but_for_cpu_rounding(tree, alone)
-    assert_equal_but_for_cpu_rounding(tree, one_a_program)
-
-
 def test_tree_row_check_fails_on_a_wrong_cache_slot(monkeypatch):
     """Issue 19: the rounding tolerance still catches a real error. Planted: tree nodes read the
     cache slot of node [1] where node [0]'s is (node [0] itself, node [0, 1]'s parent). Default
@@ -128,10 +115,10 @@ def test_padded_prefill_check_fails_on_a_wrong_cache_slot(monkeypatch):
     belongs (default key chunks, as above)."""
     rope_and_store = kernels.rope_and_store
 
-    def padding_one_slot_low(qkv, cos, sin, positions, slots, *rest, **options):
+    def padding_one_slot_low(qkv, cos, sin, positions, slots, *rest):
         repeated = torch.zeros_like(slots, dtype=torch.bool)
         repeated[1:] = slots[1:] == slots[:-1]
-        return rope_and_store(qkv, cos, sin, positions, torch.where(repeated, slots - 1, slots), *rest, **options)
+        return rope_and_store(qkv, cos, sin, positions, torch.where(repeated, slots - 1, slots), *rest)
 
     monkeypatch.setattr(kernels, "rope_and_store", padding_one_slot_low)
     model = tiny_model(kernels=True)

@@ -28,7 +28,7 @@ def test_kernels_under_the_triton_interpreter():
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert re.search(r"^36 passed in ", result.stdout, re.MULTILINE), result.stdout[-2000:]  # none skipped
+    assert re.search(r"^34 passed in ", result.stdout, re.MULTILINE), result.stdout[-2000:]  # none skipped
 
 
 def test_the_cpu_decodes_in_float32_through_torch_operations(tmp_path, monkeypatch):
@@ -180,35 +180,3 @@ def test_tiles_that_pack_their_weight_round_trip_and_refuse_a_row_major_prefetch
     assert LinearTiles.from_json({k: v for k, v in tiles.to_json().items() if k != "packed"}).packed is False
     with pytest.raises(ValueError, match="prefetch .* packed weight has none"):
         LinearTiles(128, 64, 8, 4, 2, 64, prefetch=2, packed=True)
-
-
-@pytest.mark.parametrize("size", [1, 128, 128 * 1024, 128 * 1024 + 1, 4096 * 4096 * 2])
-def test_l2_warming_asks_for_every_line_of_a_weight_once(size):
-    """Issue 26: the programs that warm the L2 cache with a layer's o weight during attention
-    split its bytes into lines, each program a run of them, none launched for nothing."""
-    from medusa_runtime.engine import kernels
-
-    weight_bytes = torch.zeros(size, dtype=torch.uint8)
-    programs = kernels._warm_programs(weight_bytes)
-    per_program = kernels.WARM_LINES_PER_PROGRAM * kernels.WARM_LINE_BYTES
-    assert (programs - 1) * per_program < size <= programs * per_program
-    assert kernels._warm_programs(None) == 0
-
-
-def test_l2_warming_takes_a_weights_bytes_in_either_layout_on_a_gpu_only(monkeypatch):
-    from medusa_runtime.engine import kernels
-    from medusa_runtime.engine.weights import PackedWeight
-
-    monkeypatch.setattr(kernels, "WARM_L2", True)
-    weight = torch.randn(10, 7, dtype=torch.bfloat16)
-    packed = PackedWeight.pack(weight, block_n=4, block_k=4, gated=True)
-    cuda = torch.device("cuda")  # only its type is read
-    assert torch.equal(kernels._bytes_to_warm(weight, cuda), weight.view(-1).view(torch.uint8))
-    # A packed weight's blocks, padding included: what the projection reads.
-    assert kernels._bytes_to_warm(packed, cuda).numel() == packed.data.numel() * 2 > weight.numel() * 2
-    assert kernels._bytes_to_warm(weight, torch.device("cpu")) is None  # the interpreter runs no PTX
-    assert kernels._bytes_to_warm(None, cuda) is None
-    with pytest.raises(ValueError, match="contiguous"):
-        kernels._bytes_to_warm(weight.t(), cuda)
-    monkeypatch.setattr(kernels, "WARM_L2", False)
-    assert kernels._bytes_to_warm(weight, cuda) is None

@@ -46,10 +46,6 @@ KEY_CHUNK = 128  # attention splits the keys into chunks of this many logical po
 # Query-head rows of an attention program's tile (at least): a chunk every token shares takes as
 # many tokens' heads into one tile as fit, so its keys are read once for them all.
 QUERY_TILE_ROWS = 16
-# Tokens one attention program takes in turn in a chunk that reaches past the committed keys (a
-# tree's or a prompt's own): 1 gives each token its own program, more read the chunk's committed
-# keys from the memory once for that many tokens and from the SM's cache after.
-TREE_CHUNK_TOKENS = 1
 WIDE = 8192  # output layers at least this wide (the vocabulary) get wider column tiles
 
 
@@ -155,12 +151,7 @@ def _prefetch_weight(w_ptr, cols, col_ok, k_begin, k_end, K, BLOCKS: tl.constexp
     before the previous kernel has finished: the read then overlaps that kernel's end."""
     lines = k_begin + tl.arange(0, BLOCKS * BK // 64) * 64
     ok = col_ok[:, None] & (lines[None, :] < k_end)
-    _ask_l2(tl.where(ok, w_ptr + cols[:, None] * K + lines[None, :], w_ptr))
-
-
-@triton.jit
-def _ask_l2(ptrs):
-    """Ask the L2 cache for the line holding each of ``ptrs``, without waiting for it (PTX: CUDA only)."""
+    ptrs = tl.where(ok, w_ptr + cols[:, None] * K + lines[None, :], w_ptr)
     tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32,
                               is_pure=False, pack=1)
 
@@ -655,60 +646,14 @@ def greedy_tokens(x: torch.Tensor, weight: torch.Tensor, *, norm: torch.Tensor |
     return index.gather(1, best.argmax(dim=1, keepdim=True)).squeeze(1).long()
 
 
-# Whether a layer's o projection weight is asked of the L2 cache while attention runs (CUDA only:
-# it takes inline PTX). Attention reads little memory for a long time at batch 1, so the weight's
-# read could fill that time and the projection then read it from the cache. Off until a card has
-# shown it faster (``step_cost.py --warm-l2 off on``); it changes no value either way.
-WARM_L2 = False
-WARM_LINE_BYTES = 128  # the L2 cache's line: one request each
-WARM_LINES_PER_PROGRAM = 1024
-
-
-def _bytes_to_warm(weight: torch.Tensor | PackedWeight | None, device: torch.device) -> torch.Tensor | None:
-    """The bytes of ``weight`` (either layout) as one flat byte tensor, or None where nothing is warmed."""
-    if weight is None or not WARM_L2 or device.type != "cuda":
-        return None
-    data = weight.data if isinstance(weight, PackedWeight) else weight
-    if not data.is_contiguous():
-        raise ValueError("only a contiguous weight can be warmed in the L2 cache")
-    return data.view(-1).view(torch.uint8)
-
-
-def _warm_programs(warm_bytes: torch.Tensor | None) -> int:
-    if warm_bytes is None:
-        return 0
-    return triton.cdiv(warm_bytes.numel(), WARM_LINE_BYTES * WARM_LINES_PER_PROGRAM)
-
-
-@triton.jit
-def _warm_lines(byte_ptr, size, program, LINES: tl.constexpr, LINE: tl.constexpr):
-    """Ask the L2 cache for the ``program``-th LINES lines of LINE bytes of the ``size`` bytes at
-    ``byte_ptr``; the requests are not waited for."""
-    offsets = (program * LINES + tl.arange(0, LINES)) * LINE
-    _ask_l2(tl.where(offsets < size, byte_ptr + offsets, byte_ptr))
-
-
 @triton.jit
 def _rope_store_kernel(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_cache_ptr, v_cache_ptr, head_stride,
-                       rows, warm_ptr, warm_size, HEADS: tl.constexpr, KV_HEADS: tl.constexpr,
-                       HEADS_PAD: tl.constexpr, KV_PAD: tl.constexpr, D: tl.constexpr, WARM: tl.constexpr,
-                       WARM_LINES: tl.constexpr, WARM_LINE: tl.constexpr, GDC: tl.constexpr):
+                       HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr,
+                       KV_PAD: tl.constexpr, D: tl.constexpr, GDC: tl.constexpr):
     """One token's row: rotate its query and key heads (as one [heads, D/2] tile per half), keep
-    the queries, write keys and values to the token's cache slot. With WARM, the programs past
-    the rows ask the L2 cache for the bytes of the weight at ``warm_ptr`` instead."""
+    the queries, write keys and values to the token's cache slot."""
     _after_previous_kernel(GDC)
     row = tl.program_id(0)
-    if row < rows:
-        _rope_store_row(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_cache_ptr, v_cache_ptr, head_stride,
-                        row, HEADS, KV_HEADS, HEADS_PAD, KV_PAD, D)
-    elif WARM:
-        _warm_lines(warm_ptr, warm_size, row - rows, WARM_LINES, WARM_LINE)
-
-
-@triton.jit
-def _rope_store_row(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_cache_ptr, v_cache_ptr, head_stride, row,
-                    HEADS: tl.constexpr, KV_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr, KV_PAD: tl.constexpr,
-                    D: tl.constexpr):
     heads = tl.arange(0, HEADS_PAD)[:, None]  # query heads, then key heads
     half = tl.arange(0, D // 2)[None, :]
     rotated = heads < HEADS + KV_HEADS
@@ -739,23 +684,15 @@ def _rope_store_row(qkv_ptr, cos_ptr, sin_ptr, pos_ptr, slot_ptr, q_ptr, k_cache
 
 def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                    slots: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, heads: int, kv_heads: int,
-                   head_dim: int, warm: torch.Tensor | PackedWeight | None = None) -> torch.Tensor:
+                   head_dim: int) -> torch.Tensor:
     """Rotate queries and keys of ``qkv`` [T, (H + 2KV) * D]; write keys and values to cache
-    ``slots`` ([KV, slots, D] per layer); return the queries [T, H, D].
-
-    ``warm``: a weight read soon after (the layer's o projection, which waits on attention) whose
-    bytes extra programs of this launch ask the L2 cache for (``WARM_L2``), so that its read from
-    memory overlaps the attention rather than following it."""
+    ``slots`` ([KV, slots, D] per layer); return the queries [T, H, D]."""
     rows = qkv.shape[0]
     q = torch.empty(rows, heads, head_dim, dtype=torch.float32, device=qkv.device)
-    warm_bytes = _bytes_to_warm(warm, qkv.device)
-    _rope_store_kernel[(rows + _warm_programs(warm_bytes),)](
-        qkv, cos, sin, positions, slots, q, k_cache, v_cache, k_cache.stride(0), rows,
-        warm_bytes if warm_bytes is not None else q, warm_bytes.numel() if warm_bytes is not None else 0,
+    _rope_store_kernel[(rows,)](
+        qkv, cos, sin, positions, slots, q, k_cache, v_cache, k_cache.stride(0),
         HEADS=heads, KV_HEADS=kv_heads, HEADS_PAD=triton.next_power_of_2(heads + kv_heads),
-        KV_PAD=triton.next_power_of_2(kv_heads), D=head_dim, WARM=warm_bytes is not None,
-        WARM_LINES=WARM_LINES_PER_PROGRAM, WARM_LINE=WARM_LINE_BYTES,
-        **_launch_options(dependent_launches(qkv.device)),
+        KV_PAD=triton.next_power_of_2(kv_heads), D=head_dim, **_launch_options(dependent_launches(qkv.device)),
     )
     return q
 
@@ -763,46 +700,25 @@ def rope_and_store(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, posi
 @triton.jit
 def _attention_chunk_kernel(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, committed_ptr, anc_ptr,
                             anc_stride, head_stride, rows, scale, HEADS: tl.constexpr, GROUP: tl.constexpr,
-                            PACK: tl.constexpr, TOKENS: tl.constexpr, TILE: tl.constexpr, D: tl.constexpr,
-                            CHUNK: tl.constexpr, IEEE: tl.constexpr, GDC: tl.constexpr):
+                            PACK: tl.constexpr, TILE: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr,
+                            IEEE: tl.constexpr, GDC: tl.constexpr):
     """One chunk of keys for the query heads of one kv head, as one matrix tile of queries.
 
     A chunk wholly below ``committed`` holds the same keys for every token, so the program of
     every PACK-th token takes the query heads of PACK tokens into its tile and the others stop;
     a chunk reaching past ``committed`` maps positions through each token's own ancestors, so
-    its tile takes one token's heads: the program of every TOKENS-th token takes TOKENS tokens
-    one after another (the chunk's keys below ``committed``, the same for them all, then come
-    from the SM's cache after the first). A token's rows of a tile are computed alone either
-    way (the tile's other rows never mix into them), so all give the same bits."""
+    each token's program takes only its own. A token's rows of a tile are computed alone
+    either way (the tile's other rows never mix into them), so both give the same bits."""
     _after_previous_kernel(GDC)
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
     chunk = tl.program_id(2)
     committed = tl.load(committed_ptr)
     start = chunk * CHUNK
-    if start + CHUNK <= committed:
-        if row % PACK == 0:
-            _attend_chunk(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, anc_ptr, anc_stride,
-                          head_stride, rows, scale, committed, row, PACK * GROUP, kv_head, chunk, HEADS, GROUP, TILE,
-                          D, CHUNK, IEEE)
-    elif row % TOKENS == 0:
-        for token in range(row, tl.minimum(row + TOKENS, rows)):
-            _attend_chunk(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, anc_ptr, anc_stride,
-                          head_stride, rows, scale, committed, token, GROUP, kv_head, chunk, HEADS, GROUP, TILE, D,
-                          CHUNK, IEEE)
-
-
-@triton.jit
-def _attend_chunk(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, anc_ptr, anc_stride, head_stride,
-                  rows, scale, committed, first, taken, kv_head, chunk, HEADS: tl.constexpr, GROUP: tl.constexpr,
-                  TILE: tl.constexpr, D: tl.constexpr, CHUNK: tl.constexpr, IEEE: tl.constexpr):
-    """The tile of ``taken`` query-head rows from token ``first`` on (whole tokens' GROUP heads
-    each) against one chunk of keys: its partial output and softmax statistics. Positions past
-    ``committed`` map through token ``first``'s ancestors (a tile reaching there holds that token
-    alone)."""
-    start = chunk * CHUNK
+    shared = start + CHUNK <= committed
     members = tl.arange(0, TILE)
-    tokens = first + members // GROUP
+    tokens = row + members // GROUP
+    taken = tl.where(shared, tl.where(row % PACK == 0, PACK * GROUP, 0), GROUP)
     member_ok = (members < taken) & (tokens < rows)
     position = tl.load(pos_ptr + tokens, mask=member_ok, other=-1)
     if tl.max(position, axis=0) >= start:
@@ -812,7 +728,7 @@ def _attend_chunk(q_ptr, k_cache_ptr, v_cache_ptr, part_ptr, stat_ptr, pos_ptr, 
         logical = start + tl.arange(0, CHUNK)
         needed = logical <= tl.max(position, axis=0)
         in_tree = needed & (logical >= committed)
-        ancestor = tl.load(anc_ptr + first * anc_stride + (logical - committed), mask=in_tree, other=0)
+        ancestor = tl.load(anc_ptr + row * anc_stride + (logical - committed), mask=in_tree, other=0)
         slot = tl.where(logical < committed, logical, committed + ancestor)
         kv_offsets = kv_head * head_stride + slot[:, None] * D + dims[None, :]
         keys = tl.load(k_cache_ptr + kv_offsets, mask=needed[:, None], other=0.0)
@@ -875,8 +791,8 @@ def attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, pos
     stats = torch.empty(rows, heads, chunks, 2, dtype=torch.float32, device=q.device)
     _attention_chunk_kernel[(rows, kv_heads, chunks)](
         q, k_cache, v_cache, part, stats, positions, committed, ancestors, ancestors.stride(0), k_cache.stride(0),
-        rows, head_dim**-0.5, HEADS=heads, GROUP=group, PACK=tile // group, TOKENS=TREE_CHUNK_TOKENS, TILE=tile,
-        D=head_dim, CHUNK=KEY_CHUNK, IEEE=k_cache.dtype == torch.float32, **_launch_options(dependent_launches(q.device)),
+        rows, head_dim**-0.5, HEADS=heads, GROUP=group, PACK=tile // group, TILE=tile, D=head_dim, CHUNK=KEY_CHUNK,
+        IEEE=k_cache.dtype == torch.float32, **_launch_options(dependent_launches(q.device)),
     )
     out = torch.empty(rows, heads * head_dim, dtype=out_dtype, device=q.device)
     # One warp a program: a tree's 30-60 rows launch hundreds of these small programs, each with

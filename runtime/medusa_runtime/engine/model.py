@@ -321,7 +321,7 @@ class LlamaModel:
             k_cache, v_cache = cache.k[index, 0], cache.v[index, 0]
             qkv = kernels.linear(x, layer["qkv"], bias=layer["qkv_bias"], norm=layer["attn_norm"], eps=eps)
             q = kernels.rope_and_store(qkv, self.half_cos, self.half_sin, positions, slots, k_cache, v_cache,
-                                       cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, warm=layer["o"])
+                                       cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
             # The o and down projections' inputs are kept in their weights' dtype: bit for bit
             # what those projections compute with, at half the bytes a tree's tiles re-read.
             out = kernels.attention(q, k_cache, v_cache, positions, committed, ancestors, cfg.num_kv_heads,
