@@ -34,7 +34,7 @@ images: venv
 	$(PY) hack/images.py
 
 test: venv binaries
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
 
 unit: venv
 	$(PY) -m pytest -m "not cluster and not triton and not s3 and not model and not slow and not images" $(PYTEST_ARGS)
