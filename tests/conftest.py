@@ -6,6 +6,7 @@ pytest_plugins = [
     "fixtures.model",
     "fixtures.triton",
     "fixtures.operator",
+    "fixtures.interpreter",
 ]
 
 

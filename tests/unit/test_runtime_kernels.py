@@ -3,11 +3,7 @@ Triton's CPU interpreter (checks in interpreted_kernels.py)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,16 +13,11 @@ from medusa_runtime.engine.model import LlamaConfig, LlamaModel, kernels_unsuppo
 from tiny_llama import HF_CONFIG, write_tiny_model
 
 pytest.importorskip("triton")
-CHECKS = Path(__file__).with_name("interpreted_kernels.py")
 
 
-def test_kernels_under_the_triton_interpreter():
-    """Triton decides whether to interpret when first imported: the checks need a fresh process."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", str(CHECKS)],
-        env={**os.environ, "TRITON_INTERPRET": "1"}, cwd=CHECKS.parents[2], capture_output=True, text=True,
-        timeout=900,
-    )
+def test_kernels_under_the_triton_interpreter(interpreted_kernel_checks):
+    """The checks run in a process of their own, started when collection ends (fixtures/interpreter.py)."""
+    result = interpreted_kernel_checks
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert re.search(r"^34 passed in ", result.stdout, re.MULTILINE), result.stdout[-2000:]  # none skipped
 
