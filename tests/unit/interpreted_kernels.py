@@ -8,8 +8,8 @@ its place in the tile, so rows the kernels make bit-identical on a GPU (held to 
 agree here to float32 rounding (``CPU_ROUNDING``); each such check is shown to fail on a planted
 wrong cache slot.
 
-Triton reads ``TRITON_INTERPRET`` when it is first imported, so test_runtime_kernels.py runs
-this file in a fresh process with it set."""
+Triton reads ``TRITON_INTERPRET`` when it is first imported, so this file runs in a fresh process
+with it set: tests/fixtures/interpreter.py starts it for test_runtime_kernels.py."""
 
 from __future__ import annotations
 
